@@ -1,0 +1,64 @@
+//! `notify`: records a message in the outbox. A sent message cannot be unsent,
+//! so compensation records a correction addressed to the same recipient.
+
+use serde::{Deserialize, Serialize};
+use settle_sdk::{Ctx, Manifest, Step, StepError, config, http};
+
+#[derive(Deserialize, Serialize)]
+pub struct Input {
+    pub to: String,
+    pub text: String,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct Output {
+    pub message_id: String,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    id: String,
+}
+
+fn send(key: &str, to: &str, text: &str) -> Result<String, StepError> {
+    let base = config::get("base_url").ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))?;
+    let body = serde_json::json!({ "to": to, "text": text });
+    let m: Message = http::post_json(&format!("{base}/outbox/messages"), key, &body)?.json()?;
+    Ok(m.id)
+}
+
+struct Notify;
+
+impl Step for Notify {
+    type Input = Input;
+    type Output = Output;
+    const COMPENSATES: bool = true;
+
+    fn manifest() -> Manifest {
+        Manifest::new("notify", "1.0.0", "Sends a message; compensation sends a correction")
+            .input_schema(serde_json::json!({
+                "type": "object",
+                "required": ["to", "text"],
+                "properties": {"to": {"type": "string", "minLength": 1}, "text": {"type": "string"}}
+            }))
+            .output_schema(serde_json::json!({
+                "type": "object",
+                "required": ["message_id"],
+                "properties": {"message_id": {"type": "string"}}
+            }))
+    }
+
+    fn run(ctx: &Ctx, input: Input) -> Result<Output, StepError> {
+        Ok(Output { message_id: send(&ctx.operation_id, &input.to, &input.text)? })
+    }
+
+    fn compensate(ctx: &Ctx, input: Input, output: Output) -> Result<(), StepError> {
+        // The correction is a second message: it needs its own idempotency key.
+        let key = format!("{}:correction", ctx.operation_id);
+        let text = format!("Correction: please disregard message {} ({})", output.message_id, input.text);
+        send(&key, &input.to, &text)?;
+        Ok(())
+    }
+}
+
+settle_sdk::export_step!(Notify);

@@ -1,0 +1,146 @@
+//! The `settle` command line.
+//!
+//! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
+//! another terminal state, 2 bad input or configuration.
+
+mod bench;
+mod demo;
+mod read;
+mod run;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "settle", version, about = "Durable, sandboxed WebAssembly workflows that converge")]
+pub struct Cli {
+    /// Store directory (overrides `data_dir` in settle.toml).
+    #[arg(long, global = true, env = "SETTLE_DATA")]
+    data: Option<PathBuf>,
+    /// Configuration file (default: ./settle.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Directory of plugin components, in addition to those in settle.toml.
+    #[arg(long = "plugins", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a flow to a terminal state; prints the final run summary as JSON.
+    Run(run::RunArgs),
+    /// List runs, newest first.
+    Runs {
+        /// Only runs in this state (e.g. settled, compensated, needs-attention).
+        #[arg(long)]
+        state: Option<crate::model::RunState>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a run stands: state, phrase, current step and attempts.
+    Status {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's event log, with lineage.
+    Events {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Installed plugins and their manifests.
+    Plugins {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a flow file without running it.
+    Validate { flow: PathBuf },
+    /// Finish every unfinished run, then exit.
+    Resume {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild every index from the event log.
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the shipped demo flows end to end (starts the demo service itself).
+    Demo,
+    /// Measure throughput, overhead, latency and recovery; prints figures.
+    Bench(bench::BenchArgs),
+    /// The demo's outside world: a ledger, stock table and outbox over HTTP.
+    /// Its state is journaled under `--data DIR`.
+    DemoService {
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    crate::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data) = &cli.data {
+        config.data_dir = data.clone();
+    }
+    config.plugin_dirs.extend(cli.plugin_dirs.iter().cloned());
+    Ok(config)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run(args) => run::run(&config(&cli)?, args).await,
+        Command::Runs { state, limit, json } => read::runs(&config(&cli)?, *state, *limit, *json),
+        Command::Status { run, json } => read::status(&config(&cli)?, run, *json),
+        Command::Events { run, json } => read::events(&config(&cli)?, run, *json),
+        Command::Plugins { json } => read::plugins(&config(&cli)?, *json).await,
+        Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,
+        Command::Resume { json } => run::resume(&config(&cli)?, *json).await,
+        Command::Reindex { json } => read::reindex(&config(&cli)?, *json),
+        Command::Demo => demo::demo(&config(&cli)?).await,
+        Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
+        Command::DemoService { listen } => {
+            let data = cli.data.clone().ok_or_else(|| anyhow::anyhow!("demo-service needs --data DIR"))?;
+            crate::demo_service::serve(*listen, &data).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC.
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}

@@ -1,0 +1,201 @@
+//! Read commands: `runs`, `status`, `events`, `plugins`, `validate`, `reindex`.
+
+use super::{print_json, time};
+use crate::app::open_store;
+use crate::config::Config;
+use crate::engine::status::RunStatus;
+use crate::model::{RunId, RunState};
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::store::Store;
+use anyhow::Context;
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn parse_run(run: &str) -> anyhow::Result<RunId> {
+    run.parse().with_context(|| format!("'{run}' is not a run id (a UUID)"))
+}
+
+pub fn runs(config: &Config, state: Option<RunState>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let runs = store.list_runs(state, limit)?;
+    let statuses: Vec<RunStatus> = runs.iter().map(|s| RunStatus::new(s, false, None)).collect();
+    if json {
+        print_json(&statuses)?;
+    } else {
+        for s in &statuses {
+            println!("{}  {:<16} {:<22} {}", s.run_id, s.flow, s.state.as_str(), s.phrase);
+        }
+        if statuses.is_empty() {
+            println!("no runs");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let run = parse_run(run)?;
+    let store = open_store(config)?;
+    let summary = store.summary(run)?.with_context(|| format!("no run {run}"))?;
+    let status = RunStatus::new(&summary, false, None);
+    if json {
+        print_json(&status)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run      {}", status.run_id);
+    println!("flow     {}", status.flow);
+    println!("state    {}", status.state);
+    println!("status   {}", status.phrase);
+    if let Some(step) = &status.step {
+        println!(
+            "step     {} of {} ({}), {} attempt {} of {}",
+            step.number, status.step_count, step.name, step.action, step.attempt, step.max_attempts
+        );
+    }
+    println!("done     {} of {} steps, {} attempts in all", status.completed_steps, status.step_count, status.attempts_total);
+    if let Some(f) = &status.last_failure {
+        println!("failure  {} ({})", f.message, f.class.as_str());
+    }
+    if let Some(d) = &status.detail {
+        println!("detail   {d}");
+    }
+    println!("accepted {}", time(status.accepted_at_ms));
+    if let Some(t) = status.finished_at_ms {
+        println!("finished {}", time(t));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let run = parse_run(run)?;
+    let store = open_store(config)?;
+    let events = store.events(run)?;
+    anyhow::ensure!(!events.is_empty(), "no run {run}");
+    if json {
+        print_json(&events)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &events {
+        let step = match (&e.step, e.attempt) {
+            (Some(s), Some(a)) => format!("{s}#{a}"),
+            (Some(s), None) => s.clone(),
+            _ => String::new(),
+        };
+        let detail = serde_json::to_value(&e.kind)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .map(|mut m| {
+                m.remove("type");
+                serde_json::Value::Object(m).to_string()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:>3} {} {:<24} {:<14} {:<40} {}",
+            e.seq,
+            time(e.at_ms),
+            e.kind.name(),
+            step,
+            e.source.0,
+            if detail == "{}" { String::new() } else { detail }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the plugins without opening the store (another process may hold it).
+async fn runtime_only(config: &Config) -> anyhow::Result<(Runtime, Vec<crate::runtime::LoadError>)> {
+    struct NoKv;
+    impl crate::runtime::PluginKv for NoKv {
+        fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, String> {
+            Err("no store".into())
+        }
+        fn set(&self, _: &str, _: &str, _: &[u8]) -> Result<(), String> {
+            Err("no store".into())
+        }
+        fn delete(&self, _: &str, _: &str) -> Result<(), String> {
+            Err("no store".into())
+        }
+    }
+    let options = RuntimeOptions {
+        max_concurrent_calls: 4,
+        max_memory_mib: config.runtime.max_memory_mib,
+        cache_dir: Some(config.cache_dir()),
+        default_limits: config.limits.clone(),
+        plugins: config.plugins.clone(),
+    };
+    let runtime = Runtime::new(options, Arc::new(NoKv))?;
+    let mut errors = Vec::new();
+    for dir in &config.plugin_dirs {
+        errors.extend(runtime.load_dir(dir).await);
+    }
+    Ok((runtime, errors))
+}
+
+pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let (runtime, errors) = runtime_only(config).await?;
+    let plugins = runtime.plugins();
+    if json {
+        let list: Vec<_> = plugins
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name.as_ref(),
+                    "source": p.source,
+                    "digest": p.digest,
+                    "path": p.path,
+                    "manifest": p.manifest,
+                    "limits": p.limits,
+                    "grants": *p.grants,
+                })
+            })
+            .collect();
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        print_json(&json!({ "plugins": list, "errors": errors }))?;
+    } else {
+        for p in &plugins {
+            let caps = [
+                p.manifest.supports_compensate.then_some("compensate"),
+                p.manifest.supports_reconcile.then_some("reconcile"),
+            ];
+            let caps: Vec<&str> = caps.into_iter().flatten().collect();
+            println!("{:<16} {:<44} {}", p.name, p.source, p.manifest.summary);
+            println!("{:<16} supports: run {}", "", caps.join(" "));
+        }
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub async fn validate(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
+    let (runtime, _) = runtime_only(config).await?;
+    let file = path.display().to_string();
+    let flow = crate::flow::Flow::load(path)?;
+    let installed: Vec<_> = runtime
+        .plugins()
+        .iter()
+        .map(|p| crate::flow::PluginFacts {
+            name: p.name.to_string(),
+            supports_compensate: p.manifest.supports_compensate,
+        })
+        .collect();
+    flow.check_plugins(&file, &installed)?;
+    println!("flow {} is valid: {} step(s)", flow.id(), flow.steps.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reindex(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let report = store.reindex()?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "rebuilt from {} events: {} runs, {} active, {} timers, {} idempotency keys",
+            report.events, report.runs, report.active, report.timers, report.idempotency_keys
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

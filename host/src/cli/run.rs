@@ -1,0 +1,254 @@
+//! `settle run` and `settle resume`.
+
+use crate::app::{Host, HostEngine};
+use crate::config::Config;
+use crate::engine::status::RunStatus;
+use crate::flow::{Flow, PluginFacts};
+use crate::model::{RunId, RunState, RunSummary};
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The flow file (YAML).
+    flow: PathBuf,
+    /// The run input, as JSON.
+    #[arg(long, conflicts_with = "inputs")]
+    input: Option<String>,
+    /// Deduplicates: the same key for the same flow returns the same run.
+    #[arg(long, conflicts_with = "inputs")]
+    idempotency_key: Option<String>,
+    /// One run per line: a JSON input, or {"input": ..., "idempotency_key": "..."}.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Runs in progress at once with --inputs.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// One run to start.
+struct Request {
+    input: Value,
+    key: Option<String>,
+}
+
+/// What `settle run` prints for each run.
+#[derive(Serialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub status: RunStatus,
+    /// True when the idempotency key named an earlier run.
+    pub existing: bool,
+    /// Output of each completed step, by step name.
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+impl RunReport {
+    pub fn new(summary: &RunSummary, existing: bool) -> Self {
+        let outputs = summary
+            .steps
+            .iter()
+            .zip(&summary.outputs)
+            .filter_map(|(name, out)| out.clone().map(|o| (name.clone(), o)))
+            .collect();
+        RunReport { status: RunStatus::new(summary, false, None), existing, outputs }
+    }
+}
+
+/// Loads a flow and checks it against the installed plugins; every problem
+/// is printed with its place.
+pub fn load_flow(host: &Host, path: &Path) -> anyhow::Result<Arc<Flow>> {
+    let file = path.display().to_string();
+    let flow = Flow::load(path)?;
+    let installed: Vec<PluginFacts> = host
+        .runtime
+        .plugins()
+        .iter()
+        .map(|p| PluginFacts { name: p.name.to_string(), supports_compensate: p.manifest.supports_compensate })
+        .collect();
+    flow.check_plugins(&file, &installed)?;
+    Ok(Arc::new(flow))
+}
+
+fn parse_requests(args: &RunArgs) -> anyhow::Result<Vec<Request>> {
+    if let Some(path) = &args.inputs {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut requests = Vec::new();
+        let mut problems = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(map)) => {
+                    let envelope = map.contains_key("input")
+                        && map.keys().all(|k| k == "input" || k == "idempotency_key");
+                    if envelope {
+                        let key = match map.get("idempotency_key") {
+                            None | Some(Value::Null) => None,
+                            Some(Value::String(k)) => Some(k.clone()),
+                            Some(_) => {
+                                problems.push(format!("{}:{}: idempotency_key must be a string", path.display(), n + 1));
+                                continue;
+                            }
+                        };
+                        requests.push(Request { input: map["input"].clone(), key });
+                    } else {
+                        requests.push(Request { input: Value::Object(map), key: None });
+                    }
+                }
+                Ok(_) => problems.push(format!("{}:{}: a line must be a JSON object", path.display(), n + 1)),
+                Err(e) => problems.push(format!("{}:{}: not JSON: {e}", path.display(), n + 1)),
+            }
+        }
+        // Nothing is accepted unless every line is good.
+        if !problems.is_empty() {
+            bail!("no run was started:\n{}", problems.join("\n"));
+        }
+        return Ok(requests);
+    }
+    let input = match &args.input {
+        Some(text) => serde_json::from_str(text).context("--input is not valid JSON")?,
+        None => Value::Object(Default::default()),
+    };
+    Ok(vec![Request { input, key: args.idempotency_key.clone() }])
+}
+
+pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let requests = parse_requests(args)?;
+    let host = start(config).await?;
+    let flow = load_flow(&host, &args.flow)?;
+    let single = args.inputs.is_none();
+    let bars = MultiProgress::with_draw_target(if args.quiet {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    });
+    let overall = (!single).then(|| {
+        let bar = bars.add(ProgressBar::new(requests.len() as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} runs finished {msg}").unwrap_or(ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let (engine, flow, slots) = (host.engine.clone(), flow.clone(), slots.clone());
+        let bar = single.then(|| bars.add(ProgressBar::new_spinner()));
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let result = run_one(&engine, &flow, request, bar).await;
+            (i, result)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = joined.context("a run task failed")?;
+        if let Some(bar) = &overall {
+            bar.inc(1);
+        }
+        results.push((i, result));
+    }
+    if let Some(bar) = overall {
+        bar.finish();
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let mut all_settled = true;
+    for (_, result) in results {
+        match result {
+            Ok(report) => {
+                all_settled &= report.status.state == RunState::Settled;
+                if single {
+                    super::print_json(&report)?;
+                } else {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+            }
+            Err(e) => {
+                all_settled = false;
+                if single {
+                    return Err(e);
+                }
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+        }
+    }
+    Ok(if all_settled { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn start(config: &Config) -> anyhow::Result<Host> {
+    let host = Host::start(config).await?;
+    for e in &host.load_errors {
+        eprintln!("warning: {e}");
+    }
+    for (run, why) in &host.resumed.stuck {
+        eprintln!("warning: run {run} cannot be resumed: {why}");
+    }
+    if !host.resumed.runs.is_empty() {
+        eprintln!("resuming {} unfinished run(s)", host.resumed.runs.len());
+    }
+    Ok(host)
+}
+
+async fn run_one(
+    engine: &HostEngine,
+    flow: &Arc<Flow>,
+    request: Request,
+    bar: Option<ProgressBar>,
+) -> anyhow::Result<RunReport> {
+    let submitted = engine.submit(flow, request.input, request.key).await?;
+    let run = submitted.run_id;
+    let ticker = bar.map(|bar| {
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or(ProgressStyle::default_spinner()));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(status)) = engine.status(run) {
+                    bar.set_message(format!("{}  [{}]", status.phrase, status.state));
+                    if status.state.is_terminal() {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            bar.finish_and_clear();
+        })
+    });
+    let summary = engine.wait(run).await?.with_context(|| format!("run {run} is not in the store"))?;
+    if let Some(t) = ticker {
+        let _ = t.await;
+    }
+    Ok(RunReport::new(&summary, submitted.existing))
+}
+
+/// Finishes every unfinished run, then prints what each ended as.
+pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let host = start(config).await?;
+    let runs: Vec<RunId> = host.resumed.runs.clone();
+    let mut reports = Vec::new();
+    for run in &runs {
+        if let Some(summary) = host.engine.wait(*run).await? {
+            reports.push(RunReport::new(&summary, true));
+        }
+    }
+    if json {
+        super::print_json(&reports)?;
+    } else {
+        println!("resumed {} run(s); {} cannot be resumed", runs.len(), host.resumed.stuck.len());
+        for r in &reports {
+            println!("{}  {:<22} {}", r.status.run_id, r.status.state.as_str(), r.status.phrase);
+        }
+    }
+    Ok(if host.resumed.stuck.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,120 @@
+//! `settle.toml`: every setting, its default, and environment overrides.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`--config`,
+//! or `settle.toml` in the working directory if there is one), then
+//! environment variables `SETTLE_<KEY>` with `__` between levels, e.g.
+//! `SETTLE_DATA_DIR=/var/lib/settle`, `SETTLE_ENGINE__MAX_RUNS_IN_FLIGHT=64`,
+//! `SETTLE_PLUGINS__TRANSFER__CONFIG__BASE_URL=http://127.0.0.1:7300`.
+//! Relative paths are relative to the working directory. The repository's
+//! `settle.toml` is the commented reference.
+
+use crate::runtime::Limits;
+use crate::runtime::plugin::PluginSettings;
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store (events and indexes) lives.
+    pub data_dir: PathBuf,
+    /// Directories whose `*.wasm` components are installed as plugins.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Compiled-plugin cache; default `<data_dir>/plugin-cache`.
+    pub cache_dir: Option<PathBuf>,
+    pub engine: EngineConfig,
+    pub store: StoreConfig,
+    pub runtime: RuntimeConfig,
+    /// Default sandbox limits for every plugin.
+    pub limits: Limits,
+    /// Per-plugin grants and limits, by plugin name.
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Runs executing a step at once.
+    pub max_runs_in_flight: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache, MiB.
+    pub cache_capacity_mib: u64,
+    /// Most commits written by one flush (group commit).
+    pub max_batch: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Plugin calls in progress at once (pooled instance slots).
+    pub max_concurrent_calls: u32,
+    /// Ceiling on any plugin's memory limit, MiB.
+    pub max_memory_mib: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".settle"),
+            plugin_dirs: vec![PathBuf::from("example-plugins/dist")],
+            cache_dir: None,
+            engine: EngineConfig::default(),
+            store: StoreConfig::default(),
+            runtime: RuntimeConfig::default(),
+            limits: Limits::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_runs_in_flight: 1024 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_capacity_mib: 256, max_batch: 2048 }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_concurrent_calls: 256, max_memory_mib: 512 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `./settle.toml` if present), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) => {
+                anyhow::ensure!(f.exists(), "config file {} does not exist", f.display());
+                figment = figment.merge(Toml::file(f));
+            }
+            None if Path::new("settle.toml").exists() => figment = figment.merge(Toml::file("settle.toml")),
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("SETTLE_").split("__"));
+        figment.extract().context("invalid configuration")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"))
+    }
+
+    /// The settings of plugin `name`, created empty if absent.
+    pub fn plugin_mut(&mut self, name: &str) -> &mut PluginSettings {
+        self.plugins.entry(name.to_string()).or_default()
+    }
+}

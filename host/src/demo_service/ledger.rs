@@ -1,0 +1,165 @@
+//! The demo world's state and its rules, with no I/O: a ledger of accounts
+//! and transfers, a stock table with reservations, an outbox of messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Everything the outside world holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct World {
+    /// Balances in minor units; accounts open on first use.
+    pub accounts: BTreeMap<String, i64>,
+    pub transfers: BTreeMap<String, Transfer>,
+    pub stock: BTreeMap<String, i64>,
+    pub reservations: BTreeMap<String, Reservation>,
+    pub messages: Vec<Message>,
+    /// Requests that changed something.
+    pub requests: u64,
+    /// Repeated requests answered from the idempotency record, not applied again.
+    pub deduplicated: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+    pub refunded: bool,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub released: bool,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub to: String,
+    pub text: String,
+    pub idempotency_key: String,
+}
+
+/// An answer: HTTP status and JSON body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply { status, body }
+}
+
+fn problem(status: u16, message: impl Into<String>) -> Reply {
+    reply(status, json!({ "error": message.into() }))
+}
+
+impl World {
+    /// The world on first start: some stock to reserve.
+    pub fn seeded() -> Self {
+        let mut w = World::default();
+        w.stock.insert("widget".into(), 1_000_000);
+        w.stock.insert("gadget".into(), 1_000_000);
+        w.stock.insert("rare-item".into(), 1);
+        w
+    }
+
+    /// Applies one state-changing request. Deterministic: replaying the
+    /// journal's requests in order rebuilds the same world.
+    pub fn apply(&mut self, path: &str, key: &str, body: &Value) -> Reply {
+        let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::to_string);
+        let int = |field: &str| body.get(field).and_then(Value::as_i64);
+        let reply = match path {
+            "/ledger/transfers" => match (text("from"), text("to"), int("amount")) {
+                (Some(from), Some(to), Some(amount)) if amount > 0 && !from.is_empty() && !to.is_empty() => {
+                    let id = format!("t-{:06}", self.transfers.len() + 1);
+                    *self.accounts.entry(from.clone()).or_default() -= amount;
+                    *self.accounts.entry(to.clone()).or_default() += amount;
+                    let t = Transfer { id: id.clone(), from, to, amount, refunded: false, idempotency_key: key.into() };
+                    let body = json!(t);
+                    self.transfers.insert(id, t);
+                    reply(201, body)
+                }
+                _ => problem(422, "need from, to (non-empty) and a positive integer amount"),
+            },
+            "/ledger/refunds" => match text("transfer_id").and_then(|id| self.transfers.get_mut(&id)) {
+                None => problem(404, "no such transfer"),
+                Some(t) if t.refunded => reply(200, json!(t)),
+                Some(t) => {
+                    t.refunded = true;
+                    let t = t.clone();
+                    *self.accounts.entry(t.from.clone()).or_default() += t.amount;
+                    *self.accounts.entry(t.to.clone()).or_default() -= t.amount;
+                    reply(200, json!(t))
+                }
+            },
+            "/stock/reservations" => match (text("sku"), int("quantity")) {
+                (Some(sku), Some(quantity)) if quantity > 0 => {
+                    let available = self.stock.get(&sku).copied().unwrap_or(0);
+                    if available < quantity {
+                        problem(409, format!("insufficient stock of '{sku}': {available} available, {quantity} asked"))
+                    } else {
+                        self.stock.insert(sku.clone(), available - quantity);
+                        let id = format!("r-{:06}", self.reservations.len() + 1);
+                        let r = Reservation { id: id.clone(), sku, quantity, released: false, idempotency_key: key.into() };
+                        let body = json!(r);
+                        self.reservations.insert(id, r);
+                        reply(201, body)
+                    }
+                }
+                _ => problem(422, "need sku and a positive integer quantity"),
+            },
+            "/stock/releases" => match text("reservation_id").and_then(|id| self.reservations.get_mut(&id)) {
+                None => problem(404, "no such reservation"),
+                Some(r) if r.released => reply(200, json!(r)),
+                Some(r) => {
+                    r.released = true;
+                    let r = r.clone();
+                    *self.stock.entry(r.sku.clone()).or_default() += r.quantity;
+                    reply(200, json!(r))
+                }
+            },
+            "/outbox/messages" => match (text("to"), text("text")) {
+                (Some(to), Some(text)) if !to.is_empty() => {
+                    let id = format!("m-{:06}", self.messages.len() + 1);
+                    let m = Message { id, to, text, idempotency_key: key.into() };
+                    let body = json!(m);
+                    self.messages.push(m);
+                    reply(201, body)
+                }
+                _ => problem(422, "need to (non-empty) and text"),
+            },
+            other => problem(404, format!("no such endpoint {other}")),
+        };
+        if reply.status < 300 {
+            self.requests += 1;
+        }
+        reply
+    }
+
+    /// Answers a read.
+    pub fn read(&self, path: &str) -> Reply {
+        let id = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);
+        if path == "/state" {
+            return reply(200, json!(self));
+        }
+        if let Some(id) = id("/ledger/transfers/") {
+            return self.transfers.get(&id).map_or_else(|| problem(404, "no such transfer"), |t| reply(200, json!(t)));
+        }
+        if let Some(id) = id("/stock/reservations/") {
+            return self
+                .reservations
+                .get(&id)
+                .map_or_else(|| problem(404, "no such reservation"), |r| reply(200, json!(r)));
+        }
+        problem(404, format!("no such resource {path}"))
+    }
+}

@@ -1,0 +1,312 @@
+//! The engine: accepts runs, drives each through its flow as a saga, and
+//! resumes unfinished runs after a restart.
+//!
+//! It knows the store only through [`Store`] and the runtime only through
+//! [`Executor`]. Every state change is decided by a pure function
+//! ([`transitions`]) and committed as events before anyone may rely on it:
+//! a step's completion and the next step's schedule go out in one commit,
+//! and only then is the next step called.
+
+mod driver;
+pub mod retry;
+pub mod status;
+pub mod transitions;
+
+use crate::flow::Flow;
+use crate::model::{Event, EventKind, RunId, RunSummary, SCHEMA_VERSION, Source, now_ms};
+use crate::runtime::Executor;
+use crate::store::{Commit, CommitOutcome, IdempotencyClaim, Store, StoreError};
+use serde_json::Value;
+use status::{Progress, RunStatus};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Runs executing a step at once; runs waiting for a timer do not count.
+    pub max_runs_in_flight: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { max_runs_in_flight: 1024 }
+    }
+}
+
+/// Why a run was not accepted. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The run input does not give a step what its plugin needs.
+    #[error("input rejected: step '{step}' (plugin '{plugin}'): {problem}")]
+    InvalidInput { step: String, plugin: String, problem: String },
+    /// A step's plugin is not installed.
+    #[error("step '{step}' uses plugin '{plugin}', which is not installed")]
+    UnknownPlugin { step: String, plugin: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer to a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub run_id: RunId,
+    /// True when the idempotency key named an existing run: nothing new was started.
+    pub existing: bool,
+}
+
+/// What `resume` found.
+#[derive(Clone, Debug, Default)]
+pub struct Resumed {
+    pub runs: Vec<RunId>,
+    /// Runs that cannot be driven, and why (their flow cannot be read).
+    pub stuck: Vec<(RunId, String)>,
+}
+
+/// The engine. Cheap to clone.
+pub struct Engine<S: Store, X: Executor> {
+    inner: Arc<Inner<S, X>>,
+}
+
+impl<S: Store, X: Executor> Clone for Engine<S, X> {
+    fn clone(&self) -> Self {
+        Engine { inner: self.inner.clone() }
+    }
+}
+
+struct Inner<S, X> {
+    store: S,
+    executor: X,
+    permits: Semaphore,
+    /// Runs driven by this process.
+    live: Mutex<HashMap<RunId, Live>>,
+    /// Parsed flows by digest.
+    flows: Mutex<HashMap<String, Arc<Flow>>>,
+    /// Accept runs without driving them (benchmarks and drills of recovery).
+    paused: AtomicBool,
+}
+
+/// What only the driving process knows about a run.
+struct Live {
+    updates: watch::Sender<Arc<RunSummary>>,
+    running: bool,
+    progress: Option<Progress>,
+}
+
+impl<S: Store, X: Executor> Engine<S, X> {
+    pub fn new(store: S, executor: X, options: EngineOptions) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                executor,
+                permits: Semaphore::new(options.max_runs_in_flight.max(1)),
+                live: Mutex::new(HashMap::new()),
+                flows: Mutex::new(HashMap::new()),
+                paused: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// While paused, runs are accepted and recorded but not driven: they
+    /// wait, as after a crash, for a host to resume them.
+    pub fn set_paused(&self, paused: bool) {
+        self.inner.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn executor(&self) -> &X {
+        &self.inner.executor
+    }
+
+    /// Accepts a run of `flow` and starts driving it. Returns once the run is
+    /// durably recorded. With an idempotency key already used for this flow
+    /// (inside the flow's window), returns that run instead.
+    pub async fn submit(&self, flow: &Arc<Flow>, input: Value, key: Option<String>) -> Result<Submitted, SubmitError> {
+        if let Some(key) = &key
+            && let Some(run_id) =
+                self.inner.store.find_idempotent(&flow.id(), key, flow.idempotency_window.as_millis() as u64, now_ms())?
+        {
+            return Ok(Submitted { run_id, existing: true });
+        }
+        self.check_input(flow, &input)?;
+        self.inner.store.put_flow(&flow.digest, &flow.source)?;
+        self.remember_flow(flow);
+
+        let run_id = RunId::new();
+        let now = now_ms();
+        let accepted = EventKind::RunAccepted {
+            flow: flow.name.clone(),
+            flow_version: flow.version.clone(),
+            flow_digest: flow.digest.clone(),
+            steps: flow.steps.iter().map(|s| s.name.clone()).collect(),
+            input,
+            idempotency_key: key.clone(),
+        };
+        let first = Event {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            run_id,
+            seq: 0,
+            at_ms: now,
+            step: None,
+            operation_id: None,
+            attempt: None,
+            source: Source::host(),
+            causation: None,
+            trace_id: run_id.trace_id(),
+            kind: accepted,
+        };
+        let Some(mut summary) = RunSummary::from_first(&first) else {
+            unreachable!("a run-accepted event always starts a summary")
+        };
+        let step0 = &flow.steps[0];
+        let scheduled = driver::draft(
+            &summary,
+            EventKind::StepScheduled { index: 0, attempt: 1, max_attempts: step0.retry.max_attempts, not_before_ms: now },
+            Some(0),
+            Source::host(),
+            now,
+        );
+        summary.apply(&scheduled);
+        let claim = key.map(|key| IdempotencyClaim {
+            flow: flow.id(),
+            key,
+            window_ms: flow.idempotency_window.as_millis() as u64,
+        });
+        let commit = Commit { run_id, events: vec![first, scheduled], summary: summary.clone(), previous_due_ms: None, claim };
+        match self.inner.store.commit(commit).await? {
+            CommitOutcome::Duplicate(existing) => Ok(Submitted { run_id: existing, existing: true }),
+            CommitOutcome::Committed => {
+                if !self.is_paused() {
+                    self.spawn(summary, flow.clone());
+                }
+                Ok(Submitted { run_id, existing: false })
+            }
+        }
+    }
+
+    /// Checks what can be checked before accepting: every plugin installed,
+    /// and every step input that depends only on the run input matches its
+    /// plugin's schema.
+    fn check_input(&self, flow: &Flow, input: &Value) -> Result<(), SubmitError> {
+        let scope = crate::flow::template::Scope { input, outputs: &[], run_id: "" };
+        for step in &flow.steps {
+            let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
+                return Err(SubmitError::UnknownPlugin { step: step.name.clone(), plugin: step.plugin.clone() });
+            };
+            if !step.input.depends_only_on_input() {
+                continue;
+            }
+            let invalid = |problem: String| SubmitError::InvalidInput {
+                step: step.name.clone(),
+                plugin: step.plugin.clone(),
+                problem,
+            };
+            let value = step.input.render(&scope).map_err(invalid)?;
+            plugin.check_input(&value).map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    fn remember_flow(&self, flow: &Arc<Flow>) {
+        self.inner.flows.lock().unwrap_or_else(|p| p.into_inner()).insert(flow.digest.clone(), flow.clone());
+    }
+
+    /// The flow a run was accepted under, from memory or from the store.
+    fn flow_for(&self, summary: &RunSummary) -> Result<Arc<Flow>, String> {
+        if let Some(f) = self.inner.flows.lock().unwrap_or_else(|p| p.into_inner()).get(&summary.flow_digest) {
+            return Ok(f.clone());
+        }
+        let text = self
+            .inner
+            .store
+            .get_flow(&summary.flow_digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("flow {} (digest {}) is not in the store", summary.flow, summary.flow_digest))?;
+        let flow = Arc::new(Flow::parse(&text, &format!("{}@{}", summary.flow, summary.flow_version)).map_err(|e| e.to_string())?);
+        self.remember_flow(&flow);
+        Ok(flow)
+    }
+
+    /// Resumes every run that is not terminal, from its log.
+    pub fn resume(&self) -> Result<Resumed, StoreError> {
+        let mut resumed = Resumed::default();
+        for summary in self.inner.store.active_runs()? {
+            let run = summary.run_id;
+            if self.is_live(run) {
+                continue;
+            }
+            match self.flow_for(&summary) {
+                Ok(flow) => {
+                    self.spawn(summary, flow);
+                    resumed.runs.push(run);
+                }
+                Err(why) => resumed.stuck.push((run, why)),
+            }
+        }
+        Ok(resumed)
+    }
+
+    fn is_live(&self, run: RunId) -> bool {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&run)
+    }
+
+    fn spawn(&self, summary: RunSummary, flow: Arc<Flow>) {
+        let (updates, _) = watch::channel(Arc::new(summary.clone()));
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(summary.run_id, Live { updates, running: false, progress: None });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.drive(summary, flow).await });
+    }
+
+    /// Waits until `run` is terminal (or, if another process drives it,
+    /// returns what the store says now).
+    pub async fn wait(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
+        let receiver = {
+            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(&run).map(|l| l.updates.subscribe())
+        };
+        if let Some(mut rx) = receiver {
+            loop {
+                if rx.borrow_and_update().state.is_terminal() {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.inner.store.summary(run)
+    }
+
+    /// Subscribes to summary updates of a run driven by this process.
+    pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Arc<RunSummary>>> {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).get(&run).map(|l| l.updates.subscribe())
+    }
+
+    /// The status of a run: what the log says, plus what this process knows live.
+    pub fn status(&self, run: RunId) -> Result<Option<RunStatus>, StoreError> {
+        let Some(summary) = self.inner.store.summary(run)? else { return Ok(None) };
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        let (running, progress) = live.get(&run).map(|l| (l.running, l.progress.clone())).unwrap_or((false, None));
+        Ok(Some(RunStatus::new(&summary, running, progress)))
+    }
+
+    /// Runs this process is driving now.
+    pub fn live_runs(&self) -> usize {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

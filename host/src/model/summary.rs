@@ -1,0 +1,212 @@
+//! The run summary: a fold over a run's events. The store keeps it as an
+//! index (it can always be rebuilt from the log); the engine keeps the same
+//! fold in memory for the run it drives; status phrases are read from it.
+
+use super::event::{Event, EventKind, Failure, Verdict};
+use super::{RunId, RunState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What the engine must do next for a run, as the log says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Next {
+    /// Call attempt `attempt` of step `index`, not before `not_before_ms`.
+    Step { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    /// Call attempt `attempt` of the compensation of step `index`.
+    Compensate { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    /// Confirm the completed steps with downstream systems.
+    Reconcile { attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    /// Nothing: the run is terminal.
+    Nothing,
+}
+
+impl Next {
+    /// When the next action is due, if there is one.
+    pub fn due_ms(&self) -> Option<u64> {
+        match *self {
+            Next::Step { not_before_ms, .. }
+            | Next::Compensate { not_before_ms, .. }
+            | Next::Reconcile { not_before_ms, .. } => Some(not_before_ms),
+            Next::Nothing => None,
+        }
+    }
+}
+
+/// Everything known about a run, folded from its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub flow: String,
+    pub flow_version: String,
+    pub flow_digest: String,
+    pub steps: Vec<String>,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub state: RunState,
+    pub next: Next,
+    /// Output of each completed step (None: not completed).
+    pub outputs: Vec<Option<Value>>,
+    /// Steps that were undone.
+    pub compensated: Vec<bool>,
+    /// Verdicts of the last reconciliation, per step.
+    pub verdicts: Vec<Option<Verdict>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Why the run drifted or needs attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Attempts made so far, all steps and compensations together.
+    pub attempts_total: u32,
+    pub accepted_at_ms: u64,
+    pub updated_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// Sequence number the next event of this run gets.
+    pub next_seq: u64,
+    /// The last event recorded, the causation of the next.
+    pub last_event: Uuid,
+}
+
+impl RunSummary {
+    /// Starts a summary from the run's first event.
+    pub fn from_first(event: &Event) -> Option<Self> {
+        let EventKind::RunAccepted { flow, flow_version, flow_digest, steps, input, idempotency_key } =
+            &event.kind
+        else {
+            return None;
+        };
+        let n = steps.len();
+        let mut s = RunSummary {
+            run_id: event.run_id,
+            flow: flow.clone(),
+            flow_version: flow_version.clone(),
+            flow_digest: flow_digest.clone(),
+            steps: steps.clone(),
+            input: input.clone(),
+            idempotency_key: idempotency_key.clone(),
+            state: RunState::Accepted,
+            next: Next::Nothing,
+            outputs: vec![None; n],
+            compensated: vec![false; n],
+            verdicts: vec![None; n],
+            last_failure: None,
+            detail: None,
+            attempts_total: 0,
+            accepted_at_ms: event.at_ms,
+            updated_at_ms: event.at_ms,
+            finished_at_ms: None,
+            next_seq: event.seq + 1,
+            last_event: event.id,
+        };
+        s.updated_at_ms = event.at_ms;
+        Some(s)
+    }
+
+    /// Folds every event of a run, in order, into its summary.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
+        let mut it = events.into_iter();
+        let mut s = Self::from_first(it.next()?)?;
+        for e in it {
+            s.apply(e);
+        }
+        Some(s)
+    }
+
+    /// Applies one event. Events out of range are ignored rather than trusted:
+    /// a summary never claims more than the log says.
+    pub fn apply(&mut self, event: &Event) {
+        self.next_seq = event.seq + 1;
+        self.last_event = event.id;
+        self.updated_at_ms = event.at_ms;
+        let n = self.steps.len() as u32;
+        match &event.kind {
+            EventKind::RunAccepted { .. } => {}
+            &EventKind::StepScheduled { index, attempt, max_attempts, not_before_ms } if index < n => {
+                self.state = if attempt > 1 {
+                    RunState::Retrying
+                } else if index == 0 {
+                    RunState::Accepted
+                } else {
+                    RunState::Processing
+                };
+                self.next = Next::Step { index, attempt, max_attempts, not_before_ms };
+            }
+            EventKind::StepCompleted { index, output, .. } if *index < n => {
+                self.outputs[*index as usize] = Some(output.clone());
+                self.attempts_total += 1;
+                self.last_failure = None;
+            }
+            EventKind::StepFailed { failure, .. } | EventKind::CompensationFailed { failure, .. } => {
+                self.attempts_total += 1;
+                self.last_failure = Some(failure.clone());
+            }
+            &EventKind::CompensationScheduled { index, attempt, max_attempts, not_before_ms } if index < n => {
+                self.state = RunState::Compensating;
+                self.next = Next::Compensate { index, attempt, max_attempts, not_before_ms };
+            }
+            &EventKind::CompensationCompleted { index, .. } if index < n => {
+                self.compensated[index as usize] = true;
+                self.attempts_total += 1;
+            }
+            &EventKind::ReconciliationScheduled { attempt, max_attempts, not_before_ms } => {
+                self.state = RunState::PendingReconciliation;
+                self.next = Next::Reconcile { attempt, max_attempts, not_before_ms };
+            }
+            EventKind::StepReconciled { index, verdict } if *index < n => {
+                self.verdicts[*index as usize] = Some(verdict.clone());
+            }
+            EventKind::RunSettled => self.finish(event, RunState::Settled, None),
+            EventKind::RunCompensated => self.finish(event, RunState::Compensated, None),
+            EventKind::RunDrifted { detail } => self.finish(event, RunState::Drifted, Some(detail)),
+            EventKind::RunNeedsAttention { reason } => {
+                self.finish(event, RunState::NeedsAttention, Some(reason))
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, event: &Event, state: RunState, detail: Option<&String>) {
+        self.state = state;
+        self.next = Next::Nothing;
+        self.finished_at_ms = Some(event.at_ms);
+        self.detail = detail.cloned();
+    }
+
+    /// Number of steps that completed.
+    pub fn completed_steps(&self) -> usize {
+        self.outputs.iter().filter(|o| o.is_some()).count()
+    }
+
+    /// The phrase shown to people for this run's state. It says what is
+    /// known, never more. `running` tells whether an attempt is in progress
+    /// right now (only the host driving the run knows that).
+    pub fn phrase(&self, now_ms: u64, running: bool) -> String {
+        let step_name = |i: u32| self.steps.get(i as usize).map(String::as_str).unwrap_or("?");
+        match (&self.state, &self.next) {
+            (RunState::Accepted, _) if !running => "Request accepted".into(),
+            (RunState::Retrying, Next::Step { index, attempt, max_attempts, not_before_ms })
+                if !running || now_ms < *not_before_ms =>
+            {
+                let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
+                format!(
+                    "Retrying {} (attempt {attempt} of {max_attempts}) in {wait_s} s",
+                    step_name(*index)
+                )
+            }
+            (RunState::Accepted | RunState::Processing | RunState::Retrying, Next::Step { index, .. }) => {
+                format!("Processing: step {} of {} ({})", index + 1, self.steps.len(), step_name(*index))
+            }
+            (RunState::Compensating, _) => "Undoing completed steps".into(),
+            (RunState::PendingReconciliation, _) => "Done; confirming with downstream systems".into(),
+            (RunState::Settled, _) => "Completed and confirmed".into(),
+            (RunState::Compensated, _) => "Could not complete; all changes were undone".into(),
+            (RunState::Drifted, _) => "Completed, but a downstream system disagrees: under review".into(),
+            (RunState::NeedsAttention, _) => "Stopped: an operator must act".into(),
+            (RunState::Cancelled, _) => "Cancelled".into(),
+            (state, _) => format!("{state}"),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The store: the append-only event log and the indexes derived from it.
+//!
+//! The engine sees the store only through [`Store`]. A commit appends a run's
+//! new events together with the index entries they imply (summary, active set,
+//! due timer, idempotency claim) atomically, and returns only once all of it
+//! is on disk. The store knows nothing of Wasm, flows or HTTP; a second
+//! backend (PostgreSQL) implements the same trait.
+
+pub mod keys;
+pub mod sled_store;
+
+use crate::model::{Event, RunId, RunState, RunSummary};
+use std::future::Future;
+
+pub use sled_store::{SledStore, StoreOptions};
+
+/// Everything one state change of one run writes, applied atomically.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub run_id: RunId,
+    /// New events, in order, with consecutive `seq` numbers.
+    pub events: Vec<Event>,
+    /// The run's summary after folding `events` in.
+    pub summary: RunSummary,
+    /// The due time the run had before this commit (its timer entry to drop).
+    pub previous_due_ms: Option<u64>,
+    /// For a run's first commit: the idempotency key it claims.
+    pub claim: Option<IdempotencyClaim>,
+}
+
+/// A run's claim on an idempotency key of its flow.
+#[derive(Clone, Debug)]
+pub struct IdempotencyClaim {
+    pub flow: String,
+    pub key: String,
+    /// A key is honoured for this long after the run that claimed it was accepted.
+    pub window_ms: u64,
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Written and durable.
+    Committed,
+    /// Not written: another run already holds the idempotency key.
+    Duplicate(RunId),
+}
+
+/// What `reindex` rebuilt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReindexReport {
+    pub runs: u64,
+    pub events: u64,
+    pub active: u64,
+    pub timers: u64,
+    pub idempotency_keys: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store open (sled allows one at a time).
+    #[error("the store at {path} is in use by another settle process; stop it or use --data for another store")]
+    Locked { path: String },
+    /// The underlying database failed.
+    #[error("store I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    /// A record on disk cannot be read.
+    #[error("corrupt record at key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The store was closed while a commit was waiting.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The engine's view of durable storage.
+pub trait Store: Send + Sync + 'static {
+    /// Appends events and their index entries atomically; resolves once durable.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+    /// The current summary of a run.
+    fn summary(&self, run: RunId) -> Result<Option<RunSummary>, StoreError>;
+    /// A run's whole log, in order.
+    fn events(&self, run: RunId) -> Result<Vec<Event>, StoreError>;
+    /// Summaries of every run that is not terminal.
+    fn active_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+    /// Newest runs first, optionally only those in `state`.
+    fn list_runs(&self, state: Option<RunState>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// Timers due at or before `until_ms`, earliest first.
+    fn due_timers(&self, until_ms: u64) -> Result<Vec<(u64, RunId)>, StoreError>;
+    /// The run holding `key` for `flow`, if its claim is still inside its window.
+    fn find_idempotent(&self, flow: &str, key: &str, window_ms: u64, now_ms: u64)
+    -> Result<Option<RunId>, StoreError>;
+    /// Plugin-scoped key-value state. Durable with the next commit.
+    fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError>;
+    /// Keeps the text of a flow, by digest, so a run can always be resumed
+    /// under the exact flow it was accepted with. Durable with the next commit.
+    fn put_flow(&self, digest: &str, text: &str) -> Result<(), StoreError>;
+    fn get_flow(&self, digest: &str) -> Result<Option<String>, StoreError>;
+    /// Drops every index and rebuilds it from the events alone.
+    fn reindex(&self) -> Result<ReindexReport, StoreError>;
+}

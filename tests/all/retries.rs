@@ -1,0 +1,133 @@
+//! Retries follow the policy: attempts, delays and non-retryable classes.
+
+use crate::support;
+use serde_json::json;
+use settle::app::Host;
+use settle::model::{EventKind, FailureClass, RunState};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_back_off_then_succeed() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        r#"
+name: retrying
+steps:
+  - name: shaky
+    plugin: flaky
+    input: { mode: fail-times, times: 2 }
+    retry: { max_attempts: 5, initial_interval: 100ms, backoff_coefficient: 2, max_interval: 1s, jitter: 0 }
+"#,
+    );
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Settled);
+    let events = support::events(&host, run.run_id);
+
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed { failure, retry_at_ms, .. } => Some((e.at_ms, e.attempt, failure.clone(), *retry_at_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "two planned failures");
+    assert_eq!(failed[0].1, Some(1));
+    assert_eq!(failed[1].1, Some(2));
+    assert_eq!(failed[0].2.class, FailureClass::Retryable);
+    // Delays follow the policy exactly (no jitter): 100 ms, then 200 ms.
+    assert_eq!(failed[0].3.unwrap() - failed[0].0, 100);
+    assert_eq!(failed[1].3.unwrap() - failed[1].0, 200);
+
+    let completed = events.iter().find(|e| matches!(e.kind, EventKind::StepCompleted { .. })).unwrap();
+    assert_eq!(completed.attempt, Some(3));
+    assert!(completed.at_ms >= failed[0].0 + 300, "the host waited the delays out");
+    let EventKind::StepCompleted { output, .. } = &completed.kind else { unreachable!() };
+    assert_eq!(output["attempt"], 3, "the plugin saw attempt 3");
+    assert_eq!(run.attempts_total, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_from_the_plugin_is_a_floor() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        r#"
+name: told-to-wait
+steps:
+  - name: shaky
+    plugin: flaky
+    input: { mode: fail-times, times: 1, retry_after_ms: 400 }
+    retry: { max_attempts: 3, initial_interval: 10ms, jitter: 0 }
+"#,
+    );
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Settled);
+    let events = support::events(&host, run.run_id);
+    let (at, retry_at) = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::StepFailed { retry_at_ms, .. } => Some((e.at_ms, retry_at_ms.unwrap())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(retry_at - at, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retryable_failures_are_not_retried() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    for (mode, class, extra) in [
+        ("invalid", FailureClass::InvalidInput, ""),
+        ("permanent", FailureClass::Permanent, ""),
+        ("loop", FailureClass::Timeout, "non_retryable: [timeout]"),
+    ] {
+        let flow = support::flow(&format!(
+            r#"
+name: once-{mode}
+steps:
+  - name: only
+    plugin: flaky
+    input: {{ mode: {mode} }}
+    timeout: 100ms
+    retry: {{ max_attempts: 5, initial_interval: 10ms, {extra} }}
+"#
+        ));
+        let run = support::run_to_end(&host, &flow, json!({})).await;
+        assert_eq!(run.state, RunState::Compensated, "{mode}");
+        let failures: Vec<_> = support::events(&host, run.run_id)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::StepFailed { failure, retry_at_ms, .. } => Some((failure, retry_at_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failures.len(), 1, "{mode}: exactly one attempt");
+        assert_eq!(failures[0].0.class, class, "{mode}");
+        assert_eq!(failures[0].1, None, "{mode}: no retry scheduled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_max_attempts() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        r#"
+name: gives-up
+steps:
+  - name: hopeless
+    plugin: flaky
+    input: { mode: fail-times, times: 100 }
+    retry: { max_attempts: 4, initial_interval: 5ms, jitter: 0 }
+"#,
+    );
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Compensated);
+    let attempts: Vec<Option<u32>> = support::events(&host, run.run_id)
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepFailed { .. }))
+        .map(|e| e.attempt)
+        .collect();
+    assert_eq!(attempts, [Some(1), Some(2), Some(3), Some(4)]);
+}

@@ -1,0 +1,122 @@
+//! A plugin that loops, eats memory, traps, returns too much or reaches for
+//! what it was not granted fails its attempt with an error naming the limit;
+//! the host and other runs carry on.
+
+use crate::support::{self, Service};
+use serde_json::json;
+use settle::app::Host;
+use settle::model::{EventKind, FailureClass, RunState};
+use settle::runtime::Limits;
+use std::time::Duration;
+
+fn bad(mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+name: bad-{mode}
+steps:
+  - name: misbehave
+    plugin: flaky
+    input: {{ mode: {mode} {extra} }}
+    retry: {{ max_attempts: 1 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_plugins_fail_their_attempt_only() {
+    let dir = support::tempdir();
+    let mut config = support::config(dir.path());
+    config.plugin_mut("flaky").limits = Some(Limits {
+        memory_mib: 32,
+        timeout: Duration::from_millis(300),
+        max_output_kib: 512,
+        max_kv_value_kib: 16,
+    });
+    let host = Host::start(&config).await.unwrap();
+    let good = support::flow("name: good\nsteps:\n  - { name: a, plugin: noop }\n  - { name: b, plugin: noop }\n");
+
+    let cases = [
+        ("loop", "", FailureClass::Timeout, "time limit of 300ms"),
+        ("oom", "", FailureClass::MemoryLimit, "memory limit of 32 MiB"),
+        ("trap", "", FailureClass::Trap, "planned trap"),
+        ("huge-output", ", size_mb: 1", FailureClass::OutputLimit, "output limit of 512 KiB"),
+        ("huge-output", ", size_mb: 100", FailureClass::MemoryLimit, "memory limit of 32 MiB"),
+    ];
+    let mut bad_runs = Vec::new();
+    for (mode, extra, class, words) in cases {
+        let flow = support::flow(&bad(mode, extra));
+        let run = host.engine.submit(&flow, json!({}), None).await.unwrap().run_id;
+        bad_runs.push((run, mode, class, words));
+    }
+    // Good runs submitted alongside all settle.
+    let mut good_runs = Vec::new();
+    for _ in 0..20 {
+        good_runs.push(host.engine.submit(&good, json!({}), None).await.unwrap().run_id);
+    }
+    for run in good_runs {
+        let s = host.engine.wait(run).await.unwrap().unwrap();
+        assert_eq!(s.state, RunState::Settled);
+    }
+    for (run, mode, class, words) in bad_runs {
+        let s = host.engine.wait(run).await.unwrap().unwrap();
+        assert_eq!(s.state, RunState::Compensated, "{mode}");
+        let failure = s.last_failure.expect("failure recorded");
+        assert_eq!(failure.class, class, "{mode}: {}", failure.message);
+        assert!(failure.message.contains(words), "{mode}: '{}' should mention '{words}'", failure.message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ungranted_capabilities_are_refused_and_recorded() {
+    let dir = support::tempdir();
+    let service = Service::start(&dir.path().join("world"));
+    let mut config = support::config(dir.path());
+    service.grant(&mut config);
+    // transfer may not reach the service; kv is not granted to flaky.
+    config.plugin_mut("transfer").grants.allowed_outbound_hosts = vec!["127.0.0.1:1".into()];
+    config.plugin_mut("flaky").grants.kv = false;
+    let host = Host::start(&config).await.unwrap();
+
+    let flow = support::flow(
+        "name: denied\nsteps:\n  - name: pay\n    plugin: transfer\n    input: { from: a, to: b, amount: 5 }\n    retry: { max_attempts: 1 }\n",
+    );
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Compensated);
+    let failure = run.last_failure.unwrap();
+    assert_eq!(failure.class, FailureClass::Permanent);
+    assert!(failure.message.contains("does not allow"), "{}", failure.message);
+    let denial = support::events(&host, run.run_id)
+        .into_iter()
+        .find_map(|e| match e.kind {
+            EventKind::CapabilityDenied { capability, detail } => Some((capability, detail)),
+            _ => None,
+        })
+        .expect("a capability-denied event");
+    assert_eq!(denial.0, "outbound-http");
+    assert!(denial.1.contains(&service.addr), "{}", denial.1);
+    assert_eq!(service.state()["requests"], 0, "nothing reached the outside world");
+
+    let flow = support::flow("name: nokv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count }, retry: { max_attempts: 1 } }\n");
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Compensated);
+    assert!(run.last_failure.unwrap().message.contains("not granted"));
+    assert!(support::event_names(&host, run.run_id).contains(&"capability-denied".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_kv_is_durable_plugin_state() {
+    let dir = support::tempdir();
+    let mut config = support::config(dir.path());
+    config.plugin_mut("flaky").grants.kv = true;
+    let flow = support::flow("name: kv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count } }\n");
+    {
+        let host = Host::start(&config).await.unwrap();
+        for expected in 1..=2 {
+            let run = support::run_to_end(&host, &flow, json!({})).await;
+            assert_eq!(run.outputs[0].as_ref().unwrap()["count"], expected);
+        }
+    }
+    let host = crate::idempotency::reopen(&config).await;
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.outputs[0].as_ref().unwrap()["count"], 3, "kv survived the restart");
+}

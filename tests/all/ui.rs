@@ -1,0 +1,45 @@
+//! Flow validation messages, Spin's "UI test" style: every `tests/ui/*.yaml`
+//! has the expected output next to it (`.err` for invalid flows, `.ok` for
+//! valid ones). `SETTLE_BLESS=1` rewrites the expectations; review the diff.
+
+use settle::flow::{Flow, PluginFacts};
+use std::path::Path;
+
+fn installed() -> Vec<PluginFacts> {
+    [("transfer", true), ("reserve-stock", true), ("notify", true), ("flaky", true), ("noop", true), ("audit-log", false)]
+        .into_iter()
+        .map(|(name, c)| PluginFacts { name: name.into(), supports_compensate: c })
+        .collect()
+}
+
+#[test]
+fn flow_validation_messages() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ui");
+    let bless = std::env::var_os("SETTLE_BLESS").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "ui cases missing in {}", dir.display());
+    let mut mismatches = Vec::new();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (actual, ext) = match Flow::parse(&text, &name).and_then(|f| f.check_plugins(&name, &installed()).map(|()| f)) {
+            Ok(f) => (format!("valid: {} with {} step(s)\n", f.id(), f.steps.len()), "ok"),
+            Err(e) => (format!("{e}\n"), "err"),
+        };
+        let expected_path = path.with_extension(ext);
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            mismatches.push(format!("{name}:\n--- expected ({})\n{expected}--- actual\n{actual}", expected_path.display()));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
