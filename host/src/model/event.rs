@@ -41,7 +41,7 @@ pub struct Event {
     pub causation: Option<Uuid>,
     /// Trace id shared by the whole run.
     pub trace_id: String,
-    #[serde(flatten)]
+    /// What happened, as `{"type": "step-completed", ...}`.
     pub kind: EventKind,
 }
 

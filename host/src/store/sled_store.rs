@@ -81,7 +81,7 @@ impl SledStore {
 
     fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
+            key: format!("{}:{}", char::from(key[0]), hex::encode(&key[1..])),
             reason: e.to_string(),
         })
     }
