@@ -267,21 +267,21 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn print_table(f: &Figures) {
-    println!("settle bench: 3-step flow of the noop plugin, every step durable before it is acknowledged");
-    println!("(taken {}; medians of one run each: repeat and compare ratios on a shared machine)\n", super::time(now_ms()));
+    outln!("settle bench: 3-step flow of the noop plugin, every step durable before it is acknowledged");
+    outln!("(taken {}; medians of one run each: repeat and compare ratios on a shared machine)\n", super::time(now_ms()));
     for t in &f.steps_per_second {
-        println!(
+        outln!(
             "{:>5} in flight: {:>8.0} durable steps/s   ({} runs, {} steps in {:.2} s)",
             t.in_flight, t.steps_per_second, t.runs, t.steps, t.seconds
         );
     }
-    let line = |name: &str, p: &Percentiles| println!("{name:<38} p50 {:>7} µs   p99 {:>7} µs   (n={})", p.p50, p.p99, p.samples);
-    println!();
+    let line = |name: &str, p: &Percentiles| outln!("{name:<38} p50 {:>7} µs   p99 {:>7} µs   (n={})", p.p50, p.p99, p.samples);
+    outln!();
     line("step cycle at 1 in flight", &f.step_cycle_us);
     line("  plugin call within it", &f.plugin_call_in_step_us);
     line("  host overhead (incl. durable commit)", &f.host_overhead_per_step_us);
     line("instantiate + call (noop, pooled)", &f.instantiate_call_us);
-    println!();
-    println!("resume of {} unfinished runs: re-enqueued in {} ms, all settled after {} ms", f.resume_runs, f.resume_enqueue_ms, f.resume_until_all_settled_ms);
-    println!("peak memory (VmHWM): {:.0} MiB", f.peak_rss_mib);
+    outln!();
+    outln!("resume of {} unfinished runs: re-enqueued in {} ms, all settled after {} ms", f.resume_runs, f.resume_enqueue_ms, f.resume_until_all_settled_ms);
+    outln!("peak memory (VmHWM): {:.0} MiB", f.peak_rss_mib);
 }

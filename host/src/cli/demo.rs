@@ -72,7 +72,7 @@ pub async fn demo(config: &Config) -> anyhow::Result<ExitCode> {
     let mut config = config.clone();
     let service = DemoService::start(&config.data_dir.join("demo-service"))?;
     grant_demo_service(&mut config, &service.base_url);
-    println!("demo service (the outside world) at {}", service.base_url);
+    outln!("demo service (the outside world) at {}", service.base_url);
 
     let host = Host::start(&config).await?;
     for e in &host.load_errors {
@@ -95,29 +95,29 @@ pub async fn demo(config: &Config) -> anyhow::Result<ExitCode> {
     ];
     let mut ok = true;
     for (title, flow, input) in cases {
-        println!("\n== {title}");
+        outln!("\n== {title}");
         let submitted = host.engine.submit(flow, input, None).await?;
         let summary = host.engine.wait(submitted.run_id).await?.context("run vanished")?;
         let report = RunReport::new(&summary, false);
-        println!("run {}  {}: {}", report.status.run_id, report.status.state, report.status.phrase);
+        outln!("run {}  {}: {}", report.status.run_id, report.status.state, report.status.phrase);
         for e in host.store_events(submitted.run_id)? {
-            println!("  {e}");
+            outln!("  {e}");
         }
         ok &= report.status.state.is_terminal();
     }
     let state = service.state()?;
-    println!("\n== the outside world now (GET {}/state)", service.base_url);
-    println!("accounts:     {}", state["accounts"]);
-    println!("stock:        {}", state["stock"]);
+    outln!("\n== the outside world now (GET {}/state)", service.base_url);
+    outln!("accounts:     {}", state["accounts"]);
+    outln!("stock:        {}", state["stock"]);
     let count = |k: &str| state[k].as_object().map(|o| o.len()).or(state[k].as_array().map(Vec::len)).unwrap_or(0);
-    println!(
+    outln!(
         "transfers: {}, reservations: {}, messages: {}, repeated requests deduplicated: {}",
         count("transfers"),
         count("reservations"),
         count("messages"),
         state["deduplicated"]
     );
-    println!("\nInspect with: settle runs, settle status RUN, settle events RUN (same --data)");
+    outln!("\nInspect with: settle runs, settle status RUN, settle events RUN (same --data)");
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -3,6 +3,19 @@
 //! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
 //! another terminal state, 2 bad input or configuration.
 
+/// `println!` that ends the process quietly when stdout is closed
+/// (`settle events RUN | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod bench;
 mod demo;
 mod read;
@@ -136,7 +149,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints a value as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

@@ -25,10 +25,10 @@ pub fn runs(config: &Config, state: Option<RunState>, limit: usize, json: bool) 
         print_json(&statuses)?;
     } else {
         for s in &statuses {
-            println!("{}  {:<16} {:<22} {}", s.run_id, s.flow, s.state.as_str(), s.phrase);
+            outln!("{}  {:<16} {:<22} {}", s.run_id, s.flow, s.state.as_str(), s.phrase);
         }
         if statuses.is_empty() {
-            println!("no runs");
+            outln!("no runs");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -43,26 +43,26 @@ pub fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode
         print_json(&status)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run      {}", status.run_id);
-    println!("flow     {}", status.flow);
-    println!("state    {}", status.state);
-    println!("status   {}", status.phrase);
+    outln!("run      {}", status.run_id);
+    outln!("flow     {}", status.flow);
+    outln!("state    {}", status.state);
+    outln!("status   {}", status.phrase);
     if let Some(step) = &status.step {
-        println!(
+        outln!(
             "step     {} of {} ({}), {} attempt {} of {}",
             step.number, status.step_count, step.name, step.action, step.attempt, step.max_attempts
         );
     }
-    println!("done     {} of {} steps, {} attempts in all", status.completed_steps, status.step_count, status.attempts_total);
+    outln!("done     {} of {} steps, {} attempts in all", status.completed_steps, status.step_count, status.attempts_total);
     if let Some(f) = &status.last_failure {
-        println!("failure  {} ({})", f.message, f.class.as_str());
+        outln!("failure  {} ({})", f.message, f.class.as_str());
     }
     if let Some(d) = &status.detail {
-        println!("detail   {d}");
+        outln!("detail   {d}");
     }
-    println!("accepted {}", time(status.accepted_at_ms));
+    outln!("accepted {}", time(status.accepted_at_ms));
     if let Some(t) = status.finished_at_ms {
-        println!("finished {}", time(t));
+        outln!("finished {}", time(t));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,7 +90,7 @@ pub fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode
                 serde_json::Value::Object(m).to_string()
             })
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:>3} {} {:<24} {:<14} {:<40} {}",
             e.seq,
             time(e.at_ms),
@@ -159,8 +159,8 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 p.manifest.supports_reconcile.then_some("reconcile"),
             ];
             let caps: Vec<&str> = caps.into_iter().flatten().collect();
-            println!("{:<16} {:<44} {}", p.name, p.source, p.manifest.summary);
-            println!("{:<16} supports: run {}", "", caps.join(" "));
+            outln!("{:<16} {:<44} {}", p.name, p.source, p.manifest.summary);
+            outln!("{:<16} supports: run {}", "", caps.join(" "));
         }
         for e in &errors {
             eprintln!("error: {e}");
@@ -182,7 +182,7 @@ pub async fn validate(config: &Config, path: &Path) -> anyhow::Result<ExitCode> 
         })
         .collect();
     flow.check_plugins(&file, &installed)?;
-    println!("flow {} is valid: {} step(s)", flow.id(), flow.steps.len());
+    outln!("flow {} is valid: {} step(s)", flow.id(), flow.steps.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -192,7 +192,7 @@ pub fn reindex(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "rebuilt from {} events: {} runs, {} active, {} timers, {} idempotency keys",
             report.events, report.runs, report.active, report.timers, report.idempotency_keys
         );

@@ -171,7 +171,7 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 if single {
                     super::print_json(&report)?;
                 } else {
-                    println!("{}", serde_json::to_string(&report)?);
+                    outln!("{}", serde_json::to_string(&report)?);
                 }
             }
             Err(e) => {
@@ -179,7 +179,7 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 if single {
                     return Err(e);
                 }
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                outln!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
         }
     }
@@ -245,9 +245,9 @@ pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         super::print_json(&reports)?;
     } else {
-        println!("resumed {} run(s); {} cannot be resumed", runs.len(), host.resumed.stuck.len());
+        outln!("resumed {} run(s); {} cannot be resumed", runs.len(), host.resumed.stuck.len());
         for r in &reports {
-            println!("{}  {:<22} {}", r.status.run_id, r.status.state.as_str(), r.status.phrase);
+            outln!("{}  {:<22} {}", r.status.run_id, r.status.state.as_str(), r.status.phrase);
         }
     }
     Ok(if host.resumed.stuck.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
