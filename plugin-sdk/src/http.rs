@@ -96,15 +96,16 @@ fn send(
     let outgoing_body = request.body().map_err(|()| invalid("body"))?;
 
     let pending = outgoing_handler::handle(request, None).map_err(|e| transport_error(url, e))?;
-    {
-        let stream = outgoing_body.write().map_err(|()| invalid("body stream"))?;
-        for chunk in body.unwrap_or_default().chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| StepError::retryable(format!("{url}: writing the body failed: {e:?}")))?;
+    let sent = write_body(url, outgoing_body, body.unwrap_or_default());
+    if let Err(write_error) = sent {
+        // The host may have refused the request, which closes the body
+        // stream: its answer says why, and that is the error to report.
+        pending.subscribe().block();
+        if let Some(Ok(Err(code))) = pending.get() {
+            return Err(transport_error(url, code));
         }
+        return Err(write_error);
     }
-    OutgoingBody::finish(outgoing_body, None).map_err(|e| transport_error(url, e))?;
 
     let response = loop {
         match pending.get() {
@@ -118,6 +119,20 @@ fn send(
     let retry_after_ms = retry_after(&response);
     let body = read_body(url, response)?;
     classify(url, status, retry_after_ms, body)
+}
+
+fn write_body(url: &str, outgoing: OutgoingBody, body: &[u8]) -> Result<(), StepError> {
+    {
+        let stream = outgoing
+            .write()
+            .map_err(|()| StepError::permanent(format!("{url}: request body unavailable")))?;
+        for chunk in body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| StepError::retryable(format!("{url}: writing the body failed: {e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| transport_error(url, e))
 }
 
 fn retry_after(response: &IncomingResponse) -> Option<u64> {

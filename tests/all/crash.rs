@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 300;
+const RUNS: usize = 1500;
 const KILLS: usize = 20;
 
 #[test]

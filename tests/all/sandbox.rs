@@ -83,7 +83,7 @@ async fn ungranted_capabilities_are_refused_and_recorded() {
     let run = support::run_to_end(&host, &flow, json!({})).await;
     assert_eq!(run.state, RunState::Compensated);
     let failure = run.last_failure.unwrap();
-    assert_eq!(failure.class, FailureClass::Permanent);
+    assert_eq!(failure.class, FailureClass::Permanent, "{}", failure.message);
     assert!(failure.message.contains("does not allow"), "{}", failure.message);
     let denial = support::events(&host, run.run_id)
         .into_iter()

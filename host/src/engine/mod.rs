@@ -134,7 +134,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
     pub async fn submit(&self, flow: &Arc<Flow>, input: Value, key: Option<String>) -> Result<Submitted, SubmitError> {
         if let Some(key) = &key
             && let Some(run_id) =
-                self.inner.store.find_idempotent(&flow.id(), key, flow.idempotency_window.as_millis() as u64, now_ms())?
+                self.inner.store.find_idempotent(&flow.name, key, flow.idempotency_window.as_millis() as u64, now_ms())?
         {
             return Ok(Submitted { run_id, existing: true });
         }
@@ -178,8 +178,10 @@ impl<S: Store, X: Executor> Engine<S, X> {
             now,
         );
         summary.apply(&scheduled);
+        // Keys are scoped by flow name, not version: a client retrying across a
+        // flow upgrade still finds its run.
         let claim = key.map(|key| IdempotencyClaim {
-            flow: flow.id(),
+            flow: flow.name.clone(),
             key,
             window_ms: flow.idempotency_window.as_millis() as u64,
         });

@@ -200,9 +200,10 @@ impl Cx<'_> {
     fn retry(&mut self, map: &MarkedMappingNode, base: &RetryPolicy) -> RetryPolicy {
         self.known_keys(map, RETRY_KEYS, "retry");
         let mut policy = base.clone();
+        let at = |key: &str| map.get_node(key).map_or(map.span(), Node::span);
         if let Some(n) = self.number::<u32>(map, "max_attempts", "a whole number") {
             if n == 0 {
-                self.error(map.get_node("max_attempts").map_or(map.span(), Node::span), "`max_attempts` must be at least 1");
+                self.error(at("max_attempts"), "`max_attempts` must be at least 1");
             }
             policy.max_attempts = n.max(1);
         }
@@ -214,13 +215,13 @@ impl Cx<'_> {
         }
         if let Some(c) = self.number::<f64>(map, "backoff_coefficient", "a number") {
             if !(1.0..=100.0).contains(&c) {
-                self.error(map.span(), "`backoff_coefficient` must be between 1 and 100");
+                self.error(at("backoff_coefficient"), "`backoff_coefficient` must be between 1 and 100");
             }
             policy.backoff_coefficient = c.clamp(1.0, 100.0);
         }
         if let Some(j) = self.number::<f64>(map, "jitter", "a number") {
             if !(0.0..=1.0).contains(&j) {
-                self.error(map.span(), "`jitter` must be between 0 and 1");
+                self.error(at("jitter"), "`jitter` must be between 0 and 1");
             }
             policy.jitter = j.clamp(0.0, 1.0);
         }
