@@ -54,10 +54,18 @@ impl Host {
         let engine = Engine::new(
             store.clone(),
             runtime.clone(),
-            EngineOptions { max_runs_in_flight: config.engine.max_runs_in_flight },
+            EngineOptions {
+                max_runs_in_flight: config.engine.max_runs_in_flight,
+            },
         );
         let resumed = engine.resume()?;
-        Ok(Host { engine, store, runtime, load_errors, resumed })
+        Ok(Host {
+            engine,
+            store,
+            runtime,
+            load_errors,
+            resumed,
+        })
     }
 }
 

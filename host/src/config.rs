@@ -77,19 +77,27 @@ impl Default for Config {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_runs_in_flight: 1024 }
+        EngineConfig {
+            max_runs_in_flight: 1024,
+        }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_capacity_mib: 256, max_batch: 2048 }
+        StoreConfig {
+            cache_capacity_mib: 256,
+            max_batch: 2048,
+        }
     }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_concurrent_calls: 256, max_memory_mib: 512 }
+        RuntimeConfig {
+            max_concurrent_calls: 256,
+            max_memory_mib: 512,
+        }
     }
 }
 
@@ -102,7 +110,9 @@ impl Config {
                 anyhow::ensure!(f.exists(), "config file {} does not exist", f.display());
                 figment = figment.merge(Toml::file(f));
             }
-            None if Path::new("settle.toml").exists() => figment = figment.merge(Toml::file("settle.toml")),
+            None if Path::new("settle.toml").exists() => {
+                figment = figment.merge(Toml::file("settle.toml"))
+            }
             None => {}
         }
         figment = figment.merge(Env::prefixed("SETTLE_").split("__"));
@@ -110,7 +120,9 @@ impl Config {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"))
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugin-cache"))
     }
 
     /// The settings of plugin `name`, created empty if absent.

@@ -62,13 +62,19 @@ fn parse_url(url: &str) -> Result<Url<'_>, StepError> {
     } else if let Some(rest) = url.strip_prefix("https://") {
         (Scheme::Https, rest)
     } else {
-        return Err(StepError::permanent(format!("url '{url}' must start with http:// or https://")));
+        return Err(StepError::permanent(format!(
+            "url '{url}' must start with http:// or https://"
+        )));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    Ok(Url { scheme, authority, path })
+    Ok(Url {
+        scheme,
+        authority,
+        path,
+    })
 }
 
 fn send(
@@ -89,10 +95,18 @@ fn send(
         .map_err(|e| StepError::permanent(format!("bad request header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let invalid = |what: &str| StepError::permanent(format!("{url}: invalid {what}"));
-    request.set_method(&method).map_err(|()| invalid("method"))?;
-    request.set_scheme(Some(&parsed.scheme)).map_err(|()| invalid("scheme"))?;
-    request.set_authority(Some(parsed.authority)).map_err(|()| invalid("host"))?;
-    request.set_path_with_query(Some(parsed.path)).map_err(|()| invalid("path"))?;
+    request
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
+    request
+        .set_scheme(Some(&parsed.scheme))
+        .map_err(|()| invalid("scheme"))?;
+    request
+        .set_authority(Some(parsed.authority))
+        .map_err(|()| invalid("host"))?;
+    request
+        .set_path_with_query(Some(parsed.path))
+        .map_err(|()| invalid("path"))?;
     let outgoing_body = request.body().map_err(|()| invalid("body"))?;
 
     let pending = outgoing_handler::handle(request, None).map_err(|e| transport_error(url, e))?;
@@ -127,9 +141,9 @@ fn write_body(url: &str, outgoing: OutgoingBody, body: &[u8]) -> Result<(), Step
             .write()
             .map_err(|()| StepError::permanent(format!("{url}: request body unavailable")))?;
         for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| StepError::retryable(format!("{url}: writing the body failed: {e:?}")))?;
+            stream.blocking_write_and_flush(chunk).map_err(|e| {
+                StepError::retryable(format!("{url}: writing the body failed: {e:?}"))
+            })?;
         }
     }
     OutgoingBody::finish(outgoing, None).map_err(|e| transport_error(url, e))
@@ -156,7 +170,9 @@ fn read_body(url: &str, response: IncomingResponse) -> Result<Vec<u8>, StepError
                 Ok(chunk) => out.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(e) => {
-                    return Err(StepError::retryable(format!("{url}: reading the body failed: {e:?}")));
+                    return Err(StepError::retryable(format!(
+                        "{url}: reading the body failed: {e:?}"
+                    )));
                 }
             }
         }
@@ -177,16 +193,22 @@ fn classify(
             message: format!("{url}: HTTP {status}: {}", text()),
             retry_after_ms,
         }),
-        422 => Err(StepError::invalid_input(format!("{url}: HTTP 422: {}", text()))),
-        _ => Err(StepError::permanent(format!("{url}: HTTP {status}: {}", text()))),
+        422 => Err(StepError::invalid_input(format!(
+            "{url}: HTTP 422: {}",
+            text()
+        ))),
+        _ => Err(StepError::permanent(format!(
+            "{url}: HTTP {status}: {}",
+            text()
+        ))),
     }
 }
 
 fn transport_error(url: &str, e: ErrorCode) -> StepError {
     match e {
-        ErrorCode::HttpRequestDenied => {
-            StepError::permanent(format!("{url}: the host does not allow this plugin to reach that host"))
-        }
+        ErrorCode::HttpRequestDenied => StepError::permanent(format!(
+            "{url}: the host does not allow this plugin to reach that host"
+        )),
         other => StepError::retryable(format!("{url}: {other:?}")),
     }
 }

@@ -98,7 +98,10 @@ impl From<wit_types::CallContext> for Ctx {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepError {
     /// May pass on a later attempt; the host retries per the step's policy.
-    Retryable { message: String, retry_after_ms: Option<u64> },
+    Retryable {
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     /// Will never pass: the host stops retrying and compensates.
     Permanent(String),
     /// The input is wrong: the host stops retrying and compensates.
@@ -107,7 +110,10 @@ pub enum StepError {
 
 impl StepError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        StepError::Retryable { message: message.into(), retry_after_ms: None }
+        StepError::Retryable {
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         StepError::Permanent(message.into())
@@ -130,9 +136,13 @@ impl std::fmt::Display for StepError {
 impl From<StepError> for wit_types::StepError {
     fn from(e: StepError) -> Self {
         match e {
-            StepError::Retryable { message, retry_after_ms } => {
-                wit_types::StepError::Retryable(wit_types::RetryableError { message, retry_after_ms })
-            }
+            StepError::Retryable {
+                message,
+                retry_after_ms,
+            } => wit_types::StepError::Retryable(wit_types::RetryableError {
+                message,
+                retry_after_ms,
+            }),
             StepError::Permanent(m) => wit_types::StepError::Permanent(m),
             StepError::InvalidInput(m) => wit_types::StepError::InvalidInput(m),
         }
@@ -214,7 +224,11 @@ pub trait Step {
     /// Whether [`Step::reconcile`] is implemented.
     const RECONCILES: bool = false;
     /// Compare what `run` recorded with the outside world.
-    fn reconcile(_ctx: &Ctx, _input: Self::Input, _output: Self::Output) -> Result<Verdict, StepError> {
+    fn reconcile(
+        _ctx: &Ctx,
+        _input: Self::Input,
+        _output: Self::Output,
+    ) -> Result<Verdict, StepError> {
         Ok(Verdict::Unknown)
     }
 }
@@ -324,7 +338,9 @@ pub mod kv {
 
     fn to_step_error(e: KvError) -> StepError {
         match e {
-            KvError::Denied => StepError::permanent("key-value state is not granted to this plugin"),
+            KvError::Denied => {
+                StepError::permanent("key-value state is not granted to this plugin")
+            }
             KvError::TooLarge(m) => StepError::permanent(format!("key-value entry too large: {m}")),
             KvError::Store(m) => StepError::retryable(format!("key-value store failed: {m}")),
         }

@@ -30,14 +30,32 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         .collect();
     std::fs::write(&inputs, lines.join("\n")).unwrap();
 
-    let seed = std::env::var("SETTLE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed = std::env::var("SETTLE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
     let args = |extra: &[&str]| {
-        let mut a: Vec<String> = ["run", flow.to_str().unwrap(), "--inputs", inputs.to_str().unwrap()]
+        let mut a: Vec<String> = [
+            "run",
+            flow.to_str().unwrap(),
+            "--inputs",
+            inputs.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(
+            [
+                "--concurrency",
+                "32",
+                "--config",
+                config.to_str().unwrap(),
+                "--quiet",
+            ]
             .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(["--concurrency", "32", "--config", config.to_str().unwrap(), "--quiet"].iter().map(|s| s.to_string()));
+            .map(|s| s.to_string()),
+        );
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
@@ -55,7 +73,10 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.u64(80..400)));
         let done = service.state()["requests"].as_u64().unwrap();
-        assert!(done < all_changes, "the work finished after only {kills} kills: make it larger (seed {seed})");
+        assert!(
+            done < all_changes,
+            "the work finished after only {kills} kills: make it larger (seed {seed})"
+        );
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
@@ -63,17 +84,42 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         child.wait().unwrap();
     }
     // The last start runs to the end.
-    let out = Command::new(support::settle_bin()).args(args(&[])).output().unwrap();
+    let out = Command::new(support::settle_bin())
+        .args(args(&[]))
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "seed {seed}\n{}", String::from_utf8_lossy(&out.stderr));
-    let reports: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "seed {seed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(reports.len(), RUNS);
-    assert!(reports.iter().all(|r| r["state"] == "settled"), "seed {seed}");
-    let ids: HashSet<&str> = reports.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert!(
+        reports.iter().all(|r| r["state"] == "settled"),
+        "seed {seed}"
+    );
+    let ids: HashSet<&str> = reports
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), RUNS, "one run per idempotency key");
 
     // The store holds exactly those runs, all terminal.
-    let (_, runs, _) = support::settle(&["runs", "--json", "--limit", "100000", "--config", config.to_str().unwrap()]).unwrap();
+    let (_, runs, _) = support::settle(&[
+        "runs",
+        "--json",
+        "--limit",
+        "100000",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .unwrap();
     let runs: Vec<Value> = serde_json::from_str(&runs).unwrap();
     assert_eq!(runs.len(), RUNS, "no run lost, none doubled (seed {seed})");
     assert!(runs.iter().all(|r| r["state"] == "settled"));
@@ -82,13 +128,27 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
     let state = service.state();
     for (what, per_run) in [("transfers", 1), ("reservations", 1)] {
         let items = state[what].as_object().unwrap();
-        assert_eq!(items.len(), RUNS * per_run, "{what}: duplicates or losses (seed {seed})");
-        let keys: HashSet<&str> = items.values().map(|t| t["idempotency_key"].as_str().unwrap()).collect();
-        assert_eq!(keys.len(), items.len(), "{what}: one effect per operation id");
+        assert_eq!(
+            items.len(),
+            RUNS * per_run,
+            "{what}: duplicates or losses (seed {seed})"
+        );
+        let keys: HashSet<&str> = items
+            .values()
+            .map(|t| t["idempotency_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys.len(),
+            items.len(),
+            "{what}: one effect per operation id"
+        );
     }
     assert_eq!(state["messages"].as_array().unwrap().len(), RUNS);
     let total: i64 = (0..RUNS as i64).map(|i| 100 + i).sum();
-    assert_eq!(state["accounts"]["shop"], total, "money moved exactly once per order");
+    assert_eq!(
+        state["accounts"]["shop"], total,
+        "money moved exactly once per order"
+    );
     eprintln!(
         "crash test: {kills} kills in {:.1} s, {} repeated requests deduplicated by the service (seed {seed})",
         started.elapsed().as_secs_f64(),

@@ -19,8 +19,16 @@ async fn same_key_same_run() {
     let host = Host::start(&support::config(dir.path())).await.unwrap();
     let flow = support::flow(FLOW);
 
-    let first = host.engine.submit(&flow, json!({"n": 1}), Some("order-42".into())).await.unwrap();
-    let again = host.engine.submit(&flow, json!({"n": 1}), Some("order-42".into())).await.unwrap();
+    let first = host
+        .engine
+        .submit(&flow, json!({"n": 1}), Some("order-42".into()))
+        .await
+        .unwrap();
+    let again = host
+        .engine
+        .submit(&flow, json!({"n": 1}), Some("order-42".into()))
+        .await
+        .unwrap();
     assert!(!first.existing);
     assert!(again.existing);
     assert_eq!(first.run_id, again.run_id);
@@ -29,17 +37,30 @@ async fn same_key_same_run() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (engine, flow) = (host.engine.clone(), flow.clone());
-        tasks.push(tokio::spawn(async move { engine.submit(&flow, json!({}), Some("burst".into())).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            engine
+                .submit(&flow, json!({}), Some("burst".into()))
+                .await
+                .unwrap()
+        }));
     }
     let mut ids = Vec::new();
     for t in tasks {
         ids.push(t.await.unwrap());
     }
-    assert_eq!(ids.iter().filter(|s| !s.existing).count(), 1, "exactly one new run");
+    assert_eq!(
+        ids.iter().filter(|s| !s.existing).count(),
+        1,
+        "exactly one new run"
+    );
     assert!(ids.iter().all(|s| s.run_id == ids[0].run_id));
 
     // A different key is a different run.
-    let other = host.engine.submit(&flow, json!({}), Some("order-43".into())).await.unwrap();
+    let other = host
+        .engine
+        .submit(&flow, json!({}), Some("order-43".into()))
+        .await
+        .unwrap();
     assert_ne!(other.run_id, first.run_id);
     for id in [first.run_id, ids[0].run_id, other.run_id] {
         host.engine.wait(id).await.unwrap();
@@ -54,17 +75,32 @@ async fn key_expires_after_its_window_and_survives_restart() {
     let flow = support::flow(FLOW);
     let first = {
         let host = Host::start(&config).await.unwrap();
-        let s = host.engine.submit(&flow, json!({}), Some("k".into())).await.unwrap();
+        let s = host
+            .engine
+            .submit(&flow, json!({}), Some("k".into()))
+            .await
+            .unwrap();
         host.engine.wait(s.run_id).await.unwrap();
         s.run_id
     };
     // A new host (the store reopened) still honours the key inside the window.
     let host = reopen(&config).await;
-    let again = host.engine.submit(&flow, json!({}), Some("k".into())).await.unwrap();
+    let again = host
+        .engine
+        .submit(&flow, json!({}), Some("k".into()))
+        .await
+        .unwrap();
     assert_eq!(again.run_id, first);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let later = host.engine.submit(&flow, json!({}), Some("k".into())).await.unwrap();
-    assert!(!later.existing, "outside the 300 ms window the key starts a new run");
+    let later = host
+        .engine
+        .submit(&flow, json!({}), Some("k".into()))
+        .await
+        .unwrap();
+    assert!(
+        !later.existing,
+        "outside the 300 ms window the key starts a new run"
+    );
     assert_ne!(later.run_id, first);
 }
 
@@ -73,7 +109,9 @@ pub async fn reopen(config: &settle::config::Config) -> Host {
     for _ in 0..200 {
         match Host::start(config).await {
             Ok(h) => return h,
-            Err(e) if e.to_string().contains("in use") => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(e) if e.to_string().contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
             Err(e) => panic!("{e:#}"),
         }
     }

@@ -26,7 +26,11 @@ steps:
     let failed: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::StepFailed { failure, retry_at_ms, .. } => Some((e.at_ms, e.attempt, failure.clone(), *retry_at_ms)),
+            EventKind::StepFailed {
+                failure,
+                retry_at_ms,
+                ..
+            } => Some((e.at_ms, e.attempt, failure.clone(), *retry_at_ms)),
             _ => None,
         })
         .collect();
@@ -38,10 +42,18 @@ steps:
     assert_eq!(failed[0].3.unwrap() - failed[0].0, 100);
     assert_eq!(failed[1].3.unwrap() - failed[1].0, 200);
 
-    let completed = events.iter().find(|e| matches!(e.kind, EventKind::StepCompleted { .. })).unwrap();
+    let completed = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+        .unwrap();
     assert_eq!(completed.attempt, Some(3));
-    assert!(completed.at_ms >= failed[0].0 + 300, "the host waited the delays out");
-    let EventKind::StepCompleted { output, .. } = &completed.kind else { unreachable!() };
+    assert!(
+        completed.at_ms >= failed[0].0 + 300,
+        "the host waited the delays out"
+    );
+    let EventKind::StepCompleted { output, .. } = &completed.kind else {
+        unreachable!()
+    };
     assert_eq!(output["attempt"], 3, "the plugin saw attempt 3");
     assert_eq!(run.attempts_total, 3);
 }
@@ -98,7 +110,11 @@ steps:
         let failures: Vec<_> = support::events(&host, run.run_id)
             .into_iter()
             .filter_map(|e| match e.kind {
-                EventKind::StepFailed { failure, retry_at_ms, .. } => Some((failure, retry_at_ms)),
+                EventKind::StepFailed {
+                    failure,
+                    retry_at_ms,
+                    ..
+                } => Some((failure, retry_at_ms)),
                 _ => None,
             })
             .collect();

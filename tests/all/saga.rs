@@ -30,16 +30,29 @@ async fn three_steps_settle() {
     let host = Host::start(&config).await.unwrap();
     let flow = support::flow(THREE_STEPS);
 
-    let run = support::run_to_end(&host, &flow, json!({"customer": "ann", "amount": 700, "finish": "ok"})).await;
+    let run = support::run_to_end(
+        &host,
+        &flow,
+        json!({"customer": "ann", "amount": 700, "finish": "ok"}),
+    )
+    .await;
     assert_eq!(run.state, RunState::Settled, "{run:#?}");
     assert_eq!(run.phrase(0, false), "Completed and confirmed");
     let names = support::event_names(&host, run.run_id);
     assert_eq!(
         names,
         [
-            "run-accepted", "step-scheduled", "step-completed", "step-scheduled", "step-completed",
-            "step-scheduled", "step-completed", "reconciliation-scheduled", "step-reconciled",
-            "step-reconciled", "run-settled"
+            "run-accepted",
+            "step-scheduled",
+            "step-completed",
+            "step-scheduled",
+            "step-completed",
+            "step-scheduled",
+            "step-completed",
+            "reconciliation-scheduled",
+            "step-reconciled",
+            "step-reconciled",
+            "run-settled"
         ]
     );
     let state = service.state();
@@ -55,9 +68,19 @@ async fn three_steps_settle() {
         assert_eq!(pair[1].seq, pair[0].seq + 1);
         assert_eq!(pair[1].trace_id, run.run_id.trace_id());
     }
-    let charged = events.iter().find(|e| matches!(e.kind, EventKind::StepCompleted { index: 0, .. })).unwrap();
-    assert!(charged.source.0.starts_with("transfer@1.0.0#"), "{:?}", charged.source);
-    assert_eq!(charged.operation_id.as_deref(), Some(format!("{}/charge", run.run_id).as_str()));
+    let charged = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::StepCompleted { index: 0, .. }))
+        .unwrap();
+    assert!(
+        charged.source.0.starts_with("transfer@1.0.0#"),
+        "{:?}",
+        charged.source
+    );
+    assert_eq!(
+        charged.operation_id.as_deref(),
+        Some(format!("{}/charge", run.run_id).as_str())
+    );
     assert_eq!(charged.attempt, Some(1));
 }
 
@@ -70,14 +93,24 @@ async fn permanent_failure_compensates_in_reverse_order() {
     let host = Host::start(&config).await.unwrap();
     let flow = support::flow(THREE_STEPS);
 
-    let run =
-        support::run_to_end(&host, &flow, json!({"customer": "bo", "amount": 300, "finish": "permanent"})).await;
+    let run = support::run_to_end(
+        &host,
+        &flow,
+        json!({"customer": "bo", "amount": 300, "finish": "permanent"}),
+    )
+    .await;
     assert_eq!(run.state, RunState::Compensated, "{run:#?}");
-    assert_eq!(run.phrase(0, false), "Could not complete; all changes were undone");
+    assert_eq!(
+        run.phrase(0, false),
+        "Could not complete; all changes were undone"
+    );
 
     let events = support::events(&host, run.run_id);
     // The permanent failure is not retried.
-    let failures: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::StepFailed { .. })).collect();
+    let failures: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepFailed { .. }))
+        .collect();
     assert_eq!(failures.len(), 1);
     // Undone in reverse: reserve (index 1), then charge (index 0).
     let undone: Vec<u32> = events
@@ -94,9 +127,21 @@ async fn permanent_failure_compensates_in_reverse_order() {
     let state = service.state();
     assert_eq!(state["accounts"]["bo"], 0);
     assert_eq!(state["accounts"]["shop"], 0);
-    let reservation = state["reservations"].as_object().unwrap().values().next().unwrap().clone();
+    let reservation = state["reservations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     assert_eq!(reservation["released"], true);
-    let transfer = state["transfers"].as_object().unwrap().values().next().unwrap().clone();
+    let transfer = state["transfers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     assert_eq!(transfer["refunded"], true);
 }
 

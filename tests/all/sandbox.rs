@@ -33,25 +33,53 @@ async fn misbehaving_plugins_fail_their_attempt_only() {
         max_kv_value_kib: 16,
     });
     let host = Host::start(&config).await.unwrap();
-    let good = support::flow("name: good\nsteps:\n  - { name: a, plugin: noop }\n  - { name: b, plugin: noop }\n");
+    let good = support::flow(
+        "name: good\nsteps:\n  - { name: a, plugin: noop }\n  - { name: b, plugin: noop }\n",
+    );
 
     let cases = [
         ("loop", "", FailureClass::Timeout, "time limit of 300ms"),
-        ("oom", "", FailureClass::MemoryLimit, "memory limit of 32 MiB"),
+        (
+            "oom",
+            "",
+            FailureClass::MemoryLimit,
+            "memory limit of 32 MiB",
+        ),
         ("trap", "", FailureClass::Trap, "planned trap"),
-        ("huge-output", ", size_mb: 1", FailureClass::OutputLimit, "output limit of 512 KiB"),
-        ("huge-output", ", size_mb: 100", FailureClass::MemoryLimit, "memory limit of 32 MiB"),
+        (
+            "huge-output",
+            ", size_mb: 1",
+            FailureClass::OutputLimit,
+            "output limit of 512 KiB",
+        ),
+        (
+            "huge-output",
+            ", size_mb: 100",
+            FailureClass::MemoryLimit,
+            "memory limit of 32 MiB",
+        ),
     ];
     let mut bad_runs = Vec::new();
     for (mode, extra, class, words) in cases {
         let flow = support::flow(&bad(mode, extra));
-        let run = host.engine.submit(&flow, json!({}), None).await.unwrap().run_id;
+        let run = host
+            .engine
+            .submit(&flow, json!({}), None)
+            .await
+            .unwrap()
+            .run_id;
         bad_runs.push((run, mode, class, words));
     }
     // Good runs submitted alongside all settle.
     let mut good_runs = Vec::new();
     for _ in 0..20 {
-        good_runs.push(host.engine.submit(&good, json!({}), None).await.unwrap().run_id);
+        good_runs.push(
+            host.engine
+                .submit(&good, json!({}), None)
+                .await
+                .unwrap()
+                .run_id,
+        );
     }
     for run in good_runs {
         let s = host.engine.wait(run).await.unwrap().unwrap();
@@ -62,7 +90,11 @@ async fn misbehaving_plugins_fail_their_attempt_only() {
         assert_eq!(s.state, RunState::Compensated, "{mode}");
         let failure = s.last_failure.expect("failure recorded");
         assert_eq!(failure.class, class, "{mode}: {}", failure.message);
-        assert!(failure.message.contains(words), "{mode}: '{}' should mention '{words}'", failure.message);
+        assert!(
+            failure.message.contains(words),
+            "{mode}: '{}' should mention '{words}'",
+            failure.message
+        );
     }
 }
 
@@ -83,8 +115,17 @@ async fn ungranted_capabilities_are_refused_and_recorded() {
     let run = support::run_to_end(&host, &flow, json!({})).await;
     assert_eq!(run.state, RunState::Compensated);
     let failure = run.last_failure.unwrap();
-    assert_eq!(failure.class, FailureClass::Permanent, "{}", failure.message);
-    assert!(failure.message.contains("does not allow"), "{}", failure.message);
+    assert_eq!(
+        failure.class,
+        FailureClass::Permanent,
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("does not allow"),
+        "{}",
+        failure.message
+    );
     let denial = support::events(&host, run.run_id)
         .into_iter()
         .find_map(|e| match e.kind {
@@ -94,9 +135,15 @@ async fn ungranted_capabilities_are_refused_and_recorded() {
         .expect("a capability-denied event");
     assert_eq!(denial.0, "outbound-http");
     assert!(denial.1.contains(&service.addr), "{}", denial.1);
-    assert_eq!(service.state()["requests"], 0, "nothing reached the outside world");
+    assert_eq!(
+        service.state()["requests"],
+        0,
+        "nothing reached the outside world"
+    );
 
-    let flow = support::flow("name: nokv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count }, retry: { max_attempts: 1 } }\n");
+    let flow = support::flow(
+        "name: nokv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count }, retry: { max_attempts: 1 } }\n",
+    );
     let run = support::run_to_end(&host, &flow, json!({})).await;
     assert_eq!(run.state, RunState::Compensated);
     assert!(run.last_failure.unwrap().message.contains("not granted"));
@@ -108,7 +155,9 @@ async fn granted_kv_is_durable_plugin_state() {
     let dir = support::tempdir();
     let mut config = support::config(dir.path());
     config.plugin_mut("flaky").grants.kv = true;
-    let flow = support::flow("name: kv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count } }\n");
+    let flow = support::flow(
+        "name: kv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count } }\n",
+    );
     {
         let host = Host::start(&config).await.unwrap();
         for expected in 1..=2 {
@@ -118,5 +167,9 @@ async fn granted_kv_is_durable_plugin_state() {
     }
     let host = crate::idempotency::reopen(&config).await;
     let run = support::run_to_end(&host, &flow, json!({})).await;
-    assert_eq!(run.outputs[0].as_ref().unwrap()["count"], 3, "kv survived the restart");
+    assert_eq!(
+        run.outputs[0].as_ref().unwrap()["count"],
+        3,
+        "kv survived the restart"
+    );
 }

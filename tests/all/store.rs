@@ -20,14 +20,31 @@ async fn reindex_rebuilds_every_index_from_events() {
     );
     let mut runs = Vec::new();
     for i in 0..5 {
-        runs.push(host.engine.submit(&ok, json!({}), Some(format!("k{i}"))).await.unwrap().run_id);
-        runs.push(host.engine.submit(&fails, json!({}), None).await.unwrap().run_id);
+        runs.push(
+            host.engine
+                .submit(&ok, json!({}), Some(format!("k{i}")))
+                .await
+                .unwrap()
+                .run_id,
+        );
+        runs.push(
+            host.engine
+                .submit(&fails, json!({}), None)
+                .await
+                .unwrap()
+                .run_id,
+        );
     }
     for r in &runs {
         host.engine.wait(*r).await.unwrap();
     }
     // One run waits an hour for its retry: it holds a timer.
-    let waiting = host.engine.submit(&slow, json!({}), None).await.unwrap().run_id;
+    let waiting = host
+        .engine
+        .submit(&slow, json!({}), None)
+        .await
+        .unwrap()
+        .run_id;
     for _ in 0..200 {
         if host.store.summary(waiting).unwrap().unwrap().state == RunState::Retrying {
             break;
@@ -51,10 +68,17 @@ async fn reindex_rebuilds_every_index_from_events() {
     assert_eq!(host.store.list_runs(None, 100).unwrap(), before_runs);
     assert_eq!(host.store.active_runs().unwrap(), before_active);
     assert_eq!(host.store.due_timers(u64::MAX).unwrap(), before_timers);
-    assert_eq!(host.store.find_idempotent("ok", "k3", u64::MAX, 0).unwrap(), Some(runs[6]));
+    assert_eq!(
+        host.store.find_idempotent("ok", "k3", u64::MAX, 0).unwrap(),
+        Some(runs[6])
+    );
     for r in &runs {
         let folded = RunSummary::fold(&host.store.events(*r).unwrap()).unwrap();
-        assert_eq!(Some(folded), host.store.summary(*r).unwrap(), "summary is the fold of the log");
+        assert_eq!(
+            Some(folded),
+            host.store.summary(*r).unwrap(),
+            "summary is the fold of the log"
+        );
     }
 }
 
@@ -63,7 +87,10 @@ async fn reindex_rebuilds_every_index_from_events() {
 #[test]
 fn schema_v1_log_still_reads() {
     let text = include_str!("../fixtures/events-v1.jsonl");
-    let events: Vec<Event> = text.lines().map(|l| serde_json::from_str(l).expect("v1 event reads")).collect();
+    let events: Vec<Event> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("v1 event reads"))
+        .collect();
     assert!(events.iter().all(|e| e.v == 1));
     let summary = RunSummary::fold(&events).unwrap();
     assert_eq!(summary.state, RunState::Settled);

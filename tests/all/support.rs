@@ -47,12 +47,17 @@ pub fn config(dir: &Path) -> Config {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("settle-test-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("settle-test-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// A flow from YAML text.
 pub fn flow(yaml: &str) -> Arc<Flow> {
-    Arc::new(Flow::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("test flow does not parse:\n{e}")))
+    Arc::new(
+        Flow::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("test flow does not parse:\n{e}")),
+    )
 }
 
 /// The demo service as a child process, stopped by PID when dropped.
@@ -72,9 +77,19 @@ impl Service {
             .spawn()
             .expect("start demo service");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address");
-        let addr = line.trim().strip_prefix("listening on ").expect("service address").to_string();
-        Service { child, base_url: format!("http://{addr}"), addr }
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("service address")
+            .to_string();
+        Service {
+            child,
+            base_url: format!("http://{addr}"),
+            addr,
+        }
     }
 
     pub fn state(&self) -> Value {
@@ -91,7 +106,9 @@ impl Service {
         for plugin in ["transfer", "reserve-stock", "notify"] {
             let s = config.plugin_mut(plugin);
             s.grants.allowed_outbound_hosts = vec![self.addr.clone()];
-            s.grants.config.insert("base_url".into(), self.base_url.clone());
+            s.grants
+                .config
+                .insert("base_url".into(), self.base_url.clone());
         }
     }
 }
@@ -106,12 +123,19 @@ impl Drop for Service {
 /// Submits a run and waits for it to be terminal.
 pub async fn run_to_end(host: &Host, flow: &Arc<Flow>, input: Value) -> RunSummary {
     let submitted = host.engine.submit(flow, input, None).await.expect("submit");
-    host.engine.wait(submitted.run_id).await.expect("wait").expect("summary")
+    host.engine
+        .wait(submitted.run_id)
+        .await
+        .expect("wait")
+        .expect("summary")
 }
 
 /// The names of a run's events, in order.
 pub fn event_names(host: &Host, run: RunId) -> Vec<String> {
-    events(host, run).iter().map(|e| e.kind.name().to_string()).collect()
+    events(host, run)
+        .iter()
+        .map(|e| e.kind.name().to_string())
+        .collect()
 }
 
 pub fn events(host: &Host, run: RunId) -> Vec<Event> {
@@ -120,7 +144,10 @@ pub fn events(host: &Host, run: RunId) -> Vec<Event> {
 
 /// Runs `settle` with arguments; returns (exit code, stdout, stderr).
 pub fn settle(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let out = Command::new(settle_bin()).args(args).output().context("run settle")?;
+    let out = Command::new(settle_bin())
+        .args(args)
+        .output()
+        .context("run settle")?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -136,6 +163,7 @@ pub fn write_config(dir: &Path, service: Option<&Service>) -> PathBuf {
         service.grant(&mut config);
     }
     let path = dir.join("settle.toml");
-    std::fs::write(&path, toml::to_string(&config).expect("config as TOML")).expect("write settle.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("config as TOML"))
+        .expect("write settle.toml");
     path
 }

@@ -6,10 +6,20 @@ use settle::flow::{Flow, PluginFacts};
 use std::path::Path;
 
 fn installed() -> Vec<PluginFacts> {
-    [("transfer", true), ("reserve-stock", true), ("notify", true), ("flaky", true), ("noop", true), ("audit-log", false)]
-        .into_iter()
-        .map(|(name, c)| PluginFacts { name: name.into(), supports_compensate: c })
-        .collect()
+    [
+        ("transfer", true),
+        ("reserve-stock", true),
+        ("notify", true),
+        ("flaky", true),
+        ("noop", true),
+        ("audit-log", false),
+    ]
+    .into_iter()
+    .map(|(name, c)| PluginFacts {
+        name: name.into(),
+        supports_compensate: c,
+    })
+    .collect()
 }
 
 #[test]
@@ -27,8 +37,13 @@ fn flow_validation_messages() {
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
-        let (actual, ext) = match Flow::parse(&text, &name).and_then(|f| f.check_plugins(&name, &installed()).map(|()| f)) {
-            Ok(f) => (format!("valid: {} with {} step(s)\n", f.id(), f.steps.len()), "ok"),
+        let (actual, ext) = match Flow::parse(&text, &name)
+            .and_then(|f| f.check_plugins(&name, &installed()).map(|()| f))
+        {
+            Ok(f) => (
+                format!("valid: {} with {} step(s)\n", f.id(), f.steps.len()),
+                "ok",
+            ),
             Err(e) => (format!("{e}\n"), "err"),
         };
         let expected_path = path.with_extension(ext);
@@ -38,7 +53,10 @@ fn flow_validation_messages() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != actual {
-            mismatches.push(format!("{name}:\n--- expected ({})\n{expected}--- actual\n{actual}", expected_path.display()));
+            mismatches.push(format!(
+                "{name}:\n--- expected ({})\n{expected}--- actual\n{actual}",
+                expected_path.display()
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

@@ -62,23 +62,32 @@ impl Step for Flaky {
     const COMPENSATES: bool = true;
 
     fn manifest() -> Manifest {
-        Manifest::new("flaky", "1.0.0", "Fails, traps, loops or eats memory on demand").input_schema(
-            serde_json::json!({
-                "type": "object",
-                "properties": {
-                    "mode": {"enum": ["ok", "fail-times", "fail-rate", "permanent", "invalid", "trap",
-                                      "loop", "oom", "huge-output", "fail-compensate", "kv-count"]},
-                    "times": {"type": "integer", "minimum": 0},
-                    "rate": {"type": "number", "minimum": 0, "maximum": 1},
-                    "size_mb": {"type": "integer", "minimum": 0},
-                    "retry_after_ms": {"type": "integer", "minimum": 0}
-                }
-            }),
+        Manifest::new(
+            "flaky",
+            "1.0.0",
+            "Fails, traps, loops or eats memory on demand",
         )
+        .input_schema(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "mode": {"enum": ["ok", "fail-times", "fail-rate", "permanent", "invalid", "trap",
+                                  "loop", "oom", "huge-output", "fail-compensate", "kv-count"]},
+                "times": {"type": "integer", "minimum": 0},
+                "rate": {"type": "number", "minimum": 0, "maximum": 1},
+                "size_mb": {"type": "integer", "minimum": 0},
+                "retry_after_ms": {"type": "integer", "minimum": 0}
+            }
+        }))
     }
 
     fn run(ctx: &Ctx, input: Input) -> Result<Output, StepError> {
-        let done = |payload: String| Ok(Output { attempt: ctx.attempt, payload, count: 0 });
+        let done = |payload: String| {
+            Ok(Output {
+                attempt: ctx.attempt,
+                payload,
+                count: 0,
+            })
+        };
         match input.mode.as_str() {
             "ok" | "fail-compensate" => done(String::new()),
             "fail-times" if ctx.attempt <= input.times => Err(StepError::Retryable {
@@ -86,9 +95,10 @@ impl Step for Flaky {
                 retry_after_ms: input.retry_after_ms,
             }),
             "fail-times" => done(String::new()),
-            "fail-rate" if roll(ctx) < input.rate => {
-                Err(StepError::retryable(format!("random failure on attempt {}", ctx.attempt)))
-            }
+            "fail-rate" if roll(ctx) < input.rate => Err(StepError::retryable(format!(
+                "random failure on attempt {}",
+                ctx.attempt
+            ))),
             "fail-rate" => done(String::new()),
             "permanent" => Err(StepError::permanent("planned permanent failure")),
             "invalid" => Err(StepError::invalid_input("planned invalid input")),
@@ -114,7 +124,11 @@ impl Step for Flaky {
                     .unwrap_or(0)
                     + 1;
                 settle_sdk::kv::set(&key, count.to_string().as_bytes())?;
-                Ok(Output { attempt: ctx.attempt, payload: String::new(), count })
+                Ok(Output {
+                    attempt: ctx.attempt,
+                    payload: String::new(),
+                    count,
+                })
             }
             other => Err(StepError::invalid_input(format!("unknown mode '{other}'"))),
         }

@@ -21,7 +21,8 @@ struct Message {
 }
 
 fn send(key: &str, to: &str, text: &str) -> Result<String, StepError> {
-    let base = config::get("base_url").ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))?;
+    let base = config::get("base_url")
+        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))?;
     let body = serde_json::json!({ "to": to, "text": text });
     let m: Message = http::post_json(&format!("{base}/outbox/messages"), key, &body)?.json()?;
     Ok(m.id)
@@ -35,27 +36,36 @@ impl Step for Notify {
     const COMPENSATES: bool = true;
 
     fn manifest() -> Manifest {
-        Manifest::new("notify", "1.0.0", "Sends a message; compensation sends a correction")
-            .input_schema(serde_json::json!({
-                "type": "object",
-                "required": ["to", "text"],
-                "properties": {"to": {"type": "string", "minLength": 1}, "text": {"type": "string"}}
-            }))
-            .output_schema(serde_json::json!({
-                "type": "object",
-                "required": ["message_id"],
-                "properties": {"message_id": {"type": "string"}}
-            }))
+        Manifest::new(
+            "notify",
+            "1.0.0",
+            "Sends a message; compensation sends a correction",
+        )
+        .input_schema(serde_json::json!({
+            "type": "object",
+            "required": ["to", "text"],
+            "properties": {"to": {"type": "string", "minLength": 1}, "text": {"type": "string"}}
+        }))
+        .output_schema(serde_json::json!({
+            "type": "object",
+            "required": ["message_id"],
+            "properties": {"message_id": {"type": "string"}}
+        }))
     }
 
     fn run(ctx: &Ctx, input: Input) -> Result<Output, StepError> {
-        Ok(Output { message_id: send(&ctx.operation_id, &input.to, &input.text)? })
+        Ok(Output {
+            message_id: send(&ctx.operation_id, &input.to, &input.text)?,
+        })
     }
 
     fn compensate(ctx: &Ctx, input: Input, output: Output) -> Result<(), StepError> {
         // The correction is a second message: it needs its own idempotency key.
         let key = format!("{}:correction", ctx.operation_id);
-        let text = format!("Correction: please disregard message {} ({})", output.message_id, input.text);
+        let text = format!(
+            "Correction: please disregard message {} ({})",
+            output.message_id, input.text
+        );
         send(&key, &input.to, &text)?;
         Ok(())
     }

@@ -22,7 +22,8 @@ struct Reservation {
 }
 
 fn base_url() -> Result<String, StepError> {
-    config::get("base_url").ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
+    config::get("base_url")
+        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
 }
 
 struct ReserveStock;
@@ -34,37 +35,58 @@ impl Step for ReserveStock {
     const RECONCILES: bool = true;
 
     fn manifest() -> Manifest {
-        Manifest::new("reserve-stock", "1.0.0", "Reserves items in stock; releases them on compensation")
-            .input_schema(serde_json::json!({
-                "type": "object",
-                "required": ["sku", "quantity"],
-                "properties": {
-                    "sku": {"type": "string", "minLength": 1},
-                    "quantity": {"type": "integer", "minimum": 1}
-                }
-            }))
-            .output_schema(serde_json::json!({
-                "type": "object",
-                "required": ["reservation_id"],
-                "properties": {"reservation_id": {"type": "string"}}
-            }))
+        Manifest::new(
+            "reserve-stock",
+            "1.0.0",
+            "Reserves items in stock; releases them on compensation",
+        )
+        .input_schema(serde_json::json!({
+            "type": "object",
+            "required": ["sku", "quantity"],
+            "properties": {
+                "sku": {"type": "string", "minLength": 1},
+                "quantity": {"type": "integer", "minimum": 1}
+            }
+        }))
+        .output_schema(serde_json::json!({
+            "type": "object",
+            "required": ["reservation_id"],
+            "properties": {"reservation_id": {"type": "string"}}
+        }))
     }
 
     fn run(ctx: &Ctx, input: Input) -> Result<Output, StepError> {
-        settle_sdk::progress(0.5, &format!("reserving {} x {}", input.quantity, input.sku));
-        let reply = http::post_json(&format!("{}/stock/reservations", base_url()?), &ctx.operation_id, &input)?;
+        settle_sdk::progress(
+            0.5,
+            &format!("reserving {} x {}", input.quantity, input.sku),
+        );
+        let reply = http::post_json(
+            &format!("{}/stock/reservations", base_url()?),
+            &ctx.operation_id,
+            &input,
+        )?;
         let r: Reservation = reply.json()?;
-        Ok(Output { reservation_id: r.id })
+        Ok(Output {
+            reservation_id: r.id,
+        })
     }
 
     fn compensate(ctx: &Ctx, _input: Input, output: Output) -> Result<(), StepError> {
         let body = serde_json::json!({ "reservation_id": output.reservation_id });
-        http::post_json(&format!("{}/stock/releases", base_url()?), &ctx.operation_id, &body)?;
+        http::post_json(
+            &format!("{}/stock/releases", base_url()?),
+            &ctx.operation_id,
+            &body,
+        )?;
         Ok(())
     }
 
     fn reconcile(_ctx: &Ctx, _input: Input, output: Output) -> Result<Verdict, StepError> {
-        let reply = http::get(&format!("{}/stock/reservations/{}", base_url()?, output.reservation_id))?;
+        let reply = http::get(&format!(
+            "{}/stock/reservations/{}",
+            base_url()?,
+            output.reservation_id
+        ))?;
         let r: Reservation = reply.json()?;
         Ok(if r.released {
             Verdict::Drifted(format!("reservation {} was released", r.id))

@@ -30,7 +30,8 @@ struct LedgerTransfer {
 }
 
 fn base_url() -> Result<String, StepError> {
-    config::get("base_url").ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
+    config::get("base_url")
+        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
 }
 
 struct Transfer;
@@ -42,51 +43,76 @@ impl Step for Transfer {
     const RECONCILES: bool = true;
 
     fn manifest() -> Manifest {
-        Manifest::new("transfer", "1.0.0", "Moves money between two ledger accounts; refunds on compensation")
-            .input_schema(serde_json::json!({
-                "type": "object",
-                "required": ["from", "to", "amount"],
-                "properties": {
-                    "from": {"type": "string", "minLength": 1},
-                    "to": {"type": "string", "minLength": 1},
-                    "amount": {"type": "integer", "minimum": 1}
-                }
-            }))
-            .output_schema(serde_json::json!({
-                "type": "object",
-                "required": ["transfer_id", "amount"],
-                "properties": {"transfer_id": {"type": "string"}, "amount": {"type": "integer"}}
-            }))
-            .retry(RetrySuggestion {
-                max_attempts: 5,
-                initial_interval_ms: 200,
-                backoff_coefficient: 2.0,
-                max_interval_ms: 10_000,
-            })
+        Manifest::new(
+            "transfer",
+            "1.0.0",
+            "Moves money between two ledger accounts; refunds on compensation",
+        )
+        .input_schema(serde_json::json!({
+            "type": "object",
+            "required": ["from", "to", "amount"],
+            "properties": {
+                "from": {"type": "string", "minLength": 1},
+                "to": {"type": "string", "minLength": 1},
+                "amount": {"type": "integer", "minimum": 1}
+            }
+        }))
+        .output_schema(serde_json::json!({
+            "type": "object",
+            "required": ["transfer_id", "amount"],
+            "properties": {"transfer_id": {"type": "string"}, "amount": {"type": "integer"}}
+        }))
+        .retry(RetrySuggestion {
+            max_attempts: 5,
+            initial_interval_ms: 200,
+            backoff_coefficient: 2.0,
+            max_interval_ms: 10_000,
+        })
     }
 
     fn run(ctx: &Ctx, input: Input) -> Result<Output, StepError> {
         if input.amount <= 0 {
-            return Err(StepError::invalid_input(format!("amount must be positive, got {}", input.amount)));
+            return Err(StepError::invalid_input(format!(
+                "amount must be positive, got {}",
+                input.amount
+            )));
         }
-        let reply = http::post_json(&format!("{}/ledger/transfers", base_url()?), &ctx.operation_id, &input)?;
+        let reply = http::post_json(
+            &format!("{}/ledger/transfers", base_url()?),
+            &ctx.operation_id,
+            &input,
+        )?;
         let t: LedgerTransfer = reply.json()?;
-        Ok(Output { transfer_id: t.id, amount: t.amount })
+        Ok(Output {
+            transfer_id: t.id,
+            amount: t.amount,
+        })
     }
 
     fn compensate(ctx: &Ctx, _input: Input, output: Output) -> Result<(), StepError> {
         let body = serde_json::json!({ "transfer_id": output.transfer_id });
-        http::post_json(&format!("{}/ledger/refunds", base_url()?), &ctx.operation_id, &body)?;
+        http::post_json(
+            &format!("{}/ledger/refunds", base_url()?),
+            &ctx.operation_id,
+            &body,
+        )?;
         Ok(())
     }
 
     fn reconcile(_ctx: &Ctx, _input: Input, output: Output) -> Result<Verdict, StepError> {
-        let reply = http::get(&format!("{}/ledger/transfers/{}", base_url()?, output.transfer_id))?;
+        let reply = http::get(&format!(
+            "{}/ledger/transfers/{}",
+            base_url()?,
+            output.transfer_id
+        ))?;
         let t: LedgerTransfer = reply.json()?;
         Ok(if t.refunded {
             Verdict::Drifted(format!("transfer {} was refunded on the ledger", t.id))
         } else if t.amount != output.amount {
-            Verdict::Drifted(format!("ledger says {} but the step recorded {}", t.amount, output.amount))
+            Verdict::Drifted(format!(
+                "ledger says {} but the step recorded {}",
+                t.amount, output.amount
+            ))
         } else {
             Verdict::InSync
         })

@@ -78,7 +78,11 @@ fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_micros() as u64;
-    Percentiles { p50: at(0.5), p99: at(0.99), samples: samples.len() }
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        samples: samples.len(),
+    }
 }
 
 /// Wraps the runtime to time every call, by run.
@@ -93,7 +97,12 @@ impl Executor for Timed {
         let run = request.ctx.run_id.clone();
         let start = Instant::now();
         let report = self.inner.invoke(request).await;
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(run).or_default().push((start, start.elapsed()));
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run)
+            .or_default()
+            .push((start, start.elapsed()));
         report
     }
     fn plugin(&self, name: &str) -> Option<Arc<PluginInfo>> {
@@ -129,15 +138,29 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
             host.runtime.plugin_info("noop").is_some(),
             "the noop plugin is not installed: build the plugins (example-plugins/build.sh) or pass --plugins DIR"
         );
-        let timed = Timed { inner: host.runtime.clone(), calls: Default::default() };
-        let engine = Engine::new(host.store.clone(), timed.clone(), EngineOptions { max_runs_in_flight: 1024 });
+        let timed = Timed {
+            inner: host.runtime.clone(),
+            calls: Default::default(),
+        };
+        let engine = Engine::new(
+            host.store.clone(),
+            timed.clone(),
+            EngineOptions {
+                max_runs_in_flight: 1024,
+            },
+        );
 
         // Per-step figures at 1 in flight.
         throughput(&engine, &flow, 1, 300 / scale).await?;
         let mut cycles = Vec::new();
         let mut calls = Vec::new();
         let mut overheads = Vec::new();
-        for runs in timed.calls.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for runs in timed
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             for pair in runs.windows(2) {
                 let cycle = pair[1].0 - pair[0].0;
                 cycles.push(cycle);
@@ -150,12 +173,20 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
         figures.host_overhead_per_step_us = percentiles(overheads);
 
         for (in_flight, runs) in [(1, 300 / scale), (64, 4000 / scale), (1024, 20_000 / scale)] {
-            figures.steps_per_second.push(throughput(&engine, &flow, in_flight, runs).await?);
+            figures
+                .steps_per_second
+                .push(throughput(&engine, &flow, in_flight, runs).await?);
         }
         figures.instantiate_call_us = instantiate_call(&host.runtime, 2000 / scale).await;
 
         // Accept 10,000 runs without driving them, as if the host died.
-        let paused = Engine::new(host.store.clone(), host.runtime.clone(), EngineOptions { max_runs_in_flight: 1024 });
+        let paused = Engine::new(
+            host.store.clone(),
+            host.runtime.clone(),
+            EngineOptions {
+                max_runs_in_flight: 1024,
+            },
+        );
         paused.set_paused(true);
         figures.resume_runs = 10_000 / scale;
         submit_all(&paused, &flow, figures.resume_runs, 1024).await?;
@@ -164,7 +195,11 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let host = start_again(config).await?;
     figures.resume_enqueue_ms = started.elapsed().as_millis() as u64;
-    anyhow::ensure!(host.resumed.runs.len() == figures.resume_runs, "resumed {} runs", host.resumed.runs.len());
+    anyhow::ensure!(
+        host.resumed.runs.len() == figures.resume_runs,
+        "resumed {} runs",
+        host.resumed.runs.len()
+    );
     for run in &host.resumed.runs {
         host.engine.wait(*run).await?;
     }
@@ -223,7 +258,13 @@ async fn throughput<X: Executor>(
     submit_all(engine, flow, runs, in_flight).await?;
     let seconds = started.elapsed().as_secs_f64();
     let steps = runs * flow.steps.len();
-    Ok(Throughput { in_flight, runs, steps, seconds, steps_per_second: steps as f64 / seconds })
+    Ok(Throughput {
+        in_flight,
+        runs,
+        steps,
+        seconds,
+        steps_per_second: steps as f64 / seconds,
+    })
 }
 
 async fn instantiate_call(runtime: &Runtime, n: usize) -> Percentiles {
@@ -267,21 +308,45 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn print_table(f: &Figures) {
-    outln!("settle bench: 3-step flow of the noop plugin, every step durable before it is acknowledged");
-    outln!("(taken {}; medians of one run each: repeat and compare ratios on a shared machine)\n", super::time(now_ms()));
+    outln!(
+        "settle bench: 3-step flow of the noop plugin, every step durable before it is acknowledged"
+    );
+    outln!(
+        "(taken {}; medians of one run each: repeat and compare ratios on a shared machine)\n",
+        super::time(now_ms())
+    );
     for t in &f.steps_per_second {
         outln!(
             "{:>5} in flight: {:>8.0} durable steps/s   ({} runs, {} steps in {:.2} s)",
-            t.in_flight, t.steps_per_second, t.runs, t.steps, t.seconds
+            t.in_flight,
+            t.steps_per_second,
+            t.runs,
+            t.steps,
+            t.seconds
         );
     }
-    let line = |name: &str, p: &Percentiles| outln!("{name:<38} p50 {:>7} µs   p99 {:>7} µs   (n={})", p.p50, p.p99, p.samples);
+    let line = |name: &str, p: &Percentiles| {
+        outln!(
+            "{name:<38} p50 {:>7} µs   p99 {:>7} µs   (n={})",
+            p.p50,
+            p.p99,
+            p.samples
+        )
+    };
     outln!();
     line("step cycle at 1 in flight", &f.step_cycle_us);
     line("  plugin call within it", &f.plugin_call_in_step_us);
-    line("  host overhead (incl. durable commit)", &f.host_overhead_per_step_us);
+    line(
+        "  host overhead (incl. durable commit)",
+        &f.host_overhead_per_step_us,
+    );
     line("instantiate + call (noop, pooled)", &f.instantiate_call_us);
     outln!();
-    outln!("resume of {} unfinished runs: re-enqueued in {} ms, all settled after {} ms", f.resume_runs, f.resume_enqueue_ms, f.resume_until_all_settled_ms);
+    outln!(
+        "resume of {} unfinished runs: re-enqueued in {} ms, all settled after {} ms",
+        f.resume_runs,
+        f.resume_enqueue_ms,
+        f.resume_until_all_settled_ms
+    );
     outln!("peak memory (VmHWM): {:.0} MiB", f.peak_rss_mib);
 }

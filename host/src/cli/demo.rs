@@ -13,7 +13,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 
 const ORDER: &str = include_str!("../../../example-plugins/flows/order.yaml");
-const ORDER_WITH_FRAUD_CHECK: &str = include_str!("../../../example-plugins/flows/order-with-fraud-check.yaml");
+const ORDER_WITH_FRAUD_CHECK: &str =
+    include_str!("../../../example-plugins/flows/order-with-fraud-check.yaml");
 
 /// The demo service as a child process, stopped (by its PID) when dropped.
 pub struct DemoService {
@@ -32,7 +33,10 @@ impl DemoService {
             .stderr(Stdio::inherit())
             .spawn()
             .context("cannot start the demo service")?;
-        let stdout = child.stdout.take().context("no stdout from the demo service")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the demo service")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -40,7 +44,10 @@ impl DemoService {
             let _ = child.wait();
             bail!("the demo service did not start (it said: {line:?})");
         };
-        Ok(DemoService { base_url: format!("http://{addr}"), child })
+        Ok(DemoService {
+            base_url: format!("http://{addr}"),
+            child,
+        })
     }
 
     /// `GET /state`.
@@ -63,7 +70,10 @@ pub fn grant_demo_service(config: &mut Config, base_url: &str) {
     for plugin in ["transfer", "reserve-stock", "notify"] {
         let settings = config.plugin_mut(plugin);
         settings.grants.allowed_outbound_hosts = vec![host.clone()];
-        settings.grants.config.insert("base_url".into(), base_url.into());
+        settings
+            .grants
+            .config
+            .insert("base_url".into(), base_url.into());
     }
     config.plugin_mut("flaky").grants.kv = true;
 }
@@ -79,9 +89,16 @@ pub async fn demo(config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {e}");
     }
     let order = Arc::new(Flow::parse(ORDER, "order.yaml")?);
-    let checked = Arc::new(Flow::parse(ORDER_WITH_FRAUD_CHECK, "order-with-fraud-check.yaml")?);
+    let checked = Arc::new(Flow::parse(
+        ORDER_WITH_FRAUD_CHECK,
+        "order-with-fraud-check.yaml",
+    )?);
     let cases = [
-        ("an order that settles", &order, json!({"customer": "alice", "amount": 2500, "sku": "widget", "quantity": 2})),
+        (
+            "an order that settles",
+            &order,
+            json!({"customer": "alice", "amount": 2500, "sku": "widget", "quantity": 2}),
+        ),
         (
             "an order that cannot be completed (only 1 rare-item in stock): the charge is refunded",
             &order,
@@ -97,19 +114,37 @@ pub async fn demo(config: &Config) -> anyhow::Result<ExitCode> {
     for (title, flow, input) in cases {
         outln!("\n== {title}");
         let submitted = host.engine.submit(flow, input, None).await?;
-        let summary = host.engine.wait(submitted.run_id).await?.context("run vanished")?;
+        let summary = host
+            .engine
+            .wait(submitted.run_id)
+            .await?
+            .context("run vanished")?;
         let report = RunReport::new(&summary, false);
-        outln!("run {}  {}: {}", report.status.run_id, report.status.state, report.status.phrase);
+        outln!(
+            "run {}  {}: {}",
+            report.status.run_id,
+            report.status.state,
+            report.status.phrase
+        );
         for e in host.store_events(submitted.run_id)? {
             outln!("  {e}");
         }
         ok &= report.status.state.is_terminal();
     }
     let state = service.state()?;
-    outln!("\n== the outside world now (GET {}/state)", service.base_url);
+    outln!(
+        "\n== the outside world now (GET {}/state)",
+        service.base_url
+    );
     outln!("accounts:     {}", state["accounts"]);
     outln!("stock:        {}", state["stock"]);
-    let count = |k: &str| state[k].as_object().map(|o| o.len()).or(state[k].as_array().map(Vec::len)).unwrap_or(0);
+    let count = |k: &str| {
+        state[k]
+            .as_object()
+            .map(|o| o.len())
+            .or(state[k].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
     outln!(
         "transfers: {}, reservations: {}, messages: {}, repeated requests deduplicated: {}",
         count("transfers"),
@@ -118,7 +153,11 @@ pub async fn demo(config: &Config) -> anyhow::Result<ExitCode> {
         state["deduplicated"]
     );
     outln!("\nInspect with: settle runs, settle status RUN, settle events RUN (same --data)");
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 impl Host {
@@ -131,7 +170,10 @@ impl Host {
             .iter()
             .map(|e| {
                 let step = e.step.as_deref().unwrap_or("");
-                let attempt = e.attempt.map(|a| format!(" attempt {a}")).unwrap_or_default();
+                let attempt = e
+                    .attempt
+                    .map(|a| format!(" attempt {a}"))
+                    .unwrap_or_default();
                 let extra = match &e.kind {
                     crate::model::EventKind::StepFailed { failure, .. }
                     | crate::model::EventKind::CompensationFailed { failure, .. } => {

@@ -28,7 +28,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "settle", version, about = "Durable, sandboxed WebAssembly workflows that converge")]
+#[command(
+    name = "settle",
+    version,
+    about = "Durable, sandboxed WebAssembly workflows that converge"
+)]
 pub struct Cli {
     /// Store directory (overrides `data_dir` in settle.toml).
     #[arg(long, global = true, env = "SETTLE_DATA")]
@@ -102,7 +106,10 @@ enum Command {
 pub fn main() -> ExitCode {
     crate::telemetry::init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -140,7 +147,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => demo::demo(&config(&cli)?).await,
         Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
         Command::DemoService { listen } => {
-            let data = cli.data.clone().ok_or_else(|| anyhow::anyhow!("demo-service needs --data DIR"))?;
+            let data = cli
+                .data
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("demo-service needs --data DIR"))?;
             crate::demo_service::serve(*listen, &data).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -155,5 +165,6 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Formats Unix milliseconds as RFC 3339 UTC.
 fn time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }

@@ -14,18 +14,33 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn parse_run(run: &str) -> anyhow::Result<RunId> {
-    run.parse().with_context(|| format!("'{run}' is not a run id (a UUID)"))
+    run.parse()
+        .with_context(|| format!("'{run}' is not a run id (a UUID)"))
 }
 
-pub fn runs(config: &Config, state: Option<RunState>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub fn runs(
+    config: &Config,
+    state: Option<RunState>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let store = open_store(config)?;
     let runs = store.list_runs(state, limit)?;
-    let statuses: Vec<RunStatus> = runs.iter().map(|s| RunStatus::new(s, false, None)).collect();
+    let statuses: Vec<RunStatus> = runs
+        .iter()
+        .map(|s| RunStatus::new(s, false, None))
+        .collect();
     if json {
         print_json(&statuses)?;
     } else {
         for s in &statuses {
-            outln!("{}  {:<16} {:<22} {}", s.run_id, s.flow, s.state.as_str(), s.phrase);
+            outln!(
+                "{}  {:<16} {:<22} {}",
+                s.run_id,
+                s.flow,
+                s.state.as_str(),
+                s.phrase
+            );
         }
         if statuses.is_empty() {
             outln!("no runs");
@@ -37,7 +52,9 @@ pub fn runs(config: &Config, state: Option<RunState>, limit: usize, json: bool) 
 pub fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode> {
     let run = parse_run(run)?;
     let store = open_store(config)?;
-    let summary = store.summary(run)?.with_context(|| format!("no run {run}"))?;
+    let summary = store
+        .summary(run)?
+        .with_context(|| format!("no run {run}"))?;
     let status = RunStatus::new(&summary, false, None);
     if json {
         print_json(&status)?;
@@ -50,10 +67,20 @@ pub fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode
     if let Some(step) = &status.step {
         outln!(
             "step     {} of {} ({}), {} attempt {} of {}",
-            step.number, status.step_count, step.name, step.action, step.attempt, step.max_attempts
+            step.number,
+            status.step_count,
+            step.name,
+            step.action,
+            step.attempt,
+            step.max_attempts
         );
     }
-    outln!("done     {} of {} steps, {} attempts in all", status.completed_steps, status.step_count, status.attempts_total);
+    outln!(
+        "done     {} of {} steps, {} attempts in all",
+        status.completed_steps,
+        status.step_count,
+        status.attempts_total
+    );
     if let Some(f) = &status.last_failure {
         outln!("failure  {} ({})", f.message, f.class.as_str());
     }
@@ -97,14 +124,20 @@ pub fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode
             e.kind.name(),
             step,
             e.source.0,
-            if detail == "{}" { String::new() } else { detail }
+            if detail == "{}" {
+                String::new()
+            } else {
+                detail
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Loads the plugins without opening the store (another process may hold it).
-async fn runtime_only(config: &Config) -> anyhow::Result<(Runtime, Vec<crate::runtime::LoadError>)> {
+async fn runtime_only(
+    config: &Config,
+) -> anyhow::Result<(Runtime, Vec<crate::runtime::LoadError>)> {
     struct NoKv;
     impl crate::runtime::PluginKv for NoKv {
         fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, String> {
@@ -166,7 +199,11 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}");
         }
     }
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub async fn validate(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
@@ -194,7 +231,11 @@ pub fn reindex(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         outln!(
             "rebuilt from {} events: {} runs, {} active, {} timers, {} idempotency keys",
-            report.events, report.runs, report.active, report.timers, report.idempotency_keys
+            report.events,
+            report.runs,
+            report.active,
+            report.timers,
+            report.idempotency_keys
         );
     }
     Ok(ExitCode::SUCCESS)

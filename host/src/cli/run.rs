@@ -60,7 +60,11 @@ impl RunReport {
             .zip(&summary.outputs)
             .filter_map(|(name, out)| out.clone().map(|o| (name.clone(), o)))
             .collect();
-        RunReport { status: RunStatus::new(summary, false, None), existing, outputs }
+        RunReport {
+            status: RunStatus::new(summary, false, None),
+            existing,
+            outputs,
+        }
     }
 }
 
@@ -73,7 +77,10 @@ pub fn load_flow(host: &Host, path: &Path) -> anyhow::Result<Arc<Flow>> {
         .runtime
         .plugins()
         .iter()
-        .map(|p| PluginFacts { name: p.name.to_string(), supports_compensate: p.manifest.supports_compensate })
+        .map(|p| PluginFacts {
+            name: p.name.to_string(),
+            supports_compensate: p.manifest.supports_compensate,
+        })
         .collect();
     flow.check_plugins(&file, &installed)?;
     Ok(Arc::new(flow))
@@ -81,7 +88,8 @@ pub fn load_flow(host: &Host, path: &Path) -> anyhow::Result<Arc<Flow>> {
 
 fn parse_requests(args: &RunArgs) -> anyhow::Result<Vec<Request>> {
     if let Some(path) = &args.inputs {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let mut requests = Vec::new();
         let mut problems = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -97,16 +105,30 @@ fn parse_requests(args: &RunArgs) -> anyhow::Result<Vec<Request>> {
                             None | Some(Value::Null) => None,
                             Some(Value::String(k)) => Some(k.clone()),
                             Some(_) => {
-                                problems.push(format!("{}:{}: idempotency_key must be a string", path.display(), n + 1));
+                                problems.push(format!(
+                                    "{}:{}: idempotency_key must be a string",
+                                    path.display(),
+                                    n + 1
+                                ));
                                 continue;
                             }
                         };
-                        requests.push(Request { input: map["input"].clone(), key });
+                        requests.push(Request {
+                            input: map["input"].clone(),
+                            key,
+                        });
                     } else {
-                        requests.push(Request { input: Value::Object(map), key: None });
+                        requests.push(Request {
+                            input: Value::Object(map),
+                            key: None,
+                        });
                     }
                 }
-                Ok(_) => problems.push(format!("{}:{}: a line must be a JSON object", path.display(), n + 1)),
+                Ok(_) => problems.push(format!(
+                    "{}:{}: a line must be a JSON object",
+                    path.display(),
+                    n + 1
+                )),
                 Err(e) => problems.push(format!("{}:{}: not JSON: {e}", path.display(), n + 1)),
             }
         }
@@ -120,7 +142,10 @@ fn parse_requests(args: &RunArgs) -> anyhow::Result<Vec<Request>> {
         Some(text) => serde_json::from_str(text).context("--input is not valid JSON")?,
         None => Value::Object(Default::default()),
     };
-    Ok(vec![Request { input, key: args.idempotency_key.clone() }])
+    Ok(vec![Request {
+        input,
+        key: args.idempotency_key.clone(),
+    }])
 }
 
 pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -136,7 +161,8 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let overall = (!single).then(|| {
         let bar = bars.add(ProgressBar::new(requests.len() as u64));
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} runs finished {msg}").unwrap_or(ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} runs finished {msg}")
+                .unwrap_or(ProgressStyle::default_bar()),
         );
         bar
     });
@@ -183,7 +209,11 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if all_settled { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_settled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn start(config: &Config) -> anyhow::Result<Host> {
@@ -209,7 +239,10 @@ async fn run_one(
     let submitted = engine.submit(flow, request.input, request.key).await?;
     let run = submitted.run_id;
     let ticker = bar.map(|bar| {
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or(ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or(ProgressStyle::default_spinner()),
+        );
         bar.enable_steady_tick(Duration::from_millis(100));
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -225,7 +258,10 @@ async fn run_one(
             bar.finish_and_clear();
         })
     });
-    let summary = engine.wait(run).await?.with_context(|| format!("run {run} is not in the store"))?;
+    let summary = engine
+        .wait(run)
+        .await?
+        .with_context(|| format!("run {run} is not in the store"))?;
     if let Some(t) = ticker {
         let _ = t.await;
     }
@@ -245,10 +281,23 @@ pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         super::print_json(&reports)?;
     } else {
-        outln!("resumed {} run(s); {} cannot be resumed", runs.len(), host.resumed.stuck.len());
+        outln!(
+            "resumed {} run(s); {} cannot be resumed",
+            runs.len(),
+            host.resumed.stuck.len()
+        );
         for r in &reports {
-            outln!("{}  {:<22} {}", r.status.run_id, r.status.state.as_str(), r.status.phrase);
+            outln!(
+                "{}  {:<22} {}",
+                r.status.run_id,
+                r.status.state.as_str(),
+                r.status.phrase
+            );
         }
     }
-    Ok(if host.resumed.stuck.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if host.resumed.stuck.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -79,37 +79,62 @@ impl World {
         let int = |field: &str| body.get(field).and_then(Value::as_i64);
         let reply = match path {
             "/ledger/transfers" => match (text("from"), text("to"), int("amount")) {
-                (Some(from), Some(to), Some(amount)) if amount > 0 && !from.is_empty() && !to.is_empty() => {
+                (Some(from), Some(to), Some(amount))
+                    if amount > 0 && !from.is_empty() && !to.is_empty() =>
+                {
                     let id = format!("t-{:06}", self.transfers.len() + 1);
                     *self.accounts.entry(from.clone()).or_default() -= amount;
                     *self.accounts.entry(to.clone()).or_default() += amount;
-                    let t = Transfer { id: id.clone(), from, to, amount, refunded: false, idempotency_key: key.into() };
+                    let t = Transfer {
+                        id: id.clone(),
+                        from,
+                        to,
+                        amount,
+                        refunded: false,
+                        idempotency_key: key.into(),
+                    };
                     let body = json!(t);
                     self.transfers.insert(id, t);
                     reply(201, body)
                 }
-                _ => problem(422, "need from, to (non-empty) and a positive integer amount"),
+                _ => problem(
+                    422,
+                    "need from, to (non-empty) and a positive integer amount",
+                ),
             },
-            "/ledger/refunds" => match text("transfer_id").and_then(|id| self.transfers.get_mut(&id)) {
-                None => problem(404, "no such transfer"),
-                Some(t) if t.refunded => reply(200, json!(t)),
-                Some(t) => {
-                    t.refunded = true;
-                    let t = t.clone();
-                    *self.accounts.entry(t.from.clone()).or_default() += t.amount;
-                    *self.accounts.entry(t.to.clone()).or_default() -= t.amount;
-                    reply(200, json!(t))
+            "/ledger/refunds" => {
+                match text("transfer_id").and_then(|id| self.transfers.get_mut(&id)) {
+                    None => problem(404, "no such transfer"),
+                    Some(t) if t.refunded => reply(200, json!(t)),
+                    Some(t) => {
+                        t.refunded = true;
+                        let t = t.clone();
+                        *self.accounts.entry(t.from.clone()).or_default() += t.amount;
+                        *self.accounts.entry(t.to.clone()).or_default() -= t.amount;
+                        reply(200, json!(t))
+                    }
                 }
-            },
+            }
             "/stock/reservations" => match (text("sku"), int("quantity")) {
                 (Some(sku), Some(quantity)) if quantity > 0 => {
                     let available = self.stock.get(&sku).copied().unwrap_or(0);
                     if available < quantity {
-                        problem(409, format!("insufficient stock of '{sku}': {available} available, {quantity} asked"))
+                        problem(
+                            409,
+                            format!(
+                                "insufficient stock of '{sku}': {available} available, {quantity} asked"
+                            ),
+                        )
                     } else {
                         self.stock.insert(sku.clone(), available - quantity);
                         let id = format!("r-{:06}", self.reservations.len() + 1);
-                        let r = Reservation { id: id.clone(), sku, quantity, released: false, idempotency_key: key.into() };
+                        let r = Reservation {
+                            id: id.clone(),
+                            sku,
+                            quantity,
+                            released: false,
+                            idempotency_key: key.into(),
+                        };
                         let body = json!(r);
                         self.reservations.insert(id, r);
                         reply(201, body)
@@ -117,20 +142,27 @@ impl World {
                 }
                 _ => problem(422, "need sku and a positive integer quantity"),
             },
-            "/stock/releases" => match text("reservation_id").and_then(|id| self.reservations.get_mut(&id)) {
-                None => problem(404, "no such reservation"),
-                Some(r) if r.released => reply(200, json!(r)),
-                Some(r) => {
-                    r.released = true;
-                    let r = r.clone();
-                    *self.stock.entry(r.sku.clone()).or_default() += r.quantity;
-                    reply(200, json!(r))
+            "/stock/releases" => {
+                match text("reservation_id").and_then(|id| self.reservations.get_mut(&id)) {
+                    None => problem(404, "no such reservation"),
+                    Some(r) if r.released => reply(200, json!(r)),
+                    Some(r) => {
+                        r.released = true;
+                        let r = r.clone();
+                        *self.stock.entry(r.sku.clone()).or_default() += r.quantity;
+                        reply(200, json!(r))
+                    }
                 }
-            },
+            }
             "/outbox/messages" => match (text("to"), text("text")) {
                 (Some(to), Some(text)) if !to.is_empty() => {
                     let id = format!("m-{:06}", self.messages.len() + 1);
-                    let m = Message { id, to, text, idempotency_key: key.into() };
+                    let m = Message {
+                        id,
+                        to,
+                        text,
+                        idempotency_key: key.into(),
+                    };
                     let body = json!(m);
                     self.messages.push(m);
                     reply(201, body)
@@ -152,13 +184,16 @@ impl World {
             return reply(200, json!(self));
         }
         if let Some(id) = id("/ledger/transfers/") {
-            return self.transfers.get(&id).map_or_else(|| problem(404, "no such transfer"), |t| reply(200, json!(t)));
+            return self.transfers.get(&id).map_or_else(
+                || problem(404, "no such transfer"),
+                |t| reply(200, json!(t)),
+            );
         }
         if let Some(id) = id("/stock/reservations/") {
-            return self
-                .reservations
-                .get(&id)
-                .map_or_else(|| problem(404, "no such reservation"), |r| reply(200, json!(r)));
+            return self.reservations.get(&id).map_or_else(
+                || problem(404, "no such reservation"),
+                |r| reply(200, json!(r)),
+            );
         }
         problem(404, format!("no such resource {path}"))
     }

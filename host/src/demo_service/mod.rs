@@ -53,7 +53,8 @@ impl Service {
         let mut world = World::seeded();
         let mut seen = HashMap::new();
         if path.exists() {
-            let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let file =
+                File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
             for (n, line) in BufReader::new(file).lines().enumerate() {
                 let line = line?;
                 // A torn last line (crash mid-write) was never answered: drop it.
@@ -66,11 +67,16 @@ impl Service {
             }
         }
         let journal = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Service { world, seen, journal })
+        Ok(Service {
+            world,
+            seen,
+            journal,
+        })
     }
 
     fn post(&mut self, path: &str, key: &str, body: Value) -> anyhow::Result<Reply> {
-        if let Some((first_body, first_reply)) = self.seen.get(&(path.to_string(), key.to_string())) {
+        if let Some((first_body, first_reply)) = self.seen.get(&(path.to_string(), key.to_string()))
+        {
             if *first_body != body {
                 return Ok(Reply {
                     status: 422,
@@ -82,29 +88,49 @@ impl Service {
         }
         let reply = self.world.apply(path, key, &body);
         if reply.status < 300 {
-            let line = serde_json::to_string(&Entry { path: path.into(), key: key.into(), body: body.clone() })?;
+            let line = serde_json::to_string(&Entry {
+                path: path.into(),
+                key: key.into(),
+                body: body.clone(),
+            })?;
             self.journal.write_all(format!("{line}\n").as_bytes())?;
             self.journal.sync_data()?;
-            self.seen.insert((path.into(), key.into()), (body, reply.clone()));
+            self.seen
+                .insert((path.into(), key.into()), (body, reply.clone()));
         }
         Ok(reply)
     }
 }
 
-async fn handle(State(service): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(service): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     let answer = |reply: Reply| {
-        let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(reply.body)).into_response()
     };
-    let bad = |status: StatusCode, message: &str| (status, axum::Json(json!({"error": message}))).into_response();
+    let bad = |status: StatusCode, message: &str| {
+        (status, axum::Json(json!({"error": message}))).into_response()
+    };
     match method {
         Method::GET if path == "/healthz" => (StatusCode::OK, "ok").into_response(),
         Method::GET => answer(service.lock().await.world.read(&path)),
         Method::POST => {
-            let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty())
+            let Some(key) = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .filter(|k| !k.is_empty())
             else {
-                return bad(StatusCode::BAD_REQUEST, "an Idempotency-Key header is required");
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "an Idempotency-Key header is required",
+                );
             };
             let Ok(body) = serde_json::from_slice::<Value>(&body) else {
                 return bad(StatusCode::BAD_REQUEST, "the body must be JSON");
@@ -113,7 +139,10 @@ async fn handle(State(service): State<Shared>, method: Method, uri: Uri, headers
             let mut service = service.lock().await;
             match service.post(&path, &key, body) {
                 Ok(reply) => answer(reply),
-                Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, &format!("journal write failed: {e}")),
+                Err(e) => bad(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("journal write failed: {e}"),
+                ),
             }
         }
         _ => bad(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
@@ -124,7 +153,9 @@ async fn handle(State(service): State<Shared>, method: Method, uri: Uri, headers
 pub async fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
     let service = Arc::new(Mutex::new(Service::open(data)?));
     let app = Router::new().fallback(handle).with_state(service);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     // The first line on stdout tells whoever started us where we are.
     println!("listening on {}", listener.local_addr()?);
     use std::io::Write as _;

@@ -11,7 +11,10 @@ use super::transitions;
 use super::{Engine, Live};
 use crate::flow::Flow;
 use crate::flow::template::Scope;
-use crate::model::{Event, EventKind, Failure, FailureClass, Next, RunSummary, SCHEMA_VERSION, Source, now_ms, operation_id};
+use crate::model::{
+    Event, EventKind, Failure, FailureClass, Next, RunSummary, SCHEMA_VERSION, Source, now_ms,
+    operation_id,
+};
 use crate::runtime::call::{CallContext, CallFailure};
 use crate::runtime::{CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink};
 use crate::store::{Commit, Store};
@@ -21,13 +24,23 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Builds the next event of a run with its lineage.
-pub(super) fn draft(summary: &RunSummary, kind: EventKind, step: Option<u32>, source: Source, at_ms: u64) -> Event {
+pub(super) fn draft(
+    summary: &RunSummary,
+    kind: EventKind,
+    step: Option<u32>,
+    source: Source,
+    at_ms: u64,
+) -> Event {
     let step_name = step.and_then(|i| summary.steps.get(i as usize).cloned());
     let attempt = match (&kind, &summary.next) {
-        (EventKind::StepScheduled { attempt, .. } | EventKind::CompensationScheduled { attempt, .. }, _) => {
+        (
+            EventKind::StepScheduled { attempt, .. }
+            | EventKind::CompensationScheduled { attempt, .. },
+            _,
+        ) => Some(*attempt),
+        (_, Next::Step { attempt, .. } | Next::Compensate { attempt, .. }) if step.is_some() => {
             Some(*attempt)
         }
-        (_, Next::Step { attempt, .. } | Next::Compensate { attempt, .. }) if step.is_some() => Some(*attempt),
         _ => None,
     };
     Event {
@@ -54,12 +67,21 @@ impl<S: Store, X: Executor> Engine<S, X> {
             if due > now {
                 tokio::time::sleep(Duration::from_millis(due - now)).await;
             }
-            let Ok(_permit) = self.inner.permits.acquire().await else { break };
+            let Ok(_permit) = self.inner.permits.acquire().await else {
+                break;
+            };
             self.set_running(run, true);
             let result = match summary.next.clone() {
-                Next::Step { index, attempt, .. } => self.run_step(&mut summary, &flow, index, attempt).await,
-                Next::Compensate { index, attempt, .. } => self.compensate_step(&mut summary, &flow, index, attempt).await,
-                Next::Reconcile { attempt, .. } => self.reconcile(&mut summary, &flow, attempt).await,
+                Next::Step { index, attempt, .. } => {
+                    self.run_step(&mut summary, &flow, index, attempt).await
+                }
+                Next::Compensate { index, attempt, .. } => {
+                    self.compensate_step(&mut summary, &flow, index, attempt)
+                        .await
+                }
+                Next::Reconcile { attempt, .. } => {
+                    self.reconcile(&mut summary, &flow, attempt).await
+                }
                 Next::Nothing => Ok(()),
             };
             self.set_running(run, false);
@@ -70,11 +92,21 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
     }
 
     fn set_running(&self, run: crate::model::RunId, running: bool) {
-        if let Some(live) = self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&run) {
+        if let Some(live) = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&run)
+        {
             live.running = running;
             if !running {
                 live.progress = None;
@@ -86,7 +118,11 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let inner = Arc::downgrade(&self.inner);
         Arc::new(move |fraction, message| {
             if let Some(inner) = inner.upgrade()
-                && let Some(live) = inner.live.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&run)
+                && let Some(live) = inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&run)
             {
                 live.progress = Some(Progress { fraction, message });
             }
@@ -109,16 +145,34 @@ impl<S: Store, X: Executor> Engine<S, X> {
             next.apply(&event);
             events.push(event);
         }
-        let commit = Commit { run_id: next.run_id, events, summary: next.clone(), previous_due_ms, claim: None };
+        let commit = Commit {
+            run_id: next.run_id,
+            events,
+            summary: next.clone(),
+            previous_due_ms,
+            claim: None,
+        };
         self.inner.store.commit(commit).await?;
         *summary = next;
-        if let Some(Live { updates, .. }) = self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).get(&summary.run_id) {
+        if let Some(Live { updates, .. }) = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&summary.run_id)
+        {
             updates.send_replace(Arc::new(summary.clone()));
         }
         Ok(())
     }
 
-    fn call_context(&self, summary: &RunSummary, flow: &Flow, index: u32, attempt: u32) -> CallContext {
+    fn call_context(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+    ) -> CallContext {
         let step = &flow.steps[index as usize].name;
         CallContext {
             run_id: summary.run_id.to_string(),
@@ -131,19 +185,30 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     /// Renders the step's input and checks it against the plugin's schema.
-    fn step_input(&self, summary: &RunSummary, flow: &Flow, index: u32) -> Result<Value, CallFailure> {
+    fn step_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<Value, CallFailure> {
         let step = &flow.steps[index as usize];
         let run_id = summary.run_id.to_string();
-        let scope = Scope { input: &summary.input, outputs: &summary.outputs, run_id: &run_id };
-        let input = step
-            .input
-            .render(&scope)
-            .map_err(|e| CallFailure::new(FailureClass::InvalidInput, format!("step input: {e}")))?;
+        let scope = Scope {
+            input: &summary.input,
+            outputs: &summary.outputs,
+            run_id: &run_id,
+        };
+        let input = step.input.render(&scope).map_err(|e| {
+            CallFailure::new(FailureClass::InvalidInput, format!("step input: {e}"))
+        })?;
         if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
             plugin.check_input(&input).map_err(|problems| {
                 CallFailure::new(
                     FailureClass::InvalidInput,
-                    format!("input does not match the schema of plugin '{}': {problems}", step.plugin),
+                    format!(
+                        "input does not match the schema of plugin '{}': {problems}",
+                        step.plugin
+                    ),
                 )
             })?;
         }
@@ -172,7 +237,9 @@ impl<S: Store, X: Executor> Engine<S, X> {
                     kind,
                     ctx: self.call_context(summary, flow, index, attempt),
                     input: input.to_string(),
-                    output: summary.outputs[index as usize].as_ref().map(Value::to_string),
+                    output: summary.outputs[index as usize]
+                        .as_ref()
+                        .map(Value::to_string),
                     timeout: step.timeout,
                     progress: Some(self.progress_sink(summary.run_id)),
                 };
@@ -183,7 +250,10 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .denials
             .iter()
             .map(|d| {
-                let kind = EventKind::CapabilityDenied { capability: d.capability.clone(), detail: d.detail.clone() };
+                let kind = EventKind::CapabilityDenied {
+                    capability: d.capability.clone(),
+                    detail: d.detail.clone(),
+                };
                 (kind, Some(index), Source(report.source.clone()))
             })
             .collect();
@@ -197,23 +267,38 @@ impl<S: Store, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
     ) -> Result<(), crate::store::StoreError> {
-        let (report, mut events) = self.call(summary, flow, index, attempt, CallKind::Run).await;
+        let (report, mut events) = self
+            .call(summary, flow, index, attempt, CallKind::Run)
+            .await;
         let source = Source(report.source.clone());
         let now = now_ms();
         let output = match report.result {
             Ok(CallOutput::Ran(text)) => serde_json::from_str::<Value>(&text).map_err(|e| {
-                CallFailure::new(FailureClass::Permanent, format!("the plugin returned output that is not JSON: {e}"))
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!("the plugin returned output that is not JSON: {e}"),
+                )
             }),
-            Ok(other) => Err(CallFailure::new(FailureClass::Permanent, format!("unexpected answer {other:?}"))),
+            Ok(other) => Err(CallFailure::new(
+                FailureClass::Permanent,
+                format!("unexpected answer {other:?}"),
+            )),
             Err(f) => Err(f),
         };
         match output {
             Ok(output) => {
                 let reconciles = |plugin: &str| {
-                    self.inner.executor.plugin(plugin).is_some_and(|p| p.manifest.supports_reconcile)
+                    self.inner
+                        .executor
+                        .plugin(plugin)
+                        .is_some_and(|p| p.manifest.supports_reconcile)
                 };
                 events.push((
-                    EventKind::StepCompleted { index, output, duration_ms: report.duration.as_millis() as u64 },
+                    EventKind::StepCompleted {
+                        index,
+                        output,
+                        duration_ms: report.duration.as_millis() as u64,
+                    },
                     Some(index),
                     source,
                 ));
@@ -225,16 +310,35 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 events.push((next, next_step, Source::host()));
             }
             Err(f) => {
-                let failure = Failure { class: f.class, message: f.message };
+                let failure = Failure {
+                    class: f.class,
+                    message: f.message,
+                };
                 let retry_after = f.retry_after_ms.map(Duration::from_millis);
-                let decided = transitions::after_step_failed(flow, summary, index, attempt, failure, retry_after, now);
+                let decided = transitions::after_step_failed(
+                    flow,
+                    summary,
+                    index,
+                    attempt,
+                    failure,
+                    retry_after,
+                    now,
+                );
                 for (i, kind) in decided.into_iter().enumerate() {
                     let step = match &kind {
                         EventKind::CompensationScheduled { index, .. } => Some(*index),
                         EventKind::RunCompensated => None,
                         _ => Some(index),
                     };
-                    events.push((kind, step, if i == 0 { source.clone() } else { Source::host() }));
+                    events.push((
+                        kind,
+                        step,
+                        if i == 0 {
+                            source.clone()
+                        } else {
+                            Source::host()
+                        },
+                    ));
                 }
             }
         }
@@ -248,13 +352,18 @@ impl<S: Store, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
     ) -> Result<(), crate::store::StoreError> {
-        let (report, mut events) = self.call(summary, flow, index, attempt, CallKind::Compensate).await;
+        let (report, mut events) = self
+            .call(summary, flow, index, attempt, CallKind::Compensate)
+            .await;
         let source = Source(report.source.clone());
         let now = now_ms();
         match report.result {
             Ok(_) => {
                 events.push((
-                    EventKind::CompensationCompleted { index, duration_ms: report.duration.as_millis() as u64 },
+                    EventKind::CompensationCompleted {
+                        index,
+                        duration_ms: report.duration.as_millis() as u64,
+                    },
                     Some(index),
                     source,
                 ));
@@ -266,12 +375,34 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 events.push((next, step, Source::host()));
             }
             Err(f) => {
-                let failure = Failure { class: f.class, message: f.message };
+                let failure = Failure {
+                    class: f.class,
+                    message: f.message,
+                };
                 let retry_after = f.retry_after_ms.map(Duration::from_millis);
-                let decided = transitions::after_compensation_failed(flow, index, attempt, failure, retry_after, now);
+                let decided = transitions::after_compensation_failed(
+                    flow,
+                    index,
+                    attempt,
+                    failure,
+                    retry_after,
+                    now,
+                );
                 for (i, kind) in decided.into_iter().enumerate() {
-                    let step = if matches!(kind, EventKind::RunNeedsAttention { .. }) { None } else { Some(index) };
-                    events.push((kind, step, if i == 0 { source.clone() } else { Source::host() }));
+                    let step = if matches!(kind, EventKind::RunNeedsAttention { .. }) {
+                        None
+                    } else {
+                        Some(index)
+                    };
+                    events.push((
+                        kind,
+                        step,
+                        if i == 0 {
+                            source.clone()
+                        } else {
+                            Source::host()
+                        },
+                    ));
                 }
             }
         }
@@ -279,31 +410,57 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     /// One confirmation pass: ask every step whose plugin can reconcile.
-    async fn reconcile(&self, summary: &mut RunSummary, flow: &Flow, attempt: u32) -> Result<(), crate::store::StoreError> {
+    async fn reconcile(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        attempt: u32,
+    ) -> Result<(), crate::store::StoreError> {
         let mut verdicts = Vec::new();
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let index = i as u32;
-            let reconciles = self.inner.executor.plugin(&step.plugin).is_some_and(|p| p.manifest.supports_reconcile);
+            let reconciles = self
+                .inner
+                .executor
+                .plugin(&step.plugin)
+                .is_some_and(|p| p.manifest.supports_reconcile);
             if !reconciles || summary.outputs[i].is_none() {
                 continue;
             }
-            let (report, denials) = self.call(summary, flow, index, attempt, CallKind::Reconcile).await;
+            let (report, denials) = self
+                .call(summary, flow, index, attempt, CallKind::Reconcile)
+                .await;
             events.extend(denials);
             let verdict = match report.result {
                 Ok(CallOutput::Reconciled(v)) => Ok(v),
-                Ok(other) => Err(Failure { class: FailureClass::Permanent, message: format!("unexpected answer {other:?}") }),
-                Err(f) => Err(Failure { class: f.class, message: f.message }),
+                Ok(other) => Err(Failure {
+                    class: FailureClass::Permanent,
+                    message: format!("unexpected answer {other:?}"),
+                }),
+                Err(f) => Err(Failure {
+                    class: f.class,
+                    message: f.message,
+                }),
             };
             verdicts.push((index, verdict, Source(report.source.clone())));
         }
-        let sources: Vec<(u32, Source)> = verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
-        let decided =
-            transitions::after_reconciliation(flow, verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(), attempt, now_ms());
+        let sources: Vec<(u32, Source)> =
+            verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
+        let decided = transitions::after_reconciliation(
+            flow,
+            verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
+            attempt,
+            now_ms(),
+        );
         for kind in decided {
             let (step, source) = match &kind {
                 EventKind::StepReconciled { index, .. } => {
-                    let source = sources.iter().find(|(i, _)| i == index).map(|(_, s)| s.clone()).unwrap_or_else(Source::host);
+                    let source = sources
+                        .iter()
+                        .find(|(i, _)| i == index)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_else(Source::host);
                     (Some(*index), source)
                 }
                 _ => (None, Source::host()),

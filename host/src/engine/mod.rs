@@ -33,7 +33,9 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { max_runs_in_flight: 1024 }
+        EngineOptions {
+            max_runs_in_flight: 1024,
+        }
     }
 }
 
@@ -42,7 +44,11 @@ impl Default for EngineOptions {
 pub enum SubmitError {
     /// The run input does not give a step what its plugin needs.
     #[error("input rejected: step '{step}' (plugin '{plugin}'): {problem}")]
-    InvalidInput { step: String, plugin: String, problem: String },
+    InvalidInput {
+        step: String,
+        plugin: String,
+        problem: String,
+    },
     /// A step's plugin is not installed.
     #[error("step '{step}' uses plugin '{plugin}', which is not installed")]
     UnknownPlugin { step: String, plugin: String },
@@ -73,7 +79,9 @@ pub struct Engine<S: Store, X: Executor> {
 
 impl<S: Store, X: Executor> Clone for Engine<S, X> {
     fn clone(&self) -> Self {
-        Engine { inner: self.inner.clone() }
+        Engine {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -131,12 +139,24 @@ impl<S: Store, X: Executor> Engine<S, X> {
     /// Accepts a run of `flow` and starts driving it. Returns once the run is
     /// durably recorded. With an idempotency key already used for this flow
     /// (inside the flow's window), returns that run instead.
-    pub async fn submit(&self, flow: &Arc<Flow>, input: Value, key: Option<String>) -> Result<Submitted, SubmitError> {
+    pub async fn submit(
+        &self,
+        flow: &Arc<Flow>,
+        input: Value,
+        key: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
         if let Some(key) = &key
-            && let Some(run_id) =
-                self.inner.store.find_idempotent(&flow.name, key, flow.idempotency_window.as_millis() as u64, now_ms())?
+            && let Some(run_id) = self.inner.store.find_idempotent(
+                &flow.name,
+                key,
+                flow.idempotency_window.as_millis() as u64,
+                now_ms(),
+            )?
         {
-            return Ok(Submitted { run_id, existing: true });
+            return Ok(Submitted {
+                run_id,
+                existing: true,
+            });
         }
         self.check_input(flow, &input)?;
         self.inner.store.put_flow(&flow.digest, &flow.source)?;
@@ -172,7 +192,12 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let step0 = &flow.steps[0];
         let scheduled = driver::draft(
             &summary,
-            EventKind::StepScheduled { index: 0, attempt: 1, max_attempts: step0.retry.max_attempts, not_before_ms: now },
+            EventKind::StepScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: step0.retry.max_attempts,
+                not_before_ms: now,
+            },
             Some(0),
             Source::host(),
             now,
@@ -185,14 +210,26 @@ impl<S: Store, X: Executor> Engine<S, X> {
             key,
             window_ms: flow.idempotency_window.as_millis() as u64,
         });
-        let commit = Commit { run_id, events: vec![first, scheduled], summary: summary.clone(), previous_due_ms: None, claim };
+        let commit = Commit {
+            run_id,
+            events: vec![first, scheduled],
+            summary: summary.clone(),
+            previous_due_ms: None,
+            claim,
+        };
         match self.inner.store.commit(commit).await? {
-            CommitOutcome::Duplicate(existing) => Ok(Submitted { run_id: existing, existing: true }),
+            CommitOutcome::Duplicate(existing) => Ok(Submitted {
+                run_id: existing,
+                existing: true,
+            }),
             CommitOutcome::Committed => {
                 if !self.is_paused() {
                     self.spawn(summary, flow.clone());
                 }
-                Ok(Submitted { run_id, existing: false })
+                Ok(Submitted {
+                    run_id,
+                    existing: false,
+                })
             }
         }
     }
@@ -201,10 +238,17 @@ impl<S: Store, X: Executor> Engine<S, X> {
     /// and every step input that depends only on the run input matches its
     /// plugin's schema.
     fn check_input(&self, flow: &Flow, input: &Value) -> Result<(), SubmitError> {
-        let scope = crate::flow::template::Scope { input, outputs: &[], run_id: "" };
+        let scope = crate::flow::template::Scope {
+            input,
+            outputs: &[],
+            run_id: "",
+        };
         for step in &flow.steps {
             let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
-                return Err(SubmitError::UnknownPlugin { step: step.name.clone(), plugin: step.plugin.clone() });
+                return Err(SubmitError::UnknownPlugin {
+                    step: step.name.clone(),
+                    plugin: step.plugin.clone(),
+                });
             };
             if !step.input.depends_only_on_input() {
                 continue;
@@ -221,12 +265,22 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     fn remember_flow(&self, flow: &Arc<Flow>) {
-        self.inner.flows.lock().unwrap_or_else(|p| p.into_inner()).insert(flow.digest.clone(), flow.clone());
+        self.inner
+            .flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(flow.digest.clone(), flow.clone());
     }
 
     /// The flow a run was accepted under, from memory or from the store.
     fn flow_for(&self, summary: &RunSummary) -> Result<Arc<Flow>, String> {
-        if let Some(f) = self.inner.flows.lock().unwrap_or_else(|p| p.into_inner()).get(&summary.flow_digest) {
+        if let Some(f) = self
+            .inner
+            .flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&summary.flow_digest)
+        {
             return Ok(f.clone());
         }
         let text = self
@@ -234,8 +288,16 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .store
             .get_flow(&summary.flow_digest)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("flow {} (digest {}) is not in the store", summary.flow, summary.flow_digest))?;
-        let flow = Arc::new(Flow::parse(&text, &format!("{}@{}", summary.flow, summary.flow_version)).map_err(|e| e.to_string())?);
+            .ok_or_else(|| {
+                format!(
+                    "flow {} (digest {}) is not in the store",
+                    summary.flow, summary.flow_digest
+                )
+            })?;
+        let flow = Arc::new(
+            Flow::parse(&text, &format!("{}@{}", summary.flow, summary.flow_version))
+                .map_err(|e| e.to_string())?,
+        );
         self.remember_flow(&flow);
         Ok(flow)
     }
@@ -260,7 +322,11 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     fn is_live(&self, run: RunId) -> bool {
-        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&run)
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&run)
     }
 
     fn spawn(&self, summary: RunSummary, flow: Arc<Flow>) {
@@ -269,7 +335,14 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(summary.run_id, Live { updates, running: false, progress: None });
+            .insert(
+                summary.run_id,
+                Live {
+                    updates,
+                    running: false,
+                    progress: None,
+                },
+            );
         let engine = self.clone();
         tokio::spawn(async move { engine.drive(summary, flow).await });
     }
@@ -296,19 +369,33 @@ impl<S: Store, X: Executor> Engine<S, X> {
 
     /// Subscribes to summary updates of a run driven by this process.
     pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Arc<RunSummary>>> {
-        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).get(&run).map(|l| l.updates.subscribe())
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run)
+            .map(|l| l.updates.subscribe())
     }
 
     /// The status of a run: what the log says, plus what this process knows live.
     pub fn status(&self, run: RunId) -> Result<Option<RunStatus>, StoreError> {
-        let Some(summary) = self.inner.store.summary(run)? else { return Ok(None) };
+        let Some(summary) = self.inner.store.summary(run)? else {
+            return Ok(None);
+        };
         let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        let (running, progress) = live.get(&run).map(|l| (l.running, l.progress.clone())).unwrap_or((false, None));
+        let (running, progress) = live
+            .get(&run)
+            .map(|l| (l.running, l.progress.clone()))
+            .unwrap_or((false, None));
         Ok(Some(RunStatus::new(&summary, running, progress)))
     }
 
     /// Runs this process is driving now.
     pub fn live_runs(&self) -> usize {
-        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }

@@ -44,7 +44,12 @@ impl RetryPolicy {
 
     /// The delay before the next attempt, after `attempt` failed with
     /// `class`; `None` when there is no next attempt.
-    pub fn next_delay(&self, attempt: u32, class: FailureClass, retry_after: Option<Duration>) -> Option<Duration> {
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        class: FailureClass,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         if attempt >= self.max_attempts || !self.retries(class) {
             return None;
         }
@@ -61,7 +66,8 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1`, without jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let millis = self.initial_interval.as_secs_f64() * 1000.0 * self.backoff_coefficient.powi(exponent);
+        let millis =
+            self.initial_interval.as_secs_f64() * 1000.0 * self.backoff_coefficient.powi(exponent);
         Duration::from_secs_f64((millis / 1000.0).min(self.max_interval.as_secs_f64()))
     }
 }
@@ -84,8 +90,13 @@ mod tests {
     #[test]
     fn exponential_backoff_capped() {
         let p = policy();
-        let delays: Vec<_> =
-            (1..5).map(|a| p.next_delay(a, FailureClass::Retryable, None).unwrap().as_millis()).collect();
+        let delays: Vec<_> = (1..5)
+            .map(|a| {
+                p.next_delay(a, FailureClass::Retryable, None)
+                    .unwrap()
+                    .as_millis()
+            })
+            .collect();
         assert_eq!(delays, vec![100, 200, 400, 500]);
         assert_eq!(p.next_delay(5, FailureClass::Retryable, None), None);
     }
@@ -102,11 +113,19 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor_and_jitter_stays_in_bounds() {
         let p = policy();
-        let d = p.next_delay(1, FailureClass::Retryable, Some(Duration::from_secs(2))).unwrap();
+        let d = p
+            .next_delay(1, FailureClass::Retryable, Some(Duration::from_secs(2)))
+            .unwrap();
         assert_eq!(d, Duration::from_secs(2));
-        let jittery = RetryPolicy { jitter: 0.5, ..policy() };
+        let jittery = RetryPolicy {
+            jitter: 0.5,
+            ..policy()
+        };
         for _ in 0..100 {
-            let d = jittery.next_delay(2, FailureClass::Retryable, None).unwrap().as_millis();
+            let d = jittery
+                .next_delay(2, FailureClass::Retryable, None)
+                .unwrap()
+                .as_millis();
             assert!((100..=300).contains(&d), "{d}");
         }
     }

@@ -59,10 +59,24 @@ impl RunStatus {
         let now = now_ms();
         let name = |i: u32| summary.steps.get(i as usize).cloned().unwrap_or_default();
         let step = match summary.next {
-            Next::Step { index, attempt, max_attempts, .. } => {
-                Some(StepPosition { number: index + 1, name: name(index), attempt, max_attempts, action: "run" })
-            }
-            Next::Compensate { index, attempt, max_attempts, .. } => Some(StepPosition {
+            Next::Step {
+                index,
+                attempt,
+                max_attempts,
+                ..
+            } => Some(StepPosition {
+                number: index + 1,
+                name: name(index),
+                attempt,
+                max_attempts,
+                action: "run",
+            }),
+            Next::Compensate {
+                index,
+                attempt,
+                max_attempts,
+                ..
+            } => Some(StepPosition {
                 number: index + 1,
                 name: name(index),
                 attempt,

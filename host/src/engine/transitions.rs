@@ -10,11 +10,20 @@ use std::time::Duration;
 /// How many times the host asks downstream systems before giving up on a
 /// confirmation and asking an operator.
 pub fn reconcile_policy() -> RetryPolicy {
-    RetryPolicy { max_attempts: 5, initial_interval: Duration::from_millis(500), ..RetryPolicy::default() }
+    RetryPolicy {
+        max_attempts: 5,
+        initial_interval: Duration::from_millis(500),
+        ..RetryPolicy::default()
+    }
 }
 
 /// Step `index` completed: schedule the next step, or confirm, or settle.
-pub fn after_step_completed(flow: &Flow, index: u32, now_ms: u64, reconciles: &dyn Fn(&str) -> bool) -> EventKind {
+pub fn after_step_completed(
+    flow: &Flow,
+    index: u32,
+    now_ms: u64,
+    reconciles: &dyn Fn(&str) -> bool,
+) -> EventKind {
     let next = index as usize + 1;
     if let Some(step) = flow.steps.get(next) {
         return EventKind::StepScheduled {
@@ -50,7 +59,11 @@ pub fn after_step_failed(
         Some(delay) => {
             let at = now_ms + delay.as_millis() as u64;
             vec![
-                EventKind::StepFailed { index, failure, retry_at_ms: Some(at) },
+                EventKind::StepFailed {
+                    index,
+                    failure,
+                    retry_at_ms: Some(at),
+                },
                 EventKind::StepScheduled {
                     index,
                     attempt: attempt + 1,
@@ -59,7 +72,14 @@ pub fn after_step_failed(
                 },
             ]
         }
-        None => vec![EventKind::StepFailed { index, failure, retry_at_ms: None }, next_compensation(flow, summary, index, now_ms)],
+        None => vec![
+            EventKind::StepFailed {
+                index,
+                failure,
+                retry_at_ms: None,
+            },
+            next_compensation(flow, summary, index, now_ms),
+        ],
     }
 }
 
@@ -81,7 +101,12 @@ pub fn next_compensation(flow: &Flow, summary: &RunSummary, below: u32, now_ms: 
 }
 
 /// Step `index` was undone: undo the one before it, or finish.
-pub fn after_compensation_completed(flow: &Flow, summary: &RunSummary, index: u32, now_ms: u64) -> EventKind {
+pub fn after_compensation_completed(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    now_ms: u64,
+) -> EventKind {
     // `summary` does not yet include this completion: skip `index` explicitly.
     next_compensation(flow, summary, index, now_ms)
 }
@@ -100,7 +125,11 @@ pub fn after_compensation_failed(
         Some(delay) => {
             let at = now_ms + delay.as_millis() as u64;
             vec![
-                EventKind::CompensationFailed { index, failure, retry_at_ms: Some(at) },
+                EventKind::CompensationFailed {
+                    index,
+                    failure,
+                    retry_at_ms: Some(at),
+                },
                 EventKind::CompensationScheduled {
                     index,
                     attempt: attempt + 1,
@@ -117,7 +146,11 @@ pub fn after_compensation_failed(
                 failure.class.as_str()
             );
             vec![
-                EventKind::CompensationFailed { index, failure, retry_at_ms: None },
+                EventKind::CompensationFailed {
+                    index,
+                    failure,
+                    retry_at_ms: None,
+                },
                 EventKind::RunNeedsAttention { reason },
             ]
         }
@@ -149,7 +182,9 @@ pub fn after_reconciliation(
         }
     }
     if !drifted.is_empty() {
-        events.push(EventKind::RunDrifted { detail: drifted.join("; ") });
+        events.push(EventKind::RunDrifted {
+            detail: drifted.join("; "),
+        });
     } else if undecided.is_empty() {
         events.push(EventKind::RunSettled);
     } else {
@@ -161,7 +196,10 @@ pub fn after_reconciliation(
                 not_before_ms: now_ms + delay.as_millis() as u64,
             }),
             None => events.push(EventKind::RunNeedsAttention {
-                reason: format!("could not confirm with downstream systems: {}", undecided.join("; ")),
+                reason: format!(
+                    "could not confirm with downstream systems: {}",
+                    undecided.join("; ")
+                ),
             }),
         }
     }

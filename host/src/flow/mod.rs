@@ -80,7 +80,11 @@ pub struct FlowError {
 
 impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "flow {}:{}:{}: {}", self.file, self.at.line, self.at.column, self.message)
+        write!(
+            f,
+            "flow {}:{}:{}: {}",
+            self.file, self.at.line, self.at.column, self.message
+        )
     }
 }
 
@@ -112,7 +116,11 @@ impl Flow {
     pub fn load(path: &std::path::Path) -> Result<Flow, FlowErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            FlowErrors(vec![FlowError { file: file.clone(), at: Location::default(), message: format!("cannot read: {e}") }])
+            FlowErrors(vec![FlowError {
+                file: file.clone(),
+                at: Location::default(),
+                message: format!("cannot read: {e}"),
+            }])
         })?;
         Flow::parse(&text, &file)
     }
@@ -152,7 +160,11 @@ impl Flow {
                 Some(_) => {}
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(FlowErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FlowErrors(errors))
+        }
     }
 }
 

@@ -14,32 +14,60 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-const FLOW_KEYS: &[&str] = &["name", "version", "description", "idempotency_window", "defaults", "steps"];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "idempotency_window",
+    "defaults",
+    "steps",
+];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout"];
 const STEP_KEYS: &[&str] = &["name", "plugin", "input", "retry", "timeout", "compensate"];
-const RETRY_KEYS: &[&str] =
-    &["max_attempts", "initial_interval", "backoff_coefficient", "max_interval", "jitter", "non_retryable"];
+const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "initial_interval",
+    "backoff_coefficient",
+    "max_interval",
+    "jitter",
+    "non_retryable",
+];
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
-    let mut cx = Cx { file, errors: Vec::new() };
+    let mut cx = Cx {
+        file,
+        errors: Vec::new(),
+    };
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
         Ok(root) => root,
         Err(e) => {
-            cx.error_at(load_error_location(&e), format!("not valid YAML: {}", strip_marker(&e.to_string())));
+            cx.error_at(
+                load_error_location(&e),
+                format!("not valid YAML: {}", strip_marker(&e.to_string())),
+            );
             return Err(FlowErrors(cx.errors));
         }
     };
     let Some(map) = root.as_mapping() else {
-        cx.error(root.span(), "a flow must be a mapping with name, version and steps");
+        cx.error(
+            root.span(),
+            "a flow must be a mapping with name, version and steps",
+        );
         return Err(FlowErrors(cx.errors));
     };
     cx.known_keys(map, FLOW_KEYS, "flow");
     let name = cx.identifier(map, "name", "flow name");
-    let version = cx.optional_scalar(map, "version").map(|s| s.as_str().to_string()).unwrap_or_else(|| "1".into());
-    let description = cx.optional_scalar(map, "description").map(|s| s.as_str().to_string());
-    let idempotency_window =
-        cx.duration(map, "idempotency_window").unwrap_or(Duration::from_secs(24 * 3600));
+    let version = cx
+        .optional_scalar(map, "version")
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "1".into());
+    let description = cx
+        .optional_scalar(map, "description")
+        .map(|s| s.as_str().to_string());
+    let idempotency_window = cx
+        .duration(map, "idempotency_window")
+        .unwrap_or(Duration::from_secs(24 * 3600));
 
     let mut default_retry = RetryPolicy::default();
     let mut default_timeout = None;
@@ -55,7 +83,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
     match map.get_node("steps") {
         None => cx.error(map.span(), "the flow has no `steps`"),
         Some(node) => match node.as_sequence() {
-            Some(seq) if seq.is_empty() => cx.error(node.span(), "`steps` is empty: a flow needs at least one step"),
+            Some(seq) if seq.is_empty() => cx.error(
+                node.span(),
+                "`steps` is empty: a flow needs at least one step",
+            ),
             Some(seq) => {
                 for item in seq.iter() {
                     if let Some(step) = cx.step(item, &steps, &default_retry, default_timeout) {
@@ -87,7 +118,12 @@ struct Cx<'a> {
 }
 
 fn location(span: &Span) -> Location {
-    span.start().map(|m| Location { line: m.line(), column: m.column() }).unwrap_or_default()
+    span.start()
+        .map(|m| Location {
+            line: m.line(),
+            column: m.column(),
+        })
+        .unwrap_or_default()
 }
 
 fn load_error_location(e: &marked_yaml::LoadError) -> Location {
@@ -103,20 +139,35 @@ fn load_error_location(e: &marked_yaml::LoadError) -> Location {
         #[allow(unreachable_patterns)]
         _ => None,
     };
-    marker.map(|m| Location { line: m.line(), column: m.column() }).unwrap_or_default()
+    marker
+        .map(|m| Location {
+            line: m.line(),
+            column: m.column(),
+        })
+        .unwrap_or_default()
 }
 
 /// marked-yaml prefixes messages with its own position; we print ours.
 fn strip_marker(message: &str) -> String {
     match message.split_once(": ") {
-        Some((head, rest)) if head.chars().all(|c| c.is_ascii_digit() || c == ':' || c == ' ') => rest.into(),
+        Some((head, rest))
+            if head
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ':' || c == ' ') =>
+        {
+            rest.into()
+        }
         _ => message.into(),
     }
 }
 
 impl Cx<'_> {
     fn error_at(&mut self, at: Location, message: impl Into<String>) {
-        self.errors.push(FlowError { file: self.file.into(), at, message: message.into() });
+        self.errors.push(FlowError {
+            file: self.file.into(),
+            at,
+            message: message.into(),
+        });
     }
 
     fn error(&mut self, span: &Span, message: impl Into<String>) {
@@ -131,13 +182,21 @@ impl Cx<'_> {
                     .unwrap_or_default();
                 self.error(
                     key.span(),
-                    format!("unknown key '{}' in {what}{hint}; allowed: {}", key.as_str(), known.join(", ")),
+                    format!(
+                        "unknown key '{}' in {what}{hint}; allowed: {}",
+                        key.as_str(),
+                        known.join(", ")
+                    ),
                 );
             }
         }
     }
 
-    fn optional_scalar<'n>(&mut self, map: &'n MarkedMappingNode, key: &str) -> Option<&'n MarkedScalarNode> {
+    fn optional_scalar<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+    ) -> Option<&'n MarkedScalarNode> {
         let node = map.get_node(key)?;
         match node.as_scalar() {
             Some(s) => Some(s),
@@ -148,7 +207,11 @@ impl Cx<'_> {
         }
     }
 
-    fn optional_mapping<'n>(&mut self, map: &'n MarkedMappingNode, key: &str) -> Option<&'n MarkedMappingNode> {
+    fn optional_mapping<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+    ) -> Option<&'n MarkedMappingNode> {
         let node = map.get_node(key)?;
         match node.as_mapping() {
             Some(m) => Some(m),
@@ -168,8 +231,15 @@ impl Cx<'_> {
             return None;
         };
         let text = value.as_str();
-        if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            self.error(value.span(), format!("{what} '{text}' must be letters, digits, '-' or '_'"));
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.error(
+                value.span(),
+                format!("{what} '{text}' must be letters, digits, '-' or '_'"),
+            );
             return None;
         }
         Some(text.to_string())
@@ -180,18 +250,32 @@ impl Cx<'_> {
         match humantime::parse_duration(value.as_str()) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(value.span(), format!("`{key}`: '{}' is not a duration like 10s or 250ms ({e})", value.as_str()));
+                self.error(
+                    value.span(),
+                    format!(
+                        "`{key}`: '{}' is not a duration like 10s or 250ms ({e})",
+                        value.as_str()
+                    ),
+                );
                 None
             }
         }
     }
 
-    fn number<T: std::str::FromStr>(&mut self, map: &MarkedMappingNode, key: &str, what: &str) -> Option<T> {
+    fn number<T: std::str::FromStr>(
+        &mut self,
+        map: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Option<T> {
         let value = self.optional_scalar(map, key)?;
         match value.as_str().parse::<T>() {
             Ok(n) => Some(n),
             Err(_) => {
-                self.error(value.span(), format!("`{key}`: '{}' is not {what}", value.as_str()));
+                self.error(
+                    value.span(),
+                    format!("`{key}`: '{}' is not {what}", value.as_str()),
+                );
                 None
             }
         }
@@ -215,7 +299,10 @@ impl Cx<'_> {
         }
         if let Some(c) = self.number::<f64>(map, "backoff_coefficient", "a number") {
             if !(1.0..=100.0).contains(&c) {
-                self.error(at("backoff_coefficient"), "`backoff_coefficient` must be between 1 and 100");
+                self.error(
+                    at("backoff_coefficient"),
+                    "`backoff_coefficient` must be between 1 and 100",
+                );
             }
             policy.backoff_coefficient = c.clamp(1.0, 100.0);
         }
@@ -233,11 +320,16 @@ impl Cx<'_> {
                         match item.as_scalar().map(|s| s.as_str().parse::<FailureClass>()) {
                             Some(Ok(class)) => policy.non_retryable.push(class),
                             Some(Err(e)) => self.error(item.span(), e),
-                            None => self.error(item.span(), "`non_retryable` lists failure classes"),
+                            None => {
+                                self.error(item.span(), "`non_retryable` lists failure classes")
+                            }
                         }
                     }
                 }
-                None => self.error(node.span(), "`non_retryable` must be a list of failure classes"),
+                None => self.error(
+                    node.span(),
+                    "`non_retryable` must be a list of failure classes",
+                ),
             }
         }
         policy
@@ -251,7 +343,10 @@ impl Cx<'_> {
         default_timeout: Option<Duration>,
     ) -> Option<StepDef> {
         let Some(map) = node.as_mapping() else {
-            self.error(node.span(), "a step must be a mapping with `name` and `plugin`");
+            self.error(
+                node.span(),
+                "a step must be a mapping with `name` and `plugin`",
+            );
             return None;
         };
         self.known_keys(map, STEP_KEYS, "step");
@@ -260,10 +355,16 @@ impl Cx<'_> {
         if let Some(n) = &name
             && earlier.iter().any(|s| &s.name == n)
         {
-            self.error(map.get_node("name").map_or(map.span(), Node::span), format!("step name '{n}' is used twice"));
+            self.error(
+                map.get_node("name").map_or(map.span(), Node::span),
+                format!("step name '{n}' is used twice"),
+            );
         }
         let plugin = self.identifier(map, "plugin", "plugin name");
-        let plugin_at = map.get_node("plugin").map(|n| location(n.span())).unwrap_or_default();
+        let plugin_at = map
+            .get_node("plugin")
+            .map(|n| location(n.span()))
+            .unwrap_or_default();
         let step_index = |n: &str| earlier.iter().position(|s| s.name == n);
         let input = match map.get_node("input") {
             None => Template::Literal(Value::Object(Default::default())),
@@ -285,7 +386,10 @@ impl Cx<'_> {
             Some(s) => match s.as_bool() {
                 Some(b) => b,
                 None => {
-                    self.error(s.span(), format!("`compensate` must be true or false, not '{}'", s.as_str()));
+                    self.error(
+                        s.span(),
+                        format!("`compensate` must be true or false, not '{}'", s.as_str()),
+                    );
                     true
                 }
             },
@@ -293,7 +397,15 @@ impl Cx<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(StepDef { name: name?, plugin: plugin?, input, retry, timeout, compensate, plugin_at })
+        Some(StepDef {
+            name: name?,
+            plugin: plugin?,
+            input,
+            retry,
+            timeout,
+            compensate,
+            plugin_at,
+        })
     }
 }
 
@@ -322,8 +434,10 @@ fn to_json(node: &Node) -> Value {
             Value::String(text.to_string())
         }
         Node::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect()),
-        Node::Mapping(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.as_str().to_string(), to_json(v))).collect())
-        }
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+                .collect(),
+        ),
     }
 }

@@ -56,12 +56,18 @@ pub struct Scope<'a> {
 impl Template {
     /// Parses a YAML-derived JSON value. `step_index` resolves step names to
     /// earlier steps only: a step cannot read its own or a later output.
-    pub fn parse(value: &Value, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<Template, String> {
+    pub fn parse(
+        value: &Value,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Template, String> {
         Ok(match value {
             Value::String(s) => parse_string(s, step_index)?,
-            Value::Array(items) => {
-                Template::Array(items.iter().map(|v| Template::parse(v, step_index)).collect::<Result<_, _>>()?)
-            }
+            Value::Array(items) => Template::Array(
+                items
+                    .iter()
+                    .map(|v| Template::parse(v, step_index))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(map) => Template::Object(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), Template::parse(v, step_index)?)))
@@ -77,9 +83,15 @@ impl Template {
         match self {
             Template::Literal(_) => true,
             Template::Ref(r) => !matches!(r.root, Root::StepOutput { .. }),
-            Template::Interpolated(parts) => parts
-                .iter()
-                .all(|p| !matches!(p, Part::Ref(Reference { root: Root::StepOutput { .. }, .. }))),
+            Template::Interpolated(parts) => parts.iter().all(|p| {
+                !matches!(
+                    p,
+                    Part::Ref(Reference {
+                        root: Root::StepOutput { .. },
+                        ..
+                    })
+                )
+            }),
             Template::Object(fields) => fields.iter().all(|(_, t)| t.depends_only_on_input()),
             Template::Array(items) => items.iter().all(Template::depends_only_on_input),
         }
@@ -103,11 +115,17 @@ impl Template {
                 Value::String(out)
             }
             Template::Object(fields) => Value::Object(
-                fields.iter().map(|(k, t)| Ok((k.clone(), t.render(scope)?))).collect::<Result<_, String>>()?,
+                fields
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
+                    .collect::<Result<_, String>>()?,
             ),
-            Template::Array(items) => {
-                Value::Array(items.iter().map(|t| t.render(scope)).collect::<Result<_, _>>()?)
-            }
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.render(scope))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -120,7 +138,9 @@ fn parse_string(s: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<T
             parts.push(Part::Text(rest[..start].to_string()));
         }
         let after = &rest[start + 3..];
-        let end = after.find("}}").ok_or_else(|| format!("'{s}': '${{{{' has no closing '}}}}'"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("'{s}': '${{{{' has no closing '}}}}'"))?;
         parts.push(Part::Ref(parse_reference(after[..end].trim(), step_index)?));
         rest = &after[end + 2..];
     }
@@ -135,22 +155,37 @@ fn parse_string(s: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<T
     })
 }
 
-fn parse_reference(expr: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<Reference, String> {
+fn parse_reference(
+    expr: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Reference, String> {
     let segments: Vec<&str> = expr.split('.').map(str::trim).collect();
     if segments.iter().any(|s| s.is_empty()) {
-        return Err(format!("'{expr}' is not a reference like input.field or steps.NAME.output.field"));
+        return Err(format!(
+            "'{expr}' is not a reference like input.field or steps.NAME.output.field"
+        ));
     }
     let text = expr.to_string();
     match segments.as_slice() {
-        ["input", path @ ..] => {
-            Ok(Reference { root: Root::Input, path: path.iter().map(|s| s.to_string()).collect(), text })
-        }
-        ["run", "id"] => Ok(Reference { root: Root::RunId, path: vec![], text }),
+        ["input", path @ ..] => Ok(Reference {
+            root: Root::Input,
+            path: path.iter().map(|s| s.to_string()).collect(),
+            text,
+        }),
+        ["run", "id"] => Ok(Reference {
+            root: Root::RunId,
+            path: vec![],
+            text,
+        }),
         ["steps", name, "output", path @ ..] => {
-            let index = step_index(name)
-                .ok_or_else(|| format!("'{expr}' refers to step '{name}', which is not an earlier step"))?;
+            let index = step_index(name).ok_or_else(|| {
+                format!("'{expr}' refers to step '{name}', which is not an earlier step")
+            })?;
             Ok(Reference {
-                root: Root::StepOutput { index, name: name.to_string() },
+                root: Root::StepOutput {
+                    index,
+                    name: name.to_string(),
+                },
                 path: path.iter().map(|s| s.to_string()).collect(),
                 text,
             })
@@ -200,8 +235,17 @@ mod tests {
         )
         .unwrap();
         let outputs = vec![Some(json!({"tx": "t-9"}))];
-        let v = t.render(&Scope { input: &json!({"amount": 250, "id": "o1"}), outputs: &outputs, run_id: "r" }).unwrap();
-        assert_eq!(v, json!({"amount": 250, "note": "order o1 paid by t-9", "n": 3}));
+        let v = t
+            .render(&Scope {
+                input: &json!({"amount": 250, "id": "o1"}),
+                outputs: &outputs,
+                run_id: "r",
+            })
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"amount": 250, "note": "order o1 paid by t-9", "n": 3})
+        );
         assert!(!t.depends_only_on_input());
     }
 
@@ -218,7 +262,13 @@ mod tests {
     #[test]
     fn missing_values_fail_at_render() {
         let t = Template::parse(&json!("${{ input.customer.id }}"), &steps).unwrap();
-        let e = t.render(&Scope { input: &json!({}), outputs: &[], run_id: "r" }).unwrap_err();
+        let e = t
+            .render(&Scope {
+                input: &json!({}),
+                outputs: &[],
+                run_id: "r",
+            })
+            .unwrap_err();
         assert!(e.contains("customer"), "{e}");
     }
 }

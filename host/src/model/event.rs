@@ -75,9 +75,18 @@ pub enum EventKind {
     },
     /// Attempt `attempt` (of at most `max_attempts`) of step `index` is due
     /// at `not_before_ms`.
-    StepScheduled { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    StepScheduled {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// The step's `run` returned this output. Recorded at most once per step.
-    StepCompleted { index: u32, output: Value, duration_ms: u64 },
+    StepCompleted {
+        index: u32,
+        output: Value,
+        duration_ms: u64,
+    },
     /// An attempt of the step failed; `retry_at_ms` is set when another
     /// attempt is scheduled.
     StepFailed {
@@ -88,7 +97,12 @@ pub enum EventKind {
     },
     /// Undoing completed step `index`: attempt `attempt` (of at most
     /// `max_attempts`) is due at `not_before_ms`.
-    CompensationScheduled { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    CompensationScheduled {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// Step `index` was undone.
     CompensationCompleted { index: u32, duration_ms: u64 },
     /// An attempt to undo step `index` failed.
@@ -99,7 +113,11 @@ pub enum EventKind {
         retry_at_ms: Option<u64>,
     },
     /// Every step completed; confirmation with downstream systems is due.
-    ReconciliationScheduled { attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    ReconciliationScheduled {
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// What a step's `reconcile` answered.
     StepReconciled { index: u32, verdict: Verdict },
     /// A plugin asked for something the operator has not granted it.
@@ -190,15 +208,24 @@ impl std::str::FromStr for FailureClass {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         use FailureClass::*;
-        [Retryable, Permanent, InvalidInput, Trap, Timeout, MemoryLimit, OutputLimit, Unavailable]
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown failure class '{s}' (one of: retryable, permanent, invalid-input, \
+        [
+            Retryable,
+            Permanent,
+            InvalidInput,
+            Trap,
+            Timeout,
+            MemoryLimit,
+            OutputLimit,
+            Unavailable,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown failure class '{s}' (one of: retryable, permanent, invalid-input, \
                      trap, timeout, memory-limit, output-limit, unavailable)"
-                )
-            })
+            )
+        })
     }
 }
 

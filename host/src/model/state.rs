@@ -89,9 +89,12 @@ impl fmt::Display for RunState {
 impl std::str::FromStr for RunState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown run state '{s}' (one of: {})", names.join(", "))
-        })
+        RunState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown run state '{s}' (one of: {})", names.join(", "))
+            })
     }
 }

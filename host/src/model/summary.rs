@@ -13,11 +13,25 @@ use uuid::Uuid;
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Next {
     /// Call attempt `attempt` of step `index`, not before `not_before_ms`.
-    Step { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    Step {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// Call attempt `attempt` of the compensation of step `index`.
-    Compensate { index: u32, attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    Compensate {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// Confirm the completed steps with downstream systems.
-    Reconcile { attempt: u32, max_attempts: u32, not_before_ms: u64 },
+    Reconcile {
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
     /// Nothing: the run is terminal.
     Nothing,
 }
@@ -73,8 +87,14 @@ pub struct RunSummary {
 impl RunSummary {
     /// Starts a summary from the run's first event.
     pub fn from_first(event: &Event) -> Option<Self> {
-        let EventKind::RunAccepted { flow, flow_version, flow_digest, steps, input, idempotency_key } =
-            &event.kind
+        let EventKind::RunAccepted {
+            flow,
+            flow_version,
+            flow_digest,
+            steps,
+            input,
+            idempotency_key,
+        } = &event.kind
         else {
             return None;
         };
@@ -124,7 +144,12 @@ impl RunSummary {
         let n = self.steps.len() as u32;
         match &event.kind {
             EventKind::RunAccepted { .. } => {}
-            &EventKind::StepScheduled { index, attempt, max_attempts, not_before_ms } if index < n => {
+            &EventKind::StepScheduled {
+                index,
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } if index < n => {
                 self.state = if attempt > 1 {
                     RunState::Retrying
                 } else if index == 0 {
@@ -132,28 +157,52 @@ impl RunSummary {
                 } else {
                     RunState::Processing
                 };
-                self.next = Next::Step { index, attempt, max_attempts, not_before_ms };
+                self.next = Next::Step {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
             }
             EventKind::StepCompleted { index, output, .. } if *index < n => {
                 self.outputs[*index as usize] = Some(output.clone());
                 self.attempts_total += 1;
                 self.last_failure = None;
             }
-            EventKind::StepFailed { failure, .. } | EventKind::CompensationFailed { failure, .. } => {
+            EventKind::StepFailed { failure, .. }
+            | EventKind::CompensationFailed { failure, .. } => {
                 self.attempts_total += 1;
                 self.last_failure = Some(failure.clone());
             }
-            &EventKind::CompensationScheduled { index, attempt, max_attempts, not_before_ms } if index < n => {
+            &EventKind::CompensationScheduled {
+                index,
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } if index < n => {
                 self.state = RunState::Compensating;
-                self.next = Next::Compensate { index, attempt, max_attempts, not_before_ms };
+                self.next = Next::Compensate {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
             }
             &EventKind::CompensationCompleted { index, .. } if index < n => {
                 self.compensated[index as usize] = true;
                 self.attempts_total += 1;
             }
-            &EventKind::ReconciliationScheduled { attempt, max_attempts, not_before_ms } => {
+            &EventKind::ReconciliationScheduled {
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } => {
                 self.state = RunState::PendingReconciliation;
-                self.next = Next::Reconcile { attempt, max_attempts, not_before_ms };
+                self.next = Next::Reconcile {
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
             }
             EventKind::StepReconciled { index, verdict } if *index < n => {
                 self.verdicts[*index as usize] = Some(verdict.clone());
@@ -184,26 +233,49 @@ impl RunSummary {
     /// known, never more. `running` tells whether an attempt is in progress
     /// right now (only the host driving the run knows that).
     pub fn phrase(&self, now_ms: u64, running: bool) -> String {
-        let step_name = |i: u32| self.steps.get(i as usize).map(String::as_str).unwrap_or("?");
+        let step_name = |i: u32| {
+            self.steps
+                .get(i as usize)
+                .map(String::as_str)
+                .unwrap_or("?")
+        };
         match (&self.state, &self.next) {
             (RunState::Accepted, _) if !running => "Request accepted".into(),
-            (RunState::Retrying, Next::Step { index, attempt, max_attempts, not_before_ms })
-                if !running || now_ms < *not_before_ms =>
-            {
+            (
+                RunState::Retrying,
+                Next::Step {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                },
+            ) if !running || now_ms < *not_before_ms => {
                 let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
                 format!(
                     "Retrying {} (attempt {attempt} of {max_attempts}) in {wait_s} s",
                     step_name(*index)
                 )
             }
-            (RunState::Accepted | RunState::Processing | RunState::Retrying, Next::Step { index, .. }) => {
-                format!("Processing: step {} of {} ({})", index + 1, self.steps.len(), step_name(*index))
+            (
+                RunState::Accepted | RunState::Processing | RunState::Retrying,
+                Next::Step { index, .. },
+            ) => {
+                format!(
+                    "Processing: step {} of {} ({})",
+                    index + 1,
+                    self.steps.len(),
+                    step_name(*index)
+                )
             }
             (RunState::Compensating, _) => "Undoing completed steps".into(),
-            (RunState::PendingReconciliation, _) => "Done; confirming with downstream systems".into(),
+            (RunState::PendingReconciliation, _) => {
+                "Done; confirming with downstream systems".into()
+            }
             (RunState::Settled, _) => "Completed and confirmed".into(),
             (RunState::Compensated, _) => "Could not complete; all changes were undone".into(),
-            (RunState::Drifted, _) => "Completed, but a downstream system disagrees: under review".into(),
+            (RunState::Drifted, _) => {
+                "Completed, but a downstream system disagrees: under review".into()
+            }
             (RunState::NeedsAttention, _) => "Stopped: an operator must act".into(),
             (RunState::Cancelled, _) => "Cancelled".into(),
             (state, _) => format!("{state}"),

@@ -81,7 +81,11 @@ pub struct CallFailure {
 
 impl CallFailure {
     pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
-        CallFailure { class, message: message.into(), retry_after_ms: None }
+        CallFailure {
+            class,
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
 }
 
@@ -118,20 +122,30 @@ impl Runtime {
             };
         };
         let _slot = self.acquire_slot().await;
-        let timeout = request.timeout.map_or(plugin.limits.timeout, |t| t.min(plugin.limits.timeout));
+        let timeout = request
+            .timeout
+            .map_or(plugin.limits.timeout, |t| t.min(plugin.limits.timeout));
         let mut store = self.new_store(&plugin, &request, timeout);
         // The epoch callback stops guests that compute; this timeout stops
         // guests that wait (on outbound HTTP, say).
-        let outcome =
-            tokio::time::timeout(timeout + super::limits::EPOCH_TICK * 2, call_export(&mut store, &plugin, &request))
-                .await;
+        let outcome = tokio::time::timeout(
+            timeout + super::limits::EPOCH_TICK * 2,
+            call_export(&mut store, &plugin, &request),
+        )
+        .await;
         let data = store.data_mut();
         let denials = data.take_denials();
         let result = match outcome {
             Err(_elapsed) => Err(limit_failure(&LimitHit::Time { limit: timeout })),
-            Ok(Err(trap)) => Err(classify_trap(&trap, data.limiter.hit.as_ref(), &data.stderr)),
+            Ok(Err(trap)) => Err(classify_trap(
+                &trap,
+                data.limiter.hit.as_ref(),
+                &data.stderr,
+            )),
             Ok(Ok(Err(step_error))) => Err(step_failure(step_error)),
-            Ok(Ok(Ok(CallOutput::Ran(output)))) if output.len() > plugin.limits.max_output_bytes() => {
+            Ok(Ok(Ok(CallOutput::Ran(output))))
+                if output.len() > plugin.limits.max_output_bytes() =>
+            {
                 Err(limit_failure(&LimitHit::Output {
                     limit_bytes: plugin.limits.max_output_bytes(),
                     actual_bytes: output.len(),
@@ -139,10 +153,20 @@ impl Runtime {
             }
             Ok(Ok(Ok(output))) => Ok(output),
         };
-        CallReport { source: plugin.source.clone(), result, denials, duration: started.elapsed() }
+        CallReport {
+            source: plugin.source.clone(),
+            result,
+            denials,
+            duration: started.elapsed(),
+        }
     }
 
-    fn new_store(&self, plugin: &PluginInfo, request: &CallRequest, timeout: Duration) -> Store<CallState> {
+    fn new_store(
+        &self,
+        plugin: &PluginInfo,
+        request: &CallRequest,
+        timeout: Duration,
+    ) -> Store<CallState> {
         let caller = Caller {
             plugin: plugin.name.clone(),
             run_id: request.ctx.run_id.clone(),
@@ -167,14 +191,22 @@ pub(super) fn sandboxed_store(engine: &wasmtime::Engine, state: CallState) -> St
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut cx| {
-        Ok(if cx.data_mut().limiter.out_of_time() { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        Ok(if cx.data_mut().limiter.out_of_time() {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
     });
     store
 }
 
 type ExportResult = wasmtime::Result<Result<CallOutput, wit::StepError>>;
 
-async fn call_export(store: &mut Store<CallState>, plugin: &PluginInfo, request: &CallRequest) -> ExportResult {
+async fn call_export(
+    store: &mut Store<CallState>,
+    plugin: &PluginInfo,
+    request: &CallRequest,
+) -> ExportResult {
     let instance = plugin.pre.instantiate_async(&mut *store).await?;
     let h = instance.settle_plugin_handler();
     let deadline_ms = crate::model::now_ms() + plugin.limits.timeout.as_millis() as u64;
@@ -189,24 +221,37 @@ async fn call_export(store: &mut Store<CallState>, plugin: &PluginInfo, request:
     };
     let output = request.output.as_deref().unwrap_or("null");
     Ok(match request.kind {
-        CallKind::Run => h.call_run(&mut *store, &cx, &request.input).await?.map(CallOutput::Ran),
-        CallKind::Compensate => {
-            h.call_compensate(&mut *store, &cx, &request.input, output).await?.map(|()| CallOutput::Compensated)
-        }
-        CallKind::Reconcile => h.call_reconcile(&mut *store, &cx, &request.input, output).await?.map(|v| {
-            CallOutput::Reconciled(match v {
-                wit::Verdict::InSync => Verdict::InSync,
-                wit::Verdict::Drifted(d) => Verdict::Drifted(d),
-                wit::Verdict::Unknown => Verdict::Unknown,
-            })
-        }),
+        CallKind::Run => h
+            .call_run(&mut *store, &cx, &request.input)
+            .await?
+            .map(CallOutput::Ran),
+        CallKind::Compensate => h
+            .call_compensate(&mut *store, &cx, &request.input, output)
+            .await?
+            .map(|()| CallOutput::Compensated),
+        CallKind::Reconcile => h
+            .call_reconcile(&mut *store, &cx, &request.input, output)
+            .await?
+            .map(|v| {
+                CallOutput::Reconciled(match v {
+                    wit::Verdict::InSync => Verdict::InSync,
+                    wit::Verdict::Drifted(d) => Verdict::Drifted(d),
+                    wit::Verdict::Unknown => Verdict::Unknown,
+                })
+            }),
     })
 }
 
 /// Calls `describe` on a freshly loaded plugin.
-pub(super) async fn describe(store: &mut Store<CallState>, pre: &StepPre<CallState>) -> wasmtime::Result<wit::Manifest> {
+pub(super) async fn describe(
+    store: &mut Store<CallState>,
+    pre: &StepPre<CallState>,
+) -> wasmtime::Result<wit::Manifest> {
     let instance = pre.instantiate_async(&mut *store).await?;
-    instance.settle_plugin_handler().call_describe(&mut *store).await
+    instance
+        .settle_plugin_handler()
+        .call_describe(&mut *store)
+        .await
 }
 
 fn step_failure(e: wit::StepError) -> CallFailure {
@@ -216,8 +261,12 @@ fn step_failure(e: wit::StepError) -> CallFailure {
             message: truncate(&r.message, 2000),
             retry_after_ms: r.retry_after_ms,
         },
-        wit::StepError::Permanent(m) => CallFailure::new(FailureClass::Permanent, truncate(&m, 2000)),
-        wit::StepError::InvalidInput(m) => CallFailure::new(FailureClass::InvalidInput, truncate(&m, 2000)),
+        wit::StepError::Permanent(m) => {
+            CallFailure::new(FailureClass::Permanent, truncate(&m, 2000))
+        }
+        wit::StepError::InvalidInput(m) => {
+            CallFailure::new(FailureClass::InvalidInput, truncate(&m, 2000))
+        }
     }
 }
 
@@ -241,7 +290,9 @@ fn classify_trap(
         return limit_failure(hit);
     }
     let trap = error.downcast_ref::<Trap>().map(|t| t.to_string());
-    let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let printed = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
     let mut message = match trap {
         Some(t) => format!("plugin trapped: {t}"),
         None => format!("plugin failed: {}", first_line(&format!("{error:?}"))),

@@ -47,7 +47,10 @@ mod tests {
     use super::*;
 
     fn grants(hosts: &[&str]) -> Grants {
-        Grants { allowed_outbound_hosts: hosts.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        Grants {
+            allowed_outbound_hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -58,9 +58,14 @@ impl CallState {
         // Nothing is inherited: no environment, no preopened directories, no
         // sockets. stderr is captured so a panic message can be reported.
         let stderr = MemoryOutputPipe::new(8 * 1024);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
         CallState {
-            outbound: OutboundPolicy { grants: grants.clone(), denials: Vec::new() },
+            outbound: OutboundPolicy {
+                grants: grants.clone(),
+                denials: Vec::new(),
+            },
             caller,
             grants,
             kv,
@@ -85,7 +90,10 @@ impl CallState {
     fn deny_kv(&mut self, op: &str, key: &str) -> kv::KvError {
         self.denials.push(Denial {
             capability: "kv".into(),
-            detail: format!("{op} '{key}': key-value state is not granted to plugin '{}'", self.caller.plugin),
+            detail: format!(
+                "{op} '{key}': key-value state is not granted to plugin '{}'",
+                self.caller.plugin
+            ),
         });
         kv::KvError::Denied
     }
@@ -93,13 +101,20 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 
@@ -132,7 +147,10 @@ impl WasiHttpHooks for OutboundPolicy {
         if !self.grants.allows_host(&host, port) {
             self.denials.push(Denial {
                 capability: "outbound-http".into(),
-                detail: format!("{} {host}:{port} is not in allowed_outbound_hosts", request.method()),
+                detail: format!(
+                    "{} {host}:{port} is not in allowed_outbound_hosts",
+                    request.method()
+                ),
             });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
@@ -152,11 +170,21 @@ impl log::Host for CallState {
         let c = &self.caller;
         let message = truncate(&message, 4096);
         match level {
-            log::Level::Trace => tracing::trace!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}"),
-            log::Level::Info => tracing::info!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}"),
-            log::Level::Error => tracing::error!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+            }
         }
     }
 }
@@ -164,7 +192,11 @@ impl log::Host for CallState {
 impl progress::Host for CallState {
     fn report(&mut self, fraction: f32, message: String) {
         if let Some(sink) = &self.progress {
-            let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+            let fraction = if fraction.is_finite() {
+                fraction.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             sink(fraction, truncate(&message, 200));
         }
     }
@@ -181,7 +213,9 @@ impl kv::Host for CallState {
         if !self.grants.kv {
             return Err(self.deny_kv("get", &key));
         }
-        self.kv.get(&self.caller.plugin, &key).map_err(kv::KvError::Store)
+        self.kv
+            .get(&self.caller.plugin, &key)
+            .map_err(kv::KvError::Store)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
@@ -196,14 +230,18 @@ impl kv::Host for CallState {
                 self.max_kv_value_bytes
             )));
         }
-        self.kv.set(&self.caller.plugin, &key, &value).map_err(kv::KvError::Store)
+        self.kv
+            .set(&self.caller.plugin, &key, &value)
+            .map_err(kv::KvError::Store)
     }
 
     fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
         if !self.grants.kv {
             return Err(self.deny_kv("delete", &key));
         }
-        self.kv.delete(&self.caller.plugin, &key).map_err(kv::KvError::Store)
+        self.kv
+            .delete(&self.caller.plugin, &key)
+            .map_err(kv::KvError::Store)
     }
 }
 

@@ -37,7 +37,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mib: 64, timeout: Duration::from_secs(10), max_output_kib: 1024, max_kv_value_kib: 64 }
+        Limits {
+            memory_mib: 64,
+            timeout: Duration::from_secs(10),
+            max_output_kib: 1024,
+            max_kv_value_kib: 64,
+        }
     }
 }
 
@@ -56,22 +61,40 @@ impl Limits {
 /// Which limit a call ran into.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LimitHit {
-    Memory { limit_bytes: usize, wanted_bytes: usize },
-    Time { limit: Duration },
-    Output { limit_bytes: usize, actual_bytes: usize },
+    Memory {
+        limit_bytes: usize,
+        wanted_bytes: usize,
+    },
+    Time {
+        limit: Duration,
+    },
+    Output {
+        limit_bytes: usize,
+        actual_bytes: usize,
+    },
 }
 
 impl std::fmt::Display for LimitHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LimitHit::Memory { limit_bytes, wanted_bytes } => write!(
+            LimitHit::Memory {
+                limit_bytes,
+                wanted_bytes,
+            } => write!(
                 f,
                 "memory limit of {} MiB hit (the plugin asked for {} MiB)",
                 limit_bytes / (1024 * 1024),
                 wanted_bytes.div_ceil(1024 * 1024)
             ),
-            LimitHit::Time { limit } => write!(f, "time limit of {} hit", humantime::format_duration(*limit)),
-            LimitHit::Output { limit_bytes, actual_bytes } => write!(
+            LimitHit::Time { limit } => write!(
+                f,
+                "time limit of {} hit",
+                humantime::format_duration(*limit)
+            ),
+            LimitHit::Output {
+                limit_bytes,
+                actual_bytes,
+            } => write!(
                 f,
                 "output limit of {} KiB hit (the plugin returned {} KiB)",
                 limit_bytes / 1024,
@@ -91,14 +114,21 @@ pub struct CallLimiter {
 
 impl CallLimiter {
     pub fn new(limits: &Limits, timeout: Duration) -> Self {
-        CallLimiter { memory_bytes: limits.memory_bytes(), deadline: Instant::now() + timeout, timeout, hit: None }
+        CallLimiter {
+            memory_bytes: limits.memory_bytes(),
+            deadline: Instant::now() + timeout,
+            timeout,
+            hit: None,
+        }
     }
 
     /// Called at every epoch tick while the guest runs: past the deadline the
     /// call is stopped.
     pub fn out_of_time(&mut self) -> bool {
         if Instant::now() >= self.deadline {
-            self.hit = Some(LimitHit::Time { limit: self.timeout });
+            self.hit = Some(LimitHit::Time {
+                limit: self.timeout,
+            });
             true
         } else {
             false
@@ -107,15 +137,28 @@ impl CallLimiter {
 }
 
 impl wasmtime::ResourceLimiter for CallLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
-            self.hit = Some(LimitHit::Memory { limit_bytes: self.memory_bytes, wanted_bytes: desired });
+            self.hit = Some(LimitHit::Memory {
+                limit_bytes: self.memory_bytes,
+                wanted_bytes: desired,
+            });
             return Ok(false);
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -131,7 +174,8 @@ pub mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("'{text}' is not a duration like 10s or 250ms: {e}")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("'{text}' is not a duration like 10s or 250ms: {e}"))
+        })
     }
 }

@@ -100,22 +100,35 @@ impl PluginInfo {
     /// Checks `input` against the plugin's input schema; every problem, with
     /// the path of the value it concerns.
     pub fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {
-        let Some(validator) = &self.input_validator else { return Ok(()) };
+        let Some(validator) = &self.input_validator else {
+            return Ok(());
+        };
         let problems: Vec<String> = validator
             .iter_errors(input)
             .take(5)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
             })
             .collect();
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 }
 
 impl std::fmt::Debug for PluginInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginInfo").field("source", &self.source).field("path", &self.path).finish()
+        f.debug_struct("PluginInfo")
+            .field("source", &self.source)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -124,7 +137,10 @@ impl std::fmt::Debug for PluginInfo {
 pub enum LoadError {
     /// The file cannot be read.
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The bytes are not a WebAssembly component this host can compile.
     #[error("{path}: not a valid WebAssembly component: {reason}")]
     NotAComponent { path: PathBuf, reason: String },
@@ -136,7 +152,11 @@ pub enum LoadError {
     Describe { path: PathBuf, reason: String },
     /// Two files claim the same plugin name.
     #[error("{path}: plugin '{name}' is already installed from {first}")]
-    Duplicate { path: PathBuf, name: String, first: PathBuf },
+    Duplicate {
+        path: PathBuf,
+        name: String,
+        first: PathBuf,
+    },
 }
 
 /// The plugin runtime. Cheap to clone.
@@ -181,19 +201,23 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Step::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
-        std::thread::Builder::new().name("settle-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                ticking.increment_epoch();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("settle-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })?;
 
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -218,7 +242,11 @@ impl Runtime {
 
     pub(super) async fn acquire_slot(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed.
-        self.inner.slots.acquire().await.expect("slot semaphore is never closed")
+        self.inner
+            .slots
+            .acquire()
+            .await
+            .expect("slot semaphore is never closed")
     }
 
     pub fn plugin_info(&self, name: &str) -> Option<Arc<PluginInfo>> {
@@ -227,8 +255,12 @@ impl Runtime {
 
     /// Every installed plugin, by name.
     pub fn plugins(&self) -> Vec<Arc<PluginInfo>> {
-        let mut all: Vec<_> =
-            self.inner.plugins.read().map(|p| p.values().cloned().collect()).unwrap_or_default();
+        let mut all: Vec<_> = self
+            .inner
+            .plugins
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -239,7 +271,12 @@ impl Runtime {
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(source) => return vec![LoadError::Read { path: dir.to_path_buf(), source }],
+            Err(source) => {
+                return vec![LoadError::Read {
+                    path: dir.to_path_buf(),
+                    source,
+                }];
+            }
         };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -256,21 +293,38 @@ impl Runtime {
 
     /// Installs one component file.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let started = Instant::now();
         let (component, from_cache) = self.compile_cached(path, &bytes, &digest)?;
         let load_time = started.elapsed();
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link { path: path.into(), reason: format!("{e:?}") })?;
-        let pre = StepPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: format!("{e:?}") })?;
+        let instance_pre =
+            self.inner
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Link {
+                    path: path.into(),
+                    reason: format!("{e:?}"),
+                })?;
+        let pre = StepPre::new(instance_pre).map_err(|e| LoadError::Link {
+            path: path.into(),
+            reason: format!("{e:?}"),
+        })?;
         let manifest = self.describe(path, &pre).await?;
         let input_validator = compile_schema(path, "input", &manifest.input_schema)?;
-        let settings = self.inner.options.plugins.get(&manifest.name).cloned().unwrap_or_default();
-        let limits = settings.limits.unwrap_or_else(|| self.inner.options.default_limits.clone());
+        let settings = self
+            .inner
+            .options
+            .plugins
+            .get(&manifest.name)
+            .cloned()
+            .unwrap_or_default();
+        let limits = settings
+            .limits
+            .unwrap_or_else(|| self.inner.options.default_limits.clone());
         let info = Arc::new(PluginInfo {
             name: manifest.name.as_str().into(),
             source: format!("{}@{}#{}", manifest.name, manifest.version, &digest[..16]),
@@ -284,7 +338,11 @@ impl Runtime {
             pre,
             manifest,
         });
-        let mut plugins = self.inner.plugins.write().unwrap_or_else(|p| p.into_inner());
+        let mut plugins = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(first) = plugins.get(info.name.as_ref())
             && first.path != info.path
         {
@@ -301,7 +359,12 @@ impl Runtime {
     /// Compiles `bytes`, or loads the compiled form from the cache. The cache
     /// key is the content digest plus the engine's compatibility hash: a
     /// different wasmtime or configuration never reads a stale artifact.
-    fn compile_cached(&self, path: &Path, bytes: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
+    fn compile_cached(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, bool), LoadError> {
         let engine = &self.inner.engine;
         let cached = self.inner.options.cache_dir.as_ref().map(|dir| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -316,11 +379,15 @@ impl Runtime {
             let loaded = unsafe { Component::deserialize_file(engine, file) };
             match loaded {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(cache = %file.display(), "cached plugin unreadable, recompiling: {e:?}"),
+                Err(e) => {
+                    tracing::warn!(cache = %file.display(), "cached plugin unreadable, recompiling: {e:?}")
+                }
             }
         }
-        let component = Component::new(engine, bytes)
-            .map_err(|e| LoadError::NotAComponent { path: path.into(), reason: first_line(&format!("{e:?}")) })?;
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent {
+            path: path.into(),
+            reason: first_line(&format!("{e:?}")),
+        })?;
         if let Some(file) = cached {
             if let Err(e) = write_cache(&component, &file) {
                 tracing::warn!(cache = %file.display(), "cannot cache compiled plugin: {e}");
@@ -331,7 +398,11 @@ impl Runtime {
 
     async fn describe(&self, path: &Path, pre: &StepPre<CallState>) -> Result<Manifest, LoadError> {
         let limits = self.inner.options.default_limits.clone();
-        let caller = Caller { plugin: "describe".into(), run_id: String::new(), step: String::new() };
+        let caller = Caller {
+            plugin: "describe".into(),
+            run_id: String::new(),
+            step: String::new(),
+        };
         let state = CallState::new(
             caller,
             Arc::new(Grants::default()),
@@ -343,17 +414,28 @@ impl Runtime {
         let mut store = sandboxed_store(&self.inner.engine, state);
         let m = describe(&mut store, pre)
             .await
-            .map_err(|e| LoadError::Describe { path: path.into(), reason: first_line(&format!("{e:?}")) })?;
+            .map_err(|e| LoadError::Describe {
+                path: path.into(),
+                reason: first_line(&format!("{e:?}")),
+            })?;
         let schema = |what: &str, text: &str| {
             serde_json::from_str(text).map_err(|e| LoadError::Describe {
                 path: path.into(),
                 reason: format!("{what} schema is not JSON: {e}"),
             })
         };
-        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if m.name.is_empty()
+            || !m
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(LoadError::Describe {
                 path: path.into(),
-                reason: format!("plugin name '{}' must be non-empty letters, digits, '-' or '_'", m.name),
+                reason: format!(
+                    "plugin name '{}' must be non-empty letters, digits, '-' or '_'",
+                    m.name
+                ),
             });
         }
         Ok(Manifest {
@@ -382,14 +464,18 @@ fn compile_schema(
     if schema.as_object().is_some_and(|o| o.is_empty()) {
         return Ok(None);
     }
-    jsonschema::validator_for(schema).map(Some).map_err(|e| LoadError::Describe {
-        path: path.into(),
-        reason: format!("{what} schema is not a valid JSON Schema: {e}"),
-    })
+    jsonschema::validator_for(schema)
+        .map(Some)
+        .map_err(|e| LoadError::Describe {
+            path: path.into(),
+            reason: format!("{what} schema is not a valid JSON Schema: {e}"),
+        })
 }
 
 fn write_cache(component: &Component, file: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -97,5 +97,8 @@ pub fn parse_idempotency_value(v: &[u8]) -> Option<(RunId, u64)> {
     if v.len() != 24 {
         return None;
     }
-    Some((RunId::from_slice(&v[..16])?, u64::from_be_bytes(v[16..].try_into().ok()?)))
+    Some((
+        RunId::from_slice(&v[..16])?,
+        u64::from_be_bytes(v[16..].try_into().ok()?),
+    ))
 }

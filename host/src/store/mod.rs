@@ -59,7 +59,9 @@ pub struct ReindexReport {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the store open (sled allows one at a time).
-    #[error("the store at {path} is in use by another settle process; stop it or use --data for another store")]
+    #[error(
+        "the store at {path} is in use by another settle process; stop it or use --data for another store"
+    )]
     Locked { path: String },
     /// The underlying database failed.
     #[error("store I/O failed: {0}")]
@@ -75,7 +77,10 @@ pub enum StoreError {
 /// The engine's view of durable storage.
 pub trait Store: Send + Sync + 'static {
     /// Appends events and their index entries atomically; resolves once durable.
-    fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+    fn commit(
+        &self,
+        commit: Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
     /// The current summary of a run.
     fn summary(&self, run: RunId) -> Result<Option<RunSummary>, StoreError>;
     /// A run's whole log, in order.
@@ -83,12 +88,21 @@ pub trait Store: Send + Sync + 'static {
     /// Summaries of every run that is not terminal.
     fn active_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
     /// Newest runs first, optionally only those in `state`.
-    fn list_runs(&self, state: Option<RunState>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    fn list_runs(
+        &self,
+        state: Option<RunState>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError>;
     /// Timers due at or before `until_ms`, earliest first.
     fn due_timers(&self, until_ms: u64) -> Result<Vec<(u64, RunId)>, StoreError>;
     /// The run holding `key` for `flow`, if its claim is still inside its window.
-    fn find_idempotent(&self, flow: &str, key: &str, window_ms: u64, now_ms: u64)
-    -> Result<Option<RunId>, StoreError>;
+    fn find_idempotent(
+        &self,
+        flow: &str,
+        key: &str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RunId>, StoreError>;
     /// Plugin-scoped key-value state. Durable with the next commit.
     fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;

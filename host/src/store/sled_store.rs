@@ -33,7 +33,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_capacity: 256 * 1024 * 1024, max_batch: 2048, queue_depth: 8192 }
+        StoreOptions {
+            cache_capacity: 256 * 1024 * 1024,
+            max_batch: 2048,
+            queue_depth: 8192,
+        }
     }
 }
 
@@ -56,18 +60,25 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match &e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked { path: dir.display().to_string() }
-                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: dir.display().to_string(),
+                },
                 _ => StoreError::Io(e),
             })?;
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
-        let committer = Committer { db: db.clone(), max_batch: options.max_batch };
+        let committer = Committer {
+            db: db.clone(),
+            max_batch: options.max_batch,
+        };
         thread::Builder::new()
             .name("settle-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
-        Ok(SledStore { db, path: dir.to_path_buf(), tx })
+        Ok(SledStore {
+            db,
+            path: dir.to_path_buf(),
+            tx,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -90,7 +101,9 @@ impl SledStore {
         let mut out = Vec::new();
         for item in self.db.scan_prefix([prefix]) {
             let (k, _) = item?;
-            let Some(run) = RunId::from_slice(&k[1..]) else { continue };
+            let Some(run) = RunId::from_slice(&k[1..]) else {
+                continue;
+            };
             if let Some(s) = self.summary(run)? {
                 out.push(s);
             }
@@ -140,7 +153,11 @@ impl Store for SledStore {
         self.summaries_under(keys::ACTIVE)
     }
 
-    fn list_runs(&self, state: Option<RunState>, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+    fn list_runs(
+        &self,
+        state: Option<RunState>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
         let mut out = Vec::new();
         // Run ids are UUID v7: reverse key order is newest first.
         for item in self.db.scan_prefix([keys::RUN]).rev() {
@@ -207,7 +224,10 @@ impl Store for SledStore {
     }
 
     fn get_flow(&self, digest: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.db.get(keys::flow(digest))?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self
+            .db
+            .get(keys::flow(digest))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     fn reindex(&self) -> Result<ReindexReport, StoreError> {
@@ -330,7 +350,10 @@ impl Committer {
             }
             outcomes.push(outcome);
         }
-        let written = self.db.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        let written = self
+            .db
+            .apply_batch(batch)
+            .and_then(|()| self.db.flush().map(|_| ()));
         for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
             let answer = match &written {
                 Ok(()) => outcome,
@@ -351,7 +374,10 @@ impl Committer {
         if let Some(holder) = claimed.get(&key) {
             return Ok(CommitOutcome::Duplicate(*holder));
         }
-        if let Some((holder, accepted)) = self.db.get(&key)?.and_then(|v| keys::parse_idempotency_value(&v))
+        if let Some((holder, accepted)) = self
+            .db
+            .get(&key)?
+            .and_then(|v| keys::parse_idempotency_value(&v))
             && accepted.saturating_add(claim.window_ms) > now
         {
             return Ok(CommitOutcome::Duplicate(holder));
