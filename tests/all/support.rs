@@ -36,10 +36,12 @@ pub fn settle_bin() -> &'static str {
 /// A configuration over a fresh store in `dir`, sharing one compile cache
 /// across tests so each plugin is compiled once per test run.
 pub fn config(dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.join("data");
-    config.plugin_dirs = vec![plugin_dir()];
-    config.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
+    let mut config = Config {
+        data_dir: dir.join("data"),
+        plugin_dirs: vec![plugin_dir()],
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
+        ..Config::default()
+    };
     config.runtime.max_concurrent_calls = 32;
     config.runtime.max_memory_mib = 256;
     config.engine.max_runs_in_flight = 64;

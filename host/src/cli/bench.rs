@@ -85,11 +85,14 @@ fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     }
 }
 
+/// When each call of a run started, and how long it took.
+type CallTimes = Arc<Mutex<HashMap<String, Vec<(Instant, Duration)>>>>;
+
 /// Wraps the runtime to time every call, by run.
 #[derive(Clone)]
 struct Timed {
     inner: Runtime,
-    calls: Arc<Mutex<HashMap<String, Vec<(Instant, Duration)>>>>,
+    calls: CallTimes,
 }
 
 impl Executor for Timed {

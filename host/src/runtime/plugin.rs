@@ -388,10 +388,10 @@ impl Runtime {
             path: path.into(),
             reason: first_line(&format!("{e:?}")),
         })?;
-        if let Some(file) = cached {
-            if let Err(e) = write_cache(&component, &file) {
-                tracing::warn!(cache = %file.display(), "cannot cache compiled plugin: {e}");
-            }
+        if let Some(file) = cached
+            && let Err(e) = write_cache(&component, &file)
+        {
+            tracing::warn!(cache = %file.display(), "cannot cache compiled plugin: {e}");
         }
         Ok((component, false))
     }

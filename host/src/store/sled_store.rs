@@ -121,10 +121,9 @@ impl Store for SledStore {
         match tx.try_send((commit, reply)) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(item)) => {
-                tokio::task::spawn_blocking(move || tx.send(item))
+                tokio::task::spawn_blocking(move || tx.send(item).map_err(|_| StoreError::Closed))
                     .await
-                    .map_err(|_| StoreError::Closed)?
-                    .map_err(|_| StoreError::Closed)?;
+                    .map_err(|_| StoreError::Closed)??;
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
