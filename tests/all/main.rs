@@ -6,6 +6,7 @@ mod bad_input;
 mod crash;
 mod idempotency;
 mod retries;
+mod runtime;
 mod saga;
 mod sandbox;
 mod store;

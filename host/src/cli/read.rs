@@ -180,6 +180,8 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                     "manifest": p.manifest,
                     "limits": p.limits,
                     "grants": *p.grants,
+                    "from_cache": p.from_cache,
+                    "load_ms": p.load_time.as_secs_f64() * 1000.0,
                 })
             })
             .collect();

@@ -282,3 +282,150 @@ impl RunSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, SCHEMA_VERSION, Source};
+
+    fn event(run: RunId, seq: u64, at_ms: u64, kind: EventKind) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            run_id: run,
+            seq,
+            at_ms,
+            step: None,
+            operation_id: None,
+            attempt: None,
+            source: Source::host(),
+            causation: None,
+            trace_id: run.trace_id(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn phrases_say_what_is_known_and_no_more() {
+        let run = RunId::new();
+        let accepted = EventKind::RunAccepted {
+            flow: "order".into(),
+            flow_version: "1".into(),
+            flow_digest: "d".into(),
+            steps: vec![
+                "charge".into(),
+                "reserve-stock".into(),
+                "notify".into(),
+                "audit".into(),
+            ],
+            input: serde_json::json!({}),
+            idempotency_key: None,
+        };
+        let mut s = RunSummary::from_first(&event(run, 0, 1_000, accepted)).unwrap();
+        s.apply(&event(
+            run,
+            1,
+            1_000,
+            EventKind::StepScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 1_000,
+            },
+        ));
+        assert_eq!(s.phrase(1_000, false), "Request accepted");
+        assert_eq!(s.phrase(1_000, true), "Processing: step 1 of 4 (charge)");
+
+        s.apply(&event(
+            run,
+            2,
+            1_010,
+            EventKind::StepCompleted {
+                index: 0,
+                output: serde_json::json!({}),
+                duration_ms: 1,
+            },
+        ));
+        s.apply(&event(
+            run,
+            3,
+            1_010,
+            EventKind::StepScheduled {
+                index: 1,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 1_010,
+            },
+        ));
+        assert_eq!(
+            s.phrase(1_010, false),
+            "Processing: step 2 of 4 (reserve-stock)"
+        );
+
+        let failure = crate::model::Failure {
+            class: crate::model::FailureClass::Retryable,
+            message: "503".into(),
+        };
+        s.apply(&event(
+            run,
+            4,
+            2_000,
+            EventKind::StepFailed {
+                index: 1,
+                failure,
+                retry_at_ms: Some(6_000),
+            },
+        ));
+        s.apply(&event(
+            run,
+            5,
+            2_000,
+            EventKind::StepScheduled {
+                index: 1,
+                attempt: 3,
+                max_attempts: 5,
+                not_before_ms: 6_000,
+            },
+        ));
+        assert_eq!(s.state, RunState::Retrying);
+        assert_eq!(
+            s.phrase(2_000, false),
+            "Retrying reserve-stock (attempt 3 of 5) in 4 s"
+        );
+        assert_eq!(
+            s.phrase(6_500, true),
+            "Processing: step 2 of 4 (reserve-stock)"
+        );
+
+        s.apply(&event(
+            run,
+            6,
+            7_000,
+            EventKind::CompensationScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 7_000,
+            },
+        ));
+        assert_eq!(s.phrase(7_000, true), "Undoing completed steps");
+        assert!(!s.state.is_terminal());
+        s.apply(&event(
+            run,
+            7,
+            7_100,
+            EventKind::CompensationCompleted {
+                index: 0,
+                duration_ms: 1,
+            },
+        ));
+        s.apply(&event(run, 8, 7_100, EventKind::RunCompensated));
+        assert_eq!(
+            s.phrase(8_000, false),
+            "Could not complete; all changes were undone"
+        );
+        assert_eq!(s.next, Next::Nothing);
+        assert_eq!(s.finished_at_ms, Some(7_100));
+        assert_eq!(s.attempts_total, 3);
+    }
+}
