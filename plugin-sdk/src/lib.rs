@@ -329,6 +329,14 @@ pub mod config {
     pub fn get(key: &str) -> Option<String> {
         crate::bindings::settle::plugin::config::get(key)
     }
+
+    /// A setting the plugin cannot work without: its absence is a permanent
+    /// error naming the key (the operator must add it to `settle.toml`).
+    pub fn require(key: &str) -> Result<String, crate::StepError> {
+        get(key).ok_or_else(|| {
+            crate::StepError::permanent(format!("setting '{key}' is not configured"))
+        })
+    }
 }
 
 /// Durable key-value state kept by the host for this plugin alone.

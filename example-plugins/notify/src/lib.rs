@@ -21,8 +21,7 @@ struct Message {
 }
 
 fn send(key: &str, to: &str, text: &str) -> Result<String, StepError> {
-    let base = config::get("base_url")
-        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))?;
+    let base = config::require("base_url")?;
     let body = serde_json::json!({ "to": to, "text": text });
     let m: Message = http::post_json(&format!("{base}/outbox/messages"), key, &body)?.json()?;
     Ok(m.id)

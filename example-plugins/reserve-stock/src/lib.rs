@@ -22,8 +22,7 @@ struct Reservation {
 }
 
 fn base_url() -> Result<String, StepError> {
-    config::get("base_url")
-        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
+    config::require("base_url")
 }
 
 struct ReserveStock;

@@ -30,8 +30,7 @@ struct LedgerTransfer {
 }
 
 fn base_url() -> Result<String, StepError> {
-    config::get("base_url")
-        .ok_or_else(|| StepError::permanent("setting 'base_url' is not configured"))
+    config::require("base_url")
 }
 
 struct Transfer;

@@ -59,6 +59,45 @@ pub(super) fn draft(
     }
 }
 
+/// Lineage for the events decided after a call to step `index`: the first
+/// (what the plugin answered) comes from the plugin, the rest from the host;
+/// each concerns the step it schedules, or none when it ends the run.
+fn attribute(
+    decided: Vec<EventKind>,
+    index: u32,
+    plugin: &Source,
+) -> impl Iterator<Item = (EventKind, Option<u32>, Source)> + '_ {
+    decided.into_iter().enumerate().map(move |(i, kind)| {
+        let step = match &kind {
+            EventKind::StepScheduled { index, .. }
+            | EventKind::CompensationScheduled { index, .. } => Some(*index),
+            EventKind::ReconciliationScheduled { .. }
+            | EventKind::RunSettled
+            | EventKind::RunCompensated
+            | EventKind::RunDrifted { .. }
+            | EventKind::RunNeedsAttention { .. } => None,
+            _ => Some(index),
+        };
+        let source = if i == 0 {
+            plugin.clone()
+        } else {
+            Source::host()
+        };
+        (kind, step, source)
+    })
+}
+
+fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
+    let retry_after = f.retry_after_ms.map(Duration::from_millis);
+    (
+        Failure {
+            class: f.class,
+            message: f.message,
+        },
+        retry_after,
+    )
+}
+
 impl<S: Store, X: Executor> Engine<S, X> {
     pub(super) async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>) {
         let run = summary.run_id;
@@ -285,7 +324,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             )),
             Err(f) => Err(f),
         };
-        match output {
+        let decided = match output {
             Ok(output) => {
                 let reconciles = |plugin: &str| {
                     self.inner
@@ -293,29 +332,19 @@ impl<S: Store, X: Executor> Engine<S, X> {
                         .plugin(plugin)
                         .is_some_and(|p| p.manifest.supports_reconcile)
                 };
-                events.push((
+                let duration_ms = report.duration.as_millis() as u64;
+                vec![
                     EventKind::StepCompleted {
                         index,
                         output,
-                        duration_ms: report.duration.as_millis() as u64,
+                        duration_ms,
                     },
-                    Some(index),
-                    source,
-                ));
-                let next = transitions::after_step_completed(flow, index, now, &reconciles);
-                let next_step = match &next {
-                    EventKind::StepScheduled { index, .. } => Some(*index),
-                    _ => None,
-                };
-                events.push((next, next_step, Source::host()));
+                    transitions::after_step_completed(flow, index, now, &reconciles),
+                ]
             }
             Err(f) => {
-                let failure = Failure {
-                    class: f.class,
-                    message: f.message,
-                };
-                let retry_after = f.retry_after_ms.map(Duration::from_millis);
-                let decided = transitions::after_step_failed(
+                let (failure, retry_after) = split_failure(f);
+                transitions::after_step_failed(
                     flow,
                     summary,
                     index,
@@ -323,25 +352,10 @@ impl<S: Store, X: Executor> Engine<S, X> {
                     failure,
                     retry_after,
                     now,
-                );
-                for (i, kind) in decided.into_iter().enumerate() {
-                    let step = match &kind {
-                        EventKind::CompensationScheduled { index, .. } => Some(*index),
-                        EventKind::RunCompensated => None,
-                        _ => Some(index),
-                    };
-                    events.push((
-                        kind,
-                        step,
-                        if i == 0 {
-                            source.clone()
-                        } else {
-                            Source::host()
-                        },
-                    ));
-                }
+                )
             }
-        }
+        };
+        events.extend(attribute(decided, index, &source));
         self.record(summary, events).await
     }
 
@@ -357,55 +371,27 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .await;
         let source = Source(report.source.clone());
         let now = now_ms();
-        match report.result {
+        let decided = match report.result {
             Ok(_) => {
-                events.push((
-                    EventKind::CompensationCompleted {
-                        index,
-                        duration_ms: report.duration.as_millis() as u64,
-                    },
-                    Some(index),
-                    source,
-                ));
-                let next = transitions::after_compensation_completed(flow, summary, index, now);
-                let step = match &next {
-                    EventKind::CompensationScheduled { index, .. } => Some(*index),
-                    _ => None,
-                };
-                events.push((next, step, Source::host()));
+                let duration_ms = report.duration.as_millis() as u64;
+                vec![
+                    EventKind::CompensationCompleted { index, duration_ms },
+                    transitions::after_compensation_completed(flow, summary, index, now),
+                ]
             }
             Err(f) => {
-                let failure = Failure {
-                    class: f.class,
-                    message: f.message,
-                };
-                let retry_after = f.retry_after_ms.map(Duration::from_millis);
-                let decided = transitions::after_compensation_failed(
+                let (failure, retry_after) = split_failure(f);
+                transitions::after_compensation_failed(
                     flow,
                     index,
                     attempt,
                     failure,
                     retry_after,
                     now,
-                );
-                for (i, kind) in decided.into_iter().enumerate() {
-                    let step = if matches!(kind, EventKind::RunNeedsAttention { .. }) {
-                        None
-                    } else {
-                        Some(index)
-                    };
-                    events.push((
-                        kind,
-                        step,
-                        if i == 0 {
-                            source.clone()
-                        } else {
-                            Source::host()
-                        },
-                    ));
-                }
+                )
             }
-        }
+        };
+        events.extend(attribute(decided, index, &source));
         self.record(summary, events).await
     }
 
