@@ -69,6 +69,19 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Stops the engine and closes the store; returns once another host may
+    /// open it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.engine.shutdown().await;
+        let path = self.store.path().to_path_buf();
+        drop(self);
+        crate::store::sled_store::wait_until_closed(&path, std::time::Duration::from_secs(10))
+            .await?;
+        Ok(())
+    }
+}
+
 /// Plugin key-value state, kept in the store.
 struct StoreKv(SledStore);
 

@@ -147,3 +147,68 @@ steps:
         .collect();
     assert_eq!(attempts, [Some(1), Some(2), Some(3), Some(4)]);
 }
+
+/// A retry scheduled before the host stops fires after it starts again, at
+/// the recorded time, from the timer index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_timer_survives_a_restart() {
+    use settle::store::Store;
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let flow = support::flow(
+        r#"
+name: timer
+steps:
+  - name: later
+    plugin: flaky
+    input: { mode: fail-times, times: 1 }
+    retry: { max_attempts: 3, initial_interval: 1500ms, jitter: 0 }
+"#,
+    );
+    let (run, due) = {
+        let host = Host::start(&config).await.unwrap();
+        let run = host
+            .engine
+            .submit(&flow, json!({}), None)
+            .await
+            .unwrap()
+            .run_id;
+        let mut timers = Vec::new();
+        for _ in 0..200 {
+            timers = host.store.due_timers(u64::MAX).unwrap();
+            if host.store.summary(run).unwrap().unwrap().state == RunState::Retrying {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(timers.len(), 1, "the retry is in the timer index");
+        // The host stops here, with the retry pending.
+        host.shutdown().await.unwrap();
+        (run, timers[0].0)
+    };
+    let host = crate::idempotency::reopen(&config).await;
+    assert_eq!(host.resumed.runs, vec![run]);
+    let status = host.engine.status(run).unwrap().unwrap();
+    assert!(
+        status
+            .phrase
+            .starts_with("Retrying later (attempt 2 of 3) in"),
+        "{}",
+        status.phrase
+    );
+    let s = host.engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(s.state, RunState::Settled);
+    let completed = support::events(&host, run)
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+        .unwrap();
+    assert!(
+        completed.at_ms >= due,
+        "fired at the recorded time, not before"
+    );
+    assert_eq!(completed.attempt, Some(2));
+    assert!(
+        host.store.due_timers(u64::MAX).unwrap().is_empty(),
+        "the timer was cleared"
+    );
+}

@@ -101,14 +101,24 @@ fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
 impl<S: Store, X: Executor> Engine<S, X> {
     pub(super) async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>) {
         let run = summary.run_id;
+        let mut stop = self.inner.shutdown.subscribe();
         while let Some(due) = summary.next.due_ms() {
-            let now = now_ms();
-            if due > now {
-                tokio::time::sleep(Duration::from_millis(due - now)).await;
-            }
-            let Ok(_permit) = self.inner.permits.acquire().await else {
+            if *stop.borrow() {
                 break;
+            }
+            let now = now_ms();
+            // Waiting (for a timer or a free worker) ends early on shutdown;
+            // an action already started is finished and recorded.
+            let permit = tokio::select! {
+                permit = async {
+                    if due > now {
+                        tokio::time::sleep(Duration::from_millis(due - now)).await;
+                    }
+                    self.inner.permits.acquire().await
+                } => permit,
+                _ = stop.changed() => break,
             };
+            let Ok(_permit) = permit else { break };
             self.set_running(run, true);
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {

@@ -95,6 +95,8 @@ struct Inner<S, X> {
     flows: Mutex<HashMap<String, Arc<Flow>>>,
     /// Accept runs without driving them (benchmarks and drills of recovery).
     paused: AtomicBool,
+    /// Set once: drivers stop at their next wait.
+    shutdown: watch::Sender<bool>,
 }
 
 /// What only the driving process knows about a run.
@@ -114,6 +116,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 live: Mutex::new(HashMap::new()),
                 flows: Mutex::new(HashMap::new()),
                 paused: AtomicBool::new(false),
+                shutdown: watch::channel(false).0,
             }),
         }
     }
@@ -388,6 +391,16 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .map(|l| (l.running, l.progress.clone()))
             .unwrap_or((false, None));
         Ok(Some(RunStatus::new(&summary, running, progress)))
+    }
+
+    /// Stops driving runs: each driver finishes the action it is in (and
+    /// records it), then stops. Runs not finished stay active in the store
+    /// and resume when a host starts on it again.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        while self.live_runs() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Runs this process is driving now.

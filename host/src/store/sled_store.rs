@@ -20,6 +20,33 @@ use std::sync::mpsc;
 use std::thread;
 use tokio::sync::oneshot;
 
+/// Stores open in this process, by canonical path.
+fn open_stores() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static OPEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    OPEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits until the store at `path` (as given to `open`) is closed in this process.
+pub async fn wait_until_closed(
+    path: &Path,
+    timeout: std::time::Duration,
+) -> Result<(), StoreError> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let deadline = std::time::Instant::now() + timeout;
+    while open_stores().contains(&key) {
+        if std::time::Instant::now() > deadline {
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 /// How the store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -54,6 +81,28 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        // sled's file lock does not stop a second open in the same process:
+        // keep our own register, released when the committer has closed it.
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
+        let key = dir
+            .canonicalize()
+            .map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
+        if !open_stores().insert(key.clone()) {
+            return Err(StoreError::Locked {
+                path: dir.display().to_string(),
+            });
+        }
+        let opened = Self::open_registered(dir, options);
+        if opened.is_err() {
+            open_stores().remove(&key);
+        }
+        opened.map(|mut s| {
+            s.path = key;
+            s
+        })
+    }
+
+    fn open_registered(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity)
@@ -70,9 +119,17 @@ impl SledStore {
             db: db.clone(),
             max_batch: options.max_batch,
         };
+        let registered = dir
+            .canonicalize()
+            .map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
         thread::Builder::new()
             .name("settle-committer".into())
-            .spawn(move || committer.run(rx))
+            .spawn(move || {
+                committer.run(rx);
+                // Every handle is gone (the queue closed): close the database,
+                // then let this process open it again.
+                open_stores().remove(&registered);
+            })
             .map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
         Ok(SledStore {
             db,
