@@ -125,6 +125,17 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("plugin-cache"))
     }
 
+    /// Adds a plugin directory unless it is already listed (under any spelling).
+    pub fn add_plugin_dir(&mut self, dir: PathBuf) {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if !self.plugin_dirs.iter().any(|d| same(d, &dir)) {
+            self.plugin_dirs.push(dir);
+        }
+    }
+
     /// The settings of plugin `name`, created empty if absent.
     pub fn plugin_mut(&mut self, name: &str) -> &mut PluginSettings {
         self.plugins.entry(name.to_string()).or_default()

@@ -130,7 +130,9 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(data) = &cli.data {
         config.data_dir = data.clone();
     }
-    config.plugin_dirs.extend(cli.plugin_dirs.iter().cloned());
+    for dir in &cli.plugin_dirs {
+        config.add_plugin_dir(dir.clone());
+    }
     Ok(config)
 }
 
