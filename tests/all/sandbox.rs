@@ -173,3 +173,65 @@ async fn granted_kv_is_durable_plugin_state() {
         "kv survived the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_breaks_its_schema_fails_the_step_for_good() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        "name: liar\nsteps:\n  - { name: lie, plugin: flaky, input: { mode: bad-output }, retry: { max_attempts: 3 } }\n",
+    );
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Compensated);
+    let failure = run.last_failure.expect("failure recorded");
+    assert_eq!(failure.class, FailureClass::Permanent);
+    assert!(
+        failure.message.contains("does not match its output schema")
+            && failure.message.contains("/attempt"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(run.attempts_total, 1, "the same code gives the same answer");
+    assert!(run.outputs[0].is_none(), "a rejected output is not kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_show_in_status_while_the_call_runs() {
+    let dir = support::tempdir();
+    let mut config = support::config(dir.path());
+    config.plugin_mut("flaky").limits = Some(Limits {
+        timeout: Duration::from_secs(3),
+        ..Limits::default()
+    });
+    let host = Host::start(&config).await.unwrap();
+    let flow = support::flow(
+        "name: slow\nsteps:\n  - { name: crawl, plugin: flaky, input: { mode: progress-loop }, retry: { max_attempts: 1 } }\n",
+    );
+    let run = host
+        .engine
+        .submit(&flow, json!({}), None)
+        .await
+        .unwrap()
+        .run_id;
+    let mut seen = None;
+    for _ in 0..150 {
+        let status = host.engine.status(run).unwrap().unwrap();
+        if let Some(progress) = status.progress {
+            seen = Some((progress, status.phrase));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (progress, phrase) = seen.expect("progress visible while the plugin runs");
+    assert_eq!(progress.fraction, 0.5);
+    assert_eq!(progress.message, "halfway there");
+    assert!(phrase.contains("crawl"), "{phrase}");
+
+    let end = host.engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(end.last_failure.unwrap().class, FailureClass::Timeout);
+    let status = host.engine.status(run).unwrap().unwrap();
+    assert!(
+        status.progress.is_none(),
+        "no stale progress after the call"
+    );
+}

@@ -13,6 +13,8 @@
 //! - `huge-output`: returns `size_mb` megabytes of output.
 //! - `fail-compensate`: succeeds, but its compensation always fails permanently.
 //! - `kv-count`: counts its calls in the host's key-value store.
+//! - `bad-output`: returns output that breaks its own output schema.
+//! - `progress-loop`: reports progress (50%, "halfway there"), then never returns.
 
 use serde::{Deserialize, Serialize};
 use settle_sdk::{Ctx, Manifest, Step, StepError};
@@ -71,11 +73,21 @@ impl Step for Flaky {
             "type": "object",
             "properties": {
                 "mode": {"enum": ["ok", "fail-times", "fail-rate", "permanent", "invalid", "trap",
-                                  "loop", "oom", "huge-output", "fail-compensate", "kv-count"]},
+                                  "loop", "oom", "huge-output", "fail-compensate", "kv-count",
+                                  "bad-output", "progress-loop"]},
                 "times": {"type": "integer", "minimum": 0},
                 "rate": {"type": "number", "minimum": 0, "maximum": 1},
                 "size_mb": {"type": "integer", "minimum": 0},
                 "retry_after_ms": {"type": "integer", "minimum": 0}
+            }
+        }))
+        .output_schema(serde_json::json!({
+            "type": "object",
+            "required": ["attempt"],
+            "properties": {
+                "attempt": {"type": "integer", "minimum": 1},
+                "payload": {"type": "string"},
+                "count": {"type": "integer", "minimum": 0}
             }
         }))
     }
@@ -103,7 +115,15 @@ impl Step for Flaky {
             "permanent" => Err(StepError::permanent("planned permanent failure")),
             "invalid" => Err(StepError::invalid_input("planned invalid input")),
             "trap" => panic!("planned trap"),
-            "loop" => {
+            "bad-output" => Ok(Output {
+                attempt: 0,
+                payload: String::new(),
+                count: 0,
+            }),
+            "progress-loop" | "loop" => {
+                if input.mode == "progress-loop" {
+                    settle_sdk::progress(0.5, "halfway there");
+                }
                 let mut x: u64 = 0;
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));

@@ -248,7 +248,12 @@ async fn run_one(
         tokio::spawn(async move {
             loop {
                 if let Ok(Some(status)) = engine.status(run) {
-                    bar.set_message(format!("{}  [{}]", status.phrase, status.state));
+                    let progress = status
+                        .progress
+                        .as_ref()
+                        .map(|p| format!("  {:.0}% {}", p.fraction * 100.0, p.message))
+                        .unwrap_or_default();
+                    bar.set_message(format!("{}  [{}]{progress}", status.phrase, status.state));
                     if status.state.is_terminal() {
                         break;
                     }

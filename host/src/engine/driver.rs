@@ -264,6 +264,29 @@ impl<S: Store, X: Executor> Engine<S, X> {
         Ok(input)
     }
 
+    /// Parses what the plugin returned and checks it against the plugin's
+    /// output schema. Either problem is the plugin's fault, so it fails the
+    /// attempt for good: retrying the same code gives the same answer.
+    fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
+        let output = serde_json::from_str::<Value>(text).map_err(|e| {
+            CallFailure::new(
+                FailureClass::Permanent,
+                format!("plugin '{plugin}' returned output that is not JSON: {e}"),
+            )
+        })?;
+        if let Some(info) = self.inner.executor.plugin(plugin) {
+            info.check_output(&output).map_err(|problems| {
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!(
+                        "output of plugin '{plugin}' does not match its output schema: {problems}"
+                    ),
+                )
+            })?;
+        }
+        Ok(output)
+    }
+
     async fn call(
         &self,
         summary: &RunSummary,
@@ -322,12 +345,9 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let source = Source(report.source.clone());
         let now = now_ms();
         let output = match report.result {
-            Ok(CallOutput::Ran(text)) => serde_json::from_str::<Value>(&text).map_err(|e| {
-                CallFailure::new(
-                    FailureClass::Permanent,
-                    format!("the plugin returned output that is not JSON: {e}"),
-                )
-            }),
+            Ok(CallOutput::Ran(text)) => {
+                self.step_output(&flow.steps[index as usize].plugin, &text)
+            }
             Ok(other) => Err(CallFailure::new(
                 FailureClass::Permanent,
                 format!("unexpected answer {other:?}"),

@@ -87,6 +87,7 @@ pub struct PluginInfo {
     pub path: PathBuf,
     pub manifest: Manifest,
     input_validator: Option<jsonschema::Validator>,
+    output_validator: Option<jsonschema::Validator>,
     pub grants: Arc<Grants>,
     pub limits: Limits,
     /// Whether the compiled form came from the cache.
@@ -100,26 +101,41 @@ impl PluginInfo {
     /// Checks `input` against the plugin's input schema; every problem, with
     /// the path of the value it concerns.
     pub fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {
-        let Some(validator) = &self.input_validator else {
-            return Ok(());
-        };
-        let problems: Vec<String> = validator
-            .iter_errors(input)
-            .take(5)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{at}: {e}")
-                }
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        schema_problems(self.input_validator.as_ref(), input)
+    }
+
+    /// Checks what the plugin returned against its own output schema, so a
+    /// later step never maps its input from a shape nobody promised.
+    pub fn check_output(&self, output: &serde_json::Value) -> Result<(), String> {
+        schema_problems(self.output_validator.as_ref(), output)
+    }
+}
+
+/// At most five problems of `value` against `validator`, each with the path of
+/// the value it concerns; no validator means no schema was declared.
+fn schema_problems(
+    validator: Option<&jsonschema::Validator>,
+    value: &serde_json::Value,
+) -> Result<(), String> {
+    let Some(validator) = validator else {
+        return Ok(());
+    };
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -315,6 +331,7 @@ impl Runtime {
         })?;
         let manifest = self.describe(path, &pre).await?;
         let input_validator = compile_schema(path, "input", &manifest.input_schema)?;
+        let output_validator = compile_schema(path, "output", &manifest.output_schema)?;
         let settings = self
             .inner
             .options
@@ -331,6 +348,7 @@ impl Runtime {
             digest,
             path: path.to_path_buf(),
             input_validator,
+            output_validator,
             grants: Arc::new(settings.grants),
             limits,
             from_cache,
