@@ -84,10 +84,12 @@ impl Default for EngineConfig {
 }
 
 impl Default for StoreConfig {
+    /// The store's own defaults, in the units of this file.
     fn default() -> Self {
+        let store = crate::store::StoreOptions::default();
         StoreConfig {
-            cache_capacity_mib: 256,
-            max_batch: 2048,
+            cache_capacity_mib: store.cache_capacity / (1024 * 1024),
+            max_batch: store.max_batch,
         }
     }
 }
@@ -139,5 +141,24 @@ impl Config {
     /// The settings of plugin `name`, created empty if absent.
     pub fn plugin_mut(&mut self, name: &str) -> &mut PluginSettings {
         self.plugins.entry(name.to_string()).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented reference must not drift from the defaults it documents;
+    /// only its per-plugin examples go beyond them.
+    #[test]
+    fn reference_file_states_the_defaults() {
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("settle.toml");
+        let mut loaded: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&reference))
+            .extract()
+            .expect("the reference settle.toml parses");
+        assert!(!loaded.plugins.is_empty(), "the reference shows grants");
+        loaded.plugins.clear();
+        assert_eq!(loaded, Config::default());
     }
 }

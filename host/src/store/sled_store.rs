@@ -61,7 +61,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_capacity: 256 * 1024 * 1024,
+            // Small on purpose: the engine drives runs from memory and reads
+            // the store mostly for status and on resume (see settle.toml).
+            cache_capacity: 64 * 1024 * 1024,
             max_batch: 2048,
             queue_depth: 8192,
         }
