@@ -213,6 +213,12 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // Plugins are called with `call_async`, one call per store; the
+            // component-model-async machinery (run_concurrent, streams) is
+            // not used. Without it a store is cheaper to make and to drop:
+            // dropping one with it builds an error value, and a backtrace
+            // when RUST_BACKTRACE is set, on every call.
+            .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
