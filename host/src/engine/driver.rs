@@ -120,16 +120,18 @@ impl<S: Store, X: Executor> Engine<S, X> {
             };
             let Ok(_permit) = permit else { break };
             self.set_running(run, true);
+            // Boxed: the call's state (a few KiB, wasmtime's included) lives
+            // on the heap only while it runs, so the many runs that wait for
+            // a timer or a worker stay small.
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {
-                    self.run_step(&mut summary, &flow, index, attempt).await
+                    Box::pin(self.run_step(&mut summary, &flow, index, attempt)).await
                 }
                 Next::Compensate { index, attempt, .. } => {
-                    self.compensate_step(&mut summary, &flow, index, attempt)
-                        .await
+                    Box::pin(self.compensate_step(&mut summary, &flow, index, attempt)).await
                 }
                 Next::Reconcile { attempt, .. } => {
-                    self.reconcile(&mut summary, &flow, attempt).await
+                    Box::pin(self.reconcile(&mut summary, &flow, attempt)).await
                 }
                 Next::Nothing => Ok(()),
             };
