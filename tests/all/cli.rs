@@ -3,7 +3,6 @@
 
 use crate::support;
 use serde_json::Value;
-use std::process::Command;
 
 #[test]
 fn demo_runs_three_flows_and_the_store_shows_them() {
@@ -98,7 +97,7 @@ fn demo_runs_three_flows_and_the_store_shows_them() {
 fn plugin_catalog_and_environment_overrides() {
     let dir = support::tempdir();
     let config = support::write_config(dir.path(), None);
-    let out = Command::new(support::settle_bin())
+    let out = support::settle_command()
         .args(["plugins", "--json", "--config", config.to_str().unwrap()])
         .env("SETTLE_PLUGINS__NOOP__KV", "true")
         .env("SETTLE_LIMITS__TIMEOUT", "3s")
@@ -130,7 +129,7 @@ fn plugin_catalog_and_environment_overrides() {
         "amount"
     );
 
-    let bad = Command::new(support::settle_bin())
+    let bad = support::settle_command()
         .args(["plugins", "--config", config.to_str().unwrap()])
         .env("SETTLE_LIMITS__TIMEOUT", "whenever")
         .output()

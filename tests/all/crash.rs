@@ -6,7 +6,7 @@ use crate::support::{self, Service};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 2000;
@@ -65,7 +65,7 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
     let all_changes = 3 * RUNS as u64;
     let mut kills = 0;
     while kills < KILLS {
-        let mut child = Command::new(support::settle_bin())
+        let mut child = support::settle_command()
             .args(args(&[]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -84,10 +84,7 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         child.wait().unwrap();
     }
     // The last start runs to the end.
-    let out = Command::new(support::settle_bin())
-        .args(args(&[]))
-        .output()
-        .unwrap();
+    let out = support::settle_command().args(args(&[])).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

@@ -33,6 +33,17 @@ pub fn settle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_settle")
 }
 
+/// A command for the `settle` binary, started in a scratch directory: a
+/// command without `--data` must not write into the source tree, and the
+/// repository's reference `settle.toml` must not be picked up by accident.
+pub fn settle_command() -> Command {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwd");
+    std::fs::create_dir_all(&scratch).expect("create the scratch directory");
+    let mut command = Command::new(settle_bin());
+    command.current_dir(scratch);
+    command
+}
+
 /// A configuration over a fresh store in `dir`, sharing one compile cache
 /// across tests so each plugin is compiled once per test run.
 pub fn config(dir: &Path) -> Config {
@@ -71,7 +82,7 @@ pub struct Service {
 
 impl Service {
     pub fn start(data: &Path) -> Service {
-        let mut child = Command::new(settle_bin())
+        let mut child = settle_command()
             .args(["demo-service", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .stdout(Stdio::piped())
@@ -146,10 +157,7 @@ pub fn events(host: &Host, run: RunId) -> Vec<Event> {
 
 /// Runs `settle` with arguments; returns (exit code, stdout, stderr).
 pub fn settle(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let out = Command::new(settle_bin())
-        .args(args)
-        .output()
-        .context("run settle")?;
+    let out = settle_command().args(args).output().context("run settle")?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
