@@ -30,6 +30,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     let options = StoreOptions {
         cache_capacity: config.store.cache_capacity_mib * 1024 * 1024,
         max_batch: config.store.max_batch.max(1),
+        sync: config.store.sync,
         ..StoreOptions::default()
     };
     Ok(SledStore::open(&config.data_dir.join("store"), &options)?)

@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub cache_capacity_mib: u64,
     /// Most commits written by one flush (group commit).
     pub max_batch: usize,
+    /// `fsync` (default: a commit survives power loss) or `flush` (a commit
+    /// survives a crash of the process only; see `store/disk_sync.rs`).
+    pub sync: crate::store::SyncMode,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +93,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_capacity_mib: store.cache_capacity / (1024 * 1024),
             max_batch: store.max_batch,
+            sync: store.sync,
         }
     }
 }

@@ -6,12 +6,14 @@
 //! is on disk. The store knows nothing of Wasm, flows or HTTP; a second
 //! backend (PostgreSQL) implements the same trait.
 
+pub mod disk_sync;
 pub mod keys;
 pub mod sled_store;
 
 use crate::model::{Event, RunId, RunState, RunSummary};
 use std::future::Future;
 
+pub use disk_sync::SyncMode;
 pub use sled_store::{SledStore, StoreOptions};
 
 /// Everything one state change of one run writes, applied atomically.

@@ -6,16 +6,20 @@
 //! costs one flush; under load the batches grow by themselves. The queue is
 //! bounded, which gives backpressure for free.
 //!
-//! Durability: when [`Store::commit`] returns, the batch has been written and
-//! `flush`ed. sled's flush uses `sync_file_range` rather than `fsync` (sled
-//! issue #1452): safe against a crash of the process (kill -9 included), not
-//! proven against power loss or a kernel crash.
+//! Durability: when [`Store::commit`] returns, the batch has been written,
+//! `flush`ed and (with [`SyncMode::Fsync`], the default) `fdatasync`ed, see
+//! [`super::disk_sync`]. With [`SyncMode::Flush`] only sled's flush is waited
+//! for, which uses `sync_file_range` (sled issue #1452): safe against a crash
+//! of the process (kill -9 included), not against power loss.
 
+use super::disk_sync::{DiskSync, SyncMode};
 use super::keys;
 use super::{Commit, CommitOutcome, IdempotencyClaim, ReindexReport, Store, StoreError};
 use crate::model::{Event, RunId, RunState, RunSummary};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use tokio::sync::oneshot;
@@ -56,6 +60,8 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Commits that may wait for the committer before callers are held back.
     pub queue_depth: usize,
+    /// What a commit waits for before it is acknowledged.
+    pub sync: SyncMode,
 }
 
 impl Default for StoreOptions {
@@ -66,6 +72,7 @@ impl Default for StoreOptions {
             cache_capacity: 64 * 1024 * 1024,
             max_batch: 2048,
             queue_depth: 8192,
+            sync: SyncMode::Fsync,
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     tx: mpsc::SyncSender<(Commit, Reply)>,
+    /// Completed `fdatasync` rounds (none with [`SyncMode::Flush`]).
+    disk_syncs: Arc<AtomicU64>,
 }
 
 impl SledStore {
@@ -116,10 +125,19 @@ impl SledStore {
                 },
                 _ => StoreError::Io(e),
             })?;
+        let disk = match options.sync {
+            SyncMode::Fsync => {
+                Some(DiskSync::open(dir).map_err(|e| StoreError::Io(sled::Error::Io(e)))?)
+            }
+            SyncMode::Flush => None,
+        };
+        let disk_syncs = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let committer = Committer {
             db: db.clone(),
             max_batch: options.max_batch,
+            disk,
+            disk_syncs: disk_syncs.clone(),
         };
         let registered = dir
             .canonicalize()
@@ -137,11 +155,17 @@ impl SledStore {
             db,
             path: dir.to_path_buf(),
             tx,
+            disk_syncs,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many group commits have been `fdatasync`ed since the store opened.
+    pub fn disk_syncs(&self) -> u64 {
+        self.disk_syncs.load(Ordering::Relaxed)
     }
 
     /// Bytes the store takes on disk.
@@ -376,10 +400,12 @@ impl IndexEntries {
 struct Committer {
     db: sled::Db,
     max_batch: usize,
+    disk: Option<DiskSync>,
+    disk_syncs: Arc<AtomicU64>,
 }
 
 impl Committer {
-    fn run(self, rx: mpsc::Receiver<(Commit, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<(Commit, Reply)>) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < self.max_batch {
@@ -392,7 +418,7 @@ impl Committer {
         }
     }
 
-    fn write_group(&self, group: Vec<(Commit, Reply)>) {
+    fn write_group(&mut self, group: Vec<(Commit, Reply)>) {
         let mut batch = sled::Batch::default();
         // Claims made earlier in this group, not yet visible in the tree.
         let mut claimed: HashMap<Vec<u8>, RunId> = HashMap::new();
@@ -411,7 +437,8 @@ impl Committer {
         let written = self
             .db
             .apply_batch(batch)
-            .and_then(|()| self.db.flush().map(|_| ()));
+            .and_then(|()| self.db.flush().map(|_| ()))
+            .and_then(|()| self.sync_to_disk());
         for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
             let answer = match &written {
                 Ok(()) => outcome,
@@ -419,6 +446,14 @@ impl Committer {
             };
             let _ = reply.send(answer);
         }
+    }
+
+    fn sync_to_disk(&mut self) -> sled::Result<()> {
+        if let Some(disk) = &mut self.disk {
+            disk.sync()?;
+            self.disk_syncs.store(disk.syncs, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn check_claim(
