@@ -45,6 +45,8 @@ steps:
 
 #[derive(Serialize, Default)]
 struct Figures {
+    /// What each commit waited for (`store.sync`).
+    sync: crate::store::SyncMode,
     steps_per_second: Vec<Throughput>,
     step_cycle_us: Percentiles,
     plugin_call_in_step_us: Percentiles,
@@ -133,7 +135,10 @@ pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> 
 
 async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
     let scale = if args.quick { 10 } else { 1 };
-    let mut figures = Figures::default();
+    let mut figures = Figures {
+        sync: config.store.sync,
+        ..Figures::default()
+    };
     let flow = Arc::new(Flow::parse(FLOW, "bench.yaml")?);
     {
         let host = Host::start(config).await?;
@@ -316,6 +321,10 @@ fn peak_rss_mib() -> f64 {
 fn print_table(f: &Figures) {
     outln!(
         "settle bench: 3-step flow of the noop plugin, every step durable before it is acknowledged"
+    );
+    outln!(
+        "(store.sync = {}; see README, \"How durable a commit is\")",
+        serde_json::to_string(&f.sync).unwrap_or_default()
     );
     outln!(
         "(taken {}; medians of one run each: repeat and compare ratios on a shared machine)\n",
