@@ -107,11 +107,7 @@ async fn corrupt_wasm_is_reported_and_accepted_runs_survive() {
     let run = {
         let host = Host::start(&config).await.unwrap();
         host.engine.set_paused(true);
-        host.engine
-            .submit(&flow, json!({}), None)
-            .await
-            .unwrap()
-            .run_id
+        support::submit(&host, &flow, json!({})).await
     };
 
     let bad_dir = dir.path().join("more-plugins");

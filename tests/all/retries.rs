@@ -167,12 +167,7 @@ steps:
     );
     let (run, due) = {
         let host = Host::start(&config).await.unwrap();
-        let run = host
-            .engine
-            .submit(&flow, json!({}), None)
-            .await
-            .unwrap()
-            .run_id;
+        let run = support::submit(&host, &flow, json!({})).await;
         let mut timers = Vec::new();
         for _ in 0..200 {
             timers = host.store.due_timers(u64::MAX).unwrap();

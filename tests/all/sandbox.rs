@@ -62,24 +62,13 @@ async fn misbehaving_plugins_fail_their_attempt_only() {
     let mut bad_runs = Vec::new();
     for (mode, extra, class, words) in cases {
         let flow = support::flow(&bad(mode, extra));
-        let run = host
-            .engine
-            .submit(&flow, json!({}), None)
-            .await
-            .unwrap()
-            .run_id;
+        let run = support::submit(&host, &flow, json!({})).await;
         bad_runs.push((run, mode, class, words));
     }
     // Good runs submitted alongside all settle.
     let mut good_runs = Vec::new();
     for _ in 0..20 {
-        good_runs.push(
-            host.engine
-                .submit(&good, json!({}), None)
-                .await
-                .unwrap()
-                .run_id,
-        );
+        good_runs.push(support::submit(&host, &good, json!({})).await);
     }
     for run in good_runs {
         let s = host.engine.wait(run).await.unwrap().unwrap();
@@ -207,12 +196,7 @@ async fn progress_reports_show_in_status_while_the_call_runs() {
     let flow = support::flow(
         "name: slow\nsteps:\n  - { name: crawl, plugin: flaky, input: { mode: progress-loop }, retry: { max_attempts: 1 } }\n",
     );
-    let run = host
-        .engine
-        .submit(&flow, json!({}), None)
-        .await
-        .unwrap()
-        .run_id;
+    let run = support::submit(&host, &flow, json!({})).await;
     let mut seen = None;
     for _ in 0..150 {
         let status = host.engine.status(run).unwrap().unwrap();

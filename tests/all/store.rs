@@ -27,24 +27,13 @@ async fn reindex_rebuilds_every_index_from_events() {
                 .unwrap()
                 .run_id,
         );
-        runs.push(
-            host.engine
-                .submit(&fails, json!({}), None)
-                .await
-                .unwrap()
-                .run_id,
-        );
+        runs.push(support::submit(&host, &fails, json!({})).await);
     }
     for r in &runs {
         host.engine.wait(*r).await.unwrap();
     }
     // One run waits an hour for its retry: it holds a timer.
-    let waiting = host
-        .engine
-        .submit(&slow, json!({}), None)
-        .await
-        .unwrap()
-        .run_id;
+    let waiting = support::submit(&host, &slow, json!({})).await;
     for _ in 0..200 {
         if host.store.summary(waiting).unwrap().unwrap().state == RunState::Retrying {
             break;

@@ -133,14 +133,19 @@ impl Drop for Service {
     }
 }
 
+/// Submits a run without an idempotency key; its id.
+pub async fn submit(host: &Host, flow: &Arc<Flow>, input: Value) -> RunId {
+    host.engine
+        .submit(flow, input, None)
+        .await
+        .expect("submit")
+        .run_id
+}
+
 /// Submits a run and waits for it to be terminal.
 pub async fn run_to_end(host: &Host, flow: &Arc<Flow>, input: Value) -> RunSummary {
-    let submitted = host.engine.submit(flow, input, None).await.expect("submit");
-    host.engine
-        .wait(submitted.run_id)
-        .await
-        .expect("wait")
-        .expect("summary")
+    let run = submit(host, flow, input).await;
+    host.engine.wait(run).await.expect("wait").expect("summary")
 }
 
 /// The names of a run's events, in order.
