@@ -33,8 +33,6 @@ pub(super) struct DiskSync {
     blobs: PathBuf,
     /// Blob files already synced (sled never rewrites a blob in place).
     synced_blobs: HashSet<OsString>,
-    /// How many times [`DiskSync::sync`] has completed.
-    pub(super) syncs: u64,
 }
 
 impl DiskSync {
@@ -51,16 +49,13 @@ impl DiskSync {
             log,
             blobs,
             synced_blobs: HashSet::new(),
-            syncs: 0,
         })
     }
 
     /// Makes everything sled has flushed so far durable.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         self.log.sync_data()?;
-        self.sync_new_blobs()?;
-        self.syncs += 1;
-        Ok(())
+        self.sync_new_blobs()
     }
 
     fn sync_new_blobs(&mut self) -> io::Result<()> {

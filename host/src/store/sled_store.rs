@@ -451,7 +451,7 @@ impl Committer {
     fn sync_to_disk(&mut self) -> sled::Result<()> {
         if let Some(disk) = &mut self.disk {
             disk.sync()?;
-            self.disk_syncs.store(disk.syncs, Ordering::Relaxed);
+            self.disk_syncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
