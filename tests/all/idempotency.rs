@@ -65,7 +65,7 @@ async fn same_key_same_run() {
     for id in [first.run_id, ids[0].run_id, other.run_id] {
         host.engine.wait(id).await.unwrap();
     }
-    assert_eq!(host.store.list_runs(None, 100).unwrap().len(), 3);
+    assert_eq!(host.store.list_runs(None, 100).unwrap().items.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,7 +161,13 @@ steps:
     );
     let run = support::run_to_end(&host, &flow, json!({})).await;
     assert_eq!(run.state, RunState::NeedsAttention);
-    assert_eq!(run.phrase(0, false), "Stopped: an operator must act");
+    assert_eq!(run.hold, Some(settle::model::HoldCause::CompensationFailed));
+    assert!(
+        run.phrase(0, false)
+            .starts_with("Stopped: an operator must act: compensation of step 'first'"),
+        "{}",
+        run.phrase(0, false)
+    );
     let detail = run.detail.unwrap();
     assert!(detail.contains("compensation of step 'first'"), "{detail}");
     assert!(detail.contains("planned compensation failure"), "{detail}");

@@ -1,7 +1,9 @@
 //! The `settle` command line.
 //!
 //! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
-//! another terminal state, 2 bad input or configuration.
+//! another terminal state, 2 bad input or configuration (or an operator's
+//! command was refused), 3 a run waits for an operator (its status says why
+//! and what to do).
 
 /// `println!` that ends the process quietly when stdout is closed
 /// (`settle events RUN | head`) instead of panicking.
@@ -18,8 +20,12 @@ macro_rules! outln {
 
 mod bench;
 mod demo;
+mod operator;
 mod read;
 mod run;
+
+/// Exit code: a run waits for an operator (state `needs-attention`).
+pub const EXIT_HELD: u8 = 3;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -85,6 +91,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try again the action a held run stopped at, with a fresh attempt budget.
+    Retry(operator::RetryArgs),
+    /// Undo the completed steps of a held (or drifted) run, in reverse order.
+    Compensate(operator::ActArgs),
+    /// Stop a run for good; what it changed stays in place.
+    Cancel(operator::ActArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -146,6 +158,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,
         Command::Resume { json } => run::resume(&config(&cli)?, *json).await,
         Command::Reindex { json } => read::reindex(&config(&cli)?, *json),
+        Command::Retry(args) => operator::retry(&config(&cli)?, args).await,
+        Command::Compensate(args) => {
+            operator::act(
+                &config(&cli)?,
+                crate::model::OperatorAction::Compensate,
+                args,
+            )
+            .await
+        }
+        Command::Cancel(args) => {
+            operator::act(&config(&cli)?, crate::model::OperatorAction::Cancel, args).await
+        }
         Command::Demo => demo::demo(&config(&cli)?).await,
         Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
         Command::DemoService { listen } => {

@@ -26,7 +26,11 @@ pub fn runs(
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config)?;
     let runs = store.list_runs(state, limit)?;
+    for skipped in &runs.unreadable {
+        eprintln!("warning: {skipped}; skipped");
+    }
     let statuses: Vec<RunStatus> = runs
+        .items
         .iter()
         .map(|s| RunStatus::new(s, false, None))
         .collect();
@@ -232,12 +236,12 @@ pub fn reindex(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
     } else {
         outln!(
-            "rebuilt from {} events: {} runs, {} active, {} timers, {} idempotency keys",
+            "rebuilt from {} events: {} runs, {} active, {} idempotency keys; {} stale entries dropped",
             report.events,
             report.runs,
             report.active,
-            report.timers,
-            report.idempotency_keys
+            report.idempotency_keys,
+            report.dropped
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -120,7 +120,10 @@ async fn handle(
     };
     match method {
         Method::GET if path == "/healthz" => (StatusCode::OK, "ok").into_response(),
-        Method::GET => answer(service.lock().await.world.read(&path)),
+        Method::GET => {
+            let target = uri.path_and_query().map_or(path.as_str(), |p| p.as_str());
+            answer(service.lock().await.world.read(target))
+        }
         Method::POST => {
             let Some(key) = headers
                 .get("idempotency-key")
@@ -136,8 +139,19 @@ async fn handle(
                 return bad(StatusCode::BAD_REQUEST, "the body must be JSON");
             };
             let key = key.to_string();
-            let mut service = service.lock().await;
-            match service.post(&path, &key, body) {
+            // A drill knob: `"answer_after_ms": N` in a body makes the
+            // service apply the change at once but answer N ms late (at most
+            // 10 s), as a slow downstream does; the caller's attempt may time
+            // out after the change was made.
+            let late = body
+                .get("answer_after_ms")
+                .and_then(Value::as_u64)
+                .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
+            let posted = service.lock().await.post(&path, &key, body);
+            if let Some(late) = late {
+                tokio::time::sleep(late).await;
+            }
+            match posted {
                 Ok(reply) => answer(reply),
                 Err(e) => bad(
                     StatusCode::INTERNAL_SERVER_ERROR,

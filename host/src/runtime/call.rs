@@ -14,23 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-/// Which export to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallKind {
-    Run,
-    Compensate,
-    Reconcile,
-}
-
-impl CallKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallKind::Run => "run",
-            CallKind::Compensate => "compensate",
-            CallKind::Reconcile => "reconcile",
-        }
-    }
-}
+/// Which export to call: one of a step's actions.
+pub use crate::model::Action as CallKind;
 
 /// Receives progress reports while a call runs.
 pub type ProgressSink = Arc<dyn Fn(f32, String) + Send + Sync>;
@@ -41,7 +26,10 @@ pub struct CallContext {
     pub run_id: String,
     pub flow: String,
     pub step: String,
+    /// This action's operation id (see [`crate::model::OperationId`]).
     pub operation_id: String,
+    /// The step's id, shared by its actions.
+    pub step_id: String,
     pub attempt: u32,
     pub trace_id: String,
 }
@@ -54,7 +42,8 @@ pub struct CallRequest {
     pub ctx: CallContext,
     /// JSON text of the step's input.
     pub input: String,
-    /// JSON text of the step's recorded output (compensate and reconcile).
+    /// JSON text of the step's recorded output (compensate and reconcile);
+    /// `None` for a compensation when the outcome of `run` is unknown.
     pub output: Option<String>,
     /// Time limit for this attempt; the plugin's own limit applies if lower.
     pub timeout: Option<Duration>,
@@ -129,8 +118,8 @@ impl Runtime {
         // The epoch callback stops guests that compute; this timeout stops
         // guests that wait (on outbound HTTP, say).
         let outcome = tokio::time::timeout(
-            timeout + super::limits::EPOCH_TICK * 2,
-            call_export(&mut store, &plugin, &request),
+            timeout.saturating_add(super::limits::EPOCH_TICK * 2),
+            call_export(&mut store, &plugin, &request, timeout),
         )
         .await;
         let data = store.data_mut();
@@ -206,20 +195,25 @@ async fn call_export(
     store: &mut Store<CallState>,
     plugin: &PluginInfo,
     request: &CallRequest,
+    timeout: Duration,
 ) -> ExportResult {
     let instance = plugin.pre.instantiate_async(&mut *store).await?;
     let h = instance.settle_plugin_handler();
-    let deadline_ms = crate::model::now_ms() + plugin.limits.timeout.as_millis() as u64;
+    // The attempt's real deadline: the lower of the step's timeout and the
+    // plugin's limit, as enforced by the limiter.
+    let deadline_ms = crate::model::now_ms()
+        .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     let cx = wit::CallContext {
         run_id: request.ctx.run_id.clone(),
         flow: request.ctx.flow.clone(),
         step: request.ctx.step.clone(),
         operation_id: request.ctx.operation_id.clone(),
+        step_id: request.ctx.step_id.clone(),
         attempt: request.ctx.attempt,
         trace_id: request.ctx.trace_id.clone(),
         deadline_ms,
     };
-    let output = request.output.as_deref().unwrap_or("null");
+    let output = request.output.as_deref();
     Ok(match request.kind {
         CallKind::Run => h
             .call_run(&mut *store, &cx, &request.input)
@@ -230,7 +224,7 @@ async fn call_export(
             .await?
             .map(|()| CallOutput::Compensated),
         CallKind::Reconcile => h
-            .call_reconcile(&mut *store, &cx, &request.input, output)
+            .call_reconcile(&mut *store, &cx, &request.input, output.unwrap_or("null"))
             .await?
             .map(|v| {
                 CallOutput::Reconciled(match v {

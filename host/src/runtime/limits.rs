@@ -116,7 +116,10 @@ impl CallLimiter {
     pub fn new(limits: &Limits, timeout: Duration) -> Self {
         CallLimiter {
             memory_bytes: limits.memory_bytes(),
-            deadline: Instant::now() + timeout,
+            // A timeout too long to add is as good as none.
+            deadline: Instant::now()
+                .checked_add(timeout)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
             timeout,
             hit: None,
         }
