@@ -3,6 +3,7 @@
 //! the demo service as its own process on loopback.
 
 mod bad_input;
+mod bounds;
 mod cli;
 mod crash;
 mod holds;
