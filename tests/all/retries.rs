@@ -204,3 +204,37 @@ steps:
     );
     assert_eq!(completed.attempt, Some(2));
 }
+
+/// A plugin asking to be retried after u64::MAX ms used to overflow the
+/// engine's clock arithmetic (a panic, and `settle run` hung): the wait is
+/// now clamped to the step's `max_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_is_clamped_not_a_panic() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        r#"
+name: greedy
+steps:
+  - name: later
+    plugin: flaky
+    input: { mode: fail-times, times: 1, retry_after_ms: "${{ input.after }}" }
+    retry: { max_attempts: 3, initial_interval: 10ms, max_interval: 200ms, jitter: 0 }
+"#,
+    );
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        support::run_to_end(&host, &flow, json!({ "after": u64::MAX })),
+    )
+    .await
+    .expect("the run ends");
+    assert_eq!(run.state, RunState::Settled);
+    let (at, retry_at) = support::events(&host, run.run_id)
+        .into_iter()
+        .find_map(|e| match e.kind {
+            EventKind::StepFailed { retry_at_ms, .. } => Some((e.at_ms, retry_at_ms.unwrap())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(retry_at - at, 200, "clamped to max_interval");
+}

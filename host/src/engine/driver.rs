@@ -224,7 +224,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             None,
             Source::host(),
         )];
-        if let Err(e) = self.record(&mut summary, held).await {
+        if let Err(e) = self.record(&mut summary, held, now_ms()).await {
             tracing::error!(run = %run, "cannot record the failure: {e}");
         }
     }
@@ -318,14 +318,16 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     /// Appends `kinds` (with lineage) to the run's log in one durable commit,
-    /// then advances the in-memory summary.
+    /// then advances the in-memory summary. `now` is the time the decision
+    /// was taken: the events carry it, so a recorded retry time is exactly
+    /// its delay after the failure that scheduled it.
     pub(super) async fn record(
         &self,
         summary: &mut RunSummary,
         kinds: Vec<(EventKind, Option<u32>, Source)>,
+        now: u64,
     ) -> Result<(), crate::store::StoreError> {
         let mut next = summary.clone();
-        let now = now_ms();
         let mut events = Vec::with_capacity(kinds.len());
         for (kind, step, source) in kinds {
             let event = draft(&next, kind, step, source, now);
@@ -552,7 +554,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             }
         };
         events.extend(attribute(decided, index, &source));
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 
     async fn compensate_step(
@@ -588,7 +590,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             }
         };
         events.extend(attribute(decided, index, &source));
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 
     /// One confirmation pass: ask every completed step whose plugin can
@@ -632,11 +634,12 @@ impl<S: Store, X: Executor> Engine<S, X> {
         }
         let sources: Vec<(u32, Source)> =
             verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
+        let now = now_ms();
         let decided = transitions::after_reconciliation(
             flow,
             verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
             attempt,
-            now_ms(),
+            now,
         );
         for kind in decided {
             let (step, source) = match &kind {
@@ -652,6 +655,6 @@ impl<S: Store, X: Executor> Engine<S, X> {
             };
             events.push((kind, step, source));
         }
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 }

@@ -429,12 +429,13 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let flow = self
             .flow_for(&summary)
             .map_err(|why| ActError::FlowUnreadable { run, action, why })?;
+        let now = now_ms();
         let then = transitions::operator_command(
             &flow,
             &summary,
             command.action,
             command.step.as_deref(),
-            now_ms(),
+            now,
         )
         .map_err(|refused| ActError::Refused {
             run,
@@ -457,7 +458,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 (kind, step, Source::host())
             })
             .collect();
-        self.record(&mut summary, events).await?;
+        self.record(&mut summary, events, now).await?;
         if !summary.state.is_terminal() && !self.is_paused() {
             self.spawn(summary.clone(), flow, false);
         }
@@ -504,22 +505,19 @@ impl<S: Store, X: Executor> Engine<S, X> {
         tokio::spawn(async move { engine.drive_guarded(summary, flow, resumed).await });
     }
 
-    /// Waits until `run` is terminal (or, if another process drives it,
-    /// returns what the store says now).
+    /// Waits until this process stops driving `run` (it ended, waits for an
+    /// operator, or the engine shut down) and returns what the store says;
+    /// for a run not driven here, returns what the store says now.
     pub async fn wait(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
         let receiver = {
             let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(&run).map(|l| l.updates.subscribe())
         };
+        // The driver drops the sender when it stops: the run ended, waits
+        // for an operator, or the engine shut down. Waiting for that (not
+        // for a terminal state alone) means the run can be acted on at once.
         if let Some(mut rx) = receiver {
-            loop {
-                if rx.borrow_and_update().state.is_terminal() {
-                    break;
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
+            while rx.changed().await.is_ok() {}
         }
         self.inner.store.summary(run)
     }
