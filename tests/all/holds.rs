@@ -287,3 +287,70 @@ async fn a_panic_while_driving_one_run_holds_it_and_the_others_go_on() {
         .await
         .expect("shutdown does not wait for the panicked run");
 }
+
+/// `settle run` with a key naming a run that waits for an operator prints
+/// its status and exits 3 at once; it never waits on a run it does not drive.
+#[test]
+fn settle_run_on_a_held_run_exits_3_without_hanging() {
+    let dir = support::tempdir();
+    let config = support::write_config(dir.path(), None);
+    let flow = dir.path().join("held.yaml");
+    std::fs::write(
+        &flow,
+        "name: held\ndefaults:\n  on_exhausted: hold\nsteps:\n  - { name: broken, plugin: flaky, input: { mode: fail-times, times: 99 }, retry: { max_attempts: 1 } }\n",
+    )
+    .unwrap();
+    let args = [
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        "{}",
+        "--idempotency-key",
+        "order-1",
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = support::settle(&args).unwrap();
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("needs-attention"), "{stdout}");
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = support::settle(&args).unwrap();
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["existing"], true);
+    assert_eq!(report["stage"], "waiting");
+    assert!(
+        report["phrase"]
+            .as_str()
+            .unwrap()
+            .contains("retry it, compensate or cancel the run"),
+        "{report:#}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// Where a flow sets no retry policy, the plugin's suggestion applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_suggested_retry_applies_where_the_flow_sets_none() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    host.engine.set_paused(true);
+    let open = support::flow(
+        "name: open\nsteps:\n  - { name: pay, plugin: transfer, input: { from: a, to: b, amount: 1 } }\n",
+    );
+    let set = support::flow(
+        "name: set\nsteps:\n  - { name: pay, plugin: transfer, input: { from: a, to: b, amount: 1 }, retry: { max_attempts: 2 } }\n",
+    );
+    for (flow, expected) in [(open, 5), (set, 2)] {
+        let run = support::submit(&host, &flow, json!({})).await;
+        let scheduled = support::events(&host, run)
+            .into_iter()
+            .find_map(|e| match e.kind {
+                EventKind::StepScheduled { max_attempts, .. } => Some(max_attempts),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(scheduled, expected, "transfer suggests 5 attempts");
+    }
+}

@@ -109,6 +109,10 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
         std::fs::read_dir(&blobs).is_ok_and(|mut d| d.next().is_some()),
         "the large input went to a blob file"
     );
+    assert!(
+        host.store.blob_syncs() >= 1,
+        "the blob holding the large input was fdatasynced"
+    );
     drop(host);
 
     let dir = support::tempdir();
@@ -118,4 +122,5 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
     let run = support::run_to_end(&host, &flow, large).await;
     assert_eq!(run.state, RunState::Settled);
     assert_eq!(host.store.disk_syncs(), 0);
+    assert_eq!(host.store.blob_syncs(), 0);
 }

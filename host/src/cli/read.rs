@@ -200,6 +200,16 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let caps: Vec<&str> = caps.into_iter().flatten().collect();
             outln!("{:<16} {:<44} {}", p.name, p.source, p.manifest.summary);
             outln!("{:<16} supports: run {}", "", caps.join(" "));
+            if let Some(r) = &p.manifest.retry {
+                outln!(
+                    "{:<16} suggested retry (used where a flow sets none): {} attempts, {} ms doubling by {} up to {} ms",
+                    "",
+                    r.max_attempts,
+                    r.initial_interval_ms,
+                    r.backoff_coefficient,
+                    r.max_interval_ms
+                );
+            }
         }
         for e in &errors {
             eprintln!("error: {e}");

@@ -89,6 +89,8 @@ pub struct SledStore {
     tx: mpsc::SyncSender<(Commit, Reply)>,
     /// Completed `fdatasync` rounds (none with [`SyncMode::Flush`]).
     disk_syncs: Arc<AtomicU64>,
+    /// Blob files `fdatasync`ed.
+    blob_syncs: Arc<AtomicU64>,
     /// Records listings had to skip because they could not be read.
     unreadable: Arc<AtomicU64>,
 }
@@ -136,12 +138,14 @@ impl SledStore {
             SyncMode::Flush => None,
         };
         let disk_syncs = Arc::new(AtomicU64::new(0));
+        let blob_syncs = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let committer = Committer {
             db: db.clone(),
             max_batch: options.max_batch,
             disk,
             disk_syncs: disk_syncs.clone(),
+            blob_syncs: blob_syncs.clone(),
         };
         let registered = dir
             .canonicalize()
@@ -160,6 +164,7 @@ impl SledStore {
             path: dir.to_path_buf(),
             tx,
             disk_syncs,
+            blob_syncs,
             unreadable: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -176,6 +181,12 @@ impl SledStore {
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// How many blob files (values sled keeps outside its log) have been
+    /// `fdatasync`ed since the store opened.
+    pub fn blob_syncs(&self) -> u64 {
+        self.blob_syncs.load(Ordering::Relaxed)
     }
 
     /// Records skipped by listings since the store opened.
@@ -446,6 +457,7 @@ struct Committer {
     max_batch: usize,
     disk: Option<DiskSync>,
     disk_syncs: Arc<AtomicU64>,
+    blob_syncs: Arc<AtomicU64>,
 }
 
 impl Committer {
@@ -516,6 +528,7 @@ impl Committer {
         if let Some(disk) = &mut self.disk {
             disk.sync()?;
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
+            self.blob_syncs.store(disk.blob_syncs, Ordering::Relaxed);
         }
         Ok(())
     }
