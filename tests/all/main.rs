@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod idempotency;
+mod logs;
 mod retries;
 mod runtime;
 mod saga;
