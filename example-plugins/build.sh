@@ -4,14 +4,14 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
+source tests/env.sh
 rustup target add wasm32-wasip2 >/dev/null
-target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}
 plugins=(transfer reserve-stock notify flaky noop)
 args=()
 for p in "${plugins[@]}"; do args+=(-p "$p"); done
-CARGO_TARGET_DIR=$target_dir cargo build --quiet --target wasm32-wasip2 --profile plugin "${args[@]}"
+cargo build --quiet --target wasm32-wasip2 --profile plugin "${args[@]}"
 mkdir -p "$here/dist"
 for p in "${plugins[@]}"; do
-  cp "$target_dir/wasm32-wasip2/plugin/${p//-/_}.wasm" "$here/dist/$p.wasm"
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/${p//-/_}.wasm" "$here/dist/$p.wasm"
 done
 echo "plugins built: $(ls "$here/dist" | tr '\n' ' ')" >&2

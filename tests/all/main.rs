@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod holds;
 mod idempotency;
+mod logs;
 mod retries;
 mod runtime;
 mod saga;

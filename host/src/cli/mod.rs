@@ -28,6 +28,7 @@ mod run;
 pub const EXIT_HELD: u8 = 3;
 
 use crate::config::Config;
+use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ pub struct Cli {
     /// Directory of plugin components, in addition to those in settle.toml.
     #[arg(long = "plugins", global = true)]
     plugin_dirs: Vec<PathBuf>,
+    /// How log lines are written to stderr: `text` for people (coloured only
+    /// on a terminal) or `json`, one object per line, for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SETTLE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,8 +121,8 @@ enum Command {
 
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
-    crate::telemetry::init();
     let cli = Cli::parse();
+    crate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -243,8 +243,17 @@ async fn run_one(
     request: Request,
     bar: Option<ProgressBar>,
 ) -> anyhow::Result<RunReport> {
+    let key = request.key.clone();
     let submitted = engine.submit(flow, request.input, request.key).await?;
     let run = submitted.run_id;
+    // The acknowledgement, for whoever reads the logs (the crash test does):
+    // from here on the run is durable and must never be lost.
+    tracing::debug!(
+        run = %run,
+        idempotency_key = key.as_deref().unwrap_or(""),
+        existing = submitted.existing,
+        "run accepted"
+    );
     let ticker = bar.map(|bar| {
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg}")

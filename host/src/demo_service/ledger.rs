@@ -77,6 +77,21 @@ impl World {
         w
     }
 
+    /// The paths a `POST` can change the world through.
+    pub const CHANGE_PATHS: [&'static str; 5] = [
+        "/ledger/transfers",
+        "/ledger/refunds",
+        "/stock/reservations",
+        "/stock/releases",
+        "/outbox/messages",
+    ];
+
+    /// Whether a `POST` to `path` can change the world (else it is a 404
+    /// that is not worth journaling).
+    pub fn changes(path: &str) -> bool {
+        Self::CHANGE_PATHS.contains(&path)
+    }
+
     /// Applies one state-changing request. Deterministic: replaying the
     /// journal's requests in order rebuilds the same world.
     pub fn apply(&mut self, path: &str, key: &str, body: &Value) -> Reply {
