@@ -416,7 +416,8 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 format!("plugin '{plugin}' returned output that is not JSON: {e}"),
             )
         })?;
-        bounds::check_json(&output, usize::MAX).map_err(|e| {
+        // Its size was bounded by the runtime (`limits.max_output_kib`).
+        bounds::check_depth(&output).map_err(|e| {
             CallFailure::new(
                 FailureClass::OutputLimit,
                 format!("output of plugin '{plugin}' is over the host's limit: {e}"),

@@ -379,17 +379,8 @@ fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<Eve
             attempt,
             max_attempts,
             ..
-        } => {
-            let policy = &flow.steps[index as usize].retry;
-            let (attempt, max_attempts) = budget(attempt, max_attempts, policy);
-            vec![EventKind::StepScheduled {
-                index,
-                attempt,
-                max_attempts,
-                not_before_ms: now_ms,
-            }]
         }
-        Next::Compensate {
+        | Next::Compensate {
             index,
             attempt,
             max_attempts,
@@ -397,11 +388,20 @@ fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<Eve
         } => {
             let policy = &flow.steps[index as usize].retry;
             let (attempt, max_attempts) = budget(attempt, max_attempts, policy);
-            vec![EventKind::CompensationScheduled {
-                index,
-                attempt,
-                max_attempts,
-                not_before_ms: now_ms,
+            vec![if matches!(next, Next::Step { .. }) {
+                EventKind::StepScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
+            } else {
+                EventKind::CompensationScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
             }]
         }
         Next::Reconcile {

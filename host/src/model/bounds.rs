@@ -58,12 +58,18 @@ pub fn json_depth(value: &Value) -> usize {
     deepest
 }
 
-/// Checks depth, then size as JSON text, against `max_bytes`.
-pub fn check_json(value: &Value, max_bytes: usize) -> Result<(), BoundError> {
+/// Checks the nesting depth against [`MAX_JSON_DEPTH`].
+pub fn check_depth(value: &Value) -> Result<(), BoundError> {
     let depth = json_depth(value);
     if depth > MAX_JSON_DEPTH {
         return Err(BoundError::TooDeep { depth });
     }
+    Ok(())
+}
+
+/// Checks depth, then size as JSON text, against `max_bytes`.
+pub fn check_json(value: &Value, max_bytes: usize) -> Result<(), BoundError> {
+    check_depth(value)?;
     let bytes = json_len(value);
     if bytes > max_bytes {
         return Err(BoundError::TooLarge {
