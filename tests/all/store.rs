@@ -124,3 +124,32 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
     assert_eq!(host.store.disk_syncs(), 0);
     assert_eq!(host.store.blob_syncs(), 0);
 }
+
+/// A commit that cannot be made durable stops the store for good
+/// (fail-stop): every later commit and idempotency lookup fails, the
+/// drivers stop, and nothing is acknowledged that is not on disk. Here the
+/// store's directory disappears under the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_stops_the_store_for_good() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let host = Host::start(&config).await.unwrap();
+    let flow = support::flow(
+        "name: later\nsteps:\n  - name: a\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 300ms, jitter: 0 }\n",
+    );
+    let run = support::submit(&host, &flow, json!({})).await;
+    std::fs::remove_dir_all(config.data_dir.join("store")).unwrap();
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(10), host.engine.wait(run))
+        .await
+        .expect("the driver stops instead of retrying forever")
+        .unwrap();
+    assert!(summary.is_none_or(|s| s.state != RunState::Settled));
+    let reason = host.store.stopped().expect("the store stopped").to_string();
+    assert!(reason.contains("No such file"), "{reason}");
+    let err = host
+        .engine
+        .submit(&flow, json!({}), Some("k".into()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the store stopped"), "{err}");
+}

@@ -133,12 +133,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    };
+    // A store that stopped after a failed write overrides any other answer.
+    match crate::store::sled_store::process_store_failure() {
+        Some(_) => ExitCode::from(crate::store::sled_store::EXIT_STORE_FAILED),
+        None => code,
     }
 }
 

@@ -93,6 +93,8 @@ pub struct SledStore {
     blob_syncs: Arc<AtomicU64>,
     /// Records listings had to skip because they could not be read.
     unreadable: Arc<AtomicU64>,
+    /// Set once a write, flush or sync failed: the store has stopped.
+    stopped: Arc<std::sync::OnceLock<String>>,
 }
 
 impl SledStore {
@@ -139,6 +141,7 @@ impl SledStore {
         };
         let disk_syncs = Arc::new(AtomicU64::new(0));
         let blob_syncs = Arc::new(AtomicU64::new(0));
+        let stopped = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let committer = Committer {
             db: db.clone(),
@@ -146,6 +149,7 @@ impl SledStore {
             disk,
             disk_syncs: disk_syncs.clone(),
             blob_syncs: blob_syncs.clone(),
+            stopped: stopped.clone(),
         };
         let registered = dir
             .canonicalize()
@@ -166,6 +170,7 @@ impl SledStore {
             disk_syncs,
             blob_syncs,
             unreadable: Arc::new(AtomicU64::new(0)),
+            stopped,
         })
     }
 
@@ -187,6 +192,20 @@ impl SledStore {
     /// `fdatasync`ed since the store opened.
     pub fn blob_syncs(&self) -> u64 {
         self.blob_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Why the store stopped, if a write, flush or sync failed (fail-stop).
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.get().map(String::as_str)
+    }
+
+    fn check_running(&self) -> Result<(), StoreError> {
+        match self.stopped() {
+            Some(reason) => Err(StoreError::Stopped {
+                reason: reason.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Records skipped by listings since the store opened.
@@ -254,6 +273,7 @@ fn key_text(key: &[u8]) -> String {
 
 impl Store for SledStore {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.check_running()?;
         let (reply, answer) = oneshot::channel();
         let tx = self.tx.clone();
         // The queue is bounded: a full queue holds this caller back, on a
@@ -325,6 +345,9 @@ impl Store for SledStore {
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Option<RunId>, StoreError> {
+        // After a failed write, sled's memory may hold a claim that never
+        // reached the disk: answer nothing from it.
+        self.check_running()?;
         Ok(self
             .db
             .get(keys::idempotency(flow, key))?
@@ -449,7 +472,15 @@ fn index_entries(summary: &RunSummary, mut put: impl FnMut(Vec<u8>, Option<Vec<u
 }
 
 /// Exit code of a process whose store stopped after a failed write.
-pub const EXIT_STORE_FAILED: i32 = 74;
+pub const EXIT_STORE_FAILED: u8 = 74;
+
+/// Set when any store of this process stopped, for the process's exit code.
+static STOPPED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why a store of this process stopped after a failed write, if one did.
+pub fn process_store_failure() -> Option<&'static str> {
+    STOPPED.get().map(String::as_str)
+}
 
 /// The single writer: applies queued commits in groups, one flush per group.
 struct Committer {
@@ -458,6 +489,7 @@ struct Committer {
     disk: Option<DiskSync>,
     disk_syncs: Arc<AtomicU64>,
     blob_syncs: Arc<AtomicU64>,
+    stopped: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Committer {
@@ -475,6 +507,14 @@ impl Committer {
     }
 
     fn write_group(&mut self, group: Vec<(Commit, Reply)>) {
+        if let Some(reason) = self.stopped.get() {
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Stopped {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
         let mut batch = sled::Batch::default();
         // Claims made earlier in this group, not yet visible in the tree.
         let mut claimed: HashMap<Vec<u8>, RunId> = HashMap::new();
@@ -506,22 +546,25 @@ impl Committer {
             let _ = reply.send(answer);
         }
         if let Some(reason) = failed {
-            self.fail_stop(&reason);
+            self.fail_stop(reason);
         }
     }
 
-    /// A failed write, flush or sync ends the process: the batch may be
-    /// half on disk and sled's memory ahead of it (an idempotency claim or
-    /// active entry nobody was told about), and after a failed fsync a later
-    /// one proves nothing. Every waiter was told; a restart recovers from
-    /// what is on disk.
-    fn fail_stop(&self, reason: &str) -> ! {
-        tracing::error!("store write failed, stopping: {reason}");
+    /// A failed write, flush or sync stops the store for good: the batch
+    /// may be half on disk and sled's memory ahead of it (an idempotency
+    /// claim or active entry nobody was told about), and after a failed
+    /// fsync a later one proves nothing. Every waiter was told; from now on
+    /// every commit and idempotency lookup fails with [`StoreError::Stopped`],
+    /// drivers stop, and the `settle` process exits with
+    /// [`EXIT_STORE_FAILED`]. A restart recovers from what is on disk.
+    fn fail_stop(&self, reason: String) {
+        tracing::error!("store write failed, the store has stopped: {reason}");
         eprintln!(
-            "settle: fatal: the store could not write to disk ({reason}); stopping. \
+            "settle: fatal: the store could not write to disk ({reason}); it has stopped. \
              Restart settle to recover from what is on disk."
         );
-        std::process::exit(EXIT_STORE_FAILED)
+        let _ = self.stopped.set(reason.clone());
+        let _ = STOPPED.set(reason);
     }
 
     fn sync_to_disk(&mut self) -> sled::Result<()> {
