@@ -121,7 +121,7 @@ steps:
   - { name: first, plugin: noop }
   - name: shaky
     plugin: flaky
-    input: { mode: fail-times, times: 2 }
+    input: { mode: fail-times, times: 3 }
     retry: { max_attempts: 2, initial_interval: 10ms, jitter: 0 }
 "#,
     );
@@ -144,7 +144,8 @@ steps:
     host.engine.act(run.run_id, retry).await.unwrap();
     let done = host.engine.wait(run.run_id).await.unwrap().unwrap();
     assert_eq!(done.state, RunState::Settled, "{done:#?}");
-    assert_eq!(done.outputs[1].as_ref().unwrap()["attempt"], 3);
+    // A fresh budget of the step's two attempts: the third fails, the fourth passes.
+    assert_eq!(done.outputs[1].as_ref().unwrap()["attempt"], 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,18 @@ fn sent_under(key: &str) -> Result<Option<String>, StepError> {
         .transpose()
 }
 
+/// Asks the outbox never to send under `key`; if a message went out under
+/// it meanwhile (409), it must be corrected: retry, and the next attempt finds it.
+fn void(operation_id: &str, key: &str) -> Result<(), StepError> {
+    let base = config::require("base_url")?;
+    let body = serde_json::json!({ "message_key": key });
+    match http::post_json(&format!("{base}/outbox/voids"), operation_id, &body) {
+        Ok(_) => Ok(()),
+        Err(StepError::Permanent(m)) => Err(StepError::retryable(m)),
+        Err(e) => Err(e),
+    }
+}
+
 struct Notify;
 
 impl Step for Notify {
@@ -75,7 +87,8 @@ impl Step for Notify {
             Some(o) => o.message_id,
             None => match sent_under(&ctx.step_id)? {
                 Some(id) => id,
-                None => return Ok(()),
+                // Nothing went out: void the key, so a late send is refused.
+                None => return void(&ctx.operation_id, &ctx.step_id),
             },
         };
         let text = format!(

@@ -222,6 +222,12 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn start(config: &Config) -> anyhow::Result<Host> {
     let host = Host::start(config).await?;
+    report_start(&host);
+    Ok(host)
+}
+
+/// Warns about plugins that did not load and runs that cannot be resumed.
+fn report_start(host: &Host) {
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
@@ -234,7 +240,6 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Host> {
     if !host.resumed.runs.is_empty() {
         eprintln!("resuming {} unfinished run(s)", host.resumed.runs.len());
     }
-    Ok(host)
 }
 
 async fn run_one(
@@ -294,12 +299,16 @@ async fn run_one(
 
 /// Finishes every unfinished run, then prints what each ended as.
 pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let host = start(config).await?;
+    let mut host = Host::start_with(config, crate::app::OnStart::Leave).await?;
+    // Runs held because the host's setup failed, taken before anything is
+    // driven (a run held again below must not be released by this command):
+    // the operator says the setup is fixed by running it. A run whose setup
+    // is still broken is held again, with the same cause.
+    let held = host.engine.held_for_setup()?;
+    host.resumed = host.engine.resume()?;
+    report_start(&host);
     let mut runs: Vec<RunId> = host.resumed.runs.clone();
-    // Runs held because the host's setup failed: the operator says it is
-    // fixed by running this command. A run whose setup is still broken is
-    // held again, with the same cause.
-    for run in host.engine.held_for_setup()? {
+    for run in held {
         let command = super::operator::command(
             crate::model::OperatorAction::Resume,
             "settle resume: setup fixed",

@@ -104,7 +104,9 @@ impl World {
             )
         };
         let reply = match path {
-            "/ledger/transfers" | "/stock/reservations" if self.voided_keys.contains(key) => {
+            "/ledger/transfers" | "/stock/reservations" | "/outbox/messages"
+                if self.voided_keys.contains(key) =>
+            {
                 voided(path.rsplit('/').next().unwrap_or("request"))
             }
             "/ledger/transfers" => match (text("from"), text("to"), int("amount")) {
@@ -193,6 +195,15 @@ impl World {
                     }
                 }
                 _ => problem(422, "need sku and a positive integer quantity"),
+            },
+            // Nothing went out under this key: make sure nothing ever does.
+            "/outbox/voids" => match text("message_key") {
+                Some(k) if !self.messages.iter().any(|m| m.idempotency_key == k) => {
+                    self.voided_keys.insert(k.clone());
+                    reply(200, json!({ "voided_key": k }))
+                }
+                Some(k) => problem(409, format!("a message was already sent under key '{k}'")),
+                None => problem(422, "need message_key"),
             },
             "/outbox/messages" => match (text("to"), text("text")) {
                 (Some(to), Some(text)) if !to.is_empty() => {

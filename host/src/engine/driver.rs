@@ -274,8 +274,9 @@ impl<S: Store, X: Executor> Engine<S, X> {
             };
             self.set_running(run, false);
             if let Err(e) = result {
-                if e.is_fatal() {
-                    // The store stopped for good: nothing more can be recorded.
+                if e.is_fatal() || matches!(e, crate::store::StoreError::Conflict { .. }) {
+                    // The store stopped for good, or another writer owns the
+                    // run: nothing more can be recorded here.
                     tracing::error!(run = %run, "cannot record progress, stopping: {e}");
                     break;
                 }
@@ -411,9 +412,15 @@ impl<S: Store, X: Executor> Engine<S, X> {
     /// the same answer.
     fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
         let output = serde_json::from_str::<Value>(text).map_err(|e| {
+            // serde_json stops at 128 levels: that is over our limit too.
+            let class = if e.to_string().contains("recursion limit") {
+                FailureClass::OutputLimit
+            } else {
+                FailureClass::Permanent
+            };
             CallFailure::new(
-                FailureClass::Permanent,
-                format!("plugin '{plugin}' returned output that is not JSON: {e}"),
+                class,
+                format!("plugin '{plugin}' returned output that is not JSON the host accepts: {e}"),
             )
         })?;
         // Its size was bounded by the runtime (`limits.max_output_kib`).
@@ -436,9 +443,9 @@ impl<S: Store, X: Executor> Engine<S, X> {
         Ok(output)
     }
 
-    /// Calls one action of step `index`. A failure during which the host
-    /// refused the plugin something is reclassified as the host's setup
-    /// failing; the refusals come back as events (the runtime bounds them).
+    /// Calls one action of step `index`; the refusals come back as events
+    /// (bounded here and by the runtime). See [`blame_setup`] for what a
+    /// refusal does to a failure.
     async fn call(
         &self,
         summary: &RunSummary,
@@ -448,7 +455,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         kind: CallKind,
     ) -> (CallReport, Vec<(EventKind, Option<u32>, Source)>) {
         let step = &flow.steps[index as usize];
-        let mut report = match self.step_input(summary, flow, index) {
+        let report = match self.step_input(summary, flow, index) {
             Err(failure) => CallReport {
                 source: "host".into(),
                 result: Err(failure),
@@ -474,13 +481,12 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 self.inner.executor.call(request).await
             }
         };
-        report.result = report
-            .result
-            .map_err(|failure| blame_setup(failure, &report.denials));
-        let denials = report
-            .denials
+        // The runtime keeps the first refusals and counts the rest in its
+        // last one: keep the first few and that last.
+        let kept = report.denials.len().min(MAX_DENIAL_EVENTS);
+        let denials = report.denials[..kept.saturating_sub(1)]
             .iter()
-            .take(MAX_DENIAL_EVENTS)
+            .chain(report.denials.last())
             .map(|d| {
                 let kind = EventKind::CapabilityDenied {
                     capability: bounds::cut(&d.capability, 64),
@@ -505,6 +511,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .await;
         let source = Source(report.source.clone());
         let now = now_ms();
+        let denials = report.denials;
         // (output, whether a failure may have had its effect)
         let output = match report.result {
             Ok(CallOutput::Ran(text)) => self
@@ -524,11 +531,13 @@ impl<S: Store, X: Executor> Engine<S, X> {
         };
         let decided = match output {
             Ok(output) => {
+                // A plugin missing now is asked all the same (and holds the
+                // run), rather than skipping confirmation.
                 let reconciles = |plugin: &str| {
                     self.inner
                         .executor
                         .plugin(plugin)
-                        .is_some_and(|p| p.manifest.supports_reconcile)
+                        .is_none_or(|p| p.manifest.supports_reconcile)
                 };
                 let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
                 vec![
@@ -541,11 +550,11 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 ]
             }
             Err((f, unknown)) => {
-                // A host-setup failure happened before the plugin could act
-                // (or was refused what it needed): no effect is assumed from
-                // it, but an earlier interrupted call of this attempt may
-                // still have had one.
-                let (failure, retry_after) = split_failure(f);
+                // Whether the attempt may have had its effect is decided on
+                // what happened (a timeout stays a timeout), before a refusal
+                // makes it the host's setup failing; an earlier interrupted
+                // call of this attempt may have had one too.
+                let (failure, retry_after) = split_failure(blame_setup(f, &denials));
                 let failed = transitions::StepFailure {
                     may_have_effect: unknown || maybe_interrupted,
                     failure,
@@ -579,9 +588,10 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 ]
             }
             Err(f) => {
-                let (failure, retry_after) = split_failure(f);
+                let (failure, retry_after) = split_failure(blame_setup(f, &report.denials));
                 transitions::after_compensation_failed(
                     flow,
+                    summary,
                     index,
                     attempt,
                     failure,
@@ -629,7 +639,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
                     class: FailureClass::Permanent,
                     message: format!("unexpected answer {other:?}"),
                 }),
-                Err(f) => Err(split_failure(f).0),
+                Err(f) => Err(split_failure(blame_setup(f, &report.denials)).0),
             };
             verdicts.push((index, verdict, Source(report.source.clone())));
         }
@@ -638,6 +648,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let now = now_ms();
         let decided = transitions::after_reconciliation(
             flow,
+            summary,
             verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
             attempt,
             now,

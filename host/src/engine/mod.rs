@@ -229,7 +229,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             && let Some(run_id) = self.inner.store.find_idempotent(
                 &flow.name,
                 key,
-                flow.idempotency_window.as_millis() as u64,
+                u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
                 now_ms(),
             )?
         {
@@ -288,7 +288,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let claim = key.map(|key| IdempotencyClaim {
             flow: flow.name.clone(),
             key,
-            window_ms: flow.idempotency_window.as_millis() as u64,
+            window_ms: u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
         });
         let commit = Commit {
             run_id,
@@ -357,7 +357,15 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 .plugin(plugin)
                 .and_then(|p| p.manifest.retry.as_ref().map(suggested_policy))
         }));
-        flows.insert(flow.digest.clone(), resolved.clone());
+        // Resolved while a plugin is missing: not kept, so the plugin's own
+        // suggestion applies once it is back.
+        if flow
+            .steps
+            .iter()
+            .all(|s| executor.plugin(&s.plugin).is_some())
+        {
+            flows.insert(flow.digest.clone(), resolved.clone());
+        }
         resolved
     }
 
@@ -399,7 +407,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         resumed.unreadable = active.unreadable;
         for summary in active.items {
             let run = summary.run_id;
-            if self.is_live(run) {
+            if !self.claim(run) {
                 continue;
             }
             match self.flow_for(&summary) {
@@ -407,7 +415,10 @@ impl<S: Store, X: Executor> Engine<S, X> {
                     self.spawn(summary, flow, true);
                     resumed.runs.push(run);
                 }
-                Err(why) => resumed.stuck.push((run, why)),
+                Err(why) => {
+                    self.release(run);
+                    resumed.stuck.push((run, why));
+                }
             }
         }
         Ok(resumed)
@@ -417,27 +428,53 @@ impl<S: Store, X: Executor> Engine<S, X> {
     /// records who did what and why, with the action it implies, in one
     /// commit, then drives the run on if there is more to do.
     pub async fn act(&self, run: RunId, command: OperatorCommand) -> Result<RunSummary, ActError> {
-        let action = command.action.as_str();
-        if self.is_live(run) {
+        // Claimed for the whole command: no driver, resume or second command
+        // can write to this run meanwhile.
+        if !self.claim(run) {
             return Err(ActError::Busy(run));
         }
+        match self.act_claimed(run, command).await {
+            Ok((summary, Some(flow))) if !summary.state.is_terminal() && !self.is_paused() => {
+                self.spawn(summary.clone(), flow, false);
+                Ok(summary)
+            }
+            outcome => {
+                self.release(run);
+                outcome.map(|(summary, _)| summary)
+            }
+        }
+    }
+
+    async fn act_claimed(
+        &self,
+        run: RunId,
+        command: OperatorCommand,
+    ) -> Result<(RunSummary, Option<Arc<Flow>>), ActError> {
+        let action = command.action.as_str();
         let mut summary = self
             .inner
             .store
             .summary(run)?
             .ok_or(ActError::NoSuchRun(run))?;
-        let flow = self
-            .flow_for(&summary)
-            .map_err(|why| ActError::FlowUnreadable { run, action, why })?;
         let now = now_ms();
-        let then = transitions::operator_command(
-            &flow,
-            &summary,
-            command.action,
-            command.step.as_deref(),
-            now,
-        )
-        .map_err(|refused| ActError::Refused {
+        // Cancelling needs no flow: a run whose flow cannot be read can
+        // still be stopped.
+        let (flow, then) = if command.action == crate::model::OperatorAction::Cancel {
+            (None, transitions::cancel(&summary))
+        } else {
+            let flow = self
+                .flow_for(&summary)
+                .map_err(|why| ActError::FlowUnreadable { run, action, why })?;
+            let then = transitions::operator_command(
+                &flow,
+                &summary,
+                command.action,
+                command.step.as_deref(),
+                now,
+            );
+            (Some(flow), then)
+        };
+        let then = then.map_err(|refused| ActError::Refused {
             run,
             action,
             refused,
@@ -452,17 +489,40 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .map(|kind| {
                 let step = match &kind {
                     EventKind::StepScheduled { index, .. }
-                    | EventKind::CompensationScheduled { index, .. } => Some(*index),
+                    | EventKind::CompensationScheduled { index, .. }
+                    | EventKind::StepFailed { index, .. } => Some(*index),
                     _ => None,
                 };
                 (kind, step, Source::host())
             })
             .collect();
         self.record(&mut summary, events, now).await?;
-        if !summary.state.is_terminal() && !self.is_paused() {
-            self.spawn(summary.clone(), flow, false);
+        Ok((summary, flow))
+    }
+
+    /// Marks `run` as driven by this process, unless it already is.
+    fn claim(&self, run: RunId) -> bool {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.contains_key(&run) {
+            return false;
         }
-        Ok(summary)
+        live.insert(
+            run,
+            Live {
+                updates: watch::channel(Arc::new(RunSummary::placeholder(run))).0,
+                running: false,
+                progress: None,
+            },
+        );
+        true
+    }
+
+    fn release(&self, run: RunId) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
     }
 
     /// Runs waiting for an operator because the host's setup failed, which
@@ -477,14 +537,6 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .filter(|s| s.hold == Some(crate::model::HoldCause::HostSetup))
             .map(|s| s.run_id)
             .collect())
-    }
-
-    fn is_live(&self, run: RunId) -> bool {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&run)
     }
 
     fn spawn(&self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {

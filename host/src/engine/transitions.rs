@@ -30,6 +30,26 @@ pub fn reconcile_policy() -> RetryPolicy {
     }
 }
 
+/// The step's policy with the attempt budget the log recorded for the
+/// action in progress (an operator's retry may have granted more), so the
+/// engine stops where the status said it would.
+fn with_budget(policy: &RetryPolicy, recorded_max: Option<u32>) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: recorded_max.unwrap_or(policy.max_attempts),
+        ..policy.clone()
+    }
+}
+
+/// The attempt budget recorded for the action a summary says is in progress.
+fn recorded_max(next: &Next) -> Option<u32> {
+    match *next {
+        Next::Step { max_attempts, .. }
+        | Next::Compensate { max_attempts, .. }
+        | Next::Reconcile { max_attempts, .. } => Some(max_attempts),
+        Next::Nothing => None,
+    }
+}
+
 /// `now + delay`, saturating: no delay can overflow the clock.
 fn at(now_ms: u64, delay: Duration) -> u64 {
     now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
@@ -107,14 +127,15 @@ pub fn after_step_failed(
     if failure.class.is_host_setup() {
         return vec![failed_event(None), host_setup_hold(&failure)];
     }
-    if let Some(delay) = step.retry.next_delay(attempt, failure.class, retry_after) {
+    let policy = with_budget(&step.retry, recorded_max(&summary.next));
+    if let Some(delay) = policy.next_delay(attempt, failure.class, retry_after) {
         let due = at(now_ms, delay);
         return vec![
             failed_event(Some(due)),
             EventKind::StepScheduled {
                 index,
                 attempt: attempt.saturating_add(1),
-                max_attempts: step.retry.max_attempts,
+                max_attempts: policy.max_attempts,
                 not_before_ms: due,
             },
         ];
@@ -178,6 +199,7 @@ pub fn after_compensation_completed(
 /// An attempt to undo step `index` failed: retry it, or hold for an operator.
 pub fn after_compensation_failed(
     flow: &Flow,
+    summary: &RunSummary,
     index: u32,
     attempt: u32,
     failure: Failure,
@@ -193,7 +215,8 @@ pub fn after_compensation_failed(
     if failure.class.is_host_setup() {
         return vec![failed_event(None), host_setup_hold(&failure)];
     }
-    match step.retry.next_delay(attempt, failure.class, retry_after) {
+    let policy = with_budget(&step.retry, recorded_max(&summary.next));
+    match policy.next_delay(attempt, failure.class, retry_after) {
         Some(delay) => {
             let due = at(now_ms, delay);
             vec![
@@ -201,7 +224,7 @@ pub fn after_compensation_failed(
                 EventKind::CompensationScheduled {
                     index,
                     attempt: attempt.saturating_add(1),
-                    max_attempts: step.retry.max_attempts,
+                    max_attempts: policy.max_attempts,
                     not_before_ms: due,
                 },
             ]
@@ -231,6 +254,7 @@ pub type Confirmation = (u32, Result<Verdict, Failure>);
 /// The verdicts of one confirmation pass: settle, drift, hold, or ask again.
 pub fn after_reconciliation(
     flow: &Flow,
+    summary: &RunSummary,
     verdicts: Vec<Confirmation>,
     attempt: u32,
     now_ms: u64,
@@ -265,7 +289,7 @@ pub fn after_reconciliation(
     } else if undecided.is_empty() {
         events.push(EventKind::RunSettled);
     } else {
-        let policy = reconcile_policy();
+        let policy = with_budget(&reconcile_policy(), recorded_max(&summary.next));
         match policy.next_delay(attempt, FailureClass::Retryable, None) {
             Some(delay) => events.push(EventKind::ReconciliationScheduled {
                 attempt: attempt.saturating_add(1),
@@ -310,15 +334,13 @@ pub fn operator_command(
     };
     let held = summary.state == crate::model::RunState::NeedsAttention;
     match action {
-        OperatorAction::Cancel => {
-            if summary.state.is_terminal() && !held {
-                return Err(refuse("it has already ended"));
-            }
-            Ok(vec![EventKind::RunCancelled])
-        }
+        OperatorAction::Cancel => cancel(summary),
         OperatorAction::Resume => {
             if !held {
                 return Err(refuse("only a run waiting for an operator can be resumed"));
+            }
+            if summary.next == Next::Nothing {
+                return Err(refuse("nothing is left to resume (held by an older host)"));
             }
             Ok(resumed(flow, &summary.next, false, now_ms))
         }
@@ -361,6 +383,38 @@ pub fn operator_command(
     }
 }
 
+/// Cancelling a run: it ends here, nothing more is done. A run that was
+/// not waiting for an operator may have been interrupted mid-call: the step
+/// it was at is marked as possibly having had its effect, so its status
+/// names it among what may have been left in place.
+pub fn cancel(summary: &RunSummary) -> Result<Vec<EventKind>, Refused> {
+    let held = summary.state == crate::model::RunState::NeedsAttention;
+    if summary.state.is_terminal() && !held {
+        return Err(Refused::State {
+            state: summary.state.as_str().to_string(),
+            why: "it has already ended".into(),
+        });
+    }
+    let mut events = Vec::new();
+    if let Next::Step { index, .. } = summary.next
+        && !held
+    {
+        // Whether an attempt began before the host stopped cannot be told
+        // from the log: "may have" is what is known.
+        events.push(EventKind::StepFailed {
+            index,
+            failure: Failure {
+                class: FailureClass::Permanent,
+                message: "cancelled by an operator".into(),
+            },
+            retry_at_ms: None,
+            may_have_effect: true,
+        });
+    }
+    events.push(EventKind::RunCancelled);
+    Ok(events)
+}
+
 /// The action a held run was about to take, scheduled again. A retry gets a
 /// fresh budget of attempts; a release after a setup fix continues the count.
 fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<EventKind> {
@@ -369,7 +423,9 @@ fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<Eve
         let max = if fresh_budget {
             attempt.saturating_add(policy.max_attempts.saturating_sub(1))
         } else {
-            max.max(attempt)
+            // Released after a setup fix: the attempt the setup failure
+            // took is given back.
+            max.saturating_add(1).max(attempt)
         };
         (attempt, max)
     };

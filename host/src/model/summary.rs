@@ -136,6 +136,34 @@ impl RunSummary {
         Some(s)
     }
 
+    /// A stand-in for a run about to be read or written, with nothing known.
+    pub fn placeholder(run_id: RunId) -> Self {
+        RunSummary {
+            run_id,
+            flow: String::new(),
+            flow_version: String::new(),
+            flow_digest: String::new(),
+            steps: Vec::new(),
+            input: Value::Null,
+            idempotency_key: None,
+            state: RunState::Accepted,
+            next: Next::Nothing,
+            outputs: Vec::new(),
+            compensated: Vec::new(),
+            uncertain: Vec::new(),
+            verdicts: Vec::new(),
+            last_failure: None,
+            detail: None,
+            hold: None,
+            attempts_total: 0,
+            accepted_at_ms: 0,
+            updated_at_ms: 0,
+            finished_at_ms: None,
+            next_seq: 0,
+            last_event: Uuid::nil(),
+        }
+    }
+
     /// Folds every event of a run, in order, into its summary.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
         let mut it = events.into_iter();
@@ -204,6 +232,7 @@ impl RunSummary {
                 not_before_ms,
             } if index < n => {
                 self.state = RunState::Compensating;
+                self.finished_at_ms = None;
                 self.next = Next::Compensate {
                     index,
                     attempt,
@@ -258,13 +287,43 @@ impl RunSummary {
             || self.uncertain.get(index).copied().unwrap_or(false)
     }
 
-    /// Steps that completed or may have had their effect and were not
-    /// undone, in order.
+    /// Steps that completed and were not undone, in order.
     pub fn left_in_place(&self) -> Vec<&str> {
+        self.not_undone(true)
+    }
+
+    /// Steps whose outcome is unknown (never completed, may have had their
+    /// effect) and were not undone, in order.
+    pub fn maybe_left_in_place(&self) -> Vec<&str> {
+        self.not_undone(false)
+    }
+
+    fn not_undone(&self, completed: bool) -> Vec<&str> {
         (0..self.steps.len())
-            .filter(|&i| self.may_have_effect(i) && !self.compensated[i])
+            .filter(|&i| {
+                self.may_have_effect(i)
+                    && !self.compensated[i]
+                    && self.outputs[i].is_some() == completed
+            })
             .map(|i| self.steps[i].as_str())
             .collect()
+    }
+
+    /// "; left in place: a; may have been left in place: b", or "".
+    fn left_clause(&self) -> String {
+        let mut clause = String::new();
+        let left = self.left_in_place();
+        if !left.is_empty() {
+            clause.push_str(&format!("; left in place: {}", left.join(", ")));
+        }
+        let maybe = self.maybe_left_in_place();
+        if !maybe.is_empty() {
+            clause.push_str(&format!(
+                "; may have been left in place: {}",
+                maybe.join(", ")
+            ));
+        }
+        clause
     }
 
     /// Whether every step that answered a confirmation said in-sync, and at
@@ -339,10 +398,7 @@ impl RunSummary {
                 Some(reason) => format!("Stopped: an operator must act: {reason}"),
                 None => "Stopped: an operator must act".into(),
             },
-            (RunState::Cancelled, _) => match self.left_in_place().as_slice() {
-                [] => "Cancelled".into(),
-                left => format!("Cancelled; left in place: {}", left.join(", ")),
-            },
+            (RunState::Cancelled, _) => format!("Cancelled{}", self.left_clause()),
             (state, _) => format!("{state}"),
         }
     }
@@ -353,19 +409,12 @@ impl RunSummary {
             .filter(|&i| self.compensated[i])
             .map(|i| self.steps[i].as_str())
             .collect();
-        let left = self.left_in_place();
+        let left = self.left_clause();
         match (undone.is_empty(), left.is_empty()) {
             (true, true) => "Could not complete; nothing had been changed".into(),
             (false, true) => "Could not complete; all changes were undone".into(),
-            (true, false) => format!(
-                "Could not complete; nothing was undone; left in place: {}",
-                left.join(", ")
-            ),
-            (false, false) => format!(
-                "Could not complete; undone: {}; left in place: {}",
-                undone.join(", "),
-                left.join(", ")
-            ),
+            (true, false) => format!("Could not complete; nothing was undone{left}"),
+            (false, false) => format!("Could not complete; undone: {}{left}", undone.join(", ")),
         }
     }
 }

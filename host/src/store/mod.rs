@@ -118,6 +118,10 @@ pub enum StoreError {
         "the store stopped after a failed write to disk ({reason}); restart settle to recover from what is on disk"
     )]
     Stopped { reason: String },
+    /// A commit would overwrite an event already in the log: two writers
+    /// acted on one run. Nothing was written.
+    #[error("run {run}: event {seq} is already in the log; another writer acted on this run")]
+    Conflict { run: RunId, seq: u64 },
     /// `reindex` found records it cannot read; the old indexes were kept.
     #[error("reindex kept the old indexes: {count} record(s) cannot be read, first: {first}")]
     RebuildFailed { count: usize, first: String },

@@ -126,6 +126,9 @@ impl SledStore {
             .path(dir)
             .cache_capacity(options.cache_capacity)
             .mode(sled::Mode::HighThroughput)
+            // Only the committer flushes: a batch whose flush failed must
+            // not reach the disk later behind its callers' backs.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
@@ -157,7 +160,20 @@ impl SledStore {
         thread::Builder::new()
             .name("settle-committer".into())
             .spawn(move || {
-                committer.run(rx);
+                let stopped = committer.stopped.clone();
+                // A panic in the writer (sled's, or ours) stops the store like
+                // a failed write: waiters see the queue close, and every later
+                // commit is refused.
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| committer.run(rx)));
+                if let Err(panic) = ran {
+                    let reason = format!("the store's writer failed: {}", panic_text(&panic));
+                    eprintln!(
+                        "settle: fatal: {reason}; restart settle to recover from what is on disk."
+                    );
+                    let _ = stopped.set(reason.clone());
+                    let _ = STOPPED.set(reason);
+                }
                 // Every handle is gone (the queue closed): close the database,
                 // then let this process open it again.
                 open_stores().remove(&registered);
@@ -245,6 +261,7 @@ impl SledStore {
     }
 
     fn summaries_under(&self, prefix: u8) -> Result<Scan<RunSummary>, StoreError> {
+        self.check_running()?;
         let mut items = Vec::new();
         let mut unreadable = Vec::new();
         for item in self.db.scan_prefix([prefix]) {
@@ -261,6 +278,15 @@ impl SledStore {
         }
         Ok(Scan { items, unreadable })
     }
+}
+
+/// What a panic said, for messages.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A key as `prefix:hex`, for messages.
@@ -291,6 +317,8 @@ impl Store for SledStore {
     }
 
     fn summary(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
+        // After a failed write sled's memory may be ahead of the disk.
+        self.check_running()?;
         let key = keys::run_key(keys::RUN, run);
         match self.db.get(key)? {
             Some(v) => Ok(Some(Self::decode(&key, &v)?)),
@@ -299,6 +327,7 @@ impl Store for SledStore {
     }
 
     fn events(&self, run: RunId) -> Result<Vec<Event>, StoreError> {
+        self.check_running()?;
         self.db
             .scan_prefix(keys::events_of(run))
             .map(|item| {
@@ -317,6 +346,7 @@ impl Store for SledStore {
         state: Option<RunState>,
         limit: usize,
     ) -> Result<Scan<RunSummary>, StoreError> {
+        self.check_running()?;
         let mut items = Vec::new();
         let mut unreadable = Vec::new();
         if limit == 0 {
@@ -520,22 +550,37 @@ impl Committer {
         let mut claimed: HashMap<Vec<u8>, RunId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(group.len());
         let now = crate::model::now_ms();
+        // Events written earlier in this group, not yet visible in the tree.
+        let mut appended: std::collections::HashSet<(RunId, u64)> = Default::default();
         for (commit, _) in &group {
-            let outcome = match &commit.claim {
-                Some(claim) => self.check_claim(claim, commit.run_id, now, &mut claimed),
-                None => Ok(CommitOutcome::Committed),
+            let outcome = match self.check_append(commit, &mut appended) {
+                Err(e) => Err(e),
+                Ok(()) => match &commit.claim {
+                    Some(claim) => self.check_claim(claim, commit.run_id, now, &mut claimed),
+                    None => Ok(CommitOutcome::Committed),
+                },
             };
             if let Ok(CommitOutcome::Committed) = outcome {
                 stage(commit, &mut batch);
             }
             outcomes.push(outcome);
         }
-        let written = self
-            .db
-            .apply_batch(batch)
-            .and_then(|()| self.db.flush().map(|_| ()))
-            .and_then(|()| self.sync_to_disk());
-        let failed = written.as_ref().err().map(|e| e.to_string());
+        // sled panics on some I/O failures (its directory gone, say): that
+        // is a failed write too.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.db
+                .apply_batch(batch)
+                .and_then(|()| self.db.flush().map(|_| ()))
+                .and_then(|()| self.sync_to_disk())
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|panic| Err(format!("the store's writer failed: {}", panic_text(&panic))));
+        let failed = written.err();
+        // Stopped before anyone is answered, so no caller can read sled's
+        // memory (ahead of the disk) after being told the write failed.
+        if let Some(reason) = &failed {
+            self.fail_stop(reason.clone());
+        }
         for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
             let answer = match &failed {
                 None => outcome,
@@ -544,9 +589,6 @@ impl Committer {
                 }),
             };
             let _ = reply.send(answer);
-        }
-        if let Some(reason) = failed {
-            self.fail_stop(reason);
         }
     }
 
@@ -572,6 +614,33 @@ impl Committer {
             disk.sync()?;
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
             self.blob_syncs.store(disk.blob_syncs, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The log is append-only: a commit whose first event would overwrite
+    /// one already written (two writers on one run) is refused.
+    fn check_append(
+        &self,
+        commit: &Commit,
+        appended: &mut std::collections::HashSet<(RunId, u64)>,
+    ) -> Result<(), StoreError> {
+        let Some(first) = commit.events.first() else {
+            return Ok(());
+        };
+        let taken = appended.contains(&(first.run_id, first.seq))
+            || self
+                .db
+                .contains_key(keys::event(first.run_id, first.seq))
+                .map_err(StoreError::Io)?;
+        if taken {
+            return Err(StoreError::Conflict {
+                run: first.run_id,
+                seq: first.seq,
+            });
+        }
+        for e in &commit.events {
+            appended.insert((e.run_id, e.seq));
         }
         Ok(())
     }
