@@ -18,6 +18,7 @@ macro_rules! outln {
 
 mod bench;
 mod demo;
+pub mod jsonl;
 mod read;
 mod run;
 
