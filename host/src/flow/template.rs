@@ -342,6 +342,32 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_errors() {
+        let mut deep = json!(1);
+        for _ in 0..1000 {
+            deep = json!([deep]);
+        }
+        let e = Template::parse(&deep, &steps).unwrap_err();
+        assert!(e.contains("nested deeper than 32"), "{e}");
+        let at_limit = (1..MAX_DEPTH).fold(json!("${{ input.a }}"), |v, _| json!({ "k": v }));
+        assert!(Template::parse(&json!({ "k": at_limit }), &steps).is_ok());
+        let e = Template::parse(
+            &json!(format!("${{{{ input.{} }}}}", "x".repeat(300))),
+            &steps,
+        )
+        .unwrap_err();
+        assert!(e.contains("at most 256 characters") && e.len() < 200, "{e}");
+        let many = "${{ input.a }}".repeat(MAX_REFERENCES + 1);
+        let e = Template::parse(&json!(many), &steps).unwrap_err();
+        assert!(e.contains("more than 64"), "{e}");
+        let e = Template::parse(&json!("${{ input.${{ input.a }} }}"), &steps).unwrap_err();
+        assert!(e.contains("cannot be nested"), "{e}");
+        let fields = vec!["f"; MAX_PATH_SEGMENTS + 1].join(".");
+        let e = Template::parse(&json!(format!("${{{{ input.{fields} }}}}")), &steps).unwrap_err();
+        assert!(e.contains("at most 32 fields"), "{e}");
+    }
+
+    #[test]
     fn missing_values_fail_at_render() {
         let t = Template::parse(&json!("${{ input.customer.id }}"), &steps).unwrap();
         let e = t
