@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod flow_limits;
+mod fuzz;
 mod idempotency;
 mod retries;
 mod runtime;
