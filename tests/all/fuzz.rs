@@ -639,6 +639,29 @@ fn fixture_events() -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
+/// Values of the right type but at the edges (the widest ids, times and
+/// indexes), or anything at all.
+fn edge_or_any_json() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop::sample::select(vec![
+            Value::from(0),
+            Value::from(1),
+            Value::from(-1),
+            Value::from(u32::MAX),
+            Value::from(u64::MAX),
+            Value::from(i64::MIN),
+            Value::from(1e300),
+            Value::from(""),
+            Value::from("host"),
+            Value::from("00000000-0000-0000-0000-000000000000"),
+            Value::from("settled"),
+            Value::Array(vec![]),
+            serde_json::json!({"type": "run-accepted"}),
+        ]),
+        json(),
+    ]
+}
+
 /// Decodes a record both ways the store does, folds what decodes and
 /// phrases the summary: nothing may panic.
 fn decode(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -654,6 +677,7 @@ fn decode(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Ok(summary) = serde_json::from_slice::<RunSummary>(bytes) {
         let _ = summary.phrase(u64::MAX, false);
+        let _ = summary.phrase(0, true);
         let _ = summary.completed_steps();
     }
     Ok(())
@@ -670,13 +694,15 @@ fn event_decoding_on_arbitrary_bytes() {
 /// folded together: a run's log with one corrupted or hostile record.
 #[test]
 fn event_decoding_on_mutated_events() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let events = fixture_events();
     let n = events.len();
+    let decoded = AtomicUsize::new(0);
     check(
         (
             0..n,
             prop::collection::vec(any::<prop::sample::Index>(), 1..6),
-            json(),
+            edge_or_any_json(),
         ),
         |(which, path, replacement)| {
             let mut value: Value = serde_json::from_str(&events[which]).expect("fixture is JSON");
@@ -693,6 +719,9 @@ fn event_decoding_on_mutated_events() {
                     line.as_bytes()
                 };
                 if let Ok(e) = serde_json::from_slice::<Event>(record) {
+                    if i == which {
+                        decoded.fetch_add(1, Ordering::Relaxed);
+                    }
                     log.push(e);
                 }
             }
@@ -707,9 +736,41 @@ fn event_decoding_on_mutated_events() {
             Ok(())
         },
     );
+    // Enough mutants must still decode for the fold to see them.
+    let decoded = decoded.into_inner();
+    eprintln!("{decoded} mutated events decoded");
+    assert!(decoded >= 10, "only {decoded} mutated events decoded");
     check(mutated(prop::sample::select(events.clone())), |text| {
         decode(text.as_bytes())
     });
+}
+
+/// The summary folded from the fixture, with one value replaced anywhere
+/// (a summary index record corrupted or written by another version), read
+/// back and phrased.
+#[test]
+fn summary_decoding_on_mutated_summaries() {
+    let events: Vec<Event> = fixture_events()
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("fixture event"))
+        .collect();
+    let cuts: Vec<Value> = (1..=events.len())
+        .filter_map(|n| RunSummary::fold(&events[..n]))
+        .map(|s| serde_json::to_value(s).expect("summary is JSON"))
+        .collect();
+    check(
+        (
+            prop::sample::select(cuts),
+            prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+            edge_or_any_json(),
+        ),
+        |(mut summary, path, replacement)| {
+            replace_at(&mut summary, &path, replacement);
+            let bytes =
+                serde_json::to_vec(&summary).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            decode(&bytes)
+        },
+    );
 }
 
 /// Replaces the value found by walking `path` (each index picks a child)
@@ -731,5 +792,41 @@ fn replace_at(value: &mut Value, path: &[prop::sample::Index], replacement: Valu
             replace_at(&mut items[i], rest, replacement);
         }
         _ => *value = replacement,
+    }
+}
+
+/// Panics the properties above found in code outside the parsers
+/// (`model/summary.rs`), kept as plain tests for whoever fixes them; they
+/// are ignored until then (`cargo test ... fuzz -- --ignored` runs them).
+mod found {
+    use super::*;
+
+    /// A record whose `seq` is the largest u64 (a corrupt or hostile log).
+    #[test]
+    #[ignore = "panics in debug builds: RunSummary::apply computes event.seq + 1 (model/summary.rs:141; from_first does too, :121)"]
+    fn an_event_with_the_largest_seq_folds() {
+        let mut events: Vec<Event> = fixture_events()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("fixture event"))
+            .collect();
+        events[8].seq = u64::MAX;
+        assert!(RunSummary::fold(&events).is_some());
+    }
+
+    /// A summary record whose next step index is the largest u32.
+    #[test]
+    #[ignore = "panics in debug builds: RunSummary::phrase computes index + 1 (model/summary.rs:265)"]
+    fn a_summary_with_the_largest_step_index_phrases() {
+        let events: Vec<Event> = fixture_events()
+            .iter()
+            .take(2)
+            .map(|line| serde_json::from_str(line).expect("fixture event"))
+            .collect();
+        let mut summary = serde_json::to_value(RunSummary::fold(&events).expect("a summary"))
+            .expect("summary is JSON");
+        summary["next"]["index"] = Value::from(u32::MAX);
+        let summary: RunSummary = serde_json::from_value(summary).expect("still a summary");
+        let phrase = summary.phrase(0, true);
+        assert!(phrase.contains("of 3"), "{phrase}");
     }
 }
