@@ -6,6 +6,8 @@ mod bad_input;
 mod bounds;
 mod cli;
 mod crash;
+mod flow_limits;
+mod fuzz;
 mod holds;
 mod idempotency;
 mod logs;

@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod demo;
+pub mod jsonl;
 mod operator;
 mod read;
 mod run;

@@ -1,11 +1,12 @@
 //! `settle run` and `settle resume`.
 
+use super::jsonl::{self, Request};
 use crate::app::{Host, HostEngine};
 use crate::config::Config;
 use crate::engine::status::RunStatus;
 use crate::flow::{Flow, PluginFacts};
 use crate::model::{RunId, RunState, RunSummary};
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
@@ -33,12 +34,6 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-}
-
-/// One run to start.
-struct Request {
-    input: Value,
-    key: Option<String>,
 }
 
 /// What `settle run` prints for each run.
@@ -90,53 +85,9 @@ fn parse_requests(args: &RunArgs) -> anyhow::Result<Vec<Request>> {
     if let Some(path) = &args.inputs {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut requests = Vec::new();
-        let mut problems = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(map)) => {
-                    let envelope = map.contains_key("input")
-                        && map.keys().all(|k| k == "input" || k == "idempotency_key");
-                    if envelope {
-                        let key = match map.get("idempotency_key") {
-                            None | Some(Value::Null) => None,
-                            Some(Value::String(k)) => Some(k.clone()),
-                            Some(_) => {
-                                problems.push(format!(
-                                    "{}:{}: idempotency_key must be a string",
-                                    path.display(),
-                                    n + 1
-                                ));
-                                continue;
-                            }
-                        };
-                        requests.push(Request {
-                            input: map["input"].clone(),
-                            key,
-                        });
-                    } else {
-                        requests.push(Request {
-                            input: Value::Object(map),
-                            key: None,
-                        });
-                    }
-                }
-                Ok(_) => problems.push(format!(
-                    "{}:{}: a line must be a JSON object",
-                    path.display(),
-                    n + 1
-                )),
-                Err(e) => problems.push(format!("{}:{}: not JSON: {e}", path.display(), n + 1)),
-            }
-        }
         // Nothing is accepted unless every line is good.
-        if !problems.is_empty() {
-            bail!("no run was started:\n{}", problems.join("\n"));
-        }
-        return Ok(requests);
+        return jsonl::parse_lines(&text, &path.display().to_string())
+            .map_err(|problems| anyhow!("no run was started:\n{}", problems.join("\n")));
     }
     let input = match &args.input {
         Some(text) => serde_json::from_str(text).context("--input is not valid JSON")?,

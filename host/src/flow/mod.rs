@@ -25,6 +25,7 @@
 //! Every problem is reported with file, line and column, all at once.
 //! Inside `{ ... }` flow mappings, quote templates: `"${{ input.sku }}"`.
 
+pub mod limits;
 mod parse;
 pub mod template;
 
@@ -127,15 +128,43 @@ impl Flow {
         parse::parse(text, file)
     }
 
-    /// Reads and parses a flow file.
+    /// Reads and parses a flow file. Reads at most one byte more than
+    /// [`limits::MAX_FLOW_BYTES`], so a huge file is refused without being
+    /// read whole.
     pub fn load(path: &std::path::Path) -> Result<Flow, FlowErrors> {
+        use std::io::Read as _;
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let error = |at, message: String| {
             FlowErrors(vec![FlowError {
                 file: file.clone(),
-                at: Location::default(),
-                message: format!("cannot read: {e}"),
+                at,
+                message,
             }])
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(limits::MAX_FLOW_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| error(Location::default(), format!("cannot read: {e}")))?;
+        if bytes.len() > limits::MAX_FLOW_BYTES {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(error(
+                limits::location_of_byte(&text, limits::MAX_FLOW_BYTES),
+                format!(
+                    "the file is larger than {} bytes (256 KiB), the limit for a flow file",
+                    limits::MAX_FLOW_BYTES
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes());
+            error(
+                limits::location_of_byte(&text, valid),
+                "not UTF-8 text".to_string(),
+            )
         })?;
         Flow::parse(&text, &file)
     }

@@ -4,7 +4,8 @@
 //! node; the tree is then walked by hand, so each message can say exactly
 //! what is wrong and where.
 
-use super::template::Template;
+use super::limits::{self, MAX_NAME_CHARS, MAX_STEPS};
+use super::template::{Template, shown};
 use super::{Flow, FlowError, FlowErrors, Location, OnExhausted, StepDef};
 use crate::engine::retry::RetryPolicy;
 use crate::model::FailureClass;
@@ -41,11 +42,41 @@ const RETRY_KEYS: &[&str] = &[
     "non_retryable",
 ];
 
+/// How long a duration key may be, and how a message says so.
+struct Bound {
+    max: Duration,
+    text: &'static str,
+    /// Whether zero is refused (a zero timeout fails every attempt).
+    nonzero: bool,
+}
+
+const TIMEOUT: Bound = Bound {
+    max: limits::MAX_TIMEOUT,
+    text: "1 day",
+    nonzero: true,
+};
+const RETRY_INTERVAL: Bound = Bound {
+    max: limits::MAX_RETRY_INTERVAL,
+    text: "7 days",
+    nonzero: false,
+};
+const IDEMPOTENCY_WINDOW: Bound = Bound {
+    max: limits::MAX_IDEMPOTENCY_WINDOW,
+    text: "365 days",
+    nonzero: false,
+};
+
 pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
     let mut cx = Cx {
         file,
         errors: Vec::new(),
     };
+    // Size and nesting first: the YAML parser must never see a file that
+    // could exhaust memory or the stack.
+    if let Err(e) = limits::check_text(text) {
+        cx.error_at(e.at, e.message);
+        return Err(FlowErrors(cx.errors));
+    }
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
         Ok(root) => root,
@@ -57,24 +88,56 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
             return Err(FlowErrors(cx.errors));
         }
     };
+    if let Some(at) = limits::tree_depth(&root) {
+        limits::dismantle(root);
+        cx.error_at(
+            at,
+            format!(
+                "nesting is deeper than {} levels (the limit for a flow file)",
+                limits::MAX_NESTING
+            ),
+        );
+        return Err(FlowErrors(cx.errors));
+    }
+    match build(&mut cx, &root, text) {
+        Some(flow) if cx.errors.is_empty() => Ok(flow),
+        _ => Err(FlowErrors(cx.errors)),
+    }
+}
+
+/// The flow in a tree no deeper than the limit; `None` (with every
+/// problem in `cx.errors`) when it is not a valid flow.
+fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
     let Some(map) = root.as_mapping() else {
         cx.error(
             root.span(),
             "a flow must be a mapping with name, version and steps",
         );
-        return Err(FlowErrors(cx.errors));
+        return None;
     };
     cx.known_keys(map, FLOW_KEYS, "flow");
     let name = cx.identifier(map, "name", "flow name");
-    let version = cx
-        .optional_scalar(map, "version")
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|| "1".into());
+    let version = match cx.optional_scalar(map, "version") {
+        None => "1".to_string(),
+        Some(s) => {
+            let text = s.as_str();
+            if text.is_empty() || text.chars().count() > MAX_NAME_CHARS {
+                cx.error(
+                    s.span(),
+                    format!(
+                        "flow version '{}' must have 1 to {MAX_NAME_CHARS} characters",
+                        shown(text, 40)
+                    ),
+                );
+            }
+            text.to_string()
+        }
+    };
     let description = cx
         .optional_scalar(map, "description")
         .map(|s| s.as_str().to_string());
     let idempotency_window = cx
-        .duration(map, "idempotency_window")
+        .duration(map, "idempotency_window", &IDEMPOTENCY_WINDOW)
         .unwrap_or(Duration::from_secs(24 * 3600));
 
     let mut defaults = StepDefaults::default();
@@ -84,7 +147,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
             defaults.retry = cx.retry(r, &RetryPolicy::default());
             defaults.retry_explicit = true;
         }
-        defaults.timeout = cx.duration(map, "timeout");
+        defaults.timeout = cx.duration(map, "timeout", &TIMEOUT);
         if let Some(o) = cx.on_exhausted(map) {
             defaults.on_exhausted = o;
         }
@@ -98,6 +161,13 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
                 node.span(),
                 "`steps` is empty: a flow needs at least one step",
             ),
+            Some(seq) if seq.len() > MAX_STEPS => cx.error(
+                seq[MAX_STEPS].span(),
+                format!(
+                    "the flow has {} steps; a flow may have at most {MAX_STEPS}",
+                    seq.len()
+                ),
+            ),
             Some(seq) => {
                 for item in seq.iter() {
                     if let Some(step) = cx.step(item, &steps, &defaults) {
@@ -109,11 +179,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
         },
     }
 
-    if !cx.errors.is_empty() {
-        return Err(FlowErrors(cx.errors));
-    }
-    Ok(Flow {
-        name: name.unwrap_or_default(),
+    Some(Flow {
+        name: name?,
         version,
         description,
         digest: hex::encode(Sha256::digest(text.as_bytes())),
@@ -137,7 +204,7 @@ struct Cx<'a> {
     errors: Vec<FlowError>,
 }
 
-fn location(span: &Span) -> Location {
+pub(super) fn location(span: &Span) -> Location {
     span.start()
         .map(|m| Location {
             line: m.line(),
@@ -204,7 +271,7 @@ impl Cx<'_> {
                     key.span(),
                     format!(
                         "unknown key '{}' in {what}{hint}; allowed: {}",
-                        key.as_str(),
+                        shown(key.as_str(), 40),
                         known.join(", ")
                     ),
                 );
@@ -251,6 +318,16 @@ impl Cx<'_> {
             return None;
         };
         let text = value.as_str();
+        if text.chars().count() > MAX_NAME_CHARS {
+            self.error(
+                value.span(),
+                format!(
+                    "{what} '{}' is longer than {MAX_NAME_CHARS} characters",
+                    shown(text, 40)
+                ),
+            );
+            return None;
+        }
         if text.is_empty()
             || !text
                 .chars()
@@ -265,21 +342,22 @@ impl Cx<'_> {
         Some(text.to_string())
     }
 
-    fn duration(&mut self, map: &MarkedMappingNode, key: &str) -> Option<Duration> {
+    /// A duration no longer than `bound`: the engine adds these to the
+    /// current time, which must not overflow.
+    fn duration(&mut self, map: &MarkedMappingNode, key: &str, bound: &Bound) -> Option<Duration> {
         let value = self.optional_scalar(map, key)?;
-        match humantime::parse_duration(value.as_str()) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(
-                    value.span(),
-                    format!(
-                        "`{key}`: '{}' is not a duration like 10s or 250ms ({e})",
-                        value.as_str()
-                    ),
-                );
-                None
-            }
-        }
+        let text = shown(value.as_str(), 40);
+        let problem = match humantime::parse_duration(value.as_str()) {
+            Ok(d) if d > bound.max => format!(
+                "`{key}`: '{text}' is longer than {}, the most a flow may set",
+                bound.text
+            ),
+            Ok(d) if d.is_zero() && bound.nonzero => format!("`{key}` must be more than 0"),
+            Ok(d) => return Some(d),
+            Err(e) => format!("`{key}`: '{text}' is not a duration like 10s or 250ms ({e})"),
+        };
+        self.error(value.span(), problem);
+        None
     }
 
     fn number<T: std::str::FromStr>(
@@ -294,7 +372,7 @@ impl Cx<'_> {
             Err(_) => {
                 self.error(
                     value.span(),
-                    format!("`{key}`: '{}' is not {what}", value.as_str()),
+                    format!("`{key}`: '{}' is not {what}", shown(value.as_str(), 40)),
                 );
                 None
             }
@@ -311,10 +389,10 @@ impl Cx<'_> {
             }
             policy.max_attempts = n.max(1);
         }
-        if let Some(d) = self.duration(map, "initial_interval") {
+        if let Some(d) = self.duration(map, "initial_interval", &RETRY_INTERVAL) {
             policy.initial_interval = d;
         }
-        if let Some(d) = self.duration(map, "max_interval") {
+        if let Some(d) = self.duration(map, "max_interval", &RETRY_INTERVAL) {
             policy.max_interval = d;
         }
         if let Some(c) = self.number::<f64>(map, "backoff_coefficient", "a number") {
@@ -337,9 +415,18 @@ impl Cx<'_> {
                 Some(seq) => {
                     policy.non_retryable.clear();
                     for item in seq.iter() {
-                        match item.as_scalar().map(|s| s.as_str().parse::<FailureClass>()) {
-                            Some(Ok(class)) => policy.non_retryable.push(class),
-                            Some(Err(e)) => self.error(item.span(), e),
+                        match item
+                            .as_scalar()
+                            .map(|s| (s, s.as_str().parse::<FailureClass>()))
+                        {
+                            Some((_, Ok(class))) => policy.non_retryable.push(class),
+                            Some((s, Err(_))) if s.as_str().chars().count() > MAX_NAME_CHARS => {
+                                self.error(
+                                    item.span(),
+                                    format!("unknown failure class '{}'", shown(s.as_str(), 40)),
+                                )
+                            }
+                            Some((_, Err(e))) => self.error(item.span(), e),
                             None => {
                                 self.error(item.span(), "`non_retryable` lists failure classes")
                             }
@@ -414,7 +501,7 @@ impl Cx<'_> {
             Some(r) => (self.retry(r, &defaults.retry), true),
             None => (defaults.retry.clone(), defaults.retry_explicit),
         };
-        let timeout = self.duration(map, "timeout").or(defaults.timeout);
+        let timeout = self.duration(map, "timeout", &TIMEOUT).or(defaults.timeout);
         let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
         let compensate = match self.optional_scalar(map, "compensate") {
             None => true,
@@ -423,7 +510,10 @@ impl Cx<'_> {
                 None => {
                     self.error(
                         s.span(),
-                        format!("`compensate` must be true or false, not '{}'", s.as_str()),
+                        format!(
+                            "`compensate` must be true or false, not '{}'",
+                            shown(s.as_str(), 40)
+                        ),
                     );
                     true
                 }

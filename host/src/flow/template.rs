@@ -5,8 +5,24 @@
 //! as it is (a number stays a number); an expression inside other text is
 //! spliced in as text. References are resolved by path when the step is
 //! called; a missing value is an `invalid-input` failure of that step.
+//!
+//! Templates come from flow files, so they are bounded like the rest of the
+//! file: at most [`MAX_DEPTH`] levels of mappings and lists, expressions of
+//! at most [`MAX_EXPRESSION_CHARS`] with at most [`MAX_PATH_SEGMENTS`]
+//! fields, and at most [`MAX_REFERENCES`] expressions in one step input, so
+//! that rendering costs at most that many copies of the values it reads.
+//! Parsing and rendering never panic: every problem is an `Err` naming it.
 
 use serde_json::Value;
+
+/// The deepest nesting of mappings and lists in a step input.
+pub const MAX_DEPTH: usize = super::limits::MAX_NESTING;
+/// The longest expression between `${{` and `}}`, in characters.
+pub const MAX_EXPRESSION_CHARS: usize = 256;
+/// The most fields in one reference (`input.a.b.c` has three).
+pub const MAX_PATH_SEGMENTS: usize = 32;
+/// The most expressions in one step input.
+pub const MAX_REFERENCES: usize = 64;
 
 /// Where a reference starts.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,21 +76,8 @@ impl Template {
         value: &Value,
         step_index: &dyn Fn(&str) -> Option<usize>,
     ) -> Result<Template, String> {
-        Ok(match value {
-            Value::String(s) => parse_string(s, step_index)?,
-            Value::Array(items) => Template::Array(
-                items
-                    .iter()
-                    .map(|v| Template::parse(v, step_index))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(map) => Template::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), Template::parse(v, step_index)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-            other => Template::Literal(other.clone()),
-        })
+        let mut references = 0;
+        parse_value(value, step_index, 1, &mut references)
     }
 
     /// Whether every reference is to the run's input or id (so the value can
@@ -130,7 +133,55 @@ impl Template {
     }
 }
 
-fn parse_string(s: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<Template, String> {
+/// `depth` counts the mappings and lists around `value`, itself included;
+/// `references` counts the expressions seen so far in this input.
+fn parse_value(
+    value: &Value,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    depth: usize,
+    references: &mut usize,
+) -> Result<Template, String> {
+    let nested = matches!(value, Value::Array(_) | Value::Object(_));
+    if nested && depth > MAX_DEPTH {
+        return Err(format!(
+            "nested deeper than {MAX_DEPTH} levels of mappings and lists"
+        ));
+    }
+    Ok(match value {
+        Value::String(s) => parse_string(s, step_index, references)?,
+        Value::Array(items) => Template::Array(
+            items
+                .iter()
+                .map(|v| parse_value(v, step_index, depth + 1, references))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Template::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        parse_value(v, step_index, depth + 1, references)?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        other => Template::Literal(other.clone()),
+    })
+}
+
+/// At most `max` characters of `text`, for messages about it.
+pub(crate) fn shown(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+    }
+}
+
+fn parse_string(
+    s: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    references: &mut usize,
+) -> Result<Template, String> {
     let mut parts = Vec::new();
     let mut rest = s;
     while let Some(start) = rest.find("${{") {
@@ -138,10 +189,32 @@ fn parse_string(s: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<T
             parts.push(Part::Text(rest[..start].to_string()));
         }
         let after = &rest[start + 3..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("'{s}': '${{{{' has no closing '}}}}'"))?;
-        parts.push(Part::Ref(parse_reference(after[..end].trim(), step_index)?));
+        let end = after.find("}}").ok_or_else(|| {
+            format!(
+                "'{}': '${{{{' has no closing '}}}}'",
+                shown(&rest[start..], 40)
+            )
+        })?;
+        let expr = &after[..end];
+        if expr.contains("${{") {
+            return Err(format!(
+                "'{}': expressions cannot be nested inside '${{{{ }}}}'",
+                shown(expr.trim(), 40)
+            ));
+        }
+        if expr.chars().count() > MAX_EXPRESSION_CHARS {
+            return Err(format!(
+                "'{}': an expression may have at most {MAX_EXPRESSION_CHARS} characters",
+                shown(expr.trim(), 40)
+            ));
+        }
+        *references += 1;
+        if *references > MAX_REFERENCES {
+            return Err(format!(
+                "more than {MAX_REFERENCES} '${{{{ }}}}' expressions in one step input"
+            ));
+        }
+        parts.push(Part::Ref(parse_reference(expr.trim(), step_index)?));
         rest = &after[end + 2..];
     }
     if !rest.is_empty() {
@@ -166,10 +239,19 @@ fn parse_reference(
         ));
     }
     let text = expr.to_string();
+    let path = |fields: &[&str]| {
+        if fields.len() > MAX_PATH_SEGMENTS {
+            return Err(format!(
+                "'{}': a reference may have at most {MAX_PATH_SEGMENTS} fields",
+                shown(expr, 40)
+            ));
+        }
+        Ok(fields.iter().map(|s| s.to_string()).collect())
+    };
     match segments.as_slice() {
-        ["input", path @ ..] => Ok(Reference {
+        ["input", fields @ ..] => Ok(Reference {
             root: Root::Input,
-            path: path.iter().map(|s| s.to_string()).collect(),
+            path: path(fields)?,
             text,
         }),
         ["run", "id"] => Ok(Reference {
@@ -177,7 +259,7 @@ fn parse_reference(
             path: vec![],
             text,
         }),
-        ["steps", name, "output", path @ ..] => {
+        ["steps", name, "output", fields @ ..] => {
             let index = step_index(name).ok_or_else(|| {
                 format!("'{expr}' refers to step '{name}', which is not an earlier step")
             })?;
@@ -186,7 +268,7 @@ fn parse_reference(
                     index,
                     name: name.to_string(),
                 },
-                path: path.iter().map(|s| s.to_string()).collect(),
+                path: path(fields)?,
                 text,
             })
         }
@@ -257,6 +339,32 @@ mod tests {
         assert!(e.contains("not a reference"), "{e}");
         let e = Template::parse(&json!("${{ input.x"), &steps).unwrap_err();
         assert!(e.contains("closing"), "{e}");
+    }
+
+    #[test]
+    fn bounds_are_errors() {
+        let mut deep = json!(1);
+        for _ in 0..1000 {
+            deep = json!([deep]);
+        }
+        let e = Template::parse(&deep, &steps).unwrap_err();
+        assert!(e.contains("nested deeper than 32"), "{e}");
+        let at_limit = (1..MAX_DEPTH).fold(json!("${{ input.a }}"), |v, _| json!({ "k": v }));
+        assert!(Template::parse(&json!({ "k": at_limit }), &steps).is_ok());
+        let e = Template::parse(
+            &json!(format!("${{{{ input.{} }}}}", "x".repeat(300))),
+            &steps,
+        )
+        .unwrap_err();
+        assert!(e.contains("at most 256 characters") && e.len() < 200, "{e}");
+        let many = "${{ input.a }}".repeat(MAX_REFERENCES + 1);
+        let e = Template::parse(&json!(many), &steps).unwrap_err();
+        assert!(e.contains("more than 64"), "{e}");
+        let e = Template::parse(&json!("${{ input.${{ input.a }} }}"), &steps).unwrap_err();
+        assert!(e.contains("cannot be nested"), "{e}");
+        let fields = vec!["f"; MAX_PATH_SEGMENTS + 1].join(".");
+        let e = Template::parse(&json!(format!("${{{{ input.{fields} }}}}")), &steps).unwrap_err();
+        assert!(e.contains("at most 32 fields"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! Flow files are bounded: size, nesting, steps, names, durations and
+//! templates. Hostile files (100 000 brackets deep, block nesting a few
+//! thousand levels deep, a file of a gigabyte) get an error that names the
+//! file, the place and the limit, never a stack overflow. The messages of
+//! ordinary-sized mistakes are in `tests/ui/`.
+
+use settle::flow::limits::{MAX_FLOW_BYTES, MAX_NESTING, MAX_STEPS};
+use settle::flow::{Flow, FlowErrors, Location};
+
+/// The single error a text gives.
+fn error(text: &str) -> settle::flow::FlowError {
+    let FlowErrors(errors) = Flow::parse(text, "hostile.yaml").expect_err("must be refused");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.into_iter().next().unwrap_or_else(|| unreachable!())
+}
+
+fn assert_too_deep(text: &str, at: Location) {
+    let e = error(text);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "flow hostile.yaml:{}:{}: nesting is deeper than {MAX_NESTING} levels (the limit for a flow file)",
+            at.line, at.column
+        )
+    );
+}
+
+#[test]
+fn deep_flow_sequences_are_an_error_not_a_crash() {
+    let n = 100_000;
+    let head = "name: x\nsteps: ";
+    // `name`'s mapping is level 1: the 32nd bracket is level 33.
+    let at = Location {
+        line: 2,
+        column: "steps: ".len() + MAX_NESTING,
+    };
+    assert_too_deep(&format!("{head}{}{}", "[".repeat(n), "]".repeat(n)), at);
+    assert_too_deep(&format!("{head}{}", "[".repeat(n)), at);
+}
+
+#[test]
+fn deep_flow_mappings_are_an_error_not_a_crash() {
+    let n = 50_000;
+    let text = format!("name: x\nsteps: {}1{}", "{a: ".repeat(n), "}".repeat(n));
+    assert!(text.len() < MAX_FLOW_BYTES);
+    assert_too_deep(
+        &text,
+        Location {
+            line: 2,
+            column: "steps: ".len() + 1 + (MAX_NESTING - 1) * "{a: ".len(),
+        },
+    );
+}
+
+/// Before the limits, this overflowed the stack and aborted the process.
+#[test]
+fn deep_block_nesting_is_an_error_not_a_crash() {
+    let mut text = String::from("name: x\nsteps:\n");
+    for n in 1..=700 {
+        text.push_str(&" ".repeat(n));
+        text.push_str("a:\n");
+    }
+    assert!(text.len() < MAX_FLOW_BYTES);
+    // Line 2 (`steps`) is level 1; line 2 + 32 is level 33.
+    assert_too_deep(
+        &text,
+        Location {
+            line: 2 + MAX_NESTING,
+            column: MAX_NESTING + 1,
+        },
+    );
+}
+
+/// Before the limits, this overflowed the stack and aborted the process.
+#[test]
+fn deep_compact_lists_are_an_error_not_a_crash() {
+    let text = format!("name: x\nsteps:\n{}x\n", "- ".repeat(100_000));
+    // `steps` is level 1 and the first `- ` level 2 (a list under a key may
+    // stand in the key's column); the `- ` at column 2k + 1 is level k + 2.
+    assert_too_deep(
+        &text,
+        Location {
+            line: 3,
+            column: 2 * (MAX_NESTING - 1) + 1,
+        },
+    );
+}
+
+#[test]
+fn long_files_are_refused_before_parsing() {
+    let text = format!("name: x\n# {}\n", "x".repeat(10 * 1024 * 1024));
+    let e = error(&text);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "flow hostile.yaml:2:{}: the file is {} bytes; a flow file may have at most {MAX_FLOW_BYTES} bytes (256 KiB)",
+            MAX_FLOW_BYTES - "name: x\n".len() + 1,
+            text.len()
+        )
+    );
+}
+
+/// `Flow::load` reads no more than the limit: a sparse file of a gigabyte
+/// is refused at once.
+#[test]
+fn load_reads_at_most_the_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("huge.yaml");
+    let file = std::fs::File::create(&path).expect("create");
+    file.set_len(1 << 30).expect("set_len");
+    let started = std::time::Instant::now();
+    let FlowErrors(errors) = Flow::load(&path).expect_err("must be refused");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .message
+            .contains(&format!("larger than {MAX_FLOW_BYTES} bytes")),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors[0].at,
+        Location {
+            line: 1,
+            column: MAX_FLOW_BYTES + 1
+        }
+    );
+}
+
+#[test]
+fn too_many_steps_are_named_at_the_first_one_too_many() {
+    let mut text = String::from("name: x\nsteps:\n");
+    for n in 0..MAX_STEPS + 10 {
+        text.push_str(&format!("  - {{ name: s{n}, plugin: noop }}\n"));
+    }
+    let e = error(&text);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "flow hostile.yaml:{}:5: the flow has {} steps; a flow may have at most {MAX_STEPS}",
+            3 + MAX_STEPS,
+            MAX_STEPS + 10
+        )
+    );
+    // The limit itself is allowed.
+    let mut text = String::from("name: x\nsteps:\n");
+    for n in 0..MAX_STEPS {
+        text.push_str(&format!("  - {{ name: s{n}, plugin: noop }}\n"));
+    }
+    let flow = Flow::parse(&text, "ok.yaml").expect("256 steps are allowed");
+    assert_eq!(flow.steps.len(), MAX_STEPS);
+}
+
+/// A name of 100 KiB is refused, and the message quotes only its start.
+#[test]
+fn huge_names_are_refused_and_not_echoed() {
+    let name = "n".repeat(100 * 1024);
+    for text in [
+        format!("name: {name}\nsteps: [{{name: a, plugin: noop}}]\n"),
+        format!("name: x\nversion: {name}\nsteps: [{{name: a, plugin: noop}}]\n"),
+        format!("name: x\nsteps: [{{name: {name}, plugin: noop}}]\n"),
+        format!("name: x\nsteps: [{{name: a, plugin: {name}}}]\n"),
+        format!("name: x\n{name}: 1\nsteps: [{{name: a, plugin: noop}}]\n"),
+        format!("name: x\nsteps: [{{name: a, plugin: noop, timeout: {name}}}]\n"),
+        format!("name: x\nsteps: [{{name: a, plugin: noop, compensate: {name}}}]\n"),
+        format!("name: x\nsteps: [{{name: a, plugin: noop, retry: {{jitter: {name}}}}}]\n"),
+        format!(
+            "name: x\nsteps: [{{name: a, plugin: noop, retry: {{non_retryable: [{name}]}}}}]\n"
+        ),
+        format!("name: x\nsteps: [{{name: a, plugin: noop, input: {{a: \"${{{{ {name}\"}}}}]\n"),
+        format!(
+            "name: x\nsteps: [{{name: a, plugin: noop, input: {{a: \"${{{{ input.{name} }}}}\"}}}}]\n"
+        ),
+    ] {
+        let e = error(&text).to_string();
+        assert!(
+            e.len() < 400,
+            "message of {} bytes: {}...",
+            e.len(),
+            &e[..200]
+        );
+    }
+}
+
+/// `Instant::now() + timeout` panics on overflow; the parser refuses such
+/// durations (the largest humantime accepts is about 584 billion years).
+#[test]
+fn durations_that_would_overflow_are_refused() {
+    let huge = "500000000000years";
+    for key in [
+        "timeout",
+        "retry: { initial_interval",
+        "retry: { max_interval",
+    ] {
+        let close = if key.starts_with("retry") { " }" } else { "" };
+        let text =
+            format!("name: x\nsteps:\n  - {{ name: a, plugin: noop, {key}: {huge}{close} }}\n");
+        let e = error(&text).to_string();
+        assert!(e.contains("is longer than"), "{e}");
+    }
+    let text = format!("name: x\nidempotency_window: {huge}\nsteps: [{{name: a, plugin: noop}}]\n");
+    assert!(error(&text).to_string().contains("365 days"));
+}
