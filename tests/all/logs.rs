@@ -37,7 +37,10 @@ fn run_with_stderr_to_file(dir: &Path, extra: &[&str]) -> (String, String) {
 fn logs_to_a_file_carry_no_colour_codes() {
     let dir = support::tempdir();
     let (_, stderr) = run_with_stderr_to_file(dir.path(), &[]);
-    assert!(stderr.contains("run accepted"), "no log line to check:\n{stderr}");
+    assert!(
+        stderr.contains("run accepted"),
+        "no log line to check:\n{stderr}"
+    );
     assert!(
         !stderr.contains('\u{1b}'),
         "ANSI escape codes in a log file:\n{stderr:?}"
@@ -61,6 +64,9 @@ fn log_format_json_writes_one_object_per_line() {
         }
     }
     assert_eq!(accepted.len(), 1, "{stderr}");
-    assert_eq!(accepted[0]["run"], summary["run_id"], "fields at the top level");
+    assert_eq!(
+        accepted[0]["run"], summary["run_id"],
+        "fields at the top level"
+    );
     assert_eq!(accepted[0]["level"], "DEBUG");
 }
