@@ -76,42 +76,52 @@ pub fn flow(yaml: &str) -> Arc<Flow> {
 /// The demo service as a child process, stopped by PID when dropped.
 pub struct Service {
     child: Child,
+    data: PathBuf,
     pub base_url: String,
     pub addr: String,
 }
 
 impl Service {
+    /// Starts the service on a free loopback port, journaling under `data`.
     pub fn start(data: &Path) -> Service {
-        let mut child = settle_command()
-            .args(["demo-service", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start demo service");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("service address")
-            .to_string();
+        let (child, addr) = spawn_service(data, "127.0.0.1:0");
         Service {
             child,
+            data: data.to_path_buf(),
             base_url: format!("http://{addr}"),
             addr,
         }
     }
 
+    /// Kills the service with SIGKILL, waits `down`, and starts it again on
+    /// the same address and data directory (it replays its journal), as a
+    /// crash of the outside world would. Plugins see refused connections
+    /// meanwhile.
+    pub fn crash_and_restart(&mut self, down: std::time::Duration) {
+        self.child.kill().expect("SIGKILL the demo service");
+        self.child.wait().expect("reap the demo service");
+        std::thread::sleep(down);
+        let (child, addr) = spawn_service(&self.data, &self.addr);
+        assert_eq!(addr, self.addr, "the restarted demo service moved");
+        self.child = child;
+    }
+
     pub fn state(&self) -> Value {
-        ureq::get(&format!("{}/state", self.base_url))
+        self.get("/state")
+    }
+
+    /// Per (path, idempotency key): requests `received` and `applied`.
+    pub fn requests(&self) -> Value {
+        self.get("/requests")
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.base_url))
             .call()
-            .expect("GET /state")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .body_mut()
             .read_json()
-            .expect("state JSON")
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
     /// Grants the example plugins access to this service.
@@ -131,6 +141,28 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `settle demo-service` on `listen`; the child and the address it
+/// reports on its first line.
+fn spawn_service(data: &Path, listen: &str) -> (Child, String) {
+    let mut child = settle_command()
+        .args(["demo-service", "--listen", listen, "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start demo service");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read address");
+    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the demo service did not start on {listen} (see its stderr above)");
+    };
+    (child, addr.to_string())
 }
 
 /// Submits a run without an idempotency key; its id.
@@ -181,4 +213,39 @@ pub fn write_config(dir: &Path, service: Option<&Service>) -> PathBuf {
     std::fs::write(&path, toml::to_string(&config).expect("config as TOML"))
         .expect("write settle.toml");
     path
+}
+
+/// Runs a command to its end, but for at most `limit`: a hang fails the
+/// test (the child is killed) instead of stalling the suite. Output goes
+/// through files, so a chatty child never blocks on a full pipe. Returns
+/// (exit code, stdout, stderr).
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> (i32, String, String) {
+    let dir = tempdir();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("start the command");
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the command") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (
+        status.code().unwrap_or(-1),
+        read(&out_path),
+        read(&err_path),
+    )
 }
