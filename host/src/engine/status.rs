@@ -70,7 +70,7 @@ impl RunStatus {
                 max_attempts,
                 ..
             } => Some(StepPosition {
-                number: index + 1,
+                number: index.saturating_add(1),
                 name: name(index),
                 attempt,
                 max_attempts,
@@ -82,7 +82,7 @@ impl RunStatus {
                 max_attempts,
                 ..
             } => Some(StepPosition {
-                number: index + 1,
+                number: index.saturating_add(1),
                 name: name(index),
                 attempt,
                 max_attempts,

@@ -162,7 +162,7 @@ pub fn after_step_failed(
     }
     vec![
         failed_event(None),
-        next_compensation(flow, &undoing, index + 1, now_ms),
+        next_compensation(flow, &undoing, index.saturating_add(1), now_ms),
     ]
 }
 

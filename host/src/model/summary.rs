@@ -129,7 +129,7 @@ impl RunSummary {
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
             finished_at_ms: None,
-            next_seq: event.seq + 1,
+            next_seq: event.seq.saturating_add(1),
             last_event: event.id,
         };
         s.updated_at_ms = event.at_ms;
@@ -177,7 +177,7 @@ impl RunSummary {
     /// Applies one event. Events out of range are ignored rather than trusted:
     /// a summary never claims more than the log says.
     pub fn apply(&mut self, event: &Event) {
-        self.next_seq = event.seq + 1;
+        self.next_seq = event.seq.saturating_add(1);
         self.last_event = event.id;
         self.updated_at_ms = event.at_ms;
         let n = self.steps.len() as u32;
@@ -379,7 +379,7 @@ impl RunSummary {
             ) => {
                 format!(
                     "Processing: step {} of {} ({})",
-                    index + 1,
+                    index.saturating_add(1),
                     self.steps.len(),
                     step_name(*index)
                 )
