@@ -281,6 +281,23 @@ async fn compensation_of_an_effect_that_never_happened_voids_its_key() {
         "a voided key is refused"
     );
     assert_eq!(service.state()["accounts"]["a"], serde_json::Value::Null);
+    // The same for a message that never went out.
+    assert_eq!(
+        post(
+            "/outbox/voids",
+            "run-x/notify/compensate",
+            json!({"message_key": "run-x/notify"})
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            "/outbox/messages",
+            "run-x/notify",
+            json!({"to": "ann", "text": "hi"})
+        ),
+        409
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

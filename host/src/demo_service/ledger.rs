@@ -78,12 +78,13 @@ impl World {
     }
 
     /// The paths a `POST` can change the world through.
-    pub const CHANGE_PATHS: [&'static str; 5] = [
+    pub const CHANGE_PATHS: [&'static str; 6] = [
         "/ledger/transfers",
         "/ledger/refunds",
         "/stock/reservations",
         "/stock/releases",
         "/outbox/messages",
+        "/outbox/voids",
     ];
 
     /// Whether a `POST` to `path` can change the world (else it is a 404
