@@ -812,6 +812,31 @@ mod found {
         assert!(RunSummary::fold(&events).is_some());
     }
 
+    /// A step whose plugin answered `null` (valid JSON, accepted by
+    /// `step_output`): the summary folded from the log says it completed,
+    /// the summary read back from its JSON says it did not, because
+    /// `outputs` is a `Vec<Option<Value>>` and `Some(Null)` is written as
+    /// `null`. After a restart the step would then not be compensated
+    /// (`transitions.rs:90` checks `outputs[i].is_some()`).
+    #[test]
+    #[ignore = "loses data: RunSummary.outputs writes Some(Null) as null, which reads back as None (model/summary.rs)"]
+    fn a_step_completed_with_null_output_survives_the_summary_round_trip() {
+        let mut events: Vec<Event> = fixture_events()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("fixture event"))
+            .collect();
+        let mut completed = serde_json::to_value(&events[2]).expect("event is JSON");
+        assert_eq!(completed["kind"]["type"], "step-completed");
+        completed["kind"]["output"] = Value::Null;
+        events[2] = serde_json::from_value(completed).expect("still an event");
+        let summary = RunSummary::fold(&events).expect("a summary");
+        assert_eq!(summary.completed_steps(), 3);
+        let json = serde_json::to_vec(&summary).expect("summary is JSON");
+        let back: RunSummary = serde_json::from_slice(&json).expect("summary reads back");
+        assert_eq!(back.completed_steps(), 3);
+        assert_eq!(back, summary);
+    }
+
     /// A summary record whose next step index is the largest u32.
     #[test]
     fn a_summary_with_the_largest_step_index_phrases() {
