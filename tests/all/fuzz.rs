@@ -795,9 +795,8 @@ fn replace_at(value: &mut Value, path: &[prop::sample::Index], replacement: Valu
     }
 }
 
-/// Panics the properties above found in code outside the parsers
-/// (`model/summary.rs`), kept as plain tests for whoever fixes them; they
-/// are ignored until then (`cargo test ... fuzz -- --ignored` runs them).
+/// Failures the properties above found outside the parsers (two panics and a
+/// lost `null` output in `model/summary.rs`), fixed and kept as regression tests.
 mod found {
     use super::*;
 
@@ -819,7 +818,6 @@ mod found {
     /// `null`. After a restart the step would then not be compensated
     /// (`transitions.rs:90` checks `outputs[i].is_some()`).
     #[test]
-    #[ignore = "loses data: RunSummary.outputs writes Some(Null) as null, which reads back as None (model/summary.rs)"]
     fn a_step_completed_with_null_output_survives_the_summary_round_trip() {
         let mut events: Vec<Event> = fixture_events()
             .iter()

@@ -423,6 +423,12 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 format!("plugin '{plugin}' returned output that is not JSON the host accepts: {e}"),
             )
         })?;
+        if crate::model::summary::is_null_output_marker(&output) {
+            return Err(CallFailure::new(
+                FailureClass::Permanent,
+                format!("plugin '{plugin}' returned the host's reserved marker as output"),
+            ));
+        }
         // Its size was bounded by the runtime (`limits.max_output_kib`).
         bounds::check_depth(&output).map_err(|e| {
             CallFailure::new(

@@ -61,7 +61,10 @@ pub struct RunSummary {
     pub idempotency_key: Option<String>,
     pub state: RunState,
     pub next: Next,
-    /// Output of each completed step (None: not completed).
+    /// Output of each completed step (None: not completed). A step that
+    /// completed with output `null` is written as [`NULL_OUTPUT`], so it
+    /// reads back as completed.
+    #[serde(with = "outputs_record")]
     pub outputs: Vec<Option<Value>>,
     /// Steps that were undone.
     pub compensated: Vec<bool>,
@@ -91,6 +94,52 @@ pub struct RunSummary {
     pub next_seq: u64,
     /// The last event recorded, the causation of the next.
     pub last_event: Uuid,
+}
+
+/// How a step that completed with output `null` is written in a summary
+/// record (plain `null` there means "not completed"). A plugin may not
+/// return this exact value (the engine refuses it).
+pub const NULL_OUTPUT: &str = "$settle:null-output";
+
+/// Whether `value` is the reserved marker of a `null` output.
+pub fn is_null_output_marker(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| {
+        o.len() == 1 && o.get("$settle").and_then(Value::as_str) == Some(NULL_OUTPUT)
+    })
+}
+
+/// `outputs` in a summary record: `null` for a step not completed, the
+/// marker for one that completed with `null`, else the output itself —
+/// so records written before the marker existed read the same.
+mod outputs_record {
+    use super::{NULL_OUTPUT, is_null_output_marker};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Value, json};
+
+    pub fn serialize<S: Serializer>(outputs: &[Option<Value>], s: S) -> Result<S::Ok, S::Error> {
+        let marker = json!({ "$settle": NULL_OUTPUT });
+        let written: Vec<&Value> = outputs
+            .iter()
+            .map(|o| match o {
+                None => &Value::Null,
+                Some(Value::Null) => &marker,
+                Some(v) => v,
+            })
+            .collect();
+        written.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Value>>, D::Error> {
+        let read = Vec::<Value>::deserialize(d)?;
+        Ok(read
+            .into_iter()
+            .map(|v| match v {
+                Value::Null => None,
+                v if is_null_output_marker(&v) => Some(Value::Null),
+                v => Some(v),
+            })
+            .collect())
+    }
 }
 
 impl RunSummary {
