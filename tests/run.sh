@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 ./example-plugins/build.sh
-cargo test --workspace --exclude transfer --exclude reserve-stock --exclude notify --exclude flaky --exclude noop "$@"
+cargo test --workspace --exclude transfer --exclude reserve-stock --exclude notify --exclude flaky --exclude noop --exclude hostile "$@"
