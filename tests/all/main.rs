@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod hostile;
 mod idempotency;
 mod retries;
 mod runtime;
