@@ -4,15 +4,15 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
+source tests/env.sh
 rustup target add wasm32-wasip2 >/dev/null
-target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}
 plugins=(transfer reserve-stock notify flaky noop hostile)
 args=()
 for p in "${plugins[@]}"; do args+=(-p "$p"); done
-CARGO_TARGET_DIR=$target_dir cargo build --quiet --target wasm32-wasip2 --profile plugin "${args[@]}"
+cargo build --quiet --target wasm32-wasip2 --profile plugin "${args[@]}"
 mkdir -p "$here/dist"
 for p in "${plugins[@]}"; do
-  cp "$target_dir/wasm32-wasip2/plugin/${p//-/_}.wasm" "$here/dist/$p.wasm"
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/${p//-/_}.wasm" "$here/dist/$p.wasm"
 done
 echo "plugins built: $(ls "$here/dist" | tr '\n' ' ')" >&2
 
@@ -22,9 +22,9 @@ variants=(describe-sleep describe-loop describe-trap describe-oom huge-name huge
   huge-summary huge-schema deep-schema bad-version squat-noop)
 mkdir -p "$here/dist-hostile"
 for v in "${variants[@]}"; do
-  CARGO_TARGET_DIR=$target_dir cargo build --quiet --target wasm32-wasip2 --profile plugin -p hostile --features "$v"
-  cp "$target_dir/wasm32-wasip2/plugin/hostile.wasm" "$here/dist-hostile/$v.wasm"
+  cargo build --quiet --target wasm32-wasip2 --profile plugin -p hostile --features "$v"
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/hostile.wasm" "$here/dist-hostile/$v.wasm"
 done
 # Leave the plain build last in the target directory, matching dist/hostile.wasm.
-CARGO_TARGET_DIR=$target_dir cargo build --quiet --target wasm32-wasip2 --profile plugin -p hostile
+cargo build --quiet --target wasm32-wasip2 --profile plugin -p hostile
 echo "hostile variants built: $(ls "$here/dist-hostile" | tr '\n' ' ')" >&2

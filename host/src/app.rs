@@ -36,9 +36,23 @@ pub fn open_store(config: &Config) -> anyhow::Result<SledStore> {
     Ok(SledStore::open(&config.data_dir.join("store"), &options)?)
 }
 
+/// What a host does with unfinished runs when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStart {
+    /// Resume every unfinished run (a host's normal start).
+    ResumeAll,
+    /// Leave them be (an operator's command that acts on one run).
+    Leave,
+}
+
 impl Host {
     /// Starts a host: store, plugins, engine, and resumes unfinished runs.
     pub async fn start(config: &Config) -> anyhow::Result<Host> {
+        Self::start_with(config, OnStart::ResumeAll).await
+    }
+
+    /// Starts a host, resuming unfinished runs or not.
+    pub async fn start_with(config: &Config, on_start: OnStart) -> anyhow::Result<Host> {
         let store = open_store(config)?;
         let options = RuntimeOptions {
             max_concurrent_calls: config.runtime.max_concurrent_calls,
@@ -59,7 +73,10 @@ impl Host {
                 max_runs_in_flight: config.engine.max_runs_in_flight,
             },
         );
-        let resumed = engine.resume()?;
+        let resumed = match on_start {
+            OnStart::ResumeAll => engine.resume()?,
+            OnStart::Leave => Resumed::default(),
+        };
         Ok(Host {
             engine,
             store,

@@ -50,6 +50,15 @@ pub fn get(url: &str) -> Result<Response, StepError> {
     send(Method::Get, url, None, None)
 }
 
+/// `GET url`, where 404 means "there is none" (`Ok(None)`), not an error:
+/// what a compensation asks when it looks up an effect that may not exist.
+pub fn get_optional(url: &str) -> Result<Option<Response>, StepError> {
+    match send_raw(Method::Get, url, None, None)? {
+        (404, _, _) => Ok(None),
+        (status, retry_after_ms, body) => classify(url, status, retry_after_ms, body).map(Some),
+    }
+}
+
 struct Url<'a> {
     scheme: Scheme,
     authority: &'a str,
@@ -83,6 +92,17 @@ fn send(
     idempotency_key: Option<&str>,
     body: Option<&[u8]>,
 ) -> Result<Response, StepError> {
+    let (status, retry_after_ms, body) = send_raw(method, url, idempotency_key, body)?;
+    classify(url, status, retry_after_ms, body)
+}
+
+/// Sends a request; the status, `Retry-After` in ms and body of the answer.
+fn send_raw(
+    method: Method,
+    url: &str,
+    idempotency_key: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<(u16, Option<u64>, Vec<u8>), StepError> {
     let parsed = parse_url(url)?;
     let mut headers: Vec<(String, Vec<u8>)> = vec![("accept".into(), b"application/json".to_vec())];
     if body.is_some() {
@@ -132,7 +152,7 @@ fn send(
     let status = response.status();
     let retry_after_ms = retry_after(&response);
     let body = read_body(url, response)?;
-    classify(url, status, retry_after_ms, body)
+    Ok((status, retry_after_ms, body))
 }
 
 fn write_body(url: &str, outgoing: OutgoingBody, body: &[u8]) -> Result<(), StepError> {
@@ -153,7 +173,7 @@ fn retry_after(response: &IncomingResponse) -> Option<u64> {
     let headers = response.headers();
     let value = headers.get("retry-after").into_iter().next()?;
     let seconds: u64 = std::str::from_utf8(&value).ok()?.trim().parse().ok()?;
-    Some(seconds * 1000)
+    Some(seconds.saturating_mul(1000))
 }
 
 fn read_body(url: &str, response: IncomingResponse) -> Result<Vec<u8>, StepError> {

@@ -72,8 +72,12 @@ pub struct Ctx {
     pub run_id: String,
     pub flow: String,
     pub step: String,
-    /// Stable across attempts and replays: pass it on as the idempotency key.
+    /// This action's id (run, compensate and reconcile each have their own),
+    /// stable across attempts and replays: pass it on as the idempotency key.
     pub operation_id: String,
+    /// The step's id, shared by its actions; equal to `operation_id` in `run`.
+    /// `compensate` finds what `run` did under it when `run`'s output is unknown.
+    pub step_id: String,
     pub attempt: u32,
     pub trace_id: String,
     /// Unix milliseconds after which the host abandons this attempt.
@@ -87,6 +91,7 @@ impl From<wit_types::CallContext> for Ctx {
             flow: c.flow,
             step: c.step,
             operation_id: c.operation_id,
+            step_id: c.step_id,
             attempt: c.attempt,
             trace_id: c.trace_id,
             deadline_ms: c.deadline_ms,
@@ -217,7 +222,16 @@ pub trait Step {
     /// Whether [`Step::compensate`] is implemented.
     const COMPENSATES: bool = false;
     /// Undo what `run` did. Must be idempotent under `ctx.operation_id`.
-    fn compensate(_ctx: &Ctx, _input: Self::Input, _output: Self::Output) -> Result<(), StepError> {
+    ///
+    /// `output` is `None` when the outcome of `run` is unknown (it timed out,
+    /// trapped or was interrupted after it began): `run` may or may not have
+    /// had its effect. Look the effect up under `ctx.step_id` (the idempotency
+    /// key `run` used) and return `Ok(())` when there is nothing to undo.
+    fn compensate(
+        _ctx: &Ctx,
+        _input: Self::Input,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
         Err(StepError::permanent("this plugin cannot compensate"))
     }
 
@@ -271,10 +285,12 @@ impl<S: Step> wit::Guest for Adapter<S> {
     fn compensate(
         ctx: wit_types::CallContext,
         input: String,
-        output: String,
+        output: Option<String>,
     ) -> Result<(), wit_types::StepError> {
         let input = decode::<S::Input>("input", &input)?;
-        let output = decode::<S::Output>("recorded output", &output)?;
+        // An output that no longer decodes (the plugin's output type changed)
+        // is treated like an unknown outcome: look the effect up by step id.
+        let output = output.and_then(|o| serde_json::from_str::<S::Output>(&o).ok());
         Ok(S::compensate(&ctx.into(), input, output)?)
     }
 

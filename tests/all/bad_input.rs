@@ -90,7 +90,7 @@ async fn input_that_fails_the_plugin_schema_is_rejected_before_acceptance() {
         .to_string();
     assert!(missing.contains("input.amount"), "{missing}");
     assert!(
-        host.store.list_runs(None, 10).unwrap().is_empty(),
+        host.store.list_runs(None, 10).unwrap().items.is_empty(),
         "nothing was accepted"
     );
 }

@@ -340,6 +340,7 @@ fn request(mode: &str) -> settle::runtime::CallRequest {
             flow: "f@1".into(),
             step: "attack".into(),
             operation_id: "op".into(),
+            step_id: "run/attack".into(),
             attempt: 1,
             trace_id: "trace".into(),
         },
@@ -511,8 +512,8 @@ async fn link_failures_say_what_is_wrong_in_one_line() {
         ),
         (
             "other-version",
-            handler("0.0.1"),
-            "was built for settle:plugin@0.0.1; this host needs",
+            handler("0.1.0"),
+            "was built for settle:plugin@0.1.0; this host needs 0.2.0",
         ),
         (
             "unknown-import",

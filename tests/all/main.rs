@@ -3,10 +3,13 @@
 //! the demo service as its own process on loopback.
 
 mod bad_input;
+mod bounds;
 mod cli;
 mod crash;
+mod holds;
 mod hostile;
 mod idempotency;
+mod logs;
 mod retries;
 mod runtime;
 mod saga;

@@ -149,7 +149,7 @@ steps:
 }
 
 /// A retry scheduled before the host stops fires after it starts again, at
-/// the recorded time, from the timer index.
+/// the time recorded in the log (the run's summary names it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_timer_survives_a_restart() {
     use settle::store::Store;
@@ -168,18 +168,19 @@ steps:
     let (run, due) = {
         let host = Host::start(&config).await.unwrap();
         let run = support::submit(&host, &flow, json!({})).await;
-        let mut timers = Vec::new();
+        let mut due = None;
         for _ in 0..200 {
-            timers = host.store.due_timers(u64::MAX).unwrap();
-            if host.store.summary(run).unwrap().unwrap().state == RunState::Retrying {
+            let summary = host.store.summary(run).unwrap().unwrap();
+            if summary.state == RunState::Retrying {
+                due = summary.next.due_ms();
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(timers.len(), 1, "the retry is in the timer index");
+        let due = due.expect("the retry is recorded with its due time");
         // The host stops here, with the retry pending.
         host.shutdown().await.unwrap();
-        (run, timers[0].0)
+        (run, due)
     };
     let host = crate::idempotency::reopen(&config).await;
     assert_eq!(host.resumed.runs, vec![run]);
@@ -202,8 +203,38 @@ steps:
         "fired at the recorded time, not before"
     );
     assert_eq!(completed.attempt, Some(2));
-    assert!(
-        host.store.due_timers(u64::MAX).unwrap().is_empty(),
-        "the timer was cleared"
+}
+
+/// A plugin asking to be retried after u64::MAX ms used to overflow the
+/// engine's clock arithmetic (a panic, and `settle run` hung): the wait is
+/// now clamped to the step's `max_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_is_clamped_not_a_panic() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let flow = support::flow(
+        r#"
+name: greedy
+steps:
+  - name: later
+    plugin: flaky
+    input: { mode: fail-times, times: 1, retry_after_ms: "${{ input.after }}" }
+    retry: { max_attempts: 3, initial_interval: 10ms, max_interval: 200ms, jitter: 0 }
+"#,
     );
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        support::run_to_end(&host, &flow, json!({ "after": u64::MAX })),
+    )
+    .await
+    .expect("the run ends");
+    assert_eq!(run.state, RunState::Settled);
+    let (at, retry_at) = support::events(&host, run.run_id)
+        .into_iter()
+        .find_map(|e| match e.kind {
+            EventKind::StepFailed { retry_at_ms, .. } => Some((e.at_ms, retry_at_ms.unwrap())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(retry_at - at, 200, "clamped to max_interval");
 }

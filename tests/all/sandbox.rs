@@ -5,7 +5,7 @@
 use crate::support::{self, Service};
 use serde_json::json;
 use settle::app::Host;
-use settle::model::{EventKind, FailureClass, RunState};
+use settle::model::{EventKind, FailureClass, HoldCause, RunState};
 use settle::runtime::Limits;
 use std::time::Duration;
 
@@ -103,18 +103,32 @@ async fn ungranted_capabilities_are_refused_and_recorded() {
         "name: denied\nsteps:\n  - name: pay\n    plugin: transfer\n    input: { from: a, to: b, amount: 5 }\n    retry: { max_attempts: 1 }\n",
     );
     let run = support::run_to_end(&host, &flow, json!({})).await;
-    assert_eq!(run.state, RunState::Compensated);
-    let failure = run.last_failure.unwrap();
+    // The operator forgot a grant: the run waits for them, nothing is undone.
+    assert_eq!(run.state, RunState::NeedsAttention);
+    assert_eq!(run.hold, Some(HoldCause::HostSetup));
+    let failure = run.last_failure.clone().unwrap();
     assert_eq!(
         failure.class,
-        FailureClass::Permanent,
+        FailureClass::HostSetup,
         "{}",
         failure.message
     );
     assert!(
-        failure.message.contains("does not allow"),
+        failure.message.contains("does not allow") && failure.message.contains("grant it"),
         "{}",
         failure.message
+    );
+    let phrase = run.phrase(0, false);
+    assert!(
+        phrase.starts_with("Stopped: an operator must act: waiting for an operator:")
+            && phrase.contains("allowed_outbound_hosts"),
+        "{phrase}"
+    );
+    assert!(
+        !support::event_names(&host, run.run_id)
+            .iter()
+            .any(|n| n.starts_with("compensation")),
+        "a setup slip undoes nothing"
     );
     let denial = support::events(&host, run.run_id)
         .into_iter()
@@ -135,7 +149,8 @@ async fn ungranted_capabilities_are_refused_and_recorded() {
         "name: nokv\nsteps:\n  - { name: count, plugin: flaky, input: { mode: kv-count }, retry: { max_attempts: 1 } }\n",
     );
     let run = support::run_to_end(&host, &flow, json!({})).await;
-    assert_eq!(run.state, RunState::Compensated);
+    assert_eq!(run.state, RunState::NeedsAttention);
+    assert_eq!(run.hold, Some(HoldCause::HostSetup));
     assert!(run.last_failure.unwrap().message.contains("not granted"));
     assert!(support::event_names(&host, run.run_id).contains(&"capability-denied".to_string()));
 }
@@ -181,8 +196,16 @@ async fn output_that_breaks_its_schema_fails_the_step_for_good() {
         "{}",
         failure.message
     );
-    assert_eq!(run.attempts_total, 1, "the same code gives the same answer");
     assert!(run.outputs[0].is_none(), "a rejected output is not kept");
+    // One attempt (the same code gives the same answer), then the step is
+    // undone: the plugin returned, so its effect may well have happened.
+    let names = support::event_names(&host, run.run_id);
+    assert_eq!(names.iter().filter(|n| *n == "step-failed").count(), 1);
+    assert!(
+        names.contains(&"compensation-completed".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(run.attempts_total, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

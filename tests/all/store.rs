@@ -41,22 +41,19 @@ async fn reindex_rebuilds_every_index_from_events() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    let before_runs = host.store.list_runs(None, 100).unwrap();
-    let before_active = host.store.active_runs().unwrap();
-    let before_timers = host.store.due_timers(u64::MAX).unwrap();
+    let before_runs = host.store.list_runs(None, 100).unwrap().items;
+    let before_active = host.store.active_runs().unwrap().items;
     assert_eq!(before_active.len(), 1);
-    assert_eq!(before_timers.len(), 1);
-    assert_eq!(before_timers[0].1, waiting);
+    assert_eq!(before_active[0].run_id, waiting);
 
     let report = host.store.reindex().unwrap();
     assert_eq!(report.runs, 11);
     assert_eq!(report.active, 1);
-    assert_eq!(report.timers, 1);
     assert_eq!(report.idempotency_keys, 5);
+    assert_eq!(report.dropped, 0, "nothing stale to drop");
 
-    assert_eq!(host.store.list_runs(None, 100).unwrap(), before_runs);
-    assert_eq!(host.store.active_runs().unwrap(), before_active);
-    assert_eq!(host.store.due_timers(u64::MAX).unwrap(), before_timers);
+    assert_eq!(host.store.list_runs(None, 100).unwrap().items, before_runs);
+    assert_eq!(host.store.active_runs().unwrap().items, before_active);
     assert_eq!(
         host.store.find_idempotent("ok", "k3", u64::MAX, 0).unwrap(),
         Some(runs[6])
@@ -112,6 +109,10 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
         std::fs::read_dir(&blobs).is_ok_and(|mut d| d.next().is_some()),
         "the large input went to a blob file"
     );
+    assert!(
+        host.store.blob_syncs() >= 1,
+        "the blob holding the large input was fdatasynced"
+    );
     drop(host);
 
     let dir = support::tempdir();
@@ -121,4 +122,34 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
     let run = support::run_to_end(&host, &flow, large).await;
     assert_eq!(run.state, RunState::Settled);
     assert_eq!(host.store.disk_syncs(), 0);
+    assert_eq!(host.store.blob_syncs(), 0);
+}
+
+/// A commit that cannot be made durable stops the store for good
+/// (fail-stop): every later commit and idempotency lookup fails, the
+/// drivers stop, and nothing is acknowledged that is not on disk. Here the
+/// store's directory disappears under the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_stops_the_store_for_good() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let host = Host::start(&config).await.unwrap();
+    let flow = support::flow(
+        "name: later\nsteps:\n  - name: a\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 300ms, jitter: 0 }\n",
+    );
+    let run = support::submit(&host, &flow, json!({})).await;
+    std::fs::remove_dir_all(config.data_dir.join("store")).unwrap();
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(10), host.engine.wait(run))
+        .await
+        .expect("the driver stops instead of retrying forever")
+        .unwrap();
+    assert!(summary.is_none_or(|s| s.state != RunState::Settled));
+    let reason = host.store.stopped().expect("the store stopped").to_string();
+    assert!(reason.contains("No such file"), "{reason}");
+    let err = host
+        .engine
+        .submit(&flow, json!({}), Some("k".into()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the store stopped"), "{err}");
 }

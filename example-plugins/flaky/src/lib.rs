@@ -15,6 +15,8 @@
 //! - `kv-count`: counts its calls in the host's key-value store.
 //! - `bad-output`: returns output that breaks its own output schema.
 //! - `progress-loop`: reports progress (50%, "halfway there"), then never returns.
+//! - `ctx`: succeeds; `payload` is the call context as JSON (operation id,
+//!   step id, attempt, deadline), so tests can see what the host passed.
 
 use serde::{Deserialize, Serialize};
 use settle_sdk::{Ctx, Manifest, Step, StepError};
@@ -74,7 +76,7 @@ impl Step for Flaky {
             "properties": {
                 "mode": {"enum": ["ok", "fail-times", "fail-rate", "permanent", "invalid", "trap",
                                   "loop", "oom", "huge-output", "fail-compensate", "kv-count",
-                                  "bad-output", "progress-loop"]},
+                                  "bad-output", "progress-loop", "ctx"]},
                 "times": {"type": "integer", "minimum": 0},
                 "rate": {"type": "number", "minimum": 0, "maximum": 1},
                 "size_mb": {"type": "integer", "minimum": 0},
@@ -102,6 +104,15 @@ impl Step for Flaky {
         };
         match input.mode.as_str() {
             "ok" | "fail-compensate" => done(String::new()),
+            "ctx" => done(
+                serde_json::json!({
+                    "operation_id": ctx.operation_id,
+                    "step_id": ctx.step_id,
+                    "attempt": ctx.attempt,
+                    "deadline_ms": ctx.deadline_ms,
+                })
+                .to_string(),
+            ),
             "fail-times" if ctx.attempt <= input.times => Err(StepError::Retryable {
                 message: format!("planned failure {} of {}", ctx.attempt, input.times),
                 retry_after_ms: input.retry_after_ms,
@@ -154,7 +165,7 @@ impl Step for Flaky {
         }
     }
 
-    fn compensate(_ctx: &Ctx, input: Input, _output: Output) -> Result<(), StepError> {
+    fn compensate(_ctx: &Ctx, input: Input, _output: Option<Output>) -> Result<(), StepError> {
         if input.mode == "fail-compensate" {
             return Err(StepError::permanent("planned compensation failure"));
         }

@@ -24,7 +24,7 @@ impl Step for Noop {
         Ok(input)
     }
 
-    fn compensate(_ctx: &Ctx, _input: Echo, _output: Echo) -> Result<(), StepError> {
+    fn compensate(_ctx: &Ctx, _input: Echo, _output: Option<Echo>) -> Result<(), StepError> {
         Ok(())
     }
 }

@@ -27,6 +27,14 @@ fn send(key: &str, to: &str, text: &str) -> Result<String, StepError> {
     Ok(m.id)
 }
 
+/// The id of the message sent under idempotency key `key`, if any.
+fn sent_under(key: &str) -> Result<Option<String>, StepError> {
+    let base = config::require("base_url")?;
+    http::get_optional(&format!("{base}/outbox/messages?idempotency_key={key}"))?
+        .map(|reply| reply.json::<Message>().map(|m| m.id))
+        .transpose()
+}
+
 struct Notify;
 
 impl Step for Notify {
@@ -58,14 +66,23 @@ impl Step for Notify {
         })
     }
 
-    fn compensate(ctx: &Ctx, input: Input, output: Output) -> Result<(), StepError> {
-        // The correction is a second message: it needs its own idempotency key.
-        let key = format!("{}:correction", ctx.operation_id);
+    /// A sent message cannot be unsent: compensation sends a correction to
+    /// the same recipient, under its own operation id. When `run`'s outcome
+    /// is unknown, the outbox is asked whether a message went out under the
+    /// step id; if none did, there is nothing to correct.
+    fn compensate(ctx: &Ctx, input: Input, output: Option<Output>) -> Result<(), StepError> {
+        let message_id = match output {
+            Some(o) => o.message_id,
+            None => match sent_under(&ctx.step_id)? {
+                Some(id) => id,
+                None => return Ok(()),
+            },
+        };
         let text = format!(
-            "Correction: please disregard message {} ({})",
-            output.message_id, input.text
+            "Correction: please disregard message {message_id} ({})",
+            input.text
         );
-        send(&key, &input.to, &text)?;
+        send(&ctx.operation_id, &input.to, &text)?;
         Ok(())
     }
 }

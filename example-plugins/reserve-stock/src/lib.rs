@@ -70,8 +70,10 @@ impl Step for ReserveStock {
         })
     }
 
-    fn compensate(ctx: &Ctx, _input: Input, output: Output) -> Result<(), StepError> {
-        let body = serde_json::json!({ "reservation_id": output.reservation_id });
+    /// Releases the reservation `run` made under the step id, whether or not
+    /// its output is known; with none, the stock table voids the key.
+    fn compensate(ctx: &Ctx, _input: Input, _output: Option<Output>) -> Result<(), StepError> {
+        let body = serde_json::json!({ "reservation_key": ctx.step_id });
         http::post_json(
             &format!("{}/stock/releases", base_url()?),
             &ctx.operation_id,

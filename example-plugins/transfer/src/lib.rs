@@ -14,6 +14,10 @@ pub struct Input {
     pub to: String,
     /// In minor units (cents).
     pub amount: i64,
+    /// Drills only: asks the demo ledger to answer this late (it makes the
+    /// transfer at once), so an attempt can time out after its effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_after_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -53,7 +57,8 @@ impl Step for Transfer {
             "properties": {
                 "from": {"type": "string", "minLength": 1},
                 "to": {"type": "string", "minLength": 1},
-                "amount": {"type": "integer", "minimum": 1}
+                "amount": {"type": "integer", "minimum": 1},
+                "answer_after_ms": {"type": "integer", "minimum": 0}
             }
         }))
         .output_schema(serde_json::json!({
@@ -88,8 +93,11 @@ impl Step for Transfer {
         })
     }
 
-    fn compensate(ctx: &Ctx, _input: Input, output: Output) -> Result<(), StepError> {
-        let body = serde_json::json!({ "transfer_id": output.transfer_id });
+    /// Refunds the transfer `run` made under the step id, whether or not its
+    /// output is known. With no such transfer the ledger voids the key, so a
+    /// late `run` request cannot move the money afterwards.
+    fn compensate(ctx: &Ctx, _input: Input, _output: Option<Output>) -> Result<(), StepError> {
+        let body = serde_json::json!({ "transfer_key": ctx.step_id });
         http::post_json(
             &format!("{}/ledger/refunds", base_url()?),
             &ctx.operation_id,

@@ -289,6 +289,7 @@ async fn instantiate_call(runtime: &Runtime, n: usize) -> Percentiles {
                 flow: "bench@1".into(),
                 step: "one".into(),
                 operation_id: format!("bench/{i}"),
+                step_id: format!("bench/{i}"),
                 attempt: 1,
                 trace_id: "0".into(),
             },

@@ -1,7 +1,9 @@
 //! The `settle` command line.
 //!
 //! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
-//! another terminal state, 2 bad input or configuration.
+//! another terminal state, 2 bad input or configuration (or an operator's
+//! command was refused), 3 a run waits for an operator (its status says why
+//! and what to do).
 
 /// `println!` that ends the process quietly when stdout is closed
 /// (`settle events RUN | head`) instead of panicking.
@@ -18,10 +20,15 @@ macro_rules! outln {
 
 mod bench;
 mod demo;
+mod operator;
 mod read;
 mod run;
 
+/// Exit code: a run waits for an operator (state `needs-attention`).
+pub const EXIT_HELD: u8 = 3;
+
 use crate::config::Config;
+use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +50,10 @@ pub struct Cli {
     /// Directory of plugin components, in addition to those in settle.toml.
     #[arg(long = "plugins", global = true)]
     plugin_dirs: Vec<PathBuf>,
+    /// How log lines are written to stderr: `text` for people (coloured only
+    /// on a terminal) or `json`, one object per line, for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SETTLE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +96,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try again the action a held run stopped at, with a fresh attempt budget.
+    Retry(operator::RetryArgs),
+    /// Undo the completed steps of a held (or drifted) run, in reverse order.
+    Compensate(operator::ActArgs),
+    /// Stop a run for good; what it changed stays in place.
+    Cancel(operator::ActArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -104,8 +121,8 @@ enum Command {
 
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
-    crate::telemetry::init();
     let cli = Cli::parse();
+    crate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,12 +133,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    };
+    // A store that stopped after a failed write overrides any other answer.
+    match crate::store::sled_store::process_store_failure() {
+        Some(_) => ExitCode::from(crate::store::sled_store::EXIT_STORE_FAILED),
+        None => code,
     }
 }
 
@@ -146,6 +168,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,
         Command::Resume { json } => run::resume(&config(&cli)?, *json).await,
         Command::Reindex { json } => read::reindex(&config(&cli)?, *json),
+        Command::Retry(args) => operator::retry(&config(&cli)?, args).await,
+        Command::Compensate(args) => {
+            operator::act(
+                &config(&cli)?,
+                crate::model::OperatorAction::Compensate,
+                args,
+            )
+            .await
+        }
+        Command::Cancel(args) => {
+            operator::act(&config(&cli)?, crate::model::OperatorAction::Cancel, args).await
+        }
         Command::Demo => demo::demo(&config(&cli)?).await,
         Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
         Command::DemoService { listen } => {

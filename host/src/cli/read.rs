@@ -26,7 +26,11 @@ pub fn runs(
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config)?;
     let runs = store.list_runs(state, limit)?;
+    for skipped in &runs.unreadable {
+        eprintln!("warning: {skipped}; skipped");
+    }
     let statuses: Vec<RunStatus> = runs
+        .items
         .iter()
         .map(|s| RunStatus::new(s, false, None))
         .collect();
@@ -199,6 +203,16 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let caps: Vec<&str> = caps.into_iter().flatten().collect();
             outln!("{:<16} {:<44} {}", p.name, p.source, p.manifest.summary);
             outln!("{:<16} supports: run {}", "", caps.join(" "));
+            if let Some(r) = &p.manifest.retry {
+                outln!(
+                    "{:<16} suggested retry (used where a flow sets none): {} attempts, {} ms doubling by {} up to {} ms",
+                    "",
+                    r.max_attempts,
+                    r.initial_interval_ms,
+                    r.backoff_coefficient,
+                    r.max_interval_ms
+                );
+            }
         }
         for e in &errors {
             eprintln!("error: {e}");
@@ -235,12 +249,12 @@ pub fn reindex(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
     } else {
         outln!(
-            "rebuilt from {} events: {} runs, {} active, {} timers, {} idempotency keys",
+            "rebuilt from {} events: {} runs, {} active, {} idempotency keys; {} stale entries dropped",
             report.events,
             report.runs,
             report.active,
-            report.timers,
-            report.idempotency_keys
+            report.idempotency_keys,
+            report.dropped
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -190,10 +190,12 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     results.sort_by_key(|(i, _)| *i);
     let mut all_settled = true;
+    let mut held = false;
     for (_, result) in results {
         match result {
             Ok(report) => {
                 all_settled &= report.status.state == RunState::Settled;
+                held |= report.status.state == RunState::NeedsAttention;
                 if single {
                     super::print_json(&report)?;
                 } else {
@@ -211,18 +213,23 @@ pub async fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if all_settled {
         ExitCode::SUCCESS
+    } else if held {
+        ExitCode::from(super::EXIT_HELD)
     } else {
         ExitCode::from(1)
     })
 }
 
-async fn start(config: &Config) -> anyhow::Result<Host> {
+pub(super) async fn start(config: &Config) -> anyhow::Result<Host> {
     let host = Host::start(config).await?;
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
     for (run, why) in &host.resumed.stuck {
         eprintln!("warning: run {run} cannot be resumed: {why}");
+    }
+    for skipped in &host.resumed.unreadable {
+        eprintln!("warning: {skipped}; skipped");
     }
     if !host.resumed.runs.is_empty() {
         eprintln!("resuming {} unfinished run(s)", host.resumed.runs.len());
@@ -236,8 +243,17 @@ async fn run_one(
     request: Request,
     bar: Option<ProgressBar>,
 ) -> anyhow::Result<RunReport> {
+    let key = request.key.clone();
     let submitted = engine.submit(flow, request.input, request.key).await?;
     let run = submitted.run_id;
+    // The acknowledgement, for whoever reads the logs (the crash test does):
+    // from here on the run is durable and must never be lost.
+    tracing::debug!(
+        run = %run,
+        idempotency_key = key.as_deref().unwrap_or(""),
+        existing = submitted.existing,
+        "run accepted"
+    );
     let ticker = bar.map(|bar| {
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg}")
@@ -267,7 +283,10 @@ async fn run_one(
         .wait(run)
         .await?
         .with_context(|| format!("run {run} is not in the store"))?;
+    // The run ended, waits for an operator, or is not driven here at all:
+    // the progress line has nothing more to show.
     if let Some(t) = ticker {
+        t.abort();
         let _ = t.await;
     }
     Ok(RunReport::new(&summary, submitted.existing))
@@ -276,7 +295,21 @@ async fn run_one(
 /// Finishes every unfinished run, then prints what each ended as.
 pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let host = start(config).await?;
-    let runs: Vec<RunId> = host.resumed.runs.clone();
+    let mut runs: Vec<RunId> = host.resumed.runs.clone();
+    // Runs held because the host's setup failed: the operator says it is
+    // fixed by running this command. A run whose setup is still broken is
+    // held again, with the same cause.
+    for run in host.engine.held_for_setup()? {
+        let command = super::operator::command(
+            crate::model::OperatorAction::Resume,
+            "settle resume: setup fixed",
+            None,
+        );
+        match host.engine.act(run, command).await {
+            Ok(_) => runs.push(run),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
     let mut reports = Vec::new();
     for run in &runs {
         if let Some(summary) = host.engine.wait(*run).await? {
@@ -300,9 +333,14 @@ pub async fn resume(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if host.resumed.stuck.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    let held = reports
+        .iter()
+        .any(|r| r.status.state == RunState::NeedsAttention);
+    Ok(if !host.resumed.stuck.is_empty() {
         ExitCode::from(1)
+    } else if held {
+        ExitCode::from(super::EXIT_HELD)
+    } else {
+        ExitCode::SUCCESS
     })
 }

@@ -14,6 +14,11 @@ pub struct World {
     pub stock: BTreeMap<String, i64>,
     pub reservations: BTreeMap<String, Reservation>,
     pub messages: Vec<Message>,
+    /// Idempotency keys a compensation found nothing under: a request that
+    /// arrives later with one of them is refused (409), so an attempt whose
+    /// outcome was unknown cannot take effect after it was undone.
+    #[serde(default)]
+    pub voided_keys: std::collections::BTreeSet<String>,
     /// Requests that changed something.
     pub requests: u64,
     /// Repeated requests answered from the idempotency record, not applied again.
@@ -72,12 +77,36 @@ impl World {
         w
     }
 
+    /// The paths a `POST` can change the world through.
+    pub const CHANGE_PATHS: [&'static str; 5] = [
+        "/ledger/transfers",
+        "/ledger/refunds",
+        "/stock/reservations",
+        "/stock/releases",
+        "/outbox/messages",
+    ];
+
+    /// Whether a `POST` to `path` can change the world (else it is a 404
+    /// that is not worth journaling).
+    pub fn changes(path: &str) -> bool {
+        Self::CHANGE_PATHS.contains(&path)
+    }
+
     /// Applies one state-changing request. Deterministic: replaying the
     /// journal's requests in order rebuilds the same world.
     pub fn apply(&mut self, path: &str, key: &str, body: &Value) -> Reply {
         let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::to_string);
         let int = |field: &str| body.get(field).and_then(Value::as_i64);
+        let voided = |kind: &str| {
+            problem(
+                409,
+                format!("{kind} under key '{key}' was cancelled by an earlier compensation"),
+            )
+        };
         let reply = match path {
+            "/ledger/transfers" | "/stock/reservations" if self.voided_keys.contains(key) => {
+                voided(path.rsplit('/').next().unwrap_or("request"))
+            }
             "/ledger/transfers" => match (text("from"), text("to"), int("amount")) {
                 (Some(from), Some(to), Some(amount))
                     if amount > 0 && !from.is_empty() && !to.is_empty() =>
@@ -102,19 +131,42 @@ impl World {
                     "need from, to (non-empty) and a positive integer amount",
                 ),
             },
-            "/ledger/refunds" => {
-                match text("transfer_id").and_then(|id| self.transfers.get_mut(&id)) {
-                    None => problem(404, "no such transfer"),
-                    Some(t) if t.refunded => reply(200, json!(t)),
+            "/ledger/refunds" if text("transfer_id").is_none() => match text("transfer_key") {
+                None => problem(422, "need transfer_id or transfer_key"),
+                Some(k) => match self.transfers.values().find(|t| t.idempotency_key == k) {
                     Some(t) => {
-                        t.refunded = true;
-                        let t = t.clone();
-                        *self.accounts.entry(t.from.clone()).or_default() += t.amount;
-                        *self.accounts.entry(t.to.clone()).or_default() -= t.amount;
-                        reply(200, json!(t))
+                        let id = t.id.clone();
+                        self.refund(&id)
                     }
+                    None => {
+                        self.voided_keys.insert(k.clone());
+                        reply(200, json!({ "voided_key": k }))
+                    }
+                },
+            },
+            "/ledger/refunds" => match text("transfer_id") {
+                Some(id) => self.refund(&id),
+                None => problem(404, "no such transfer"),
+            },
+            "/stock/releases" if text("reservation_id").is_none() => {
+                match text("reservation_key") {
+                    None => problem(422, "need reservation_id or reservation_key"),
+                    Some(k) => match self.reservations.values().find(|r| r.idempotency_key == k) {
+                        Some(r) => {
+                            let id = r.id.clone();
+                            self.release(&id)
+                        }
+                        None => {
+                            self.voided_keys.insert(k.clone());
+                            reply(200, json!({ "voided_key": k }))
+                        }
+                    },
                 }
             }
+            "/stock/releases" => match text("reservation_id") {
+                Some(id) => self.release(&id),
+                None => problem(404, "no such reservation"),
+            },
             "/stock/reservations" => match (text("sku"), int("quantity")) {
                 (Some(sku), Some(quantity)) if quantity > 0 => {
                     let available = self.stock.get(&sku).copied().unwrap_or(0);
@@ -142,18 +194,6 @@ impl World {
                 }
                 _ => problem(422, "need sku and a positive integer quantity"),
             },
-            "/stock/releases" => {
-                match text("reservation_id").and_then(|id| self.reservations.get_mut(&id)) {
-                    None => problem(404, "no such reservation"),
-                    Some(r) if r.released => reply(200, json!(r)),
-                    Some(r) => {
-                        r.released = true;
-                        let r = r.clone();
-                        *self.stock.entry(r.sku.clone()).or_default() += r.quantity;
-                        reply(200, json!(r))
-                    }
-                }
-            }
             "/outbox/messages" => match (text("to"), text("text")) {
                 (Some(to), Some(text)) if !to.is_empty() => {
                     let id = format!("m-{:06}", self.messages.len() + 1);
@@ -177,8 +217,48 @@ impl World {
         reply
     }
 
-    /// Answers a read.
+    /// Refunds transfer `id` once; a second refund answers the same.
+    fn refund(&mut self, id: &str) -> Reply {
+        match self.transfers.get_mut(id) {
+            None => problem(404, "no such transfer"),
+            Some(t) if t.refunded => reply(200, json!(t)),
+            Some(t) => {
+                t.refunded = true;
+                let t = t.clone();
+                *self.accounts.entry(t.from.clone()).or_default() += t.amount;
+                *self.accounts.entry(t.to.clone()).or_default() -= t.amount;
+                reply(200, json!(t))
+            }
+        }
+    }
+
+    /// Releases reservation `id` once; a second release answers the same.
+    fn release(&mut self, id: &str) -> Reply {
+        match self.reservations.get_mut(id) {
+            None => problem(404, "no such reservation"),
+            Some(r) if r.released => reply(200, json!(r)),
+            Some(r) => {
+                r.released = true;
+                let r = r.clone();
+                *self.stock.entry(r.sku.clone()).or_default() += r.quantity;
+                reply(200, json!(r))
+            }
+        }
+    }
+
+    /// Answers a read. `path` may carry a query: `/outbox/messages?idempotency_key=K`
+    /// finds the message sent under key K.
     pub fn read(&self, path: &str) -> Reply {
+        if let Some(key) = path.strip_prefix("/outbox/messages?idempotency_key=") {
+            return self
+                .messages
+                .iter()
+                .find(|m| m.idempotency_key == key)
+                .map_or_else(
+                    || problem(404, "no message under that key"),
+                    |m| reply(200, json!(m)),
+                );
+        }
         let id = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);
         if path == "/state" {
             return reply(200, json!(self));

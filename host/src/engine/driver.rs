@@ -12,8 +12,8 @@ use super::{Engine, Live};
 use crate::flow::Flow;
 use crate::flow::template::Scope;
 use crate::model::{
-    Event, EventKind, Failure, FailureClass, Next, RunSummary, SCHEMA_VERSION, Source, now_ms,
-    operation_id,
+    Action, Event, EventKind, Failure, FailureClass, Next, OperationId, RunSummary, SCHEMA_VERSION,
+    Source, Verdict, bounds, now_ms, step_id,
 };
 use crate::runtime::call::{CallContext, CallFailure};
 use crate::runtime::{CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink};
@@ -49,13 +49,37 @@ pub(super) fn draft(
         run_id: summary.run_id,
         seq: summary.next_seq,
         at_ms,
-        operation_id: step_name.as_ref().map(|s| operation_id(summary.run_id, s)),
+        operation_id: step_name
+            .as_ref()
+            .zip(action_of(&kind, &summary.next))
+            .map(|(s, action)| OperationId::new(summary.run_id, s, action).into_string()),
         step: step_name,
         attempt,
         source,
         causation: Some(summary.last_event),
         trace_id: summary.run_id.trace_id(),
         kind,
+    }
+}
+
+/// Which action of its step an event concerns, for its operation id.
+fn action_of(kind: &EventKind, next: &Next) -> Option<Action> {
+    match kind {
+        EventKind::StepScheduled { .. }
+        | EventKind::StepCompleted { .. }
+        | EventKind::StepFailed { .. } => Some(Action::Run),
+        EventKind::CompensationScheduled { .. }
+        | EventKind::CompensationCompleted { .. }
+        | EventKind::CompensationFailed { .. } => Some(Action::Compensate),
+        EventKind::StepReconciled { .. } => Some(Action::Reconcile),
+        // Whatever the call in progress was.
+        EventKind::CapabilityDenied { .. } => match next {
+            Next::Step { .. } => Some(Action::Run),
+            Next::Compensate { .. } => Some(Action::Compensate),
+            Next::Reconcile { .. } => Some(Action::Reconcile),
+            Next::Nothing => None,
+        },
+        _ => None,
     }
 }
 
@@ -75,7 +99,9 @@ fn attribute(
             | EventKind::RunSettled
             | EventKind::RunCompensated
             | EventKind::RunDrifted { .. }
-            | EventKind::RunNeedsAttention { .. } => None,
+            | EventKind::RunNeedsAttention { .. }
+            | EventKind::RunHeld { .. }
+            | EventKind::RunCancelled => None,
             _ => Some(index),
         };
         let source = if i == 0 {
@@ -87,22 +113,130 @@ fn attribute(
     })
 }
 
+/// Most `capability-denied` events one call records; the runtime counts
+/// the rest in its last denial.
+const MAX_DENIAL_EVENTS: usize = 16;
+
 fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
     let retry_after = f.retry_after_ms.map(Duration::from_millis);
     (
         Failure {
             class: f.class,
-            message: f.message,
+            message: bounds::cut_detail(&f.message),
         },
         retry_after,
     )
 }
 
+/// A failed call during which the host refused the plugin something it
+/// asked for (a grant, a config value) is the host's setup failing, not the
+/// plugin or the outside world: it holds the run instead of undoing work.
+fn blame_setup(mut failure: CallFailure, denials: &[crate::runtime::Denial]) -> CallFailure {
+    if let Some(first) = denials.first()
+        && !failure.class.is_host_setup()
+    {
+        failure.message = format!(
+            "{} (refused: {}; grant it in settle.toml)",
+            failure.message, first.detail
+        );
+        failure.class = FailureClass::HostSetup;
+        failure.retry_after_ms = None;
+    }
+    failure
+}
+
+/// Whether an attempt that failed this way may have had its effect: the
+/// call began and its outcome is unknown, or it returned and the host
+/// rejected what it said.
+fn outcome_unknown(class: FailureClass) -> bool {
+    matches!(
+        class,
+        FailureClass::Timeout
+            | FailureClass::Trap
+            | FailureClass::MemoryLimit
+            | FailureClass::OutputLimit
+    )
+}
+
+/// Runs a driver future, turning a panic into `Err(message)` so that one
+/// run's bug cannot take down the task, leave `wait` hanging or keep
+/// `shutdown` waiting for a run that will never report.
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
+    type Output = Result<(), String>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(())) => std::task::Poll::Ready(Ok(())),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
 impl<S: Store, X: Executor> Engine<S, X> {
-    pub(super) async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>) {
+    /// Drives a run until it ends, waits for an operator, or the engine
+    /// shuts down; a panic inside is recorded as a hold, never propagated.
+    /// `resumed` says the run was picked up from the store, so its first
+    /// attempt may repeat one that was interrupted mid-call.
+    pub(super) async fn drive_guarded(self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
+        let run = summary.run_id;
+        let outcome = CatchPanic(Box::pin(self.clone().drive(summary, flow, resumed))).await;
+        if let Err(message) = outcome {
+            tracing::error!(run = %run, "the host failed while driving the run: {message}");
+            self.hold_after_panic(run, &message).await;
+        }
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
+    }
+
+    /// Records that the host failed on this run, from what the store says
+    /// (the driver's own copy went down with it).
+    async fn hold_after_panic(&self, run: crate::model::RunId, message: &str) {
+        let Ok(Some(mut summary)) = self.inner.store.summary(run) else {
+            return;
+        };
+        if summary.state.is_terminal() {
+            return;
+        }
+        let reason = bounds::cut_detail(&format!(
+            "the host failed while driving this run ({message}); report it, then retry or cancel the run"
+        ));
+        let held = vec![(
+            EventKind::RunHeld {
+                cause: crate::model::HoldCause::HostError,
+                reason,
+            },
+            None,
+            Source::host(),
+        )];
+        if let Err(e) = self.record(&mut summary, held, now_ms()).await {
+            tracing::error!(run = %run, "cannot record the failure: {e}");
+        }
+    }
+
+    async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
         let run = summary.run_id;
         let mut stop = self.inner.shutdown.subscribe();
-        while let Some(due) = summary.next.due_ms() {
+        let mut maybe_interrupted = resumed;
+        while !summary.state.is_terminal() {
+            let Some(due) = summary.next.due_ms() else {
+                break;
+            };
             if *stop.borrow() {
                 break;
             }
@@ -125,29 +259,32 @@ impl<S: Store, X: Executor> Engine<S, X> {
             // a timer or a worker stay small.
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {
-                    Box::pin(self.run_step(&mut summary, &flow, index, attempt)).await
+                    let interrupted = std::mem::take(&mut maybe_interrupted);
+                    Box::pin(self.run_step(&mut summary, &flow, index, attempt, interrupted)).await
                 }
                 Next::Compensate { index, attempt, .. } => {
+                    maybe_interrupted = false;
                     Box::pin(self.compensate_step(&mut summary, &flow, index, attempt)).await
                 }
                 Next::Reconcile { attempt, .. } => {
+                    maybe_interrupted = false;
                     Box::pin(self.reconcile(&mut summary, &flow, attempt)).await
                 }
                 Next::Nothing => Ok(()),
             };
             self.set_running(run, false);
             if let Err(e) = result {
+                if e.is_fatal() {
+                    // The store stopped for good: nothing more can be recorded.
+                    tracing::error!(run = %run, "cannot record progress, stopping: {e}");
+                    break;
+                }
                 // Nothing was recorded: the same action runs again (with the
                 // same operation id) once the store answers.
                 tracing::error!(run = %run, "cannot record progress, retrying in 1 s: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run);
     }
 
     fn set_running(&self, run: crate::model::RunId, running: bool) {
@@ -181,15 +318,16 @@ impl<S: Store, X: Executor> Engine<S, X> {
     }
 
     /// Appends `kinds` (with lineage) to the run's log in one durable commit,
-    /// then advances the in-memory summary.
-    async fn record(
+    /// then advances the in-memory summary. `now` is the time the decision
+    /// was taken: the events carry it, so a recorded retry time is exactly
+    /// its delay after the failure that scheduled it.
+    pub(super) async fn record(
         &self,
         summary: &mut RunSummary,
         kinds: Vec<(EventKind, Option<u32>, Source)>,
+        now: u64,
     ) -> Result<(), crate::store::StoreError> {
-        let previous_due_ms = summary.next.due_ms();
         let mut next = summary.clone();
-        let now = now_ms();
         let mut events = Vec::with_capacity(kinds.len());
         for (kind, step, source) in kinds {
             let event = draft(&next, kind, step, source, now);
@@ -200,7 +338,6 @@ impl<S: Store, X: Executor> Engine<S, X> {
             run_id: next.run_id,
             events,
             summary: next.clone(),
-            previous_due_ms,
             claim: None,
         };
         self.inner.store.commit(commit).await?;
@@ -223,13 +360,15 @@ impl<S: Store, X: Executor> Engine<S, X> {
         flow: &Flow,
         index: u32,
         attempt: u32,
+        action: Action,
     ) -> CallContext {
         let step = &flow.steps[index as usize].name;
         CallContext {
             run_id: summary.run_id.to_string(),
             flow: flow.id(),
             step: step.clone(),
-            operation_id: operation_id(summary.run_id, step),
+            operation_id: OperationId::new(summary.run_id, step, action).into_string(),
+            step_id: step_id(summary.run_id, step),
             attempt,
             trace_id: summary.run_id.trace_id(),
         }
@@ -266,14 +405,22 @@ impl<S: Store, X: Executor> Engine<S, X> {
         Ok(input)
     }
 
-    /// Parses what the plugin returned and checks it against the plugin's
-    /// output schema. Either problem is the plugin's fault, so it fails the
-    /// attempt for good: retrying the same code gives the same answer.
+    /// Parses what the plugin returned and checks it against the host's
+    /// bounds and the plugin's output schema. Any problem is the plugin's
+    /// fault, so it fails the attempt for good: retrying the same code gives
+    /// the same answer.
     fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
         let output = serde_json::from_str::<Value>(text).map_err(|e| {
             CallFailure::new(
                 FailureClass::Permanent,
                 format!("plugin '{plugin}' returned output that is not JSON: {e}"),
+            )
+        })?;
+        // Its size was bounded by the runtime (`limits.max_output_kib`).
+        bounds::check_depth(&output).map_err(|e| {
+            CallFailure::new(
+                FailureClass::OutputLimit,
+                format!("output of plugin '{plugin}' is over the host's limit: {e}"),
             )
         })?;
         if let Some(info) = self.inner.executor.plugin(plugin) {
@@ -289,6 +436,9 @@ impl<S: Store, X: Executor> Engine<S, X> {
         Ok(output)
     }
 
+    /// Calls one action of step `index`. A failure during which the host
+    /// refused the plugin something is reclassified as the host's setup
+    /// failing; the refusals come back as events (the runtime bounds them).
     async fn call(
         &self,
         summary: &RunSummary,
@@ -298,7 +448,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         kind: CallKind,
     ) -> (CallReport, Vec<(EventKind, Option<u32>, Source)>) {
         let step = &flow.steps[index as usize];
-        let report = match self.step_input(summary, flow, index) {
+        let mut report = match self.step_input(summary, flow, index) {
             Err(failure) => CallReport {
                 source: "host".into(),
                 result: Err(failure),
@@ -306,27 +456,35 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 duration: Duration::ZERO,
             },
             Ok(input) => {
+                let output = match kind {
+                    CallKind::Run => None,
+                    CallKind::Compensate | CallKind::Reconcile => summary.outputs[index as usize]
+                        .as_ref()
+                        .map(Value::to_string),
+                };
                 let request = CallRequest {
                     plugin: step.plugin.clone(),
                     kind,
-                    ctx: self.call_context(summary, flow, index, attempt),
+                    ctx: self.call_context(summary, flow, index, attempt, kind),
                     input: input.to_string(),
-                    output: summary.outputs[index as usize]
-                        .as_ref()
-                        .map(Value::to_string),
+                    output,
                     timeout: step.timeout,
                     progress: Some(self.progress_sink(summary.run_id)),
                 };
                 self.inner.executor.call(request).await
             }
         };
+        report.result = report
+            .result
+            .map_err(|failure| blame_setup(failure, &report.denials));
         let denials = report
             .denials
             .iter()
+            .take(MAX_DENIAL_EVENTS)
             .map(|d| {
                 let kind = EventKind::CapabilityDenied {
-                    capability: d.capability.clone(),
-                    detail: d.detail.clone(),
+                    capability: bounds::cut(&d.capability, 64),
+                    detail: bounds::cut_detail(&d.detail),
                 };
                 (kind, Some(index), Source(report.source.clone()))
             })
@@ -340,21 +498,29 @@ impl<S: Store, X: Executor> Engine<S, X> {
         flow: &Flow,
         index: u32,
         attempt: u32,
+        maybe_interrupted: bool,
     ) -> Result<(), crate::store::StoreError> {
         let (report, mut events) = self
             .call(summary, flow, index, attempt, CallKind::Run)
             .await;
         let source = Source(report.source.clone());
         let now = now_ms();
+        // (output, whether a failure may have had its effect)
         let output = match report.result {
-            Ok(CallOutput::Ran(text)) => {
-                self.step_output(&flow.steps[index as usize].plugin, &text)
-            }
-            Ok(other) => Err(CallFailure::new(
-                FailureClass::Permanent,
-                format!("unexpected answer {other:?}"),
+            Ok(CallOutput::Ran(text)) => self
+                .step_output(&flow.steps[index as usize].plugin, &text)
+                .map_err(|f| (f, true)),
+            Ok(other) => Err((
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!("unexpected answer {other:?}"),
+                ),
+                true,
             )),
-            Err(f) => Err(f),
+            Err(f) => {
+                let unknown = outcome_unknown(f.class);
+                Err((f, unknown))
+            }
         };
         let decided = match output {
             Ok(output) => {
@@ -364,7 +530,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
                         .plugin(plugin)
                         .is_some_and(|p| p.manifest.supports_reconcile)
                 };
-                let duration_ms = report.duration.as_millis() as u64;
+                let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
                 vec![
                     EventKind::StepCompleted {
                         index,
@@ -374,21 +540,22 @@ impl<S: Store, X: Executor> Engine<S, X> {
                     transitions::after_step_completed(flow, index, now, &reconciles),
                 ]
             }
-            Err(f) => {
+            Err((f, unknown)) => {
+                // A host-setup failure happened before the plugin could act
+                // (or was refused what it needed): no effect is assumed from
+                // it, but an earlier interrupted call of this attempt may
+                // still have had one.
                 let (failure, retry_after) = split_failure(f);
-                transitions::after_step_failed(
-                    flow,
-                    summary,
-                    index,
-                    attempt,
+                let failed = transitions::StepFailure {
+                    may_have_effect: unknown || maybe_interrupted,
                     failure,
                     retry_after,
-                    now,
-                )
+                };
+                transitions::after_step_failed(flow, summary, index, attempt, failed, now)
             }
         };
         events.extend(attribute(decided, index, &source));
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 
     async fn compensate_step(
@@ -405,7 +572,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
         let now = now_ms();
         let decided = match report.result {
             Ok(_) => {
-                let duration_ms = report.duration.as_millis() as u64;
+                let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
                 vec![
                     EventKind::CompensationCompleted { index, duration_ms },
                     transitions::after_compensation_completed(flow, summary, index, now),
@@ -424,10 +591,13 @@ impl<S: Store, X: Executor> Engine<S, X> {
             }
         };
         events.extend(attribute(decided, index, &source));
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 
-    /// One confirmation pass: ask every step whose plugin can reconcile.
+    /// One confirmation pass: ask every completed step whose plugin can
+    /// reconcile. A step whose plugin is missing is asked all the same: the
+    /// runtime answers `unavailable`, which holds the run for an operator
+    /// instead of skipping to "settled".
     async fn reconcile(
         &self,
         summary: &mut RunSummary,
@@ -442,7 +612,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 .inner
                 .executor
                 .plugin(&step.plugin)
-                .is_some_and(|p| p.manifest.supports_reconcile);
+                .is_none_or(|p| p.manifest.supports_reconcile);
             if !reconciles || summary.outputs[i].is_none() {
                 continue;
             }
@@ -451,25 +621,26 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 .await;
             events.extend(denials);
             let verdict = match report.result {
+                Ok(CallOutput::Reconciled(Verdict::Drifted(detail))) => {
+                    Ok(Verdict::Drifted(bounds::cut_detail(&detail)))
+                }
                 Ok(CallOutput::Reconciled(v)) => Ok(v),
                 Ok(other) => Err(Failure {
                     class: FailureClass::Permanent,
                     message: format!("unexpected answer {other:?}"),
                 }),
-                Err(f) => Err(Failure {
-                    class: f.class,
-                    message: f.message,
-                }),
+                Err(f) => Err(split_failure(f).0),
             };
             verdicts.push((index, verdict, Source(report.source.clone())));
         }
         let sources: Vec<(u32, Source)> =
             verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
+        let now = now_ms();
         let decided = transitions::after_reconciliation(
             flow,
             verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
             attempt,
-            now_ms(),
+            now,
         );
         for kind in decided {
             let (step, source) = match &kind {
@@ -485,6 +656,6 @@ impl<S: Store, X: Executor> Engine<S, X> {
             };
             events.push((kind, step, source));
         }
-        self.record(summary, events).await
+        self.record(summary, events, now).await
     }
 }

@@ -52,6 +52,10 @@ pub enum SubmitError {
     /// A step's plugin is not installed.
     #[error("step '{step}' uses plugin '{plugin}', which is not installed")]
     UnknownPlugin { step: String, plugin: String },
+    /// The input or the idempotency key is over the host's bounds
+    /// (see [`crate::model::bounds`]).
+    #[error("{what} rejected: {problem}")]
+    OverBounds { what: &'static str, problem: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,6 +74,60 @@ pub struct Resumed {
     pub runs: Vec<RunId>,
     /// Runs that cannot be driven, and why (their flow cannot be read).
     pub stuck: Vec<(RunId, String)>,
+    /// Records that could not be read: skipped, so the others go on.
+    pub unreadable: Vec<crate::store::Unreadable>,
+}
+
+/// Why an operator's command was not applied. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("no run {0}")]
+    NoSuchRun(RunId),
+    /// This process is driving the run right now.
+    #[error("run {0} is being driven right now; act on it once it waits for an operator")]
+    Busy(RunId),
+    #[error("cannot {action} run {run}: {refused}")]
+    Refused {
+        run: RunId,
+        action: &'static str,
+        refused: transitions::Refused,
+    },
+    #[error("cannot {action} run {run}: {why}")]
+    FlowUnreadable {
+        run: RunId,
+        action: &'static str,
+        why: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An operator's command, with who gave it and why (both recorded).
+#[derive(Clone, Debug)]
+pub struct OperatorCommand {
+    pub action: crate::model::OperatorAction,
+    pub by: String,
+    pub reason: String,
+    /// `settle retry --step S`: the step the operator means.
+    pub step: Option<String>,
+}
+
+/// The retry policy a plugin suggests in its manifest, bounded as a flow's
+/// own would be (at least one attempt, coefficient 1–100).
+fn suggested_policy(s: &crate::runtime::plugin::SuggestedRetry) -> retry::RetryPolicy {
+    let coefficient = if s.backoff_coefficient.is_finite() {
+        s.backoff_coefficient.clamp(1.0, 100.0)
+    } else {
+        2.0
+    };
+    retry::RetryPolicy {
+        max_attempts: s.max_attempts.clamp(1, 100),
+        initial_interval: std::time::Duration::from_millis(s.initial_interval_ms),
+        backoff_coefficient: coefficient,
+        max_interval: std::time::Duration::from_millis(s.max_interval_ms)
+            .min(retry::MAX_RETRY_DELAY),
+        ..retry::RetryPolicy::default()
+    }
 }
 
 /// The engine. Cheap to clone.
@@ -148,6 +206,25 @@ impl<S: Store, X: Executor> Engine<S, X> {
         input: Value,
         key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
+        use crate::model::bounds;
+        if let Some(key) = &key
+            && key.len() > bounds::MAX_IDEMPOTENCY_KEY_BYTES
+        {
+            return Err(SubmitError::OverBounds {
+                what: "idempotency key",
+                problem: format!(
+                    "{} bytes; the limit is {} bytes",
+                    key.len(),
+                    bounds::MAX_IDEMPOTENCY_KEY_BYTES
+                ),
+            });
+        }
+        bounds::check_json(&input, bounds::MAX_INPUT_BYTES).map_err(|e| {
+            SubmitError::OverBounds {
+                what: "run input",
+                problem: e.to_string(),
+            }
+        })?;
         if let Some(key) = &key
             && let Some(run_id) = self.inner.store.find_idempotent(
                 &flow.name,
@@ -161,11 +238,11 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 existing: true,
             });
         }
-        self.check_input(flow, &input)?;
-        self.inner.store.put_flow(&flow.digest, &flow.source)?;
-        self.remember_flow(flow);
-
         let run_id = RunId::new();
+        self.check_input(flow, &input, run_id)?;
+        self.inner.store.put_flow(&flow.digest, &flow.source)?;
+        let flow = &self.remember_flow(flow);
+
         let now = now_ms();
         let accepted = EventKind::RunAccepted {
             flow: flow.name.clone(),
@@ -217,7 +294,6 @@ impl<S: Store, X: Executor> Engine<S, X> {
             run_id,
             events: vec![first, scheduled],
             summary: summary.clone(),
-            previous_due_ms: None,
             claim,
         };
         match self.inner.store.commit(commit).await? {
@@ -227,7 +303,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             }),
             CommitOutcome::Committed => {
                 if !self.is_paused() {
-                    self.spawn(summary, flow.clone());
+                    self.spawn(summary, flow.clone(), false);
                 }
                 Ok(Submitted {
                     run_id,
@@ -240,11 +316,12 @@ impl<S: Store, X: Executor> Engine<S, X> {
     /// Checks what can be checked before accepting: every plugin installed,
     /// and every step input that depends only on the run input matches its
     /// plugin's schema.
-    fn check_input(&self, flow: &Flow, input: &Value) -> Result<(), SubmitError> {
+    fn check_input(&self, flow: &Flow, input: &Value, run_id: RunId) -> Result<(), SubmitError> {
+        let run_id = run_id.to_string();
         let scope = crate::flow::template::Scope {
             input,
             outputs: &[],
-            run_id: "",
+            run_id: &run_id,
         };
         for step in &flow.steps {
             let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
@@ -267,12 +344,21 @@ impl<S: Store, X: Executor> Engine<S, X> {
         Ok(())
     }
 
-    fn remember_flow(&self, flow: &Arc<Flow>) {
-        self.inner
-            .flows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(flow.digest.clone(), flow.clone());
+    /// Keeps the flow for its runs, with the retry policy each plugin
+    /// suggests wherever the flow sets none; returns the flow runs use.
+    fn remember_flow(&self, flow: &Arc<Flow>) -> Arc<Flow> {
+        let mut flows = self.inner.flows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = flows.get(&flow.digest) {
+            return known.clone();
+        }
+        let executor = &self.inner.executor;
+        let resolved = Arc::new(Flow::clone(flow).with_suggested_retry(|plugin| {
+            executor
+                .plugin(plugin)
+                .and_then(|p| p.manifest.retry.as_ref().map(suggested_policy))
+        }));
+        flows.insert(flow.digest.clone(), resolved.clone());
+        resolved
     }
 
     /// The flow a run was accepted under, from memory or from the store.
@@ -301,27 +387,96 @@ impl<S: Store, X: Executor> Engine<S, X> {
             Flow::parse(&text, &format!("{}@{}", summary.flow, summary.flow_version))
                 .map_err(|e| e.to_string())?,
         );
-        self.remember_flow(&flow);
-        Ok(flow)
+        Ok(self.remember_flow(&flow))
     }
 
     /// Resumes every run that is not terminal, from its log.
+    /// Runs waiting for an operator are not among them (see [`Engine::act`]).
+    /// A record that cannot be read is reported and skipped.
     pub fn resume(&self) -> Result<Resumed, StoreError> {
         let mut resumed = Resumed::default();
-        for summary in self.inner.store.active_runs()? {
+        let active = self.inner.store.active_runs()?;
+        resumed.unreadable = active.unreadable;
+        for summary in active.items {
             let run = summary.run_id;
             if self.is_live(run) {
                 continue;
             }
             match self.flow_for(&summary) {
                 Ok(flow) => {
-                    self.spawn(summary, flow);
+                    self.spawn(summary, flow, true);
                     resumed.runs.push(run);
                 }
                 Err(why) => resumed.stuck.push((run, why)),
             }
         }
         Ok(resumed)
+    }
+
+    /// Applies an operator's command to a run that is not being driven:
+    /// records who did what and why, with the action it implies, in one
+    /// commit, then drives the run on if there is more to do.
+    pub async fn act(&self, run: RunId, command: OperatorCommand) -> Result<RunSummary, ActError> {
+        let action = command.action.as_str();
+        if self.is_live(run) {
+            return Err(ActError::Busy(run));
+        }
+        let mut summary = self
+            .inner
+            .store
+            .summary(run)?
+            .ok_or(ActError::NoSuchRun(run))?;
+        let flow = self
+            .flow_for(&summary)
+            .map_err(|why| ActError::FlowUnreadable { run, action, why })?;
+        let now = now_ms();
+        let then = transitions::operator_command(
+            &flow,
+            &summary,
+            command.action,
+            command.step.as_deref(),
+            now,
+        )
+        .map_err(|refused| ActError::Refused {
+            run,
+            action,
+            refused,
+        })?;
+        let acted = EventKind::OperatorActed {
+            action: command.action,
+            by: crate::model::bounds::cut(&command.by, 256),
+            reason: crate::model::bounds::cut_detail(&command.reason),
+        };
+        let events = std::iter::once(acted)
+            .chain(then)
+            .map(|kind| {
+                let step = match &kind {
+                    EventKind::StepScheduled { index, .. }
+                    | EventKind::CompensationScheduled { index, .. } => Some(*index),
+                    _ => None,
+                };
+                (kind, step, Source::host())
+            })
+            .collect();
+        self.record(&mut summary, events, now).await?;
+        if !summary.state.is_terminal() && !self.is_paused() {
+            self.spawn(summary.clone(), flow, false);
+        }
+        Ok(summary)
+    }
+
+    /// Runs waiting for an operator because the host's setup failed, which
+    /// `settle resume` releases once the setup is fixed.
+    pub fn held_for_setup(&self) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .list_runs(Some(crate::model::RunState::NeedsAttention), usize::MAX)?
+            .items
+            .into_iter()
+            .filter(|s| s.hold == Some(crate::model::HoldCause::HostSetup))
+            .map(|s| s.run_id)
+            .collect())
     }
 
     fn is_live(&self, run: RunId) -> bool {
@@ -332,7 +487,7 @@ impl<S: Store, X: Executor> Engine<S, X> {
             .contains_key(&run)
     }
 
-    fn spawn(&self, summary: RunSummary, flow: Arc<Flow>) {
+    fn spawn(&self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
         let (updates, _) = watch::channel(Arc::new(summary.clone()));
         self.inner
             .live
@@ -347,25 +502,22 @@ impl<S: Store, X: Executor> Engine<S, X> {
                 },
             );
         let engine = self.clone();
-        tokio::spawn(async move { engine.drive(summary, flow).await });
+        tokio::spawn(async move { engine.drive_guarded(summary, flow, resumed).await });
     }
 
-    /// Waits until `run` is terminal (or, if another process drives it,
-    /// returns what the store says now).
+    /// Waits until this process stops driving `run` (it ended, waits for an
+    /// operator, or the engine shut down) and returns what the store says;
+    /// for a run not driven here, returns what the store says now.
     pub async fn wait(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
         let receiver = {
             let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(&run).map(|l| l.updates.subscribe())
         };
+        // The driver drops the sender when it stops: the run ended, waits
+        // for an operator, or the engine shut down. Waiting for that (not
+        // for a terminal state alone) means the run can be acted on at once.
         if let Some(mut rx) = receiver {
-            loop {
-                if rx.borrow_and_update().state.is_terminal() {
-                    break;
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
+            while rx.changed().await.is_ok() {}
         }
         self.inner.store.summary(run)
     }

@@ -4,11 +4,18 @@
 //! Delay before attempt `n + 1` after attempt `n` failed:
 //! `min(initial_interval * backoff_coefficient^(n-1), max_interval)`, then
 //! spread by ± `jitter` (a fraction), and never earlier than a `retry-after`
-//! the plugin asked for. A failure whose class is in `non_retryable` (or that
-//! is permanent or invalid input) is never retried.
+//! the plugin asked for — but a plugin's `retry-after` is clamped to
+//! `max_interval`, and every delay to [`MAX_RETRY_DELAY`], so no plugin can
+//! park a run for centuries or overflow the host's clock arithmetic. A
+//! failure whose class is in `non_retryable` (or that is permanent or invalid
+//! input) is never retried; host-setup failures are never retried either:
+//! they hold the run for an operator.
 
 use crate::model::FailureClass;
 use std::time::Duration;
+
+/// The longest any retry waits, whatever a flow or a plugin says.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
@@ -39,7 +46,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Whether a failure of `class` may be retried at all.
     pub fn retries(&self, class: FailureClass) -> bool {
-        class.retryable_by_default() && !self.non_retryable.contains(&class)
+        class.retryable_by_default()
+            && !class.is_host_setup()
+            && !self.non_retryable.contains(&class)
     }
 
     /// The delay before the next attempt, after `attempt` failed with
@@ -56,19 +65,22 @@ impl RetryPolicy {
         let base = self.backoff(attempt);
         let spread = if self.jitter > 0.0 {
             let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-            base.mul_f64(factor.max(0.0))
+            Duration::try_from_secs_f64(base.as_secs_f64() * factor.max(0.0)).unwrap_or(base)
         } else {
             base
         };
-        Some(retry_after.map_or(spread, |r| spread.max(r)))
+        let ceiling = self.max_interval.max(spread).min(MAX_RETRY_DELAY);
+        let asked = retry_after.map_or(Duration::ZERO, |r| r.min(ceiling));
+        Some(spread.max(asked).min(MAX_RETRY_DELAY))
     }
 
     /// The delay before attempt `attempt + 1`, without jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let millis =
-            self.initial_interval.as_secs_f64() * 1000.0 * self.backoff_coefficient.powi(exponent);
-        Duration::from_secs_f64((millis / 1000.0).min(self.max_interval.as_secs_f64()))
+        let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exponent);
+        let cap = self.max_interval.min(MAX_RETRY_DELAY);
+        // `try_from` refuses NaN, infinity and overflow: the cap is the answer then.
+        Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
     }
 }
 
@@ -111,12 +123,49 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor_and_jitter_stays_in_bounds() {
+    fn retry_after_is_a_floor_clamped_by_max_interval() {
         let p = policy();
+        let d = p
+            .next_delay(1, FailureClass::Retryable, Some(Duration::from_millis(300)))
+            .unwrap();
+        assert_eq!(d, Duration::from_millis(300));
+        // A plugin cannot stretch a wait past the flow's max_interval…
         let d = p
             .next_delay(1, FailureClass::Retryable, Some(Duration::from_secs(2)))
             .unwrap();
-        assert_eq!(d, Duration::from_secs(2));
+        assert_eq!(d, Duration::from_millis(500));
+        // …nor overflow anything with the largest value the contract allows.
+        let d = p
+            .next_delay(
+                1,
+                FailureClass::Retryable,
+                Some(Duration::from_millis(u64::MAX)),
+            )
+            .unwrap();
+        assert_eq!(d, Duration::from_millis(500));
+        let wide = RetryPolicy {
+            max_interval: Duration::MAX,
+            initial_interval: Duration::MAX,
+            backoff_coefficient: 100.0,
+            ..policy()
+        };
+        let d = wide
+            .next_delay(4, FailureClass::Retryable, Some(Duration::MAX))
+            .unwrap();
+        assert_eq!(d, MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn host_setup_failures_are_never_retried() {
+        assert_eq!(policy().next_delay(1, FailureClass::HostSetup, None), None);
+        assert_eq!(
+            policy().next_delay(1, FailureClass::Unavailable, None),
+            None
+        );
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
         let jittery = RetryPolicy {
             jitter: 0.5,
             ..policy()

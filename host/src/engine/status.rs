@@ -1,7 +1,7 @@
 //! Run status as people and programs see it: the state, its phrase, where
 //! the run stands, and what the plugin last reported.
 
-use crate::model::{Failure, Next, RunId, RunState, RunSummary, now_ms};
+use crate::model::{Failure, HoldCause, Next, RunId, RunState, RunSummary, Stage, now_ms};
 use serde::Serialize;
 
 /// What is known about a run right now.
@@ -10,6 +10,11 @@ pub struct RunStatus {
     pub run_id: RunId,
     pub flow: String,
     pub state: RunState,
+    /// The coarse stage clients may rely on across versions.
+    pub stage: Stage,
+    /// Why the run waits for an operator, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldCause>,
     /// The sentence shown to people, e.g. "Retrying reserve-stock (attempt 3 of 5) in 4 s".
     pub phrase: String,
     /// The step the run is at (or undoing), if any.
@@ -89,6 +94,10 @@ impl RunStatus {
             run_id: summary.run_id,
             flow: format!("{}@{}", summary.flow, summary.flow_version),
             state: summary.state,
+            stage: summary
+                .state
+                .stage(summary.next.due_ms().is_some_and(|d| d > now) && !running),
+            hold: summary.hold,
             phrase: summary.phrase(now, running),
             step,
             completed_steps: summary.completed_steps(),

@@ -1,10 +1,23 @@
 //! The saga's decisions, as pure functions from what the log says (the run
 //! summary) and what just happened to the events to append. No I/O here: the
 //! driver calls these, then commits what they return in one durable write.
+//!
+//! Rules kept here, in one place:
+//! - A failure caused by the host's own setup (plugin missing, grant or
+//!   config missing, no instance slot) never spends attempts and never
+//!   compensates: the run is held for an operator.
+//! - When a step fails for good, every step that completed **or may have had
+//!   its effect** is compensated, in reverse order, the failed step included
+//!   when its outcome is unknown. Steps with `compensate: false` are left in
+//!   place, and the final phrase says so.
+//! - A compensation or a confirmation that cannot succeed holds the run,
+//!   never silently ends it.
 
 use super::retry::RetryPolicy;
-use crate::flow::Flow;
-use crate::model::{EventKind, Failure, RunSummary, Verdict};
+use crate::flow::{Flow, OnExhausted};
+use crate::model::{
+    EventKind, Failure, FailureClass, HoldCause, Next, OperatorAction, RunSummary, Verdict, bounds,
+};
 use std::time::Duration;
 
 /// How many times the host asks downstream systems before giving up on a
@@ -14,6 +27,22 @@ pub fn reconcile_policy() -> RetryPolicy {
         max_attempts: 5,
         initial_interval: Duration::from_millis(500),
         ..RetryPolicy::default()
+    }
+}
+
+/// `now + delay`, saturating: no delay can overflow the clock.
+fn at(now_ms: u64, delay: Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The hold for a host-setup failure: the cause and the fix, for people.
+fn host_setup_hold(failure: &Failure) -> EventKind {
+    EventKind::RunHeld {
+        cause: HoldCause::HostSetup,
+        reason: bounds::cut_detail(&format!(
+            "waiting for an operator: {}; fix the setup, then run `settle resume`",
+            failure.message
+        )),
     }
 }
 
@@ -44,50 +73,85 @@ pub fn after_step_completed(
     }
 }
 
-/// An attempt of step `index` failed: retry it, or start undoing.
+/// What an attempt of a step left behind.
+#[derive(Clone, Debug)]
+pub struct StepFailure {
+    pub failure: Failure,
+    /// The earliest retry the plugin asked for.
+    pub retry_after: Option<Duration>,
+    /// The attempt's outcome is unknown: it may have had its effect.
+    pub may_have_effect: bool,
+}
+
+/// An attempt of step `index` failed: retry it, hold the run, or start undoing.
 pub fn after_step_failed(
     flow: &Flow,
     summary: &RunSummary,
     index: u32,
     attempt: u32,
-    failure: Failure,
-    retry_after: Option<Duration>,
+    failed: StepFailure,
     now_ms: u64,
 ) -> Vec<EventKind> {
-    let policy = &flow.steps[index as usize].retry;
-    match policy.next_delay(attempt, failure.class, retry_after) {
-        Some(delay) => {
-            let at = now_ms + delay.as_millis() as u64;
-            vec![
-                EventKind::StepFailed {
-                    index,
-                    failure,
-                    retry_at_ms: Some(at),
-                },
-                EventKind::StepScheduled {
-                    index,
-                    attempt: attempt + 1,
-                    max_attempts: policy.max_attempts,
-                    not_before_ms: at,
-                },
-            ]
-        }
-        None => vec![
-            EventKind::StepFailed {
-                index,
-                failure,
-                retry_at_ms: None,
-            },
-            next_compensation(flow, summary, index, now_ms),
-        ],
+    let step = &flow.steps[index as usize];
+    let StepFailure {
+        failure,
+        retry_after,
+        may_have_effect,
+    } = failed;
+    let failed_event = |retry_at_ms| EventKind::StepFailed {
+        index,
+        failure: failure.clone(),
+        retry_at_ms,
+        may_have_effect,
+    };
+    if failure.class.is_host_setup() {
+        return vec![failed_event(None), host_setup_hold(&failure)];
     }
+    if let Some(delay) = step.retry.next_delay(attempt, failure.class, retry_after) {
+        let due = at(now_ms, delay);
+        return vec![
+            failed_event(Some(due)),
+            EventKind::StepScheduled {
+                index,
+                attempt: attempt.saturating_add(1),
+                max_attempts: step.retry.max_attempts,
+                not_before_ms: due,
+            },
+        ];
+    }
+    if step.on_exhausted == OnExhausted::Hold && failure.class.retryable_by_default() {
+        let reason = bounds::cut_detail(&format!(
+            "step '{}' failed after {attempt} attempt(s): {} ({}); retry it, compensate or cancel the run",
+            step.name,
+            failure.message,
+            failure.class.as_str()
+        ));
+        return vec![
+            failed_event(None),
+            EventKind::RunHeld {
+                cause: HoldCause::RetriesExhausted,
+                reason,
+            },
+        ];
+    }
+    let mut undoing = summary.clone();
+    if may_have_effect {
+        undoing.uncertain.resize(undoing.steps.len(), false);
+        undoing.uncertain[index as usize] = true;
+    }
+    vec![
+        failed_event(None),
+        next_compensation(flow, &undoing, index + 1, now_ms),
+    ]
 }
 
-/// The next completed step below `below` to undo, in reverse order, or the
-/// end of the saga when nothing is left.
+/// The next step below `below` to undo, in reverse order — one that
+/// completed or may have had its effect, is to be compensated, and is not
+/// undone yet — or the end of the saga when nothing is left.
 pub fn next_compensation(flow: &Flow, summary: &RunSummary, below: u32, now_ms: u64) -> EventKind {
-    let pending = (0..below as usize).rev().find(|&i| {
-        flow.steps[i].compensate && summary.outputs[i].is_some() && !summary.compensated[i]
+    let below = (below as usize).min(flow.steps.len());
+    let pending = (0..below).rev().find(|&i| {
+        flow.steps[i].compensate && summary.may_have_effect(i) && !summary.compensated[i]
     });
     match pending {
         Some(i) => EventKind::CompensationScheduled {
@@ -111,7 +175,7 @@ pub fn after_compensation_completed(
     next_compensation(flow, summary, index, now_ms)
 }
 
-/// An attempt to undo step `index` failed: retry it, or stop for an operator.
+/// An attempt to undo step `index` failed: retry it, or hold for an operator.
 pub fn after_compensation_failed(
     flow: &Flow,
     index: u32,
@@ -121,52 +185,60 @@ pub fn after_compensation_failed(
     now_ms: u64,
 ) -> Vec<EventKind> {
     let step = &flow.steps[index as usize];
+    let failed_event = |retry_at_ms| EventKind::CompensationFailed {
+        index,
+        failure: failure.clone(),
+        retry_at_ms,
+    };
+    if failure.class.is_host_setup() {
+        return vec![failed_event(None), host_setup_hold(&failure)];
+    }
     match step.retry.next_delay(attempt, failure.class, retry_after) {
         Some(delay) => {
-            let at = now_ms + delay.as_millis() as u64;
+            let due = at(now_ms, delay);
             vec![
-                EventKind::CompensationFailed {
-                    index,
-                    failure,
-                    retry_at_ms: Some(at),
-                },
+                failed_event(Some(due)),
                 EventKind::CompensationScheduled {
                     index,
-                    attempt: attempt + 1,
+                    attempt: attempt.saturating_add(1),
                     max_attempts: step.retry.max_attempts,
-                    not_before_ms: at,
+                    not_before_ms: due,
                 },
             ]
         }
         None => {
-            let reason = format!(
-                "compensation of step '{}' failed after {attempt} attempt(s): {} ({})",
+            let reason = bounds::cut_detail(&format!(
+                "compensation of step '{}' failed after {attempt} attempt(s): {} ({}); \
+                 its change may still be in place: fix it and retry, or cancel the run",
                 step.name,
                 failure.message,
                 failure.class.as_str()
-            );
+            ));
             vec![
-                EventKind::CompensationFailed {
-                    index,
-                    failure,
-                    retry_at_ms: None,
+                failed_event(None),
+                EventKind::RunHeld {
+                    cause: HoldCause::CompensationFailed,
+                    reason,
                 },
-                EventKind::RunNeedsAttention { reason },
             ]
         }
     }
 }
 
-/// The verdicts of one confirmation pass: settle, drift, or ask again.
+/// What one confirmation pass found for one step.
+pub type Confirmation = (u32, Result<Verdict, Failure>);
+
+/// The verdicts of one confirmation pass: settle, drift, hold, or ask again.
 pub fn after_reconciliation(
     flow: &Flow,
-    verdicts: Vec<(u32, Result<Verdict, Failure>)>,
+    verdicts: Vec<Confirmation>,
     attempt: u32,
     now_ms: u64,
 ) -> Vec<EventKind> {
     let mut events = Vec::new();
     let mut drifted = Vec::new();
     let mut undecided = Vec::new();
+    let mut setup: Option<Failure> = None;
     for (index, verdict) in verdicts {
         let name = &flow.steps[index as usize].name;
         match verdict {
@@ -178,30 +250,172 @@ pub fn after_reconciliation(
                 }
                 events.push(EventKind::StepReconciled { index, verdict: v });
             }
+            Err(f) if f.class.is_host_setup() => {
+                setup.get_or_insert(f);
+            }
             Err(f) => undecided.push(format!("{name}: {}", f.message)),
         }
     }
     if !drifted.is_empty() {
         events.push(EventKind::RunDrifted {
-            detail: drifted.join("; "),
+            detail: bounds::cut_detail(&drifted.join("; ")),
         });
+    } else if let Some(failure) = setup {
+        events.push(host_setup_hold(&failure));
     } else if undecided.is_empty() {
         events.push(EventKind::RunSettled);
     } else {
         let policy = reconcile_policy();
-        match policy.next_delay(attempt, crate::model::FailureClass::Retryable, None) {
+        match policy.next_delay(attempt, FailureClass::Retryable, None) {
             Some(delay) => events.push(EventKind::ReconciliationScheduled {
-                attempt: attempt + 1,
+                attempt: attempt.saturating_add(1),
                 max_attempts: policy.max_attempts,
-                not_before_ms: now_ms + delay.as_millis() as u64,
+                not_before_ms: at(now_ms, delay),
             }),
-            None => events.push(EventKind::RunNeedsAttention {
-                reason: format!(
-                    "could not confirm with downstream systems: {}",
+            None => events.push(EventKind::RunHeld {
+                cause: HoldCause::ConfirmationFailed,
+                reason: bounds::cut_detail(&format!(
+                    "could not confirm with downstream systems: {}; retry the confirmation, or cancel",
                     undecided.join("; ")
-                ),
+                )),
             }),
         }
     }
     events
+}
+
+/// Why an operator's command cannot be applied to a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The run is in a state where the command means nothing.
+    #[error("run is {state}: {why}")]
+    State { state: String, why: String },
+    /// `--step` names another step than the one the run stopped at.
+    #[error("run stopped at step '{stopped_at}', not '{asked}'")]
+    WrongStep { stopped_at: String, asked: String },
+}
+
+/// The events an operator's command appends after its `operator-acted`
+/// event: the action to take next, or the end of the run.
+pub fn operator_command(
+    flow: &Flow,
+    summary: &RunSummary,
+    action: OperatorAction,
+    step: Option<&str>,
+    now_ms: u64,
+) -> Result<Vec<EventKind>, Refused> {
+    let refuse = |why: &str| Refused::State {
+        state: summary.state.as_str().to_string(),
+        why: why.to_string(),
+    };
+    let held = summary.state == crate::model::RunState::NeedsAttention;
+    match action {
+        OperatorAction::Cancel => {
+            if summary.state.is_terminal() && !held {
+                return Err(refuse("it has already ended"));
+            }
+            Ok(vec![EventKind::RunCancelled])
+        }
+        OperatorAction::Resume => {
+            if !held {
+                return Err(refuse("only a run waiting for an operator can be resumed"));
+            }
+            Ok(resumed(flow, &summary.next, false, now_ms))
+        }
+        OperatorAction::Retry => {
+            if !held {
+                return Err(refuse("only a run waiting for an operator can be retried"));
+            }
+            if let Some(asked) = step {
+                let stopped_at = match summary.next {
+                    Next::Step { index, .. } | Next::Compensate { index, .. } => {
+                        summary.steps.get(index as usize).cloned()
+                    }
+                    _ => None,
+                };
+                if stopped_at.as_deref() != Some(asked) {
+                    return Err(Refused::WrongStep {
+                        stopped_at: stopped_at.unwrap_or_else(|| "(none)".into()),
+                        asked: asked.to_string(),
+                    });
+                }
+            }
+            if summary.next == Next::Nothing {
+                return Err(refuse("nothing is left to retry (held by an older host)"));
+            }
+            Ok(resumed(flow, &summary.next, true, now_ms))
+        }
+        OperatorAction::Compensate => {
+            if !held && summary.state != crate::model::RunState::Drifted {
+                return Err(refuse(
+                    "only a run waiting for an operator, or one that drifted, can be compensated",
+                ));
+            }
+            Ok(vec![next_compensation(
+                flow,
+                summary,
+                flow.steps.len() as u32,
+                now_ms,
+            )])
+        }
+    }
+}
+
+/// The action a held run was about to take, scheduled again. A retry gets a
+/// fresh budget of attempts; a release after a setup fix continues the count.
+fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<EventKind> {
+    let budget = |attempt: u32, max: u32, policy: &RetryPolicy| {
+        let attempt = attempt.saturating_add(1);
+        let max = if fresh_budget {
+            attempt.saturating_add(policy.max_attempts.saturating_sub(1))
+        } else {
+            max.max(attempt)
+        };
+        (attempt, max)
+    };
+    match *next {
+        Next::Step {
+            index,
+            attempt,
+            max_attempts,
+            ..
+        }
+        | Next::Compensate {
+            index,
+            attempt,
+            max_attempts,
+            ..
+        } => {
+            let policy = &flow.steps[index as usize].retry;
+            let (attempt, max_attempts) = budget(attempt, max_attempts, policy);
+            vec![if matches!(next, Next::Step { .. }) {
+                EventKind::StepScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
+            } else {
+                EventKind::CompensationScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
+            }]
+        }
+        Next::Reconcile {
+            attempt,
+            max_attempts,
+            ..
+        } => {
+            let (attempt, max_attempts) = budget(attempt, max_attempts, &reconcile_policy());
+            vec![EventKind::ReconciliationScheduled {
+                attempt,
+                max_attempts,
+                not_before_ms: now_ms,
+            }]
+        }
+        Next::Nothing => Vec::new(),
+    }
 }

@@ -59,8 +59,23 @@ pub struct StepDef {
     pub timeout: Option<Duration>,
     /// Whether to undo this step when a later one fails for good.
     pub compensate: bool,
+    /// What happens when this step's retries run out.
+    pub on_exhausted: OnExhausted,
+    /// Whether the flow set `retry` (on the step or in `defaults`); when it
+    /// did not, the plugin's own suggestion applies ([`Flow::with_suggested_retry`]).
+    pub retry_explicit: bool,
     /// Where `plugin:` stands in the file, for messages about the plugin.
     pub plugin_at: Location,
+}
+
+/// What a step does when its retries run out (`on_exhausted:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Undo the completed steps in reverse order (the default).
+    #[default]
+    Compensate,
+    /// Wait for an operator (`settle retry`, `settle compensate`, `settle cancel`).
+    Hold,
 }
 
 /// A place in a flow file (1-based).
@@ -123,6 +138,22 @@ impl Flow {
             }])
         })?;
         Flow::parse(&text, &file)
+    }
+
+    /// This flow with each step whose retry policy the flow leaves open
+    /// taking the one its plugin suggests (`suggest` returns it by plugin name).
+    pub fn with_suggested_retry(mut self, suggest: impl Fn(&str) -> Option<RetryPolicy>) -> Self {
+        for step in &mut self.steps {
+            if !step.retry_explicit
+                && let Some(policy) = suggest(&step.plugin)
+            {
+                step.retry = RetryPolicy {
+                    non_retryable: step.retry.non_retryable.clone(),
+                    ..policy
+                };
+            }
+        }
+        self
     }
 
     /// `name@version`, as runs and plugins see it.

@@ -5,7 +5,7 @@
 //! what is wrong and where.
 
 use super::template::Template;
-use super::{Flow, FlowError, FlowErrors, Location, StepDef};
+use super::{Flow, FlowError, FlowErrors, Location, OnExhausted, StepDef};
 use crate::engine::retry::RetryPolicy;
 use crate::model::FailureClass;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
@@ -22,8 +22,16 @@ const FLOW_KEYS: &[&str] = &[
     "defaults",
     "steps",
 ];
-const DEFAULT_KEYS: &[&str] = &["retry", "timeout"];
-const STEP_KEYS: &[&str] = &["name", "plugin", "input", "retry", "timeout", "compensate"];
+const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "plugin",
+    "input",
+    "retry",
+    "timeout",
+    "compensate",
+    "on_exhausted",
+];
 const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "initial_interval",
@@ -69,14 +77,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
         .duration(map, "idempotency_window")
         .unwrap_or(Duration::from_secs(24 * 3600));
 
-    let mut default_retry = RetryPolicy::default();
-    let mut default_timeout = None;
-    if let Some(defaults) = cx.optional_mapping(map, "defaults") {
-        cx.known_keys(defaults, DEFAULT_KEYS, "defaults");
-        if let Some(r) = cx.optional_mapping(defaults, "retry") {
-            default_retry = cx.retry(r, &RetryPolicy::default());
+    let mut defaults = StepDefaults::default();
+    if let Some(map) = cx.optional_mapping(map, "defaults") {
+        cx.known_keys(map, DEFAULT_KEYS, "defaults");
+        if let Some(r) = cx.optional_mapping(map, "retry") {
+            defaults.retry = cx.retry(r, &RetryPolicy::default());
+            defaults.retry_explicit = true;
         }
-        default_timeout = cx.duration(defaults, "timeout");
+        defaults.timeout = cx.duration(map, "timeout");
+        if let Some(o) = cx.on_exhausted(map) {
+            defaults.on_exhausted = o;
+        }
     }
 
     let mut steps: Vec<StepDef> = Vec::new();
@@ -89,7 +100,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
             ),
             Some(seq) => {
                 for item in seq.iter() {
-                    if let Some(step) = cx.step(item, &steps, &default_retry, default_timeout) {
+                    if let Some(step) = cx.step(item, &steps, &defaults) {
                         steps.push(step);
                     }
                 }
@@ -110,6 +121,15 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
         idempotency_window,
         steps,
     })
+}
+
+/// What `defaults:` sets for every step.
+#[derive(Default)]
+struct StepDefaults {
+    retry: RetryPolicy,
+    retry_explicit: bool,
+    timeout: Option<Duration>,
+    on_exhausted: OnExhausted,
 }
 
 struct Cx<'a> {
@@ -335,12 +355,26 @@ impl Cx<'_> {
         policy
     }
 
+    fn on_exhausted(&mut self, map: &MarkedMappingNode) -> Option<OnExhausted> {
+        let value = self.optional_scalar(map, "on_exhausted")?;
+        match value.as_str() {
+            "compensate" => Some(OnExhausted::Compensate),
+            "hold" => Some(OnExhausted::Hold),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`on_exhausted` must be `compensate` or `hold`, not '{other}'"),
+                );
+                None
+            }
+        }
+    }
+
     fn step(
         &mut self,
         node: &Node,
         earlier: &[StepDef],
-        default_retry: &RetryPolicy,
-        default_timeout: Option<Duration>,
+        defaults: &StepDefaults,
     ) -> Option<StepDef> {
         let Some(map) = node.as_mapping() else {
             self.error(
@@ -376,11 +410,12 @@ impl Cx<'_> {
                 }
             },
         };
-        let retry = match self.optional_mapping(map, "retry") {
-            Some(r) => self.retry(r, default_retry),
-            None => default_retry.clone(),
+        let (retry, retry_explicit) = match self.optional_mapping(map, "retry") {
+            Some(r) => (self.retry(r, &defaults.retry), true),
+            None => (defaults.retry.clone(), defaults.retry_explicit),
         };
-        let timeout = self.duration(map, "timeout").or(default_timeout);
+        let timeout = self.duration(map, "timeout").or(defaults.timeout);
+        let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
         let compensate = match self.optional_scalar(map, "compensate") {
             None => true,
             Some(s) => match s.as_bool() {
@@ -404,6 +439,8 @@ impl Cx<'_> {
             retry,
             timeout,
             compensate,
+            on_exhausted,
+            retry_explicit,
             plugin_at,
         })
     }

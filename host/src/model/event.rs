@@ -11,7 +11,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// The version of the schema this host writes.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// - 1: the spine.
+/// - 2: `step-failed` may say the attempt may have had its effect;
+///   `run-held`, `operator-acted` and `run-cancelled`; the failure class
+///   `host-setup`; `run-needs-attention` is no longer written (holds replace
+///   it) but still read.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,12 +94,17 @@ pub enum EventKind {
         duration_ms: u64,
     },
     /// An attempt of the step failed; `retry_at_ms` is set when another
-    /// attempt is scheduled.
+    /// attempt is scheduled. `may_have_effect` says the attempt's outcome is
+    /// unknown (it timed out, trapped, ran out of memory, was interrupted,
+    /// or returned an output the host rejected): the step is then
+    /// compensated like a completed one if the run is undone.
     StepFailed {
         index: u32,
         failure: Failure,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_at_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        may_have_effect: bool,
     },
     /// Undoing completed step `index`: attempt `attempt` (of at most
     /// `max_attempts`) is due at `not_before_ms`.
@@ -128,8 +139,77 @@ pub enum EventKind {
     RunCompensated,
     /// Terminal: completed, but downstream disagrees.
     RunDrifted { detail: String },
-    /// Terminal until an operator acts.
+    /// Written by schema 1 only: stopped for an operator, with nothing left
+    /// to resume. Hosts now write [`EventKind::RunHeld`].
     RunNeedsAttention { reason: String },
+    /// The run waits for an operator (state `needs-attention`). What it was
+    /// about to do stays recorded, so it continues there once released
+    /// (`settle resume` for a fixed setup, `settle retry`, `settle compensate`).
+    RunHeld { cause: HoldCause, reason: String },
+    /// An operator acted on the run: who, what and why.
+    OperatorActed {
+        action: OperatorAction,
+        by: String,
+        reason: String,
+    },
+    /// Terminal: cancelled by an operator. Nothing more is done; what had
+    /// completed stays in place (the status says what).
+    RunCancelled,
+}
+
+/// Why a run waits for an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldCause {
+    /// The host's own setup is incomplete (a plugin missing or failing to
+    /// load, a grant or config value missing). Nothing was undone; once the
+    /// operator fixes it, `settle resume` continues the run where it stopped.
+    HostSetup,
+    /// A step's retries ran out and its flow says `on_exhausted: hold`.
+    RetriesExhausted,
+    /// A compensation could not succeed: something may still be in place.
+    CompensationFailed,
+    /// Downstream systems could not be asked whether they agree.
+    ConfirmationFailed,
+    /// The host itself failed while driving the run (a bug): the message says where.
+    HostError,
+}
+
+impl HoldCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldCause::HostSetup => "host-setup",
+            HoldCause::RetriesExhausted => "retries-exhausted",
+            HoldCause::CompensationFailed => "compensation-failed",
+            HoldCause::ConfirmationFailed => "confirmation-failed",
+            HoldCause::HostError => "host-error",
+        }
+    }
+}
+
+/// What an operator did to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperatorAction {
+    /// Released a run held for the host's setup, after fixing it.
+    Resume,
+    /// Tried the action the run stopped at again, with a fresh attempt budget.
+    Retry,
+    /// Undid the run's completed steps.
+    Compensate,
+    /// Stopped the run for good.
+    Cancel,
+}
+
+impl OperatorAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorAction::Resume => "resume",
+            OperatorAction::Retry => "retry",
+            OperatorAction::Compensate => "compensate",
+            OperatorAction::Cancel => "cancel",
+        }
+    }
 }
 
 impl EventKind {
@@ -150,6 +230,9 @@ impl EventKind {
             EventKind::RunCompensated => "run-compensated",
             EventKind::RunDrifted { .. } => "run-drifted",
             EventKind::RunNeedsAttention { .. } => "run-needs-attention",
+            EventKind::RunHeld { .. } => "run-held",
+            EventKind::OperatorActed { .. } => "operator-acted",
+            EventKind::RunCancelled => "run-cancelled",
         }
     }
 }
@@ -179,8 +262,13 @@ pub enum FailureClass {
     MemoryLimit,
     /// The plugin returned more output than the host accepts.
     OutputLimit,
-    /// The plugin is not installed, or cannot be instantiated.
+    /// The plugin is not installed, or cannot be instantiated. The host's
+    /// own setup: holds the run, never compensates it.
     Unavailable,
+    /// The host's setup refused what the plugin needed: a capability not
+    /// granted, a config value missing, no instance slot to be had. Holds
+    /// the run for an operator, never compensates it.
+    HostSetup,
 }
 
 impl FailureClass {
@@ -194,7 +282,15 @@ impl FailureClass {
             FailureClass::MemoryLimit => "memory-limit",
             FailureClass::OutputLimit => "output-limit",
             FailureClass::Unavailable => "unavailable",
+            FailureClass::HostSetup => "host-setup",
         }
+    }
+
+    /// Caused by the host's own setup, not by the plugin or the outside
+    /// world: the run waits for an operator instead of spending attempts
+    /// or undoing real work.
+    pub fn is_host_setup(self) -> bool {
+        matches!(self, FailureClass::Unavailable | FailureClass::HostSetup)
     }
 
     /// Whether a failure of this class may pass on another attempt, before
@@ -217,13 +313,14 @@ impl std::str::FromStr for FailureClass {
             MemoryLimit,
             OutputLimit,
             Unavailable,
+            HostSetup,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
         .ok_or_else(|| {
             format!(
                 "unknown failure class '{s}' (one of: retryable, permanent, invalid-input, \
-                     trap, timeout, memory-limit, output-limit, unavailable)"
+                     trap, timeout, memory-limit, output-limit, unavailable, host-setup)"
             )
         })
     }

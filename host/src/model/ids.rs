@@ -46,8 +46,83 @@ impl FromStr for RunId {
     }
 }
 
-/// The operation id of step `step` of run `run`: the same on every attempt and
-/// replay, so the plugin can hand it to the outside world as an idempotency key.
-pub fn operation_id(run: RunId, step: &str) -> String {
+/// The three actions of a step, each its own operation towards the outside world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Make the change.
+    Run,
+    /// Undo it.
+    Compensate,
+    /// Check that the outside world still agrees.
+    Reconcile,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Run => "run",
+            Action::Compensate => "compensate",
+            Action::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// The stable identity of one action of one step of one run: the same on
+/// every attempt and replay, different for each action, so a downstream API
+/// with account-wide idempotency keys never answers a refund with the
+/// charge's reply. The plugin hands it to the outside world as its
+/// idempotency key.
+///
+/// The run action's id is the step id itself (`RUN/STEP`), as it was before
+/// actions had ids of their own, so a run accepted by an older host replays
+/// its charge under the same key; the others append the action's name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OperationId(String);
+
+impl OperationId {
+    pub fn new(run: RunId, step: &str, action: Action) -> Self {
+        match action {
+            Action::Run => OperationId(step_id(run, step)),
+            other => OperationId(format!("{run}/{step}/{}", other.as_str())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of step `step` of run `run`, shared by its actions (correlation).
+pub fn step_id(run: RunId, step: &str) -> String {
     format!("{run}/{step}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_action_has_its_own_stable_id() {
+        let run = RunId::new();
+        let ids: Vec<_> = [Action::Run, Action::Compensate, Action::Reconcile]
+            .into_iter()
+            .map(|a| OperationId::new(run, "charge", a))
+            .collect();
+        assert_eq!(ids[0].as_str(), step_id(run, "charge"));
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[1], ids[2]);
+        assert_ne!(ids[0], ids[2]);
+        assert_eq!(ids[1], OperationId::new(run, "charge", Action::Compensate));
+    }
 }

@@ -1,14 +1,18 @@
 //! Domain types every layer shares: identities, run states, the event schema
 //! and the run summary that is folded from events. Nothing here does I/O.
 
+pub mod bounds;
 pub mod event;
 pub mod ids;
 pub mod state;
 pub mod summary;
 
-pub use event::{Event, EventKind, Failure, FailureClass, SCHEMA_VERSION, Source, Verdict};
-pub use ids::{RunId, operation_id};
-pub use state::RunState;
+pub use event::{
+    Event, EventKind, Failure, FailureClass, HoldCause, OperatorAction, SCHEMA_VERSION, Source,
+    Verdict,
+};
+pub use ids::{Action, OperationId, RunId, step_id};
+pub use state::{RunState, Stage};
 pub use summary::{Next, RunSummary};
 
 /// Milliseconds since the Unix epoch, the time unit of every event.

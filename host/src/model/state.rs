@@ -31,11 +31,25 @@ pub enum RunState {
     /// Terminal: completed, but a downstream system disagrees with what the
     /// steps recorded. An operator reviews it.
     Drifted,
-    /// Terminal until an operator acts: something could not be done or undone
-    /// (for example a compensation failed permanently).
+    /// Waiting for an operator: the host's setup is incomplete (a plugin or
+    /// grant missing), retries ran out under `on_exhausted: hold`, or
+    /// something could not be undone. The run is not driven, but what it was
+    /// about to do stays recorded: `settle resume` (setup fixed),
+    /// `settle retry`, `settle compensate` or `settle cancel` move it on.
     NeedsAttention,
-    /// Terminal: cancelled on request.
+    /// Terminal: cancelled by an operator.
     Cancelled,
+}
+
+/// The coarse stage of a run, stable across versions, for clients to rely on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Accepted,
+    Running,
+    /// On a timer (a retry), a signal or an operator.
+    Waiting,
+    Done,
 }
 
 impl RunState {
@@ -51,6 +65,23 @@ impl RunState {
         RunState::NeedsAttention,
         RunState::Cancelled,
     ];
+
+    /// The coarse stage. `retry_pending` tells whether a retry timer is
+    /// still running (only then is a `retrying` run waiting, not running).
+    pub fn stage(self, retry_pending: bool) -> Stage {
+        match self {
+            RunState::Accepted => Stage::Accepted,
+            RunState::Retrying if retry_pending => Stage::Waiting,
+            RunState::Processing
+            | RunState::Retrying
+            | RunState::Compensating
+            | RunState::PendingReconciliation => Stage::Running,
+            RunState::NeedsAttention => Stage::Waiting,
+            RunState::Settled | RunState::Compensated | RunState::Drifted | RunState::Cancelled => {
+                Stage::Done
+            }
+        }
+    }
 
     /// No further step will be taken without an operator.
     pub fn is_terminal(self) -> bool {

@@ -2,7 +2,7 @@
 //! index (it can always be rebuilt from the log); the engine keeps the same
 //! fold in memory for the run it drives; status phrases are read from it.
 
-use super::event::{Event, EventKind, Failure, Verdict};
+use super::event::{Event, EventKind, Failure, HoldCause, Verdict};
 use super::{RunId, RunState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +65,12 @@ pub struct RunSummary {
     pub outputs: Vec<Option<Value>>,
     /// Steps that were undone.
     pub compensated: Vec<bool>,
+    /// Steps with an attempt whose outcome is unknown (timed out, trapped,
+    /// interrupted, output rejected): they may have had their effect, so
+    /// they are undone like completed steps. Empty in summaries written
+    /// before schema 2; read it with [`RunSummary::may_have_effect`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncertain: Vec<bool>,
     /// Verdicts of the last reconciliation, per step.
     pub verdicts: Vec<Option<Verdict>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +78,9 @@ pub struct RunSummary {
     /// Why the run drifted or needs attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Why the run waits for an operator, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldCause>,
     /// Attempts made so far, all steps and compensations together.
     pub attempts_total: u32,
     pub accepted_at_ms: u64,
@@ -111,9 +120,11 @@ impl RunSummary {
             next: Next::Nothing,
             outputs: vec![None; n],
             compensated: vec![false; n],
+            uncertain: vec![false; n],
             verdicts: vec![None; n],
             last_failure: None,
             detail: None,
+            hold: None,
             attempts_total: 0,
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
@@ -166,12 +177,24 @@ impl RunSummary {
             }
             EventKind::StepCompleted { index, output, .. } if *index < n => {
                 self.outputs[*index as usize] = Some(output.clone());
-                self.attempts_total += 1;
+                self.attempts_total = self.attempts_total.saturating_add(1);
                 self.last_failure = None;
             }
-            EventKind::StepFailed { failure, .. }
-            | EventKind::CompensationFailed { failure, .. } => {
-                self.attempts_total += 1;
+            EventKind::StepFailed {
+                index,
+                failure,
+                may_have_effect,
+                ..
+            } => {
+                self.attempts_total = self.attempts_total.saturating_add(1);
+                self.last_failure = Some(failure.clone());
+                if *may_have_effect && *index < n {
+                    self.uncertain.resize(n as usize, false);
+                    self.uncertain[*index as usize] = true;
+                }
+            }
+            EventKind::CompensationFailed { failure, .. } => {
+                self.attempts_total = self.attempts_total.saturating_add(1);
                 self.last_failure = Some(failure.clone());
             }
             &EventKind::CompensationScheduled {
@@ -190,7 +213,7 @@ impl RunSummary {
             }
             &EventKind::CompensationCompleted { index, .. } if index < n => {
                 self.compensated[index as usize] = true;
-                self.attempts_total += 1;
+                self.attempts_total = self.attempts_total.saturating_add(1);
             }
             &EventKind::ReconciliationScheduled {
                 attempt,
@@ -213,8 +236,42 @@ impl RunSummary {
             EventKind::RunNeedsAttention { reason } => {
                 self.finish(event, RunState::NeedsAttention, Some(reason))
             }
+            EventKind::RunHeld { cause, reason } => {
+                // `next` stays: it is what the run does once released.
+                self.state = RunState::NeedsAttention;
+                self.hold = Some(*cause);
+                self.detail = Some(reason.clone());
+            }
+            EventKind::OperatorActed { .. } => {
+                self.hold = None;
+                self.detail = None;
+            }
+            EventKind::RunCancelled => self.finish(event, RunState::Cancelled, None),
             _ => {}
         }
+    }
+
+    /// Whether step `index` completed or may have had its effect: what
+    /// compensation must undo.
+    pub fn may_have_effect(&self, index: usize) -> bool {
+        self.outputs.get(index).is_some_and(Option::is_some)
+            || self.uncertain.get(index).copied().unwrap_or(false)
+    }
+
+    /// Steps that completed or may have had their effect and were not
+    /// undone, in order.
+    pub fn left_in_place(&self) -> Vec<&str> {
+        (0..self.steps.len())
+            .filter(|&i| self.may_have_effect(i) && !self.compensated[i])
+            .map(|i| self.steps[i].as_str())
+            .collect()
+    }
+
+    /// Whether every step that answered a confirmation said in-sync, and at
+    /// least one did: only then is a settled run "confirmed".
+    pub fn confirmed(&self) -> bool {
+        let answered: Vec<&Verdict> = self.verdicts.iter().flatten().collect();
+        !answered.is_empty() && answered.iter().all(|v| **v == Verdict::InSync)
     }
 
     fn finish(&mut self, event: &Event, state: RunState, detail: Option<&String>) {
@@ -222,6 +279,7 @@ impl RunSummary {
         self.next = Next::Nothing;
         self.finished_at_ms = Some(event.at_ms);
         self.detail = detail.cloned();
+        self.hold = None;
     }
 
     /// Number of steps that completed.
@@ -271,14 +329,43 @@ impl RunSummary {
             (RunState::PendingReconciliation, _) => {
                 "Done; confirming with downstream systems".into()
             }
-            (RunState::Settled, _) => "Completed and confirmed".into(),
-            (RunState::Compensated, _) => "Could not complete; all changes were undone".into(),
+            (RunState::Settled, _) if self.confirmed() => "Completed and confirmed".into(),
+            (RunState::Settled, _) => "Completed (not independently confirmed)".into(),
+            (RunState::Compensated, _) => self.compensated_phrase(),
             (RunState::Drifted, _) => {
                 "Completed, but a downstream system disagrees: under review".into()
             }
-            (RunState::NeedsAttention, _) => "Stopped: an operator must act".into(),
-            (RunState::Cancelled, _) => "Cancelled".into(),
+            (RunState::NeedsAttention, _) => match &self.detail {
+                Some(reason) => format!("Stopped: an operator must act: {reason}"),
+                None => "Stopped: an operator must act".into(),
+            },
+            (RunState::Cancelled, _) => match self.left_in_place().as_slice() {
+                [] => "Cancelled".into(),
+                left => format!("Cancelled; left in place: {}", left.join(", ")),
+            },
             (state, _) => format!("{state}"),
+        }
+    }
+
+    /// "Could not complete; …": what was undone and what was left, as the log says.
+    fn compensated_phrase(&self) -> String {
+        let undone: Vec<&str> = (0..self.steps.len())
+            .filter(|&i| self.compensated[i])
+            .map(|i| self.steps[i].as_str())
+            .collect();
+        let left = self.left_in_place();
+        match (undone.is_empty(), left.is_empty()) {
+            (true, true) => "Could not complete; nothing had been changed".into(),
+            (false, true) => "Could not complete; all changes were undone".into(),
+            (true, false) => format!(
+                "Could not complete; nothing was undone; left in place: {}",
+                left.join(", ")
+            ),
+            (false, false) => format!(
+                "Could not complete; undone: {}; left in place: {}",
+                undone.join(", "),
+                left.join(", ")
+            ),
         }
     }
 }
@@ -374,6 +461,7 @@ mod tests {
                 index: 1,
                 failure,
                 retry_at_ms: Some(6_000),
+                may_have_effect: false,
             },
         ));
         s.apply(&event(

@@ -15,23 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-/// Which export to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallKind {
-    Run,
-    Compensate,
-    Reconcile,
-}
-
-impl CallKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallKind::Run => "run",
-            CallKind::Compensate => "compensate",
-            CallKind::Reconcile => "reconcile",
-        }
-    }
-}
+/// Which export to call: one of a step's actions.
+pub use crate::model::Action as CallKind;
 
 /// Receives progress reports while a call runs.
 pub type ProgressSink = Arc<dyn Fn(f32, String) + Send + Sync>;
@@ -42,7 +27,10 @@ pub struct CallContext {
     pub run_id: String,
     pub flow: String,
     pub step: String,
+    /// This action's operation id (see [`crate::model::OperationId`]).
     pub operation_id: String,
+    /// The step's id, shared by its actions.
+    pub step_id: String,
     pub attempt: u32,
     pub trace_id: String,
 }
@@ -55,7 +43,8 @@ pub struct CallRequest {
     pub ctx: CallContext,
     /// JSON text of the step's input.
     pub input: String,
-    /// JSON text of the step's recorded output (compensate and reconcile).
+    /// JSON text of the step's recorded output (compensate and reconcile);
+    /// `None` for a compensation when the outcome of `run` is unknown.
     pub output: Option<String>,
     /// Time limit for this attempt; the plugin's own limit applies if lower.
     pub timeout: Option<Duration>,
@@ -140,8 +129,9 @@ impl Runtime {
             Err(_elapsed) => Err(limit_failure(&LimitHit::Time { limit: timeout })),
             Ok(Err(CallError::PoolExhausted(reason))) => {
                 RuntimeStats::add(&self.stats().pool_exhausted, 1);
+                // The host's own capacity, not the plugin: held for an operator.
                 Err(CallFailure::new(
-                    FailureClass::Unavailable,
+                    FailureClass::HostSetup,
                     format!(
                         "no free instance slot for plugin '{}' after waiting {}: {reason} (raise runtime.max_concurrent_calls in settle.toml)",
                         plugin.name,
@@ -297,11 +287,12 @@ async fn call_export(
         flow: request.ctx.flow.clone(),
         step: request.ctx.step.clone(),
         operation_id: request.ctx.operation_id.clone(),
+        step_id: request.ctx.step_id.clone(),
         attempt: request.ctx.attempt,
         trace_id: request.ctx.trace_id.clone(),
         deadline_ms,
     };
-    let output = request.output.as_deref().unwrap_or("null");
+    let output = request.output.as_deref();
     Ok(match request.kind {
         CallKind::Run => h
             .call_run(&mut *store, &cx, &request.input)
@@ -312,7 +303,7 @@ async fn call_export(
             .await?
             .map(|()| CallOutput::Compensated),
         CallKind::Reconcile => h
-            .call_reconcile(&mut *store, &cx, &request.input, output)
+            .call_reconcile(&mut *store, &cx, &request.input, output.unwrap_or("null"))
             .await?
             .map(|v| {
                 CallOutput::Reconciled(match v {

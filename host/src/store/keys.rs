@@ -8,7 +8,7 @@
 //! | `e` | run id (16, UUID v7) ++ seq (u64 BE) | event (JSON) |
 //! | `r` | run id | run summary (JSON) |
 //! | `a` | run id of every non-terminal run | empty |
-//! | `t` | due ms (u64 BE) ++ run id | empty |
+//! | `t` | (no longer written: stores of earlier versions; `reindex` drops them) | |
 //! | `i` | flow ++ 0x00 ++ idempotency key | run id ++ accepted ms (u64 BE) |
 //! | `k` | plugin ++ 0x00 ++ key | plugin's value |
 //! | `f` | flow digest (hex) | flow text (what runs were accepted under) |
@@ -23,7 +23,8 @@ pub const IDEMPOTENCY: u8 = b'i';
 pub const KV: u8 = b'k';
 pub const FLOW: u8 = b'f';
 
-/// Every prefix that holds derived data, which `reindex` may drop and rebuild.
+/// Every prefix that holds derived data, which `reindex` rebuilds (and, for
+/// `TIMER`, drops: no longer written).
 pub const INDEXES: [u8; 4] = [RUN, ACTIVE, TIMER, IDEMPOTENCY];
 
 pub fn event(run: RunId, seq: u64) -> [u8; 25] {
@@ -43,23 +44,6 @@ pub fn run_key(prefix: u8, run: RunId) -> [u8; 17] {
     k[0] = prefix;
     k[1..].copy_from_slice(run.as_bytes());
     k
-}
-
-pub fn timer(due_ms: u64, run: RunId) -> [u8; 25] {
-    let mut k = [0u8; 25];
-    k[0] = TIMER;
-    k[1..9].copy_from_slice(&due_ms.to_be_bytes());
-    k[9..].copy_from_slice(run.as_bytes());
-    k
-}
-
-/// Splits a timer key into due time and run.
-pub fn parse_timer(key: &[u8]) -> Option<(u64, RunId)> {
-    if key.len() != 25 || key[0] != TIMER {
-        return None;
-    }
-    let due = u64::from_be_bytes(key[1..9].try_into().ok()?);
-    Some((due, RunId::from_slice(&key[9..])?))
 }
 
 fn scoped(prefix: u8, scope: &str, key: &str) -> Vec<u8> {

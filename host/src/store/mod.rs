@@ -2,8 +2,15 @@
 //!
 //! The engine sees the store only through [`Store`]. A commit appends a run's
 //! new events together with the index entries they imply (summary, active set,
-//! due timer, idempotency claim) atomically, and returns only once all of it
-//! is on disk. The store knows nothing of Wasm, flows or HTTP; a second
+//! idempotency claim) atomically, and returns only once all of it is on disk.
+//!
+//! There is no timer index: a run's next due time is in its summary, the
+//! engine keeps its timers in memory, and on start it re-arms them from the
+//! active set (a run whose time has passed runs at once).
+//!
+//! Reads that list many records skip a record that cannot be read, report it
+//! in [`Scan::unreadable`] and count it, so one bad record never stops
+//! listing, resume or start. The store knows nothing of Wasm, flows or HTTP; a second
 //! backend (PostgreSQL) implements the same trait.
 
 pub mod disk_sync;
@@ -24,8 +31,6 @@ pub struct Commit {
     pub events: Vec<Event>,
     /// The run's summary after folding `events` in.
     pub summary: RunSummary,
-    /// The due time the run had before this commit (its timer entry to drop).
-    pub previous_due_ms: Option<u64>,
     /// For a run's first commit: the idempotency key it claims.
     pub claim: Option<IdempotencyClaim>,
 }
@@ -54,8 +59,39 @@ pub struct ReindexReport {
     pub runs: u64,
     pub events: u64,
     pub active: u64,
-    pub timers: u64,
     pub idempotency_keys: u64,
+    /// Index entries of the old indexes that the rebuild dropped.
+    pub dropped: u64,
+}
+
+/// A record that could not be read, skipped by a listing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Unreadable {
+    /// The run it belongs to, when its key says.
+    pub run: Option<RunId>,
+    /// Its key, as `prefix:hex`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.run {
+            Some(run) => write!(
+                f,
+                "run {run}: record {} unreadable: {}",
+                self.key, self.reason
+            ),
+            None => write!(f, "record {} unreadable: {}", self.key, self.reason),
+        }
+    }
+}
+
+/// What a listing found: the records it could read, and those it skipped.
+#[derive(Clone, Debug)]
+pub struct Scan<T> {
+    pub items: Vec<T>,
+    pub unreadable: Vec<Unreadable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +110,24 @@ pub enum StoreError {
     /// The store was closed while a commit was waiting.
     #[error("the store is closed")]
     Closed,
+    /// A flush or sync failed, so the store stopped for good (fail-stop):
+    /// after a failed fsync the page cache may have dropped the data, and a
+    /// later successful sync would prove nothing. Restart the host; it
+    /// recovers from what is on disk.
+    #[error(
+        "the store stopped after a failed write to disk ({reason}); restart settle to recover from what is on disk"
+    )]
+    Stopped { reason: String },
+    /// `reindex` found records it cannot read; the old indexes were kept.
+    #[error("reindex kept the old indexes: {count} record(s) cannot be read, first: {first}")]
+    RebuildFailed { count: usize, first: String },
+}
+
+impl StoreError {
+    /// Nothing more can be written in this process.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Stopped { .. } | StoreError::Closed)
+    }
 }
 
 /// The engine's view of durable storage.
@@ -88,15 +142,13 @@ pub trait Store: Send + Sync + 'static {
     /// A run's whole log, in order.
     fn events(&self, run: RunId) -> Result<Vec<Event>, StoreError>;
     /// Summaries of every run that is not terminal.
-    fn active_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
-    /// Newest runs first, optionally only those in `state`.
+    fn active_runs(&self) -> Result<Scan<RunSummary>, StoreError>;
+    /// Newest runs first, optionally only those in `state`; at most `limit`.
     fn list_runs(
         &self,
         state: Option<RunState>,
         limit: usize,
-    ) -> Result<Vec<RunSummary>, StoreError>;
-    /// Timers due at or before `until_ms`, earliest first.
-    fn due_timers(&self, until_ms: u64) -> Result<Vec<(u64, RunId)>, StoreError>;
+    ) -> Result<Scan<RunSummary>, StoreError>;
     /// The run holding `key` for `flow`, if its claim is still inside its window.
     fn find_idempotent(
         &self,
@@ -121,6 +173,8 @@ pub trait Store: Send + Sync + 'static {
     /// under the exact flow it was accepted with. Durable with the next commit.
     fn put_flow(&self, digest: &str, text: &str) -> Result<(), StoreError>;
     fn get_flow(&self, digest: &str) -> Result<Option<String>, StoreError>;
-    /// Drops every index and rebuilds it from the events alone.
+    /// Rebuilds every index from the events alone, beside the old ones, and
+    /// swaps them in one atomic batch only if every event could be read;
+    /// otherwise the old indexes stay and the error names what failed.
     fn reindex(&self) -> Result<ReindexReport, StoreError>;
 }

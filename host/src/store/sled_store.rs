@@ -14,7 +14,9 @@
 
 use super::disk_sync::{DiskSync, SyncMode};
 use super::keys;
-use super::{Commit, CommitOutcome, IdempotencyClaim, ReindexReport, Store, StoreError};
+use super::{
+    Commit, CommitOutcome, IdempotencyClaim, ReindexReport, Scan, Store, StoreError, Unreadable,
+};
 use crate::model::{Event, RunId, RunState, RunSummary};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +89,12 @@ pub struct SledStore {
     tx: mpsc::SyncSender<(Commit, Reply)>,
     /// Completed `fdatasync` rounds (none with [`SyncMode::Flush`]).
     disk_syncs: Arc<AtomicU64>,
+    /// Blob files `fdatasync`ed.
+    blob_syncs: Arc<AtomicU64>,
+    /// Records listings had to skip because they could not be read.
+    unreadable: Arc<AtomicU64>,
+    /// Set once a write, flush or sync failed: the store has stopped.
+    stopped: Arc<std::sync::OnceLock<String>>,
 }
 
 impl SledStore {
@@ -132,12 +140,16 @@ impl SledStore {
             SyncMode::Flush => None,
         };
         let disk_syncs = Arc::new(AtomicU64::new(0));
+        let blob_syncs = Arc::new(AtomicU64::new(0));
+        let stopped = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let committer = Committer {
             db: db.clone(),
             max_batch: options.max_batch,
             disk,
             disk_syncs: disk_syncs.clone(),
+            blob_syncs: blob_syncs.clone(),
+            stopped: stopped.clone(),
         };
         let registered = dir
             .canonicalize()
@@ -156,6 +168,9 @@ impl SledStore {
             path: dir.to_path_buf(),
             tx,
             disk_syncs,
+            blob_syncs,
+            unreadable: Arc::new(AtomicU64::new(0)),
+            stopped,
         })
     }
 
@@ -173,30 +188,92 @@ impl SledStore {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// How many blob files (values sled keeps outside its log) have been
+    /// `fdatasync`ed since the store opened.
+    pub fn blob_syncs(&self) -> u64 {
+        self.blob_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Why the store stopped, if a write, flush or sync failed (fail-stop).
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.get().map(String::as_str)
+    }
+
+    fn check_running(&self) -> Result<(), StoreError> {
+        match self.stopped() {
+            Some(reason) => Err(StoreError::Stopped {
+                reason: reason.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records skipped by listings since the store opened.
+    pub fn unreadable_records(&self) -> u64 {
+        self.unreadable.load(Ordering::Relaxed)
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            key: format!("{}:{}", char::from(key[0]), hex::encode(&key[1..])),
+            key: key_text(key),
             reason: e.to_string(),
         })
     }
 
-    fn summaries_under(&self, prefix: u8) -> Result<Vec<RunSummary>, StoreError> {
-        let mut out = Vec::new();
+    /// Decodes a record for a listing: one that cannot be read is reported,
+    /// counted and skipped.
+    fn decode_or_skip<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        skipped: &mut Vec<Unreadable>,
+    ) -> Option<T> {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.unreadable.fetch_add(1, Ordering::Relaxed);
+                let unreadable = Unreadable {
+                    run: key.get(1..17).and_then(RunId::from_slice),
+                    key: key_text(key),
+                    reason: e.to_string(),
+                };
+                tracing::warn!("{unreadable}; skipped");
+                skipped.push(unreadable);
+                None
+            }
+        }
+    }
+
+    fn summaries_under(&self, prefix: u8) -> Result<Scan<RunSummary>, StoreError> {
+        let mut items = Vec::new();
+        let mut unreadable = Vec::new();
         for item in self.db.scan_prefix([prefix]) {
             let (k, _) = item?;
             let Some(run) = RunId::from_slice(&k[1..]) else {
                 continue;
             };
-            if let Some(s) = self.summary(run)? {
-                out.push(s);
+            let key = keys::run_key(keys::RUN, run);
+            if let Some(bytes) = self.db.get(key)?
+                && let Some(s) = self.decode_or_skip(&key, &bytes, &mut unreadable)
+            {
+                items.push(s);
             }
         }
-        Ok(out)
+        Ok(Scan { items, unreadable })
+    }
+}
+
+/// A key as `prefix:hex`, for messages.
+fn key_text(key: &[u8]) -> String {
+    match key.split_first() {
+        Some((prefix, rest)) => format!("{}:{}", char::from(*prefix), hex::encode(rest)),
+        None => String::new(),
     }
 }
 
 impl Store for SledStore {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.check_running()?;
         let (reply, answer) = oneshot::channel();
         let tx = self.tx.clone();
         // The queue is bounded: a full queue holds this caller back, on a
@@ -231,7 +308,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn active_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+    fn active_runs(&self) -> Result<Scan<RunSummary>, StoreError> {
         self.summaries_under(keys::ACTIVE)
     }
 
@@ -239,33 +316,26 @@ impl Store for SledStore {
         &self,
         state: Option<RunState>,
         limit: usize,
-    ) -> Result<Vec<RunSummary>, StoreError> {
-        let mut out = Vec::new();
+    ) -> Result<Scan<RunSummary>, StoreError> {
+        let mut items = Vec::new();
+        let mut unreadable = Vec::new();
+        if limit == 0 {
+            return Ok(Scan { items, unreadable });
+        }
         // Run ids are UUID v7: reverse key order is newest first.
         for item in self.db.scan_prefix([keys::RUN]).rev() {
             let (k, v) = item?;
-            let s: RunSummary = Self::decode(&k, &v)?;
+            let Some(s) = self.decode_or_skip::<RunSummary>(&k, &v, &mut unreadable) else {
+                continue;
+            };
             if state.is_none_or(|st| st == s.state) {
-                out.push(s);
-                if out.len() >= limit {
+                items.push(s);
+                if items.len() >= limit {
                     break;
                 }
             }
         }
-        Ok(out)
-    }
-
-    fn due_timers(&self, until_ms: u64) -> Result<Vec<(u64, RunId)>, StoreError> {
-        let start = keys::timer(0, RunId(uuid::Uuid::nil()));
-        let end = keys::timer(until_ms.saturating_add(1), RunId(uuid::Uuid::nil()));
-        let mut out = Vec::new();
-        for item in self.db.range(start..end) {
-            let (k, _) = item?;
-            if let Some(t) = keys::parse_timer(&k) {
-                out.push(t);
-            }
-        }
-        Ok(out)
+        Ok(Scan { items, unreadable })
     }
 
     fn find_idempotent(
@@ -275,6 +345,9 @@ impl Store for SledStore {
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Option<RunId>, StoreError> {
+        // After a failed write, sled's memory may hold a claim that never
+        // reached the disk: answer nothing from it.
+        self.check_running()?;
         Ok(self
             .db
             .get(keys::idempotency(flow, key))?
@@ -343,47 +416,69 @@ impl Store for SledStore {
     }
 
     fn reindex(&self) -> Result<ReindexReport, StoreError> {
-        let mut drop = sled::Batch::default();
-        for prefix in keys::INDEXES {
-            for item in self.db.scan_prefix([prefix]) {
-                drop.remove(item?.0);
-            }
-        }
-        self.db.apply_batch(drop)?;
-
+        // Rebuild beside the old indexes, in memory: nothing is touched
+        // until every event has been read.
         let mut report = ReindexReport::default();
-        let mut batch = sled::Batch::default();
+        let mut rebuilt: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        let mut unreadable = Vec::new();
         let mut current: Option<RunSummary> = None;
-        let finish = |s: RunSummary, batch: &mut sled::Batch, report: &mut ReindexReport| {
+        let mut finish = |s: RunSummary, report: &mut ReindexReport| {
             report.runs += 1;
-            let entries = index_entries(&s, None);
-            report.active += u64::from(entries.active);
-            report.timers += u64::from(entries.timer.is_some());
-            entries.write(&s, batch);
+            report.active += u64::from(!s.state.is_terminal());
+            let mut batch = Vec::new();
+            index_entries(&s, |key, value| batch.push((key, value)));
             if let Some(key) = &s.idempotency_key {
                 report.idempotency_keys += 1;
-                batch.insert(
+                batch.push((
                     keys::idempotency(&s.flow, key),
-                    &keys::idempotency_value(s.run_id, s.accepted_at_ms)[..],
-                );
+                    Some(keys::idempotency_value(s.run_id, s.accepted_at_ms).to_vec()),
+                ));
+            }
+            for (key, value) in batch {
+                if let Some(value) = value {
+                    rebuilt.insert(key, value);
+                }
             }
         };
         for item in self.db.scan_prefix([keys::EVENT]) {
             let (k, v) = item?;
-            let event: Event = Self::decode(&k, &v)?;
+            let Some(event) = self.decode_or_skip::<Event>(&k, &v, &mut unreadable) else {
+                continue;
+            };
             report.events += 1;
             match current.as_mut() {
                 Some(s) if s.run_id == event.run_id => s.apply(&event),
                 _ => {
                     if let Some(done) = current.take() {
-                        finish(done, &mut batch, &mut report);
+                        finish(done, &mut report);
                     }
                     current = RunSummary::from_first(&event);
                 }
             }
         }
         if let Some(done) = current.take() {
-            finish(done, &mut batch, &mut report);
+            finish(done, &mut report);
+        }
+        if let Some(first) = unreadable.first() {
+            return Err(StoreError::RebuildFailed {
+                count: unreadable.len(),
+                first: first.to_string(),
+            });
+        }
+        // Swap: one atomic batch drops old entries the rebuild lacks and
+        // writes every rebuilt one.
+        let mut batch = sled::Batch::default();
+        for prefix in keys::INDEXES {
+            for item in self.db.scan_prefix([prefix]) {
+                let (k, _) = item?;
+                if !rebuilt.contains_key(k.as_ref()) {
+                    report.dropped += 1;
+                    batch.remove(k);
+                }
+            }
+        }
+        for (k, v) in rebuilt {
+            batch.insert(k, v);
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
@@ -391,39 +486,30 @@ impl Store for SledStore {
     }
 }
 
-/// The index entries a summary implies.
-struct IndexEntries {
-    active: bool,
-    timer: Option<u64>,
-    stale_timer: Option<u64>,
-}
-
-fn index_entries(summary: &RunSummary, previous_due_ms: Option<u64>) -> IndexEntries {
-    let timer = summary.next.due_ms();
-    IndexEntries {
-        active: !summary.state.is_terminal(),
-        timer,
-        stale_timer: previous_due_ms.filter(|&d| Some(d) != timer),
+/// The index entries a summary implies, as (key, value) with `None` for a
+/// key to remove: its summary, and its place in the active set.
+fn index_entries(summary: &RunSummary, mut put: impl FnMut(Vec<u8>, Option<Vec<u8>>)) {
+    let run = summary.run_id;
+    // A summary always encodes: it was folded from decoded events.
+    let encoded = serde_json::to_vec(summary).unwrap_or_default();
+    put(keys::run_key(keys::RUN, run).to_vec(), Some(encoded));
+    let active = keys::run_key(keys::ACTIVE, run).to_vec();
+    if summary.state.is_terminal() {
+        put(active, None);
+    } else {
+        put(active, Some(Vec::new()));
     }
 }
 
-impl IndexEntries {
-    fn write(&self, summary: &RunSummary, batch: &mut sled::Batch) {
-        let run = summary.run_id;
-        let encoded = serde_json::to_vec(summary).unwrap_or_default();
-        batch.insert(&keys::run_key(keys::RUN, run)[..], encoded);
-        if self.active {
-            batch.insert(&keys::run_key(keys::ACTIVE, run)[..], &[][..]);
-        } else {
-            batch.remove(&keys::run_key(keys::ACTIVE, run)[..]);
-        }
-        if let Some(stale) = self.stale_timer {
-            batch.remove(&keys::timer(stale, run)[..]);
-        }
-        if let Some(due) = self.timer {
-            batch.insert(&keys::timer(due, run)[..], &[][..]);
-        }
-    }
+/// Exit code of a process whose store stopped after a failed write.
+pub const EXIT_STORE_FAILED: u8 = 74;
+
+/// Set when any store of this process stopped, for the process's exit code.
+static STOPPED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why a store of this process stopped after a failed write, if one did.
+pub fn process_store_failure() -> Option<&'static str> {
+    STOPPED.get().map(String::as_str)
 }
 
 /// The single writer: applies queued commits in groups, one flush per group.
@@ -432,6 +518,8 @@ struct Committer {
     max_batch: usize,
     disk: Option<DiskSync>,
     disk_syncs: Arc<AtomicU64>,
+    blob_syncs: Arc<AtomicU64>,
+    stopped: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Committer {
@@ -449,6 +537,14 @@ impl Committer {
     }
 
     fn write_group(&mut self, group: Vec<(Commit, Reply)>) {
+        if let Some(reason) = self.stopped.get() {
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Stopped {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
         let mut batch = sled::Batch::default();
         // Claims made earlier in this group, not yet visible in the tree.
         let mut claimed: HashMap<Vec<u8>, RunId> = HashMap::new();
@@ -469,19 +565,43 @@ impl Committer {
             .apply_batch(batch)
             .and_then(|()| self.db.flush().map(|_| ()))
             .and_then(|()| self.sync_to_disk());
+        let failed = written.as_ref().err().map(|e| e.to_string());
         for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-            let answer = match &written {
-                Ok(()) => outcome,
-                Err(e) => Err(StoreError::Io(e.clone())),
+            let answer = match &failed {
+                None => outcome,
+                Some(reason) => Err(StoreError::Stopped {
+                    reason: reason.clone(),
+                }),
             };
             let _ = reply.send(answer);
         }
+        if let Some(reason) = failed {
+            self.fail_stop(reason);
+        }
+    }
+
+    /// A failed write, flush or sync stops the store for good: the batch
+    /// may be half on disk and sled's memory ahead of it (an idempotency
+    /// claim or active entry nobody was told about), and after a failed
+    /// fsync a later one proves nothing. Every waiter was told; from now on
+    /// every commit and idempotency lookup fails with [`StoreError::Stopped`],
+    /// drivers stop, and the `settle` process exits with
+    /// [`EXIT_STORE_FAILED`]. A restart recovers from what is on disk.
+    fn fail_stop(&self, reason: String) {
+        tracing::error!("store write failed, the store has stopped: {reason}");
+        eprintln!(
+            "settle: fatal: the store could not write to disk ({reason}); it has stopped. \
+             Restart settle to recover from what is on disk."
+        );
+        let _ = self.stopped.set(reason.clone());
+        let _ = STOPPED.set(reason);
     }
 
     fn sync_to_disk(&mut self) -> sled::Result<()> {
         if let Some(disk) = &mut self.disk {
             disk.sync()?;
             self.disk_syncs.fetch_add(1, Ordering::Relaxed);
+            self.blob_syncs.store(disk.blob_syncs, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -516,7 +636,10 @@ fn stage(commit: &Commit, batch: &mut sled::Batch) {
         let encoded = serde_json::to_vec(event).unwrap_or_default();
         batch.insert(&keys::event(event.run_id, event.seq)[..], encoded);
     }
-    index_entries(&commit.summary, commit.previous_due_ms).write(&commit.summary, batch);
+    index_entries(&commit.summary, |key, value| match value {
+        Some(v) => batch.insert(key, v),
+        None => batch.remove(key),
+    });
     if let Some(claim) = &commit.claim {
         batch.insert(
             keys::idempotency(&claim.flow, &claim.key),

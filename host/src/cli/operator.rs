@@ -1,0 +1,113 @@
+//! An operator's commands on one run: `settle retry`, `settle compensate`,
+//! `settle cancel`. Each is recorded as an `operator-acted` event naming who
+//! (the OS user) and why (`--reason`), together with what it sets in motion.
+//! Only the run named is driven; other unfinished runs are left for the
+//! next `settle run`, `settle resume` or server.
+
+use super::run::RunReport;
+use crate::app::{Host, OnStart};
+use crate::config::Config;
+use crate::engine::OperatorCommand;
+use crate::model::{OperatorAction, RunId, RunState};
+use anyhow::Context;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct ActArgs {
+    /// The run (its id).
+    run: String,
+    /// Why: recorded in the run's log with your user name.
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    act: ActArgs,
+    /// The step to retry: must be the one the run stopped at (a safeguard
+    /// against retrying the wrong run).
+    #[arg(long)]
+    step: Option<String>,
+}
+
+/// Who is acting: the OS user, as far as the environment says.
+fn operator() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown-user".into())
+}
+
+/// A command from the current OS user.
+pub fn command(action: OperatorAction, reason: &str, step: Option<String>) -> OperatorCommand {
+    OperatorCommand {
+        action,
+        by: operator(),
+        reason: reason.to_string(),
+        step,
+    }
+}
+
+pub async fn retry(config: &Config, args: &RetryArgs) -> anyhow::Result<ExitCode> {
+    apply(config, &args.act, OperatorAction::Retry, args.step.clone()).await
+}
+
+pub async fn act(
+    config: &Config,
+    action: OperatorAction,
+    args: &ActArgs,
+) -> anyhow::Result<ExitCode> {
+    apply(config, args, action, None).await
+}
+
+async fn apply(
+    config: &Config,
+    args: &ActArgs,
+    action: OperatorAction,
+    step: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.reason.trim().is_empty(),
+        "--reason must say why (it is recorded in the run's log)"
+    );
+    let run: RunId = args
+        .run
+        .parse()
+        .with_context(|| format!("'{}' is not a run id (a UUID)", args.run))?;
+    let host = Host::start_with(config, OnStart::Leave).await?;
+    for e in &host.load_errors {
+        eprintln!("warning: {e}");
+    }
+    let acted = host
+        .engine
+        .act(run, command(action, &args.reason, step))
+        .await;
+    if let Err(e) = acted {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let summary = host
+        .engine
+        .wait(run)
+        .await?
+        .with_context(|| format!("run {run} is not in the store"))?;
+    let report = RunReport::new(&summary, true);
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        outln!(
+            "{}  {:<22} {}",
+            report.status.run_id,
+            report.status.state.as_str(),
+            report.status.phrase
+        );
+    }
+    Ok(match summary.state {
+        RunState::Settled | RunState::Compensated | RunState::Cancelled => ExitCode::SUCCESS,
+        RunState::NeedsAttention => ExitCode::from(super::EXIT_HELD),
+        _ => ExitCode::from(1),
+    })
+}
