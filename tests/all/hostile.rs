@@ -702,3 +702,35 @@ async fn the_compiled_plugin_cache_is_verified_before_use() {
     assert!(!third.caches_compiled_plugins());
     assert!(third.plugins().iter().all(|p| !p.from_cache));
 }
+
+/// With every instance slot taken, a new instance waits for one (counted)
+/// instead of failing: here `describe` of a plugin being loaded while the
+/// only slot runs a call that sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_makes_instances_wait_for_a_slot() {
+    let options = settle::runtime::RuntimeOptions {
+        max_concurrent_calls: 1,
+        max_memory_mib: 256,
+        ..Default::default()
+    };
+    let runtime =
+        settle::runtime::Runtime::new(options, std::sync::Arc::new(MemoryKv::default())).unwrap();
+    runtime
+        .load_file(&support::plugin_dir().join("hostile.wasm"))
+        .await
+        .expect("hostile loads");
+    let mut sleeper = request("sleep");
+    sleeper.input = json!({"mode": "sleep", "ms": 600}).to_string();
+    let busy = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.invoke(sleeper).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let loaded = runtime
+        .load_file(&support::plugin_dir().join("noop.wasm"))
+        .await;
+    assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
+    assert!(busy.await.unwrap().result.is_ok());
+    let waits = settle::runtime::RuntimeStats::get(&runtime.stats().pool_waits);
+    assert_eq!(waits, 1, "the load waited for the slot once");
+}
