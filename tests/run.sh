@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 source tests/env.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 ./example-plugins/build.sh
-cargo test --workspace --exclude transfer --exclude reserve-stock --exclude notify --exclude flaky --exclude noop "$@"
+cargo test --workspace --exclude transfer --exclude reserve-stock --exclude notify --exclude flaky --exclude noop --exclude hostile "$@"

@@ -113,4 +113,11 @@ impl PluginKv for StoreKv {
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         self.0.kv_delete(plugin, key).map_err(|e| e.to_string())
     }
+    fn usage(&self, plugin: &str) -> Result<crate::runtime::KvUsage, String> {
+        let (keys, bytes) = self.0.kv_usage(plugin).map_err(|e| e.to_string())?;
+        Ok(crate::runtime::KvUsage { keys, bytes })
+    }
+    fn apply(&self, plugin: &str, writes: &[crate::runtime::KvWrite]) -> Result<(), String> {
+        self.0.kv_apply(plugin, writes).map_err(|e| e.to_string())
+    }
 }

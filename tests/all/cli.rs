@@ -116,13 +116,26 @@ fn plugin_catalog_and_environment_overrides() {
         .collect();
     assert_eq!(
         names,
-        ["flaky", "noop", "notify", "reserve-stock", "transfer"]
+        [
+            "flaky",
+            "hostile",
+            "noop",
+            "notify",
+            "reserve-stock",
+            "transfer"
+        ]
     );
-    let noop = &plugins[1];
+    let by_name = |name: &str| {
+        plugins
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in the catalog"))
+    };
+    let noop = by_name("noop");
     assert_eq!(noop["grants"]["kv"], true, "environment override applied");
     assert_eq!(noop["limits"]["timeout"], "3s");
     assert!(noop["source"].as_str().unwrap().starts_with("noop@1.0.0#"));
-    let transfer = &plugins[4];
+    let transfer = by_name("transfer");
     assert_eq!(transfer["manifest"]["supports_reconcile"], true);
     assert_eq!(
         transfer["manifest"]["input_schema"]["required"][2],

@@ -9,6 +9,7 @@ mod crash;
 mod flow_limits;
 mod fuzz;
 mod holds;
+mod hostile;
 mod idempotency;
 mod logs;
 mod retries;

@@ -31,6 +31,7 @@ async fn misbehaving_plugins_fail_their_attempt_only() {
         timeout: Duration::from_millis(300),
         max_output_kib: 512,
         max_kv_value_kib: 16,
+        ..Limits::default()
     });
     let host = Host::start(&config).await.unwrap();
     let good = support::flow(
@@ -239,6 +240,155 @@ async fn progress_reports_show_in_status_while_the_call_runs() {
     let status = host.engine.status(run).unwrap().unwrap();
     assert!(
         status.progress.is_none(),
-        "no stale progress after the call"
+        "no stale progress after the call: {:?}",
+        status.progress
     );
+}
+
+/// A loopback HTTP server that counts the requests it receives and answers
+/// each with `302 Found` to `redirect_to`, or `200 OK` when there is none.
+struct Counter {
+    addr: std::net::SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Counter {
+    fn start(bind: &str, redirect_to: Option<String>) -> Option<Counter> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(bind).ok()?;
+        let addr = listener.local_addr().ok()?;
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.read(&mut buf);
+                let answer = match &redirect_to {
+                    Some(to) => format!(
+                        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    ),
+                    None => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                        .to_string(),
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Some(Counter { addr, hits })
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn hostile_flow(input: serde_json::Value) -> std::sync::Arc<settle::flow::Flow> {
+    support::flow(&format!(
+        "name: sandbox\nsteps:\n  - name: probe\n    plugin: hostile\n    input: {input}\n    compensate: false\n    retry: {{ max_attempts: 1 }}\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_environment_and_sockets_are_out_of_reach() {
+    let dir = support::tempdir();
+    let host = Host::start(&support::config(dir.path())).await.unwrap();
+    let target = Counter::start("127.0.0.1:0", None).expect("listener");
+
+    let run = support::run_to_end(&host, &hostile_flow(json!({"mode": "fs"})), json!({})).await;
+    let fs = run.outputs[0].clone().expect("fs probe output");
+    for (what, outcome) in fs.as_object().unwrap() {
+        assert!(
+            outcome.as_str().is_some_and(|o| o.starts_with("refused")),
+            "{what}: {outcome}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/settle-hostile").exists());
+
+    let run = support::run_to_end(&host, &hostile_flow(json!({"mode": "env"})), json!({})).await;
+    let env = run.outputs[0].clone().expect("env probe output");
+    assert_eq!(env["vars"], json!([]), "no environment variable: {env}");
+    assert!(
+        env["args"].as_array().is_some_and(|a| a.is_empty()),
+        "no arguments: {env}"
+    );
+
+    let input = json!({"mode": "socket", "addr": target.addr.to_string()});
+    let run = support::run_to_end(&host, &hostile_flow(input), json!({})).await;
+    let sockets = run.outputs[0].clone().expect("socket probe output");
+    for (what, outcome) in sockets.as_object().unwrap() {
+        assert!(
+            outcome.as_str().is_some_and(|o| !o.contains("allowed")),
+            "{what}: {outcome}"
+        );
+    }
+    assert_eq!(target.hits(), 0, "no connection reached the listener");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_hosts_outside_the_allowlist_are_refused_in_every_spelling() {
+    let dir = support::tempdir();
+    let elsewhere = Counter::start("127.0.0.1:0", None).expect("listener");
+    let elsewhere_v6 = Counter::start("[::1]:0", None);
+    let port = elsewhere.addr.port();
+    let redirect = format!("http://localhost:{port}/stolen");
+    let allowed = Counter::start("127.0.0.1:0", Some(redirect.clone())).expect("listener");
+    let mut config = support::config(dir.path());
+    config.plugin_mut("hostile").grants.allowed_outbound_hosts = vec![allowed.addr.to_string()];
+    let host = Host::start(&config).await.unwrap();
+
+    let allowed_port = allowed.addr.port();
+    let mut urls = vec![
+        format!("http://localhost:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0x7f000001:{port}/"),
+        format!("http://127.1:{port}/"),
+        format!("http://0177.0.0.1:{port}/"),
+        format!("http://127.0.0.1.:{port}/"),
+        format!("http://{}@localhost:{port}/", allowed.addr),
+        format!("http://user:pw@127.0.0.1:{allowed_port}@localhost:{port}/"),
+    ];
+    if let Some(v6) = &elsewhere_v6 {
+        urls.push(format!("http://[::1]:{}/", v6.addr.port()));
+        urls.push(format!("http://[::ffff:127.0.0.1]:{port}/"));
+    }
+    for url in &urls {
+        let input = json!({"mode": "http", "url": url});
+        let run = support::run_to_end(&host, &hostile_flow(input), json!({})).await;
+        let hops = run.outputs[0].clone().expect("http probe output")["hops"].clone();
+        assert!(
+            hops[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Denied") || e.contains("refused")),
+            "{url}: {hops}"
+        );
+        assert!(
+            support::event_names(&host, run.run_id).contains(&"capability-denied".to_string())
+                || hops[0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("refused")),
+            "{url}: no denial recorded"
+        );
+    }
+
+    // An allowed host redirecting elsewhere: the plugin follows, the host refuses.
+    let input = json!({"mode": "http", "url": format!("http://{}/", allowed.addr), "follow": true});
+    let run = support::run_to_end(&host, &hostile_flow(input), json!({})).await;
+    let hops = run.outputs[0].clone().expect("http probe output")["hops"].clone();
+    assert_eq!(hops[0]["status"], 302, "{hops}");
+    assert_eq!(hops[1]["url"], redirect.as_str(), "{hops}");
+    assert!(
+        hops[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Denied")),
+        "{hops}"
+    );
+    assert_eq!(allowed.hits(), 1, "only the allowed host was reached");
+    assert_eq!(
+        elsewhere.hits(),
+        0,
+        "nothing reached a host outside the allowlist"
+    );
+    assert_eq!(elsewhere_v6.map_or(0, |c| c.hits()), 0);
 }

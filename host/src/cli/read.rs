@@ -153,6 +153,9 @@ async fn runtime_only(
         fn delete(&self, _: &str, _: &str) -> Result<(), String> {
             Err("no store".into())
         }
+        fn usage(&self, _: &str) -> Result<crate::runtime::KvUsage, String> {
+            Err("no store".into())
+        }
     }
     let options = RuntimeOptions {
         max_concurrent_calls: 4,

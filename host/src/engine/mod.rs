@@ -590,8 +590,11 @@ impl<S: Store, X: Executor> Engine<S, X> {
             return Ok(None);
         };
         let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        // A terminal run has no call in progress, even in the instant between
+        // recording its end and its driver clearing the live progress.
         let (running, progress) = live
             .get(&run)
+            .filter(|_| !summary.state.is_terminal())
             .map(|l| (l.running, l.progress.clone()))
             .unwrap_or((false, None));
         Ok(Some(RunStatus::new(&summary, running, progress)))

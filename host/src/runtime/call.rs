@@ -6,7 +6,8 @@
 
 use super::bindings::StepPre;
 use super::bindings::settle::plugin::types as wit;
-use super::host_imports::{CallState, Caller, truncate};
+use super::budget::{RuntimeStats, cut};
+use super::host_imports::{CallState, Caller};
 use super::limits::{CallLimiter, LimitHit};
 use super::plugin::{PluginInfo, Runtime};
 use crate::model::{FailureClass, Verdict};
@@ -119,14 +120,26 @@ impl Runtime {
         // guests that wait (on outbound HTTP, say).
         let outcome = tokio::time::timeout(
             timeout.saturating_add(super::limits::EPOCH_TICK * 2),
-            call_export(&mut store, &plugin, &request, timeout),
+            call_export(&mut store, &plugin, &request, timeout, self.stats()),
         )
         .await;
         let data = store.data_mut();
-        let denials = data.take_denials();
+        let leftovers = data.finish();
         let result = match outcome {
             Err(_elapsed) => Err(limit_failure(&LimitHit::Time { limit: timeout })),
-            Ok(Err(trap)) => Err(classify_trap(
+            Ok(Err(CallError::PoolExhausted(reason))) => {
+                RuntimeStats::add(&self.stats().pool_exhausted, 1);
+                // The host's own capacity, not the plugin: held for an operator.
+                Err(CallFailure::new(
+                    FailureClass::HostSetup,
+                    format!(
+                        "no free instance slot for plugin '{}' after waiting {}: {reason} (raise runtime.max_concurrent_calls in settle.toml)",
+                        plugin.name,
+                        humantime::format_duration(POOL_WAIT)
+                    ),
+                ))
+            }
+            Ok(Err(CallError::Wasm(trap))) => Err(classify_trap(
                 &trap,
                 data.limiter.hit.as_ref(),
                 &data.stderr,
@@ -142,10 +155,27 @@ impl Runtime {
             }
             Ok(Ok(Ok(output))) => Ok(output),
         };
+        // kv writes are kept only when the call succeeded.
+        let result = match result {
+            Ok(output) if !leftovers.kv_writes.is_empty() => self
+                .kv()
+                .apply(&plugin.name, &leftovers.kv_writes)
+                .map(|()| output)
+                .map_err(|e| {
+                    CallFailure::new(
+                        FailureClass::Retryable,
+                        format!(
+                            "the plugin's key-value writes could not be saved: {}",
+                            cut(&e, 500)
+                        ),
+                    )
+                }),
+            other => other,
+        };
         CallReport {
             source: plugin.source.clone(),
             result,
-            denials,
+            denials: leftovers.denials,
             duration: started.elapsed(),
         }
     }
@@ -164,10 +194,11 @@ impl Runtime {
         let state = CallState::new(
             caller,
             plugin.grants.clone(),
+            plugin.limits.clone(),
             self.kv(),
-            plugin.limits.max_kv_value_bytes(),
             request.progress.clone(),
             CallLimiter::new(&plugin.limits, timeout),
+            self.stats().clone(),
         );
         sandboxed_store(self.engine(), state)
     }
@@ -189,18 +220,66 @@ pub(super) fn sandboxed_store(engine: &wasmtime::Engine, state: CallState) -> St
     store
 }
 
-type ExportResult = wasmtime::Result<Result<CallOutput, wit::StepError>>;
+/// Longest a call waits for a free instance slot when the pool is exhausted
+/// (a component holding more memories or instances than a slot's share).
+pub const POOL_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a call did not get an answer from the plugin.
+enum CallError {
+    /// The pooling allocator had no free slot within [`POOL_WAIT`].
+    PoolExhausted(String),
+    /// A trap, a limit, or a host function that failed.
+    Wasm(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for CallError {
+    fn from(e: wasmtime::Error) -> Self {
+        CallError::Wasm(e)
+    }
+}
+
+type ExportResult = Result<Result<CallOutput, wit::StepError>, CallError>;
+
+/// Instantiates, waiting (bounded) for a pool slot when every slot is taken,
+/// so pool exhaustion delays a call instead of failing it as a trap.
+async fn instantiate(
+    store: &mut Store<CallState>,
+    pre: &StepPre<CallState>,
+    stats: &RuntimeStats,
+) -> Result<super::bindings::Step, CallError> {
+    let started = Instant::now();
+    let mut waited = false;
+    loop {
+        match pre.instantiate_async(&mut *store).await {
+            Ok(instance) => return Ok(instance),
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                if !waited {
+                    waited = true;
+                    RuntimeStats::add(&stats.pool_waits, 1);
+                }
+                if started.elapsed() >= POOL_WAIT {
+                    return Err(CallError::PoolExhausted(e.to_string()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(CallError::Wasm(e)),
+        }
+    }
+}
 
 async fn call_export(
     store: &mut Store<CallState>,
     plugin: &PluginInfo,
     request: &CallRequest,
     timeout: Duration,
+    stats: &RuntimeStats,
 ) -> ExportResult {
-    let instance = plugin.pre.instantiate_async(&mut *store).await?;
+    let instance = instantiate(store, &plugin.pre, stats).await?;
     let h = instance.settle_plugin_handler();
-    // The attempt's real deadline: the lower of the step's timeout and the
-    // plugin's limit, as enforced by the limiter.
+    // The attempt's own deadline: a step's lower `timeout` included.
     let deadline_ms = crate::model::now_ms()
         .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     let cx = wit::CallContext {
@@ -236,30 +315,50 @@ async fn call_export(
     })
 }
 
-/// Calls `describe` on a freshly loaded plugin.
+/// Calls `describe` on a freshly loaded plugin, under the same limits as a
+/// call (memory, and time, whether the plugin computes or waits). The error
+/// is one plain line saying why.
 pub(super) async fn describe(
     store: &mut Store<CallState>,
     pre: &StepPre<CallState>,
-) -> wasmtime::Result<wit::Manifest> {
-    let instance = pre.instantiate_async(&mut *store).await?;
-    instance
-        .settle_plugin_handler()
-        .call_describe(&mut *store)
-        .await
+    stats: &RuntimeStats,
+) -> Result<wit::Manifest, String> {
+    let timeout = store.data().limiter.timeout();
+    let call = async {
+        let instance = instantiate(store, pre, stats).await?;
+        Ok::<_, CallError>(
+            instance
+                .settle_plugin_handler()
+                .call_describe(&mut *store)
+                .await?,
+        )
+    };
+    let outcome =
+        tokio::time::timeout(timeout.saturating_add(super::limits::EPOCH_TICK * 2), call).await;
+    let data = store.data_mut();
+    data.finish();
+    match outcome {
+        Err(_elapsed) => Err(LimitHit::Time { limit: timeout }.to_string()),
+        Ok(Err(CallError::PoolExhausted(reason))) => {
+            Err(format!("no free instance slot: {reason}"))
+        }
+        Ok(Err(CallError::Wasm(e))) => {
+            Err(classify_trap(&e, data.limiter.hit.as_ref(), &data.stderr).message)
+        }
+        Ok(Ok(manifest)) => Ok(manifest),
+    }
 }
 
 fn step_failure(e: wit::StepError) -> CallFailure {
     match e {
         wit::StepError::Retryable(r) => CallFailure {
             class: FailureClass::Retryable,
-            message: truncate(&r.message, 2000),
+            message: cut(&r.message, 2000),
             retry_after_ms: r.retry_after_ms,
         },
-        wit::StepError::Permanent(m) => {
-            CallFailure::new(FailureClass::Permanent, truncate(&m, 2000))
-        }
+        wit::StepError::Permanent(m) => CallFailure::new(FailureClass::Permanent, cut(&m, 2000)),
         wit::StepError::InvalidInput(m) => {
-            CallFailure::new(FailureClass::InvalidInput, truncate(&m, 2000))
+            CallFailure::new(FailureClass::InvalidInput, cut(&m, 2000))
         }
     }
 }
@@ -284,19 +383,39 @@ fn classify_trap(
         return limit_failure(hit);
     }
     let trap = error.downcast_ref::<Trap>().map(|t| t.to_string());
+    // What the guest printed, without Rust's hint about RUST_BACKTRACE,
+    // which concerns the guest's environment, not the operator's.
     let printed = String::from_utf8_lossy(&stderr.contents())
+        .lines()
+        .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join("\n")
         .trim()
         .to_string();
     let mut message = match trap {
         Some(t) => format!("plugin trapped: {t}"),
-        None => format!("plugin failed: {}", first_line(&format!("{error:?}"))),
+        None => format!("plugin failed: {}", plain_reason(error)),
     };
     if !printed.is_empty() {
-        message.push_str(&format!("; it printed: {}", truncate(&printed, 1000)));
+        // What the guest printed (a panic message) is its own text: escaped,
+        // so it stays on one line.
+        message.push_str(&format!(
+            "; it printed: {}",
+            super::budget::escape(&cut(&printed, 1000))
+        ));
     }
     CallFailure::new(FailureClass::Trap, message)
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+/// A wasmtime error as one plain line: the root cause, never the Debug form
+/// (whose wasm backtrace runs to kilobytes and hides the reason).
+pub fn plain_reason(error: &wasmtime::Error) -> String {
+    let root = error.root_cause().to_string();
+    let line = root.lines().next().unwrap_or_default().trim();
+    let line = if line.is_empty() || line.starts_with("error while executing at wasm backtrace") {
+        error.to_string()
+    } else {
+        line.to_string()
+    };
+    cut(line.lines().next().unwrap_or_default(), 300)
 }

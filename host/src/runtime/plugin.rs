@@ -3,14 +3,17 @@
 //! and ask each plugin who it is (`describe`).
 
 use super::bindings::{Step, StepPre};
-use super::call::{describe, sandboxed_store};
+use super::budget::RuntimeStats;
+use super::cache::CompiledCache;
+use super::call::{describe, plain_reason, sandboxed_store};
 use super::grants::Grants;
-use super::host_imports::{CallState, Caller, PluginKv};
+use super::host_imports::{CallState, Caller};
+use super::kv::PluginKv;
 use super::limits::{CallLimiter, EPOCH_TICK, Limits};
+pub use super::manifest::{Manifest, SuggestedRetry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -27,6 +30,31 @@ pub struct PluginSettings {
     pub grants: Grants,
     /// Overrides of the default limits for this plugin.
     pub limits: Option<Limits>,
+    /// Pins the name to one component file (its file name, or a path ending
+    /// in it): when two components claim this name, this one is installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Pins the name to one component by its SHA-256 (`sha256:` optional;
+    /// at least 16 hex digits of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl PluginSettings {
+    /// Whether the operator pinned this name to a file or digest.
+    pub fn is_pinned(&self) -> bool {
+        self.file.is_some() || self.digest.is_some()
+    }
+
+    /// Whether the component at `path` with `digest` is the one pinned.
+    pub fn pin_matches(&self, path: &Path, digest: &str) -> bool {
+        let file_ok = self.file.as_deref().is_none_or(|f| path.ends_with(f));
+        let digest_ok = self.digest.as_deref().is_none_or(|d| {
+            let d = d.strip_prefix("sha256:").unwrap_or(d).to_ascii_lowercase();
+            d.len() >= 16 && digest.starts_with(&d)
+        });
+        file_ok && digest_ok
+    }
 }
 
 /// How the runtime is set up.
@@ -53,28 +81,6 @@ impl Default for RuntimeOptions {
             plugins: BTreeMap::new(),
         }
     }
-}
-
-/// What a plugin says about itself, in host types.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Manifest {
-    pub name: String,
-    pub version: String,
-    pub summary: String,
-    pub input_schema: serde_json::Value,
-    pub output_schema: serde_json::Value,
-    pub supports_compensate: bool,
-    pub supports_reconcile: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<SuggestedRetry>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SuggestedRetry {
-    pub max_attempts: u32,
-    pub initial_interval_ms: u64,
-    pub backoff_coefficient: f64,
-    pub max_interval_ms: u64,
 }
 
 /// An installed plugin.
@@ -148,7 +154,8 @@ impl std::fmt::Debug for PluginInfo {
     }
 }
 
-/// Why a plugin file could not be installed.
+/// Why a plugin file could not be installed. Each message is one line that
+/// names the file and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file cannot be read.
@@ -160,18 +167,44 @@ pub enum LoadError {
     /// The bytes are not a WebAssembly component this host can compile.
     #[error("{path}: not a valid WebAssembly component: {reason}")]
     NotAComponent { path: PathBuf, reason: String },
-    /// The component needs imports the host does not grant, or the wrong world.
-    #[error("{path}: cannot be linked (does it implement settle:plugin/step?): {reason}")]
+    /// The component has no handler export of this host's contract.
+    #[error("{path}: does not export {wanted} (is it a Settle plugin built with settle-sdk?)")]
+    MissingHandler { path: PathBuf, wanted: String },
+    /// The component was built against another version of the contract.
+    #[error(
+        "{path}: was built for settle:plugin@{found}; this host needs {needed} — rebuild it with settle-sdk {needed}"
+    )]
+    ContractVersion {
+        path: PathBuf,
+        found: String,
+        needed: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("{path}: imports {import}, which this host does not provide")]
+    UnknownImport { path: PathBuf, import: String },
+    /// The component cannot be linked for another reason.
+    #[error("{path}: cannot be linked: {reason}")]
     Link { path: PathBuf, reason: String },
-    /// `describe` trapped or returned nonsense.
+    /// `describe` trapped, ran out of time or memory, or returned a manifest
+    /// that breaks the bounds of [`super::manifest`].
     #[error("{path}: describe() failed: {reason}")]
     Describe { path: PathBuf, reason: String },
-    /// Two files claim the same plugin name.
-    #[error("{path}: plugin '{name}' is already installed from {first}")]
-    Duplicate {
-        path: PathBuf,
+    /// Two files claim the same plugin name and the operator pinned neither:
+    /// none of them is installed under that name.
+    #[error(
+        "plugin '{name}' is claimed by {first} and {second}; neither is installed until settle.toml pins one ([plugins.{name}] file = \"…\" or digest = \"sha256:…\")"
+    )]
+    NameClash {
         name: String,
         first: PathBuf,
+        second: PathBuf,
+    },
+    /// The operator pinned the name to another file or digest.
+    #[error("{path}: claims plugin '{name}', which settle.toml pins to {pin}; not installed")]
+    NotPinned {
+        path: PathBuf,
+        name: String,
+        pin: String,
     },
 }
 
@@ -186,6 +219,10 @@ struct Inner {
     linker: Linker<CallState>,
     options: RuntimeOptions,
     plugins: RwLock<HashMap<String, Arc<PluginInfo>>>,
+    /// Names two unpinned components claimed: installed under neither.
+    clashed: RwLock<HashMap<String, PathBuf>>,
+    cache: Option<CompiledCache>,
+    stats: Arc<RuntimeStats>,
     slots: Semaphore,
     kv: Arc<dyn PluginKv>,
     ticker_stop: Arc<AtomicBool>,
@@ -220,15 +257,15 @@ impl Runtime {
             // when RUST_BACKTRACE is set, on every call.
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         Step::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
@@ -241,6 +278,14 @@ impl Runtime {
                 }
             })?;
 
+        let cache = options.cache_dir.as_deref().and_then(|dir| {
+            CompiledCache::open(dir)
+                .inspect_err(|e| {
+                    tracing::warn!("not using the compiled-plugin cache, compiling instead: {e}")
+                })
+                .ok()
+        });
+
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -248,6 +293,9 @@ impl Runtime {
                 slots: Semaphore::new(n as usize),
                 options,
                 plugins: RwLock::new(HashMap::new()),
+                clashed: RwLock::new(HashMap::new()),
+                cache,
+                stats: Arc::new(RuntimeStats::default()),
                 kv,
                 ticker_stop,
             }),
@@ -260,6 +308,16 @@ impl Runtime {
 
     pub(super) fn kv(&self) -> Arc<dyn PluginKv> {
         self.inner.kv.clone()
+    }
+
+    /// Counters of what the runtime bounded, dropped or waited for.
+    pub fn stats(&self) -> &Arc<RuntimeStats> {
+        &self.inner.stats
+    }
+
+    /// Whether compiled plugins are cached (the cache directory is safe to use).
+    pub fn caches_compiled_plugins(&self) -> bool {
+        self.inner.cache.is_some()
     }
 
     pub(super) async fn acquire_slot(&self) -> SemaphorePermit<'_> {
@@ -288,7 +346,8 @@ impl Runtime {
     }
 
     /// Installs every `*.wasm` file in `dir`. Files that fail are reported and
-    /// skipped: one bad plugin does not keep the others out.
+    /// skipped: one bad plugin does not keep the others out. Two files that
+    /// claim one name are both refused unless the operator pinned one.
     pub async fn load_dir(&self, dir: &Path) -> Vec<LoadError> {
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
@@ -315,6 +374,76 @@ impl Runtime {
 
     /// Installs one component file.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
+        let info = Arc::new(self.prepare(path).await?);
+        self.install(info.clone())?;
+        Ok(info)
+    }
+
+    /// Installs `info` under its name unless another component claims it:
+    /// then the operator's pin decides, and without one neither is installed.
+    fn install(&self, info: Arc<PluginInfo>) -> Result<(), LoadError> {
+        let name = info.name.to_string();
+        let settings = self.settings(&name);
+        if settings.is_pinned() && !settings.pin_matches(&info.path, &info.digest) {
+            return Err(LoadError::NotPinned {
+                path: info.path.clone(),
+                name,
+                pin: pin_text(&settings),
+            });
+        }
+        let mut plugins = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut clashed = self
+            .inner
+            .clashed
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = plugins.get(&name).cloned()
+            && first.path != info.path
+        {
+            if settings.is_pinned() && settings.pin_matches(&first.path, &first.digest) {
+                return Err(LoadError::NotPinned {
+                    path: info.path.clone(),
+                    name,
+                    pin: pin_text(&settings),
+                });
+            }
+            if !settings.is_pinned() {
+                plugins.remove(&name);
+                clashed.insert(name.clone(), first.path.clone());
+                return Err(LoadError::NameClash {
+                    name,
+                    first: first.path.clone(),
+                    second: info.path.clone(),
+                });
+            }
+        } else if let Some(first) = clashed.get(&name)
+            && !settings.is_pinned()
+        {
+            return Err(LoadError::NameClash {
+                first: first.clone(),
+                name,
+                second: info.path.clone(),
+            });
+        }
+        plugins.insert(name, info);
+        Ok(())
+    }
+
+    fn settings(&self, name: &str) -> PluginSettings {
+        self.inner
+            .options
+            .plugins
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Compiles, links and describes one component file, without installing it.
+    async fn prepare(&self, path: &Path) -> Result<PluginInfo, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.into(),
             source,
@@ -323,32 +452,23 @@ impl Runtime {
         let started = Instant::now();
         let (component, from_cache) = self.compile_cached(path, &bytes, &digest)?;
         let load_time = started.elapsed();
-        let instance_pre =
-            self.inner
-                .linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::Link {
-                    path: path.into(),
-                    reason: format!("{e:?}"),
-                })?;
-        let pre = StepPre::new(instance_pre).map_err(|e| LoadError::Link {
-            path: path.into(),
-            reason: format!("{e:?}"),
-        })?;
+        let link_error = |e: wasmtime::Error| {
+            super::diagnose::link_failure(path, &self.inner.engine, &component, &e)
+        };
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link_error)?;
+        let pre = StepPre::new(instance_pre).map_err(link_error)?;
         let manifest = self.describe(path, &pre).await?;
         let input_validator = compile_schema(path, "input", &manifest.input_schema)?;
         let output_validator = compile_schema(path, "output", &manifest.output_schema)?;
-        let settings = self
-            .inner
-            .options
-            .plugins
-            .get(&manifest.name)
-            .cloned()
-            .unwrap_or_default();
+        let settings = self.settings(&manifest.name);
         let limits = settings
             .limits
             .unwrap_or_else(|| self.inner.options.default_limits.clone());
-        let info = Arc::new(PluginInfo {
+        Ok(PluginInfo {
             name: manifest.name.as_str().into(),
             source: format!("{}@{}#{}", manifest.name, manifest.version, &digest[..16]),
             digest,
@@ -361,28 +481,12 @@ impl Runtime {
             load_time,
             pre,
             manifest,
-        });
-        let mut plugins = self
-            .inner
-            .plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(first) = plugins.get(info.name.as_ref())
-            && first.path != info.path
-        {
-            return Err(LoadError::Duplicate {
-                path: path.into(),
-                name: info.name.to_string(),
-                first: first.path.clone(),
-            });
-        }
-        plugins.insert(info.name.to_string(), info.clone());
-        Ok(info)
+        })
     }
 
-    /// Compiles `bytes`, or loads the compiled form from the cache. The cache
-    /// key is the content digest plus the engine's compatibility hash: a
-    /// different wasmtime or configuration never reads a stale artifact.
+    /// Compiles `bytes`, or loads the compiled form from the cache when the
+    /// cache holds a verified artifact for this digest and engine (see
+    /// [`super::cache`]).
     fn compile_cached(
         &self,
         path: &Path,
@@ -390,36 +494,27 @@ impl Runtime {
         digest: &str,
     ) -> Result<(Component, bool), LoadError> {
         let engine = &self.inner.engine;
-        let cached = self.inner.options.cache_dir.as_ref().map(|dir| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
-        });
-        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // host into its private cache directory, under a name that binds
-            // it to these exact bytes and this engine's configuration.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(engine, file) };
-            match loaded {
-                Ok(component) => return Ok((component, true)),
-                Err(e) => {
-                    tracing::warn!(cache = %file.display(), "cached plugin unreadable, recompiling: {e:?}")
-                }
+        if let Some(cache) = &self.inner.cache {
+            match cache.load(engine, digest) {
+                Ok(Some(component)) => return Ok((component, true)),
+                Ok(None) => {}
+                Err(why) => tracing::warn!("cached plugin not used, recompiling: {why}"),
             }
         }
         let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent {
             path: path.into(),
-            reason: first_line(&format!("{e:?}")),
+            reason: plain_reason(&e),
         })?;
-        if let Some(file) = cached
-            && let Err(e) = write_cache(&component, &file)
+        if let Some(cache) = &self.inner.cache
+            && let Err(e) = cache.store(engine, digest, &component)
         {
-            tracing::warn!(cache = %file.display(), "cannot cache compiled plugin: {e}");
+            tracing::warn!(plugin = %path.display(), "cannot cache the compiled plugin: {e}");
         }
         Ok((component, false))
     }
 
+    /// Asks the plugin who it is, under the default limits (its own are
+    /// not known before its name is), and checks the answer's bounds.
     async fn describe(&self, path: &Path, pre: &StepPre<CallState>) -> Result<Manifest, LoadError> {
         let limits = self.inner.options.default_limits.clone();
         let caller = Caller {
@@ -430,53 +525,31 @@ impl Runtime {
         let state = CallState::new(
             caller,
             Arc::new(Grants::default()),
+            limits.clone(),
             self.inner.kv.clone(),
-            0,
             None,
             CallLimiter::new(&limits, limits.timeout),
+            self.inner.stats.clone(),
         );
         let mut store = sandboxed_store(&self.inner.engine, state);
-        let m = describe(&mut store, pre)
-            .await
-            .map_err(|e| LoadError::Describe {
-                path: path.into(),
-                reason: first_line(&format!("{e:?}")),
-            })?;
-        let schema = |what: &str, text: &str| {
-            serde_json::from_str(text).map_err(|e| LoadError::Describe {
-                path: path.into(),
-                reason: format!("{what} schema is not JSON: {e}"),
-            })
+        let describe_error = |reason| LoadError::Describe {
+            path: path.into(),
+            reason,
         };
-        if m.name.is_empty()
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(LoadError::Describe {
-                path: path.into(),
-                reason: format!(
-                    "plugin name '{}' must be non-empty letters, digits, '-' or '_'",
-                    m.name
-                ),
-            });
-        }
-        Ok(Manifest {
-            input_schema: schema("input", &m.input_schema)?,
-            output_schema: schema("output", &m.output_schema)?,
-            name: m.name,
-            version: m.version,
-            summary: m.summary,
-            supports_compensate: m.supports_compensate,
-            supports_reconcile: m.supports_reconcile,
-            retry: m.retry.map(|r| SuggestedRetry {
-                max_attempts: r.max_attempts,
-                initial_interval_ms: r.initial_interval_ms,
-                backoff_coefficient: r.backoff_coefficient,
-                max_interval_ms: r.max_interval_ms,
-            }),
-        })
+        let m = describe(&mut store, pre, &self.inner.stats)
+            .await
+            .map_err(describe_error)?;
+        super::manifest::check(m).map_err(describe_error)
+    }
+}
+
+/// How a pin reads in a message.
+fn pin_text(settings: &PluginSettings) -> String {
+    match (&settings.file, &settings.digest) {
+        (Some(f), Some(d)) => format!("file '{f}' with digest {d}"),
+        (Some(f), None) => format!("file '{f}'"),
+        (None, Some(d)) => format!("digest {d}"),
+        (None, None) => "nothing".into(),
     }
 }
 
@@ -492,25 +565,11 @@ fn compile_schema(
         .map(Some)
         .map_err(|e| LoadError::Describe {
             path: path.into(),
-            reason: format!("{what} schema is not a valid JSON Schema: {e}"),
+            reason: super::budget::cut(
+                &format!("{what} schema is not a valid JSON Schema: {e}").replace('\n', " "),
+                300,
+            ),
         })
-}
-
-fn write_cache(component: &Component, file: &Path) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename: a reader never sees half a file.
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, file)
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or(text).to_string()
 }
 
 impl super::Executor for Runtime {

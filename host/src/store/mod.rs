@@ -165,6 +165,14 @@ pub trait Store: Send + Sync + 'static {
     fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError>;
+    /// Applies one plugin call's writes (`None` deletes) in one atomic batch.
+    fn kv_apply(
+        &self,
+        plugin: &str,
+        writes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError>;
+    /// How many keys `plugin` keeps, and their bytes (keys and values).
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64), StoreError>;
     /// Keeps the text of a flow, by digest, so a run can always be resumed
     /// under the exact flow it was accepted with. Durable with the next commit.
     fn put_flow(&self, digest: &str, text: &str) -> Result<(), StoreError>;

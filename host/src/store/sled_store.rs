@@ -400,6 +400,36 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn kv_apply(
+        &self,
+        plugin: &str,
+        writes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(keys::kv(plugin, key), v.as_slice()),
+                None => batch.remove(keys::kv(plugin, key)),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64), StoreError> {
+        let prefix = keys::kv(plugin, "");
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            count = count.saturating_add(1);
+            let key_bytes = k.len().saturating_sub(prefix.len()) as u64;
+            bytes = bytes
+                .saturating_add(key_bytes)
+                .saturating_add(v.len() as u64);
+        }
+        Ok((count, bytes))
+    }
+
     fn put_flow(&self, digest: &str, text: &str) -> Result<(), StoreError> {
         let key = keys::flow(digest);
         if !self.db.contains_key(&key)? {

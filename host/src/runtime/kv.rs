@@ -1,0 +1,159 @@
+//! A plugin's durable key-value state, as one call sees it.
+//!
+//! Writes are buffered per call and applied in one batch only when the call
+//! returns `Ok`: a failed, trapped or timed-out attempt leaves the state as it
+//! found it, so a retry starts from the same state as the first attempt.
+//! Reads see the call's own writes first.
+//!
+//! Quotas per plugin (number of keys, bytes of keys and values) are checked
+//! at each write against the committed usage plus this call's writes. Calls
+//! of one plugin running at the same time are checked independently, so
+//! together they may pass the quota by at most what each of them wrote.
+
+use super::limits::{Limits, MAX_KV_KEY_BYTES};
+use std::collections::BTreeMap;
+
+/// One write of a call: `None` deletes the key.
+pub type KvWrite = (String, Option<Vec<u8>>);
+
+/// What a plugin keeps in its key-value state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub bytes: u64,
+}
+
+/// Durable plugin-scoped key-value state, provided by the store.
+pub trait PluginKv: Send + Sync {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+    /// How much the plugin keeps now.
+    fn usage(&self, plugin: &str) -> Result<KvUsage, String>;
+    /// Applies one call's writes, all of them or none where the store can.
+    fn apply(&self, plugin: &str, writes: &[KvWrite]) -> Result<(), String> {
+        for (key, value) in writes {
+            match value {
+                Some(v) => self.set(plugin, key, v)?,
+                None => self.delete(plugin, key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a kv request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KvRefusal {
+    /// The key is longer than [`MAX_KV_KEY_BYTES`]; checked before any store access.
+    #[error("key of {0} bytes is longer than the {MAX_KV_KEY_BYTES} bytes allowed")]
+    KeyTooLong(usize),
+    /// The value is larger than the plugin's `max_kv_value_kib`.
+    #[error(
+        "value of {got} bytes is larger than the {max} bytes allowed (limits.max_kv_value_kib)"
+    )]
+    ValueTooLarge { got: usize, max: usize },
+    /// The write would pass the plugin's quota.
+    #[error(
+        "kv quota of plugin '{plugin}' reached: {keys} keys and {kib} KiB after this write, \
+         {max_keys} keys and {max_kib} KiB allowed (limits.max_kv_keys, limits.max_kv_total_kib)"
+    )]
+    Quota {
+        plugin: String,
+        keys: u64,
+        kib: u64,
+        max_keys: u64,
+        max_kib: u64,
+    },
+    /// The store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// The kv state of one call.
+#[derive(Debug, Default)]
+pub struct KvSession {
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Committed usage plus this call's writes, once the first write needed it.
+    usage: Option<KvUsage>,
+}
+
+fn entry_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() as u64).saturating_add(value.len() as u64)
+}
+
+impl KvSession {
+    pub fn check_key(key: &str) -> Result<(), KvRefusal> {
+        if key.len() > MAX_KV_KEY_BYTES {
+            return Err(KvRefusal::KeyTooLong(key.len()));
+        }
+        Ok(())
+    }
+
+    pub fn get(
+        &self,
+        store: &dyn PluginKv,
+        plugin: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, KvRefusal> {
+        Self::check_key(key)?;
+        match self.writes.get(key) {
+            Some(buffered) => Ok(buffered.clone()),
+            None => store.get(plugin, key).map_err(KvRefusal::Store),
+        }
+    }
+
+    /// Buffers a write (`None`: delete) after checking sizes and quota.
+    pub fn write(
+        &mut self,
+        store: &dyn PluginKv,
+        plugin: &str,
+        limits: &Limits,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), KvRefusal> {
+        Self::check_key(&key)?;
+        if let Some(v) = &value
+            && v.len() > limits.max_kv_value_bytes()
+        {
+            return Err(KvRefusal::ValueTooLarge {
+                got: v.len(),
+                max: limits.max_kv_value_bytes(),
+            });
+        }
+        let mut usage = match self.usage {
+            Some(u) => u,
+            None => store.usage(plugin).map_err(KvRefusal::Store)?,
+        };
+        let before = self.get(store, plugin, &key)?;
+        if let Some(old) = &before {
+            usage.keys = usage.keys.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(entry_bytes(&key, old));
+        }
+        if let Some(new) = &value {
+            usage.keys = usage.keys.saturating_add(1);
+            usage.bytes = usage.bytes.saturating_add(entry_bytes(&key, new));
+            let grows = before.as_ref().is_none_or(|old| new.len() > old.len());
+            if grows
+                && (usage.keys > limits.max_kv_keys || usage.bytes > limits.max_kv_total_bytes())
+            {
+                return Err(KvRefusal::Quota {
+                    plugin: plugin.into(),
+                    keys: usage.keys,
+                    kib: usage.bytes.div_ceil(1024),
+                    max_keys: limits.max_kv_keys,
+                    max_kib: limits.max_kv_total_kib,
+                });
+            }
+        }
+        self.usage = Some(usage);
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// The writes to apply when the call succeeded.
+    pub fn into_writes(self) -> Vec<KvWrite> {
+        self.writes.into_iter().collect()
+    }
+}
