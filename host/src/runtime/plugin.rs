@@ -172,7 +172,7 @@ pub enum LoadError {
     MissingHandler { path: PathBuf, wanted: String },
     /// The component was built against another version of the contract.
     #[error(
-        "{path}: was built for settle:plugin@{found}; this host needs {needed} — rebuild it with settle-sdk {needed}"
+        "{path}: was built for settle:plugin@{found}; this host needs {needed} — rebuild it against this repository's wit/ (or its settle-sdk)"
     )]
     ContractVersion {
         path: PathBuf,
