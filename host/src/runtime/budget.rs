@@ -186,17 +186,9 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+/// Cuts text on a character boundary, marking the cut (one definition, in
+/// the model's bounds).
+pub use crate::model::bounds::cut;
 
 #[cfg(test)]
 mod tests {
