@@ -355,3 +355,72 @@ async fn a_plugins_suggested_retry_applies_where_the_flow_sets_none() {
         assert_eq!(scheduled, expected, "transfer suggests 5 attempts");
     }
 }
+
+/// Hides plugin `transfer` once its `run` has answered, as if the operator
+/// removed it between the step and its confirmation.
+struct TransferVanishes {
+    inner: Runtime,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+impl Executor for TransferVanishes {
+    async fn call(&self, request: CallRequest) -> CallReport {
+        use std::sync::atomic::Ordering;
+        if request.plugin == "transfer" && self.gone.load(Ordering::SeqCst) {
+            return CallReport {
+                source: "transfer".into(),
+                result: Err(settle::runtime::call::CallFailure::new(
+                    settle::model::FailureClass::Unavailable,
+                    "plugin 'transfer' is not installed",
+                )),
+                denials: Vec::new(),
+                duration: std::time::Duration::ZERO,
+            };
+        }
+        let report = self.inner.call(request.clone()).await;
+        if request.plugin == "transfer" {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        report
+    }
+    fn plugin(&self, name: &str) -> Option<Arc<PluginInfo>> {
+        if name == "transfer" && self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        Executor::plugin(&self.inner, name)
+    }
+}
+
+/// A confirmation that cannot run (its plugin is gone) holds the run for
+/// an operator; it never skips to "settled".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_cannot_run_holds_the_run() {
+    let dir = support::tempdir();
+    let service = crate::support::Service::start(&dir.path().join("world"));
+    let mut config = support::config(dir.path());
+    service.grant(&mut config);
+    let base = Host::start_with(&config, OnStart::Leave).await.unwrap();
+    let engine = settle::engine::Engine::new(
+        base.store.clone(),
+        TransferVanishes {
+            inner: base.runtime.clone(),
+            gone: Default::default(),
+        },
+        settle::engine::EngineOptions::default(),
+    );
+    let flow = support::flow(
+        "name: pay\nsteps:\n  - { name: charge, plugin: transfer, input: { from: dee, to: shop, amount: 3 } }\n",
+    );
+    let run = engine.submit(&flow, json!({}), None).await.unwrap().run_id;
+    let held = engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(held.state, RunState::NeedsAttention, "{held:#?}");
+    assert_eq!(held.hold, Some(HoldCause::HostSetup));
+    assert!(held.outputs[0].is_some(), "the charge stands");
+    assert!(
+        held.phrase(0, false)
+            .contains("plugin 'transfer' is not installed"),
+        "{}",
+        held.phrase(0, false)
+    );
+    engine.shutdown().await;
+}
