@@ -5,6 +5,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 source tests/env.sh
+# The toolchain rust-toolchain.toml pins (auto-install is off on our machines).
+if ! rustup show active-toolchain >/dev/null 2>&1; then
+  channel=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+  rustup toolchain install "$channel" --profile minimal --component rustfmt clippy
+fi
 rustup target add wasm32-wasip2 >/dev/null
 plugins=(transfer reserve-stock notify flaky noop hostile)
 args=()

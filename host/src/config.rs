@@ -125,10 +125,27 @@ impl Config {
         figment.extract().context("invalid configuration")
     }
 
+    /// Where compiled plugins are cached. By default outside any working
+    /// tree (`$XDG_CACHE_HOME/settle/plugin-cache`, else
+    /// `~/.cache/settle/plugin-cache`): a checkout could otherwise carry
+    /// native code, with a matching checksum, into the default
+    /// `.settle/plugin-cache` of whoever runs settle in it.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("plugin-cache"))
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        let user_cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|d| !d.is_empty())
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            });
+        match user_cache {
+            Some(dir) if dir.is_absolute() => dir.join("settle").join("plugin-cache"),
+            _ => self.data_dir.join("plugin-cache"),
+        }
     }
 
     /// Adds a plugin directory unless it is already listed (under any spelling).

@@ -206,3 +206,17 @@ fn durations_that_would_overflow_are_refused() {
     let text = format!("name: x\nidempotency_window: {huge}\nsteps: [{{name: a, plugin: noop}}]\n");
     assert!(error(&text).to_string().contains("365 days"));
 }
+
+/// YAML takes a lone CR as a line break: a file nested with CR-only lines
+/// must be refused, not overflow the stack (found by a review).
+#[test]
+fn carriage_return_line_breaks_are_refused_not_a_stack_overflow() {
+    let text = format!("#x\r{}a", "- ".repeat(100_000));
+    let err = settle::flow::Flow::parse(&text, "cr.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("carriage return without a line feed"), "{err}");
+    // CRLF files are fine.
+    let crlf = "name: ok\r\nsteps:\r\n  - { name: a, plugin: noop }\r\n";
+    assert!(settle::flow::Flow::parse(crlf, "crlf.yaml").is_ok());
+}

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
 //! another terminal state, 2 bad input or configuration (or an operator's
 //! command was refused), 3 a run waits for an operator (its status says why
-//! and what to do).
+//! and what to do), 74 the store stopped after a failed write.
 
 /// `println!` that ends the process quietly when stdout is closed
 /// (`settle events RUN | head`) instead of panicking.

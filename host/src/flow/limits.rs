@@ -61,6 +61,20 @@ pub fn check_text(text: &str) -> Result<(), Exceeded> {
             ),
         });
     }
+    // YAML reads a lone CR as a line break; the scanner counts lines by LF.
+    // Rather than disagree with the parser about nesting, refuse it.
+    if let Some(i) = text
+        .match_indices('\r')
+        .map(|(i, _)| i)
+        .find(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'))
+    {
+        return Err(Exceeded {
+            at: location_of_byte(text, i),
+            message: "a carriage return without a line feed (old Mac line endings); \
+                      save the file with LF or CRLF line endings"
+                .into(),
+        });
+    }
     Scanner::default().scan(text)
 }
 

@@ -168,7 +168,10 @@ impl CompiledCache {
 /// rename, fsync of the directory.
 fn write_durably(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and per write: runtimes of one process share a cache.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp{}-{n}", std::process::id()));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

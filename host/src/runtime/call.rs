@@ -308,7 +308,7 @@ async fn call_export(
             .map(|v| {
                 CallOutput::Reconciled(match v {
                     wit::Verdict::InSync => Verdict::InSync,
-                    wit::Verdict::Drifted(d) => Verdict::Drifted(d),
+                    wit::Verdict::Drifted(d) => Verdict::Drifted(plugin_text(&d)),
                     wit::Verdict::Unknown => Verdict::Unknown,
                 })
             }),
@@ -349,16 +349,22 @@ pub(super) async fn describe(
     }
 }
 
+/// A plugin's own words, made safe to show: cut, and with newlines and
+/// control characters escaped, so they cannot forge lines in a terminal.
+fn plugin_text(text: &str) -> String {
+    super::budget::escape(&cut(text, 2000))
+}
+
 fn step_failure(e: wit::StepError) -> CallFailure {
     match e {
         wit::StepError::Retryable(r) => CallFailure {
             class: FailureClass::Retryable,
-            message: cut(&r.message, 2000),
+            message: plugin_text(&r.message),
             retry_after_ms: r.retry_after_ms,
         },
-        wit::StepError::Permanent(m) => CallFailure::new(FailureClass::Permanent, cut(&m, 2000)),
+        wit::StepError::Permanent(m) => CallFailure::new(FailureClass::Permanent, plugin_text(&m)),
         wit::StepError::InvalidInput(m) => {
-            CallFailure::new(FailureClass::InvalidInput, cut(&m, 2000))
+            CallFailure::new(FailureClass::InvalidInput, plugin_text(&m))
         }
     }
 }

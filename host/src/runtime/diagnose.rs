@@ -24,12 +24,12 @@ static CONTRACT: LazyLock<(String, String)> = LazyLock::new(|| {
         .unwrap_or_else(|| ("settle:plugin".into(), "unknown".into()))
 });
 
-/// The contract version this host implements (`0.1.0`).
+/// The contract version this host implements (`0.2.0` today).
 pub fn contract_version() -> &'static str {
     &CONTRACT.1
 }
 
-/// The export every plugin must have, e.g. `settle:plugin/handler@0.1.0`.
+/// The export every plugin must have, e.g. `settle:plugin/handler@0.2.0`.
 pub fn handler_export() -> String {
     format!("{}/handler@{}", CONTRACT.0, CONTRACT.1)
 }

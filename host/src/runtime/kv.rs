@@ -127,6 +127,23 @@ impl KvSession {
             None => store.usage(plugin).map_err(KvRefusal::Store)?,
         };
         let before = self.get(store, plugin, &key)?;
+        // Deleting what is not there changes nothing: not buffered, so a
+        // delete flood cannot grow this call's buffer.
+        if value.is_none() && before.is_none() {
+            return Ok(());
+        }
+        // However the quota counts, one call buffers at most `max_kv_keys`
+        // distinct writes.
+        let buffered = u64::try_from(self.writes.len()).unwrap_or(u64::MAX);
+        if buffered >= limits.max_kv_keys && !self.writes.contains_key(&key) {
+            return Err(KvRefusal::Quota {
+                plugin: plugin.into(),
+                keys: buffered.saturating_add(1),
+                kib: usage.bytes.div_ceil(1024),
+                max_keys: limits.max_kv_keys,
+                max_kib: limits.max_kv_total_kib,
+            });
+        }
         if let Some(old) = &before {
             usage.keys = usage.keys.saturating_sub(1);
             usage.bytes = usage.bytes.saturating_sub(entry_bytes(&key, old));
@@ -155,5 +172,66 @@ impl KvSession {
     /// The writes to apply when the call succeeded.
     pub fn into_writes(self) -> Vec<KvWrite> {
         self.writes.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that holds nothing.
+    struct Empty;
+    impl PluginKv for Empty {
+        fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(None)
+        }
+        fn set(&self, _: &str, _: &str, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn delete(&self, _: &str, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn usage(&self, _: &str) -> Result<KvUsage, String> {
+            Ok(KvUsage::default())
+        }
+    }
+
+    /// A flood of deletes of keys that do not exist buffers nothing, and no
+    /// call buffers more distinct writes than the plugin may keep keys.
+    #[test]
+    fn a_call_buffers_a_bounded_number_of_writes() {
+        let limits = Limits {
+            max_kv_keys: 10,
+            ..Limits::default()
+        };
+        let mut session = KvSession::default();
+        for i in 0..10_000 {
+            session
+                .write(&Empty, "p", &limits, format!("gone-{i}"), None)
+                .unwrap();
+        }
+        assert!(
+            session.writes.is_empty(),
+            "deleting nothing buffers nothing"
+        );
+        for i in 0..10 {
+            session
+                .write(&Empty, "p", &limits, format!("k{i}"), Some(vec![1]))
+                .unwrap();
+        }
+        for i in 0..10 {
+            session
+                .write(&Empty, "p", &limits, format!("k{i}"), None)
+                .unwrap();
+        }
+        assert!(matches!(
+            session.write(&Empty, "p", &limits, "eleventh".into(), None),
+            Ok(())
+        ));
+        assert!(matches!(
+            session.write(&Empty, "p", &limits, "eleventh".into(), Some(vec![1])),
+            Err(KvRefusal::Quota { .. })
+        ));
+        assert_eq!(session.writes.len(), 10);
     }
 }
