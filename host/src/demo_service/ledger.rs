@@ -134,41 +134,27 @@ impl World {
                     "need from, to (non-empty) and a positive integer amount",
                 ),
             },
-            "/ledger/refunds" if text("transfer_id").is_none() => match text("transfer_key") {
-                None => problem(422, "need transfer_id or transfer_key"),
-                Some(k) => match self.transfers.values().find(|t| t.idempotency_key == k) {
-                    Some(t) => {
-                        let id = t.id.clone();
-                        self.refund(&id)
+            "/ledger/refunds" => match (text("transfer_id"), text("transfer_key")) {
+                (Some(id), _) => self.refund(&id),
+                (None, Some(k)) => {
+                    let found = self.transfers.values().find(|t| t.idempotency_key == k);
+                    match found.map(|t| t.id.clone()) {
+                        Some(id) => self.refund(&id),
+                        None => self.void(k),
                     }
-                    None => {
-                        self.voided_keys.insert(k.clone());
-                        reply(200, json!({ "voided_key": k }))
-                    }
-                },
-            },
-            "/ledger/refunds" => match text("transfer_id") {
-                Some(id) => self.refund(&id),
-                None => problem(404, "no such transfer"),
-            },
-            "/stock/releases" if text("reservation_id").is_none() => {
-                match text("reservation_key") {
-                    None => problem(422, "need reservation_id or reservation_key"),
-                    Some(k) => match self.reservations.values().find(|r| r.idempotency_key == k) {
-                        Some(r) => {
-                            let id = r.id.clone();
-                            self.release(&id)
-                        }
-                        None => {
-                            self.voided_keys.insert(k.clone());
-                            reply(200, json!({ "voided_key": k }))
-                        }
-                    },
                 }
-            }
-            "/stock/releases" => match text("reservation_id") {
-                Some(id) => self.release(&id),
-                None => problem(404, "no such reservation"),
+                (None, None) => problem(422, "need transfer_id or transfer_key"),
+            },
+            "/stock/releases" => match (text("reservation_id"), text("reservation_key")) {
+                (Some(id), _) => self.release(&id),
+                (None, Some(k)) => {
+                    let found = self.reservations.values().find(|r| r.idempotency_key == k);
+                    match found.map(|r| r.id.clone()) {
+                        Some(id) => self.release(&id),
+                        None => self.void(k),
+                    }
+                }
+                (None, None) => problem(422, "need reservation_id or reservation_key"),
             },
             "/stock/reservations" => match (text("sku"), int("quantity")) {
                 (Some(sku), Some(quantity)) if quantity > 0 => {
@@ -199,10 +185,7 @@ impl World {
             },
             // Nothing went out under this key: make sure nothing ever does.
             "/outbox/voids" => match text("message_key") {
-                Some(k) if !self.messages.iter().any(|m| m.idempotency_key == k) => {
-                    self.voided_keys.insert(k.clone());
-                    reply(200, json!({ "voided_key": k }))
-                }
+                Some(k) if !self.messages.iter().any(|m| m.idempotency_key == k) => self.void(k),
                 Some(k) => problem(409, format!("a message was already sent under key '{k}'")),
                 None => problem(422, "need message_key"),
             },
@@ -227,6 +210,13 @@ impl World {
             self.requests += 1;
         }
         reply
+    }
+
+    /// A compensation found nothing under `key`: a request arriving later
+    /// with it is refused, so it cannot take effect after the undo.
+    fn void(&mut self, key: String) -> Reply {
+        self.voided_keys.insert(key.clone());
+        reply(200, json!({ "voided_key": key }))
     }
 
     /// Refunds transfer `id` once; a second refund answers the same.
