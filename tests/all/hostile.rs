@@ -205,6 +205,22 @@ async fn writes_of_a_failed_attempt_are_not_kept() {
 }
 
 /// A `settle.toml` and a flow file for the CLI tests.
+/// Runs one attack through `settle run` (so its logs go where an operator
+/// sees them); exit code, stdout and stderr.
+fn run_cli(dir: &Path, mode: &str, timeout: &str) -> (i32, String, String) {
+    let (config, flow) = cli_setup(dir, mode, timeout);
+    support::settle(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        "{}",
+        "-q",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
 fn cli_setup(dir: &Path, mode: &str, timeout: &str) -> (PathBuf, PathBuf) {
     let config = support::write_config(dir, None);
     let mut text = std::fs::read_to_string(&config).unwrap();
@@ -226,18 +242,8 @@ fn cli_setup(dir: &Path, mode: &str, timeout: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn a_log_flood_is_cut_to_a_bounded_stderr() {
     let dir = support::tempdir();
-    let (config, flow) = cli_setup(dir.path(), "log-flood", "1s");
     let started = Instant::now();
-    let (_, _, stderr) = support::settle(&[
-        "run",
-        flow.to_str().unwrap(),
-        "--input",
-        "{}",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (_, _, stderr) = run_cli(dir.path(), "log-flood", "1s");
     eprintln!(
         "log flood: {} KiB of stderr in {:?}",
         stderr.len() / 1024,
@@ -258,17 +264,7 @@ fn a_log_flood_is_cut_to_a_bounded_stderr() {
 #[test]
 fn a_plugin_log_line_cannot_forge_a_host_line() {
     let dir = support::tempdir();
-    let (config, flow) = cli_setup(dir.path(), "log-forge", "5s");
-    let (code, stdout, stderr) = support::settle(&[
-        "run",
-        flow.to_str().unwrap(),
-        "--input",
-        "{}",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (code, stdout, stderr) = run_cli(dir.path(), "log-forge", "5s");
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let forged: Vec<&str> = stderr
         .lines()
