@@ -7,4 +7,4 @@ cd "$(dirname "$0")"
 source tests/env.sh
 ./example-plugins/build.sh
 if [ $# -eq 0 ]; then set -- --data /tmp/settle-demo; fi
-exec cargo run -p settle-host -- demo "$@"
+exec cargo run -p settle-cli -- demo "$@"

@@ -6,7 +6,6 @@ use serde_json::json;
 use settle::app::Host;
 use settle::engine::SubmitError;
 use settle::model::RunState;
-use settle::store::Store;
 
 #[test]
 fn malformed_flow_names_file_line_and_column() {
@@ -90,7 +89,11 @@ async fn input_that_fails_the_plugin_schema_is_rejected_before_acceptance() {
         .to_string();
     assert!(missing.contains("input.amount"), "{missing}");
     assert!(
-        host.store.list_runs(None, 10).unwrap().items.is_empty(),
+        host.store
+            .list_runs_now(&Default::default(), 10)
+            .unwrap()
+            .items
+            .is_empty(),
         "nothing was accepted"
     );
 }

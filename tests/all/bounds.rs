@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use settle::app::Host;
 use settle::engine::SubmitError;
 use settle::model::{FailureClass, RunId, RunState, bounds};
-use settle::store::Store;
 
 fn nested(levels: usize) -> Value {
     let mut v = json!("leaf");
@@ -80,7 +79,13 @@ async fn values_past_the_depth_limit_are_refused_where_they_enter() {
         "{err}"
     );
     assert!(err.to_string().contains("the limit is 64"), "{err}");
-    assert!(host.store.list_runs(None, 10).unwrap().items.is_empty());
+    assert!(
+        host.store
+            .list_runs_now(&Default::default(), 10)
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let long_key = "k".repeat(bounds::MAX_IDEMPOTENCY_KEY_BYTES + 1);
     let err = host
@@ -220,11 +225,11 @@ async fn one_unreadable_record_never_stops_listing_status_resume_or_start() {
         host.engine.wait(waiting).await.unwrap().unwrap().state,
         RunState::Settled
     );
-    let listed = host.store.list_runs(None, 10).unwrap();
+    let listed = host.store.list_runs_now(&Default::default(), 10).unwrap();
     assert_eq!(listed.items.len(), 2);
     assert_eq!(listed.unreadable.len(), 1);
     assert!(host.store.unreadable_records() >= 2, "counted");
-    assert!(host.engine.status(good).unwrap().is_some());
+    assert!(host.engine.status(good).await.unwrap().is_some());
     host.shutdown().await.unwrap();
 
     let config = support::write_config(dir.path(), None);
@@ -277,6 +282,19 @@ async fn a_reindex_that_cannot_read_an_event_keeps_the_old_indexes() {
         .unwrap();
     assert!(again.existing);
     assert_eq!(again.run_id, run);
-    assert_eq!(host.store.list_runs(None, 10).unwrap().items.len(), 1);
-    assert!(host.store.list_runs(None, 0).unwrap().items.is_empty());
+    assert_eq!(
+        host.store
+            .list_runs_now(&Default::default(), 10)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        host.store
+            .list_runs_now(&Default::default(), 0)
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

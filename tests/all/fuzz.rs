@@ -633,7 +633,7 @@ fn jsonl_envelopes_round_trip() {
 fn fixture_events() -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/events-v1.jsonl"
+        "/../../tests/fixtures/events-v1.jsonl"
     );
     let text = std::fs::read_to_string(path).expect("events fixture");
     text.lines().map(str::to_string).collect()

@@ -8,7 +8,7 @@ use serde_json::json;
 use settle::app::{Host, OnStart};
 use settle::engine::OperatorCommand;
 use settle::model::{EventKind, HoldCause, OperatorAction, RunState};
-use settle::runtime::{CallReport, CallRequest, Executor, PluginInfo, Runtime};
+use settle::runtime::{CallReport, CallRequest, Executor, PluginDescriptor, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ async fn missing_plugin_at_restart_holds_then_resume_settles_with_nothing_undone
             "{phrase}"
         );
         assert!(held.outputs[0].is_some(), "the first step's work stays");
-        assert_eq!(host.engine.held_for_setup().unwrap(), vec![run]);
+        assert_eq!(host.engine.held_for_setup().await.unwrap(), vec![run]);
         host.shutdown().await.unwrap();
     }
     // The operator restores it and resumes: the run continues where it stopped.
@@ -238,8 +238,11 @@ impl Executor for PanicsOnNoop {
         assert!(request.plugin != "noop", "injected host bug");
         self.0.call(request).await
     }
-    fn plugin(&self, name: &str) -> Option<Arc<PluginInfo>> {
+    fn plugin(&self, name: &str) -> Option<Arc<PluginDescriptor>> {
         Executor::plugin(&self.0, name)
+    }
+    fn plugins(&self) -> Vec<Arc<PluginDescriptor>> {
+        Executor::plugins(&self.0)
     }
 }
 
@@ -369,7 +372,7 @@ impl Executor for TransferVanishes {
         if request.plugin == "transfer" && self.gone.load(Ordering::SeqCst) {
             return CallReport {
                 source: "transfer".into(),
-                result: Err(settle::runtime::call::CallFailure::new(
+                result: Err(settle::runtime::CallFailure::new(
                     settle::model::FailureClass::Unavailable,
                     "plugin 'transfer' is not installed",
                 )),
@@ -383,11 +386,14 @@ impl Executor for TransferVanishes {
         }
         report
     }
-    fn plugin(&self, name: &str) -> Option<Arc<PluginInfo>> {
+    fn plugin(&self, name: &str) -> Option<Arc<PluginDescriptor>> {
         if name == "transfer" && self.gone.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
         Executor::plugin(&self.inner, name)
+    }
+    fn plugins(&self) -> Vec<Arc<PluginDescriptor>> {
+        Executor::plugins(&self.inner)
     }
 }
 

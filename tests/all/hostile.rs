@@ -294,15 +294,14 @@ impl settle::runtime::PluginKv for MemoryKv {
             .get(&(plugin.into(), key.into()))
             .cloned())
     }
-    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((plugin.into(), key.into()), value.to_vec());
-        Ok(())
-    }
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(&(plugin.into(), key.into()));
+    fn apply(&self, plugin: &str, writes: &[settle::runtime::KvWrite]) -> Result<(), String> {
+        let mut map = self.0.lock().unwrap();
+        for (key, value) in writes {
+            match value {
+                Some(v) => map.insert((plugin.into(), key.clone()), v.clone()),
+                None => map.remove(&(plugin.into(), key.clone())),
+            };
+        }
         Ok(())
     }
     fn usage(&self, plugin: &str) -> Result<settle::runtime::KvUsage, String> {
@@ -331,7 +330,7 @@ fn request(mode: &str) -> settle::runtime::CallRequest {
     settle::runtime::CallRequest {
         plugin: "hostile".into(),
         kind: settle::runtime::CallKind::Run,
-        ctx: settle::runtime::call::CallContext {
+        ctx: settle::runtime::CallContext {
             run_id: "run".into(),
             flow: "f@1".into(),
             step: "attack".into(),

@@ -152,7 +152,6 @@ steps:
 /// the time recorded in the log (the run's summary names it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_timer_survives_a_restart() {
-    use settle::store::Store;
     let dir = support::tempdir();
     let config = support::config(dir.path());
     let flow = support::flow(
@@ -170,7 +169,7 @@ steps:
         let run = support::submit(&host, &flow, json!({})).await;
         let mut due = None;
         for _ in 0..200 {
-            let summary = host.store.summary(run).unwrap().unwrap();
+            let summary = host.store.summary_now(run).unwrap().unwrap();
             if summary.state == RunState::Retrying {
                 due = summary.next.due_ms();
                 break;
@@ -184,7 +183,7 @@ steps:
     };
     let host = crate::idempotency::reopen(&config).await;
     assert_eq!(host.resumed.runs, vec![run]);
-    let status = host.engine.status(run).unwrap().unwrap();
+    let status = host.engine.status(run).await.unwrap().unwrap();
     assert!(
         status
             .phrase

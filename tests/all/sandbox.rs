@@ -223,7 +223,7 @@ async fn progress_reports_show_in_status_while_the_call_runs() {
     let run = support::submit(&host, &flow, json!({})).await;
     let mut seen = None;
     for _ in 0..150 {
-        let status = host.engine.status(run).unwrap().unwrap();
+        let status = host.engine.status(run).await.unwrap().unwrap();
         if let Some(progress) = status.progress {
             seen = Some((progress, status.phrase));
             break;
@@ -237,7 +237,7 @@ async fn progress_reports_show_in_status_while_the_call_runs() {
 
     let end = host.engine.wait(run).await.unwrap().unwrap();
     assert_eq!(end.last_failure.unwrap().class, FailureClass::Timeout);
-    let status = host.engine.status(run).unwrap().unwrap();
+    let status = host.engine.status(run).await.unwrap().unwrap();
     assert!(
         status.progress.is_none(),
         "no stale progress after the call: {:?}",

@@ -5,7 +5,6 @@ use crate::support;
 use serde_json::json;
 use settle::app::Host;
 use settle::model::{Event, RunState, RunSummary};
-use settle::store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reindex_rebuilds_every_index_from_events() {
@@ -35,34 +34,46 @@ async fn reindex_rebuilds_every_index_from_events() {
     // One run waits an hour for its retry: it holds a timer.
     let waiting = support::submit(&host, &slow, json!({})).await;
     for _ in 0..200 {
-        if host.store.summary(waiting).unwrap().unwrap().state == RunState::Retrying {
+        if host.store.summary_now(waiting).unwrap().unwrap().state == RunState::Retrying {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    let before_runs = host.store.list_runs(None, 100).unwrap().items;
-    let before_active = host.store.active_runs().unwrap().items;
+    let before_runs = host
+        .store
+        .list_runs_now(&Default::default(), 100)
+        .unwrap()
+        .items;
+    let before_active = host.store.active_runs_now().unwrap().items;
     assert_eq!(before_active.len(), 1);
     assert_eq!(before_active[0].run_id, waiting);
 
-    let report = host.store.reindex().unwrap();
+    let report = host.store.reindex_now().unwrap();
     assert_eq!(report.runs, 11);
     assert_eq!(report.active, 1);
     assert_eq!(report.idempotency_keys, 5);
     assert_eq!(report.dropped, 0, "nothing stale to drop");
 
-    assert_eq!(host.store.list_runs(None, 100).unwrap().items, before_runs);
-    assert_eq!(host.store.active_runs().unwrap().items, before_active);
     assert_eq!(
-        host.store.find_idempotent("ok", "k3", u64::MAX, 0).unwrap(),
+        host.store
+            .list_runs_now(&Default::default(), 100)
+            .unwrap()
+            .items,
+        before_runs
+    );
+    assert_eq!(host.store.active_runs_now().unwrap().items, before_active);
+    assert_eq!(
+        host.store
+            .find_idempotent_now("ok", "k3", u64::MAX, 0)
+            .unwrap(),
         Some(runs[6])
     );
     for r in &runs {
-        let folded = RunSummary::fold(&host.store.events(*r).unwrap()).unwrap();
+        let folded = RunSummary::fold(&host.store.events_now(*r).unwrap()).unwrap();
         assert_eq!(
             Some(folded),
-            host.store.summary(*r).unwrap(),
+            host.store.summary_now(*r).unwrap(),
             "summary is the fold of the log"
         );
     }

@@ -9,7 +9,6 @@ use settle::app::Host;
 use settle::config::Config;
 use settle::flow::Flow;
 use settle::model::{Event, RunId, RunSummary};
-use settle::store::Store;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +18,9 @@ use std::sync::Arc;
 pub fn plugin_dir() -> PathBuf {
     let dir = std::env::var_os("SETTLE_TEST_PLUGINS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../example-plugins/dist"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example-plugins/dist")
+        });
     assert!(
         dir.join("transfer.wasm").exists(),
         "example plugins are not built in {}: run example-plugins/build.sh (the README's test command does)",
@@ -189,7 +190,7 @@ pub fn event_names(host: &Host, run: RunId) -> Vec<String> {
 }
 
 pub fn events(host: &Host, run: RunId) -> Vec<Event> {
-    host.store.events(run).expect("events")
+    host.store.events_now(run).expect("events")
 }
 
 /// Runs `settle` with arguments; returns (exit code, stdout, stderr).

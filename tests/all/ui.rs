@@ -24,7 +24,7 @@ fn installed() -> Vec<PluginFacts> {
 
 #[test]
 fn flow_validation_messages() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ui");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui");
     let bless = std::env::var_os("SETTLE_BLESS").is_some();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -1,0 +1,244 @@
+//! Operator actions on runs (one, or many by filter) and user reports. Each
+//! is an audited event: the token's name, the time, and the reason given.
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::runs::{listing, visible_run};
+use crate::{Shared, body};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, MatchedPath, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use settle_engine::{ActError, OperatorCommand, Requested};
+use settle_types::executor::Executor;
+use settle_types::store::RunQueries;
+use settle_types::{EventKind, OperatorAction, RunId, bounds};
+
+/// Longest reason or report, bytes.
+const MAX_TEXT: usize = 4096;
+/// Most runs one bulk action touches.
+const MAX_BULK: usize = 10_000;
+
+fn action_named(name: &str) -> Option<OperatorAction> {
+    Some(match name {
+        "retry" => OperatorAction::Retry,
+        "compensate" => OperatorAction::Compensate,
+        "cancel" => OperatorAction::Cancel,
+        "pause" => OperatorAction::Pause,
+        "resume" => OperatorAction::Resume,
+        _ => return None,
+    })
+}
+
+fn act_problem(e: ActError) -> Problem {
+    match e {
+        ActError::NoSuchRun(run) => Problem::not_found(format!("no run {run}")),
+        ActError::Busy(run) => Problem::conflict(
+            "run-busy",
+            format!(
+                "run {run} is being driven right now; pause it first, or act once it waits for an operator"
+            ),
+        ),
+        e @ ActError::Refused { .. } => Problem::conflict("action-refused", e.to_string()),
+        e @ ActError::FlowUnreadable { .. } => Problem::conflict("flow-unreadable", e.to_string()),
+        ActError::Store(e) => e.into(),
+    }
+}
+
+/// `POST /v1/runs/{id}/{action}`.
+pub async fn act<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    matched: MatchedPath,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let name = matched.as_str().rsplit('/').next().unwrap_or("");
+    let action = action_named(name).ok_or_else(|| Problem::not_found("no such action"))?;
+    let body = body::object_or_empty(&headers, &bytes, 64 * 1024)?;
+    let reason = body::text_field(&body, "reason", false, MAX_TEXT)?.unwrap_or_default();
+    let step = body::text_field(&body, "step", false, 256)?;
+    let summary = visible_run(&api, &caller, &id).await?;
+    let command = OperatorCommand {
+        action,
+        by: format!("token:{}", caller.name),
+        reason,
+        step,
+    };
+    match api.engine.request(summary.run_id, command).await.map_err(act_problem)? {
+        Requested::Applied(_) => {
+            let status = api.queries.status(summary.run_id).await?;
+            Ok(Json(json!({ "applied": true, "status": status })).into_response())
+        }
+        Requested::Deferred => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "applied": false,
+                "detail": format!("the run is moving: it will {name} at its next step boundary (an attempt in progress finishes first)"),
+                "status_url": format!("/v1/runs/{}", summary.run_id),
+            })),
+        )
+            .into_response()),
+    }
+}
+
+/// `POST /v1/runs/actions`: one action on every run a filter selects.
+pub async fn bulk<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let body = body::object_or_empty(&headers, &bytes, 64 * 1024)?;
+    let name = body::text_field(&body, "action", true, 32)?.unwrap_or_default();
+    let action = action_named(&name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-action",
+            format!(
+                "unknown action '{}' (retry, compensate, cancel, pause, resume)",
+                bounds::cut(&name, 32)
+            ),
+        )
+        .at("/action", "unknown")
+    })?;
+    let reason = body::text_field(&body, "reason", true, MAX_TEXT)?.unwrap_or_default();
+    let dry_run = match body.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong-type",
+                "'dry_run' must be true or false",
+            )
+            .at("/dry_run", "not a boolean"));
+        }
+    };
+    // The filter: the same names as `GET /v1/runs` takes.
+    let filter = match body.get("filter") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        Some(_) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong-type",
+                "'filter' must be an object",
+            )
+            .at("/filter", "not an object"));
+        }
+    };
+    if filter.iter().any(|(k, _)| k == "cursor" || k == "limit") {
+        return Err(Problem::bad_request(
+            "bad-filter",
+            "a bulk filter takes state, stage, flow and since",
+        )
+        .at("/filter", "cursor and limit are not filters"));
+    }
+    if filter.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "filter-required",
+            "a bulk action needs a filter (state, stage, flow or since); it never applies to every run by accident",
+        )
+        .at("/filter", "required"));
+    }
+    let mut listing = listing(&filter)?;
+    listing.limit = settle_engine::queries::MAX_PAGE;
+    let mut runs: Vec<RunId> = Vec::new();
+    loop {
+        let page = api.queries.list(&listing).await?;
+        runs.extend(page.runs.iter().map(|s| s.run_id));
+        match page.next_cursor {
+            Some(c) if runs.len() < MAX_BULK => listing.cursor = Some(c),
+            _ => break,
+        }
+    }
+    runs.truncate(MAX_BULK);
+    if dry_run {
+        return Ok(
+            Json(json!({ "dry_run": true, "action": name, "matched": runs.len() })).into_response(),
+        );
+    }
+    let (mut applied, mut deferred) = (0usize, 0usize);
+    let mut refused = Vec::new();
+    for run in &runs {
+        let command = OperatorCommand {
+            action,
+            by: format!("token:{}", caller.name),
+            reason: reason.clone(),
+            step: None,
+        };
+        match api.engine.request(*run, command).await {
+            Ok(Requested::Applied(_)) => applied += 1,
+            Ok(Requested::Deferred) => deferred += 1,
+            Err(e) => {
+                if refused.len() < 100 {
+                    refused.push(json!({ "run_id": run, "why": e.to_string() }));
+                }
+            }
+        }
+    }
+    Ok(Json(json!({
+        "dry_run": false,
+        "action": name,
+        "matched": runs.len(),
+        "applied": applied,
+        "deferred": deferred,
+        "refused": refused,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/runs/{id}/reports`.
+pub async fn report<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let body = body::object_or_empty(&headers, &bytes, 64 * 1024)?;
+    let message = body::text_field(&body, "message", true, MAX_TEXT)?.unwrap_or_default();
+    if message.trim().is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing-field",
+            "'message' must say something",
+        )
+        .at("/message", "empty"));
+    }
+    let field = body::text_field(&body, "field", false, 256)?;
+    let summary = visible_run(&api, &caller, &id).await?;
+    let kind = EventKind::UserReported {
+        message,
+        field,
+        by: format!("token:{}", caller.name),
+    };
+    api.engine
+        .annotate(summary.run_id, kind)
+        .await
+        .map_err(act_problem)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "recorded": true, "run_id": summary.run_id, "reports": summary.reports.saturating_add(1) })),
+    )
+        .into_response())
+}

@@ -1,0 +1,273 @@
+//! Every route of the API in one table: its method, path, what it does and
+//! what it needs. The router is built from it, the role check reads it, and
+//! `/v1/openapi.json` is generated from it, so the three cannot disagree; a
+//! test walks the table against the running router.
+
+use crate::auth::Need;
+use serde_json::{Value, json};
+
+/// One route.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    pub method: &'static str,
+    /// axum syntax: `/v1/runs/{id}`.
+    pub path: &'static str,
+    /// The OpenAPI operation id, and the handler's name in `router()`.
+    pub operation: &'static str,
+    pub summary: &'static str,
+    pub need: Need,
+    /// Status codes it answers besides errors.
+    pub ok: &'static [u16],
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    operation: &'static str,
+    summary: &'static str,
+    need: Need,
+    ok: &'static [u16],
+) -> Route {
+    Route {
+        method,
+        path,
+        operation,
+        summary,
+        need,
+        ok,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    route(
+        "GET",
+        "/healthz",
+        "health",
+        "The process is up.",
+        Need::Nothing,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/readyz",
+        "ready",
+        "The host serves: store open, runs resumed.",
+        Need::Nothing,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/",
+        "dashboard",
+        "The operators' dashboard (HTML).",
+        Need::Nothing,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/openapi.json",
+        "openapi",
+        "This document.",
+        Need::Nothing,
+        &[200],
+    ),
+    route(
+        "POST",
+        "/v1/flows/{flow}/runs",
+        "submit_run",
+        "Submit a run of a flow; the body is its input. Durable before the answer. `Idempotency-Key` returns the same run for a repeat; `?wait=30s` answers once the run is done.",
+        Need::Submit,
+        &[200, 202],
+    ),
+    route(
+        "GET",
+        "/v1/flows/{flow}/runs/by-key/{key}",
+        "run_by_key",
+        "The run an idempotency key of a flow names.",
+        Need::ReadRun,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/runs",
+        "list_runs",
+        "Runs, newest first: `state`, `stage`, `flow`, `since`, `cursor`, `limit`.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/runs/{id}",
+        "get_run",
+        "Where a run stands: state, stage, phrase, steps, attempts, timings.",
+        Need::ReadRun,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/runs/{id}/events",
+        "run_events",
+        "A run's event log, with lineage.",
+        Need::ReadRun,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/runs/{id}/stream",
+        "run_stream",
+        "Server-Sent Events: one per event of the run (`id:` is its sequence number; resume with `Last-Event-ID`) and per progress report, ending when the run is done.",
+        Need::ReadRun,
+        &[200],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/reports",
+        "report_run",
+        "A person says what they see is not what they expected: `{message, field?}`.",
+        Need::Report,
+        &[201],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/retry",
+        "retry_run",
+        "Try the action a held run stopped at again (same operation id), with a fresh attempt budget. Body: `{reason, step?}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/compensate",
+        "compensate_run",
+        "Undo a held or drifted run's completed steps. Body: `{reason}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/cancel",
+        "cancel_run",
+        "Stop a run for good; what it changed stays. Applied at the next step boundary when the run is moving. Body: `{reason}`.",
+        Need::Operate,
+        &[200, 202],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/pause",
+        "pause_run",
+        "Hold a moving run at its next step boundary. Body: `{reason}`.",
+        Need::Operate,
+        &[200, 202],
+    ),
+    route(
+        "POST",
+        "/v1/runs/{id}/resume",
+        "resume_run",
+        "Release a held or paused run where it stopped. Body: `{reason}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
+        "/v1/runs/actions",
+        "bulk_action",
+        "One action on every run a filter selects: `{action, reason, filter: {state, stage, flow, since}, dry_run}`; a dry run only counts.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "GET",
+        "/v1/flows",
+        "list_flows",
+        "Flows offered, with their current version.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "PUT",
+        "/v1/flows/{flow}",
+        "put_flow",
+        "Register a version of a flow (YAML body), validated first. Runs in flight keep their version.",
+        Need::Operate,
+        &[200, 201],
+    ),
+    route(
+        "GET",
+        "/v1/flows/{flow}/versions",
+        "flow_versions",
+        "Every version of a flow, and how many unfinished runs use each (0: drained).",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "DELETE",
+        "/v1/flows/{flow}/versions/{version}",
+        "delete_flow_version",
+        "Remove a version no unfinished run uses.",
+        Need::Operate,
+        &[204],
+    ),
+    route(
+        "GET",
+        "/v1/plugins",
+        "list_plugins",
+        "Installed plugins: manifests, schemas, limits, grants (config names only).",
+        Need::Read,
+        &[200],
+    ),
+];
+
+/// The route `method path` (an axum pattern) matches, if any.
+pub fn find(method: &str, pattern: &str) -> Option<&'static Route> {
+    ROUTES
+        .iter()
+        .find(|r| r.method == method && r.path == pattern)
+}
+
+/// The OpenAPI 3.1 document, from [`ROUTES`].
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in ROUTES {
+        let params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut responses = serde_json::Map::new();
+        for code in r.ok {
+            responses.insert(code.to_string(), json!({"description": "success"}));
+        }
+        responses.insert(
+            "default".into(),
+            json!({"description": "an RFC 9457 problem document", "content": {"application/problem+json": {}}}),
+        );
+        let op = json!({
+            "operationId": r.operation,
+            "summary": r.summary,
+            "parameters": params,
+            "responses": responses,
+            "x-settle-needs": r.need,
+        });
+        paths
+            .entry(r.path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|o| o.insert(r.method.to_ascii_lowercase(), op));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Settle", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}

@@ -1,0 +1,234 @@
+//! The `settle` command line.
+//!
+//! Exit codes: 0 success (for `run`: every run settled), 1 a run ended in
+//! another terminal state, 2 bad input or configuration (or an operator's
+//! command was refused), 3 a run waits for an operator (its status says why
+//! and what to do), 74 the store stopped after a failed write.
+
+/// `println!` that ends the process quietly when stdout is closed
+/// (`settle events RUN | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+mod bench;
+mod demo;
+pub mod jsonl;
+mod operator;
+mod read;
+mod run;
+mod serve;
+
+/// Exit code: a run waits for an operator (state `needs-attention`).
+pub const EXIT_HELD: u8 = 3;
+
+use crate::config::Config;
+use crate::telemetry::LogFormat;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "settle",
+    version,
+    about = "Durable, sandboxed WebAssembly workflows that converge"
+)]
+pub struct Cli {
+    /// Store directory (overrides `data_dir` in settle.toml).
+    #[arg(long, global = true, env = "SETTLE_DATA")]
+    data: Option<PathBuf>,
+    /// Configuration file (default: ./settle.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Directory of plugin components, in addition to those in settle.toml.
+    #[arg(long = "plugins", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    /// How log lines are written to stderr: `text` for people (coloured only
+    /// on a terminal) or `json`, one object per line, for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SETTLE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a flow to a terminal state; prints the final run summary as JSON.
+    Run(run::RunArgs),
+    /// List runs, newest first.
+    Runs {
+        /// Only runs in this state (e.g. settled, compensated, needs-attention).
+        #[arg(long)]
+        state: Option<crate::model::RunState>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a run stands: state, phrase, current step and attempts.
+    Status {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's event log, with lineage.
+    Events {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Installed plugins and their manifests.
+    Plugins {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a flow file without running it.
+    Validate { flow: PathBuf },
+    /// Finish every unfinished run, then exit.
+    Resume {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try again the action a held run stopped at, with a fresh attempt budget.
+    Retry(operator::RetryArgs),
+    /// Undo the completed steps of a held (or drifted) run, in reverse order.
+    Compensate(operator::ActArgs),
+    /// Stop a run for good; what it changed stays in place.
+    Cancel(operator::ActArgs),
+    /// Rebuild every index from the event log.
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the HTTP API and dashboard until SIGTERM/SIGINT.
+    Serve(serve::ServeArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the shipped demo flows end to end (starts the demo service itself).
+    Demo,
+    /// Measure throughput, overhead, latency and recovery; prints figures.
+    Bench(bench::BenchArgs),
+    /// The demo's outside world: a ledger, stock table and outbox over HTTP.
+    /// Its state is journaled under `--data DIR`.
+    DemoService {
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a token: prints it once, and the lines for settle.toml.
+    New {
+        /// submitter, viewer or operator.
+        #[arg(long)]
+        role: String,
+        /// Recorded with everything the token does.
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    };
+    // A store that stopped after a failed write overrides any other answer.
+    match crate::store::process_store_failure() {
+        Some(_) => ExitCode::from(crate::store::EXIT_STORE_FAILED),
+        None => code,
+    }
+}
+
+fn config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data) = &cli.data {
+        config.data_dir = data.clone();
+    }
+    for dir in &cli.plugin_dirs {
+        config.add_plugin_dir(dir.clone());
+    }
+    Ok(config)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run(args) => run::run(&config(&cli)?, args).await,
+        Command::Runs { state, limit, json } => {
+            read::runs(&config(&cli)?, *state, *limit, *json).await
+        }
+        Command::Status { run, json } => read::status(&config(&cli)?, run, *json).await,
+        Command::Events { run, json } => read::events(&config(&cli)?, run, *json).await,
+        Command::Plugins { json } => read::plugins(&config(&cli)?, *json).await,
+        Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,
+        Command::Resume { json } => run::resume(&config(&cli)?, *json).await,
+        Command::Reindex { json } => read::reindex(&config(&cli)?, *json).await,
+        Command::Retry(args) => operator::retry(&config(&cli)?, args).await,
+        Command::Compensate(args) => {
+            operator::act(
+                &config(&cli)?,
+                crate::model::OperatorAction::Compensate,
+                args,
+            )
+            .await
+        }
+        Command::Cancel(args) => {
+            operator::act(&config(&cli)?, crate::model::OperatorAction::Cancel, args).await
+        }
+        Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
+        Command::Token {
+            command: TokenCommand::New { role, name },
+        } => serve::token_new(role, name),
+        Command::Demo => demo::demo(&config(&cli)?).await,
+        Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
+        Command::DemoService { listen } => {
+            let data = cli
+                .data
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("demo-service needs --data DIR"))?;
+            settle_demo_service::serve(*listen, &data).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC.
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}

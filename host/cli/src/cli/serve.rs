@@ -1,0 +1,124 @@
+//! `settle serve`: the host as a service. Resumes unfinished runs, offers
+//! the flows of `--flows` (and those registered over the API before), and
+//! serves the HTTP API until SIGTERM or SIGINT; then it stops accepting,
+//! lets requests and attempts in flight finish (up to `api.drain`), and
+//! closes the store.
+
+use crate::app::{Host, OnStart};
+use crate::config::Config;
+use anyhow::Context;
+use settle_engine::catalog::FlowCatalog;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides `api.listen`); port 0 picks a free one.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of flow files to offer (each `*.yaml`).
+    #[arg(long = "flows")]
+    flows: Vec<PathBuf>,
+}
+
+pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = config.clone();
+    if let Some(listen) = args.listen {
+        config.api.listen = listen;
+    }
+    // Refused before anything starts: no tokens off loopback.
+    settle_api::auth::Auth::new(&config.api.tokens).map_err(anyhow::Error::msg)?;
+    if config.api.tokens.is_empty() && !config.api.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without tokens: add [[api.tokens]] to settle.toml (`settle token new --role operator`), or listen on 127.0.0.1",
+            config.api.listen
+        );
+    }
+    let catalog = Arc::new(FlowCatalog::new(Some(config.data_dir.join("flows"))));
+    let mut problems = catalog.load_dir(&config.data_dir.join("flows"), "api");
+    for dir in &args.flows {
+        problems.extend(catalog.load_dir(dir, "file"));
+    }
+    for p in &problems {
+        eprintln!("warning: flow not offered: {p}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.api.listen))?;
+    let addr = listener.local_addr()?;
+    let host = Host::start_with(&config, OnStart::Leave).await?;
+    for e in &host.load_errors {
+        eprintln!("warning: {e}");
+    }
+    let api = settle_api::Api::new(host.engine.clone(), catalog, config.api.clone())
+        .map_err(anyhow::Error::msg)?;
+    let router = settle_api::router(api.clone());
+    // The address goes out first, so scripts can start on port 0 and read it.
+    outln!("listening on {addr}");
+    let resumed = host.engine.resume().await?;
+    for (run, why) in &resumed.stuck {
+        eprintln!("warning: run {run} cannot be resumed: {why}");
+    }
+    tracing::info!(runs = resumed.runs.len(), %addr, "serving");
+    api.set_ready(true);
+    let drain = config.api.drain;
+    let stopping = api.clone();
+    settle_api::serve(
+        listener,
+        router,
+        async move {
+            shutdown_signal().await;
+            stopping.set_draining();
+        },
+        drain,
+    )
+    .await?;
+    tracing::info!("stopped accepting; letting attempts in flight finish");
+    if tokio::time::timeout(drain, host.engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("attempts still in flight after {drain:?}; they resume at the next start");
+    }
+    host.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `settle token new --role ROLE [--name NAME]`: a token, printed once, and
+/// the lines that configure it.
+pub fn token_new(role: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let role: settle_api::auth::Role = role.parse().map_err(anyhow::Error::msg)?;
+    let (token, hash) = settle_api::auth::new_token().map_err(anyhow::Error::msg)?;
+    outln!("token (shown once; keep it secret): {token}");
+    outln!();
+    outln!("add to settle.toml:");
+    outln!("[[api.tokens]]");
+    outln!("name = \"{name}\"");
+    outln!("role = \"{}\"", role.as_str());
+    outln!("sha256 = \"{hash}\"");
+    Ok(ExitCode::SUCCESS)
+}

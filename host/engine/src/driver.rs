@@ -1,0 +1,715 @@
+//! Drives one run: wait for its next action to be due, call the plugin,
+//! commit what happened, repeat until the run is terminal.
+//!
+//! The in-memory summary only advances after a commit is durable, so after a
+//! crash the log names exactly the step and attempt to call next, with the
+//! same operation id. A plugin call may therefore happen again after a crash
+//! (at least once); its completion is recorded at most once.
+
+use crate::status::Progress;
+use crate::transitions;
+use crate::{Engine, Live};
+use serde_json::Value;
+use settle_flow::Flow;
+use settle_flow::template::Scope;
+use settle_types::executor::{CallContext, CallFailure};
+use settle_types::executor::{
+    CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink,
+};
+use settle_types::store::{Commit, RunQueries};
+use settle_types::{
+    Action, Event, EventKind, Failure, FailureClass, Next, OperationId, RunSummary, SCHEMA_VERSION,
+    Source, Verdict, bounds, now_ms, step_id,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Builds the next event of a run with its lineage.
+pub(super) fn draft(
+    summary: &RunSummary,
+    kind: EventKind,
+    step: Option<u32>,
+    source: Source,
+    at_ms: u64,
+) -> Event {
+    let step_name = step.and_then(|i| summary.steps.get(i as usize).cloned());
+    let attempt = match (&kind, &summary.next) {
+        (
+            EventKind::StepScheduled { attempt, .. }
+            | EventKind::CompensationScheduled { attempt, .. },
+            _,
+        ) => Some(*attempt),
+        (_, Next::Step { attempt, .. } | Next::Compensate { attempt, .. }) if step.is_some() => {
+            Some(*attempt)
+        }
+        _ => None,
+    };
+    Event {
+        v: SCHEMA_VERSION,
+        id: Uuid::now_v7(),
+        run_id: summary.run_id,
+        seq: summary.next_seq,
+        at_ms,
+        operation_id: step_name
+            .as_ref()
+            .zip(action_of(&kind, &summary.next))
+            .map(|(s, action)| OperationId::new(summary.run_id, s, action).into_string()),
+        step: step_name,
+        attempt,
+        source,
+        causation: Some(summary.last_event),
+        trace_id: summary.run_id.trace_id(),
+        kind,
+    }
+}
+
+/// Which action of its step an event concerns, for its operation id.
+fn action_of(kind: &EventKind, next: &Next) -> Option<Action> {
+    match kind {
+        EventKind::StepScheduled { .. }
+        | EventKind::StepCompleted { .. }
+        | EventKind::StepFailed { .. } => Some(Action::Run),
+        EventKind::CompensationScheduled { .. }
+        | EventKind::CompensationCompleted { .. }
+        | EventKind::CompensationFailed { .. } => Some(Action::Compensate),
+        EventKind::StepReconciled { .. } => Some(Action::Reconcile),
+        // Whatever the call in progress was.
+        EventKind::CapabilityDenied { .. } => match next {
+            Next::Step { .. } => Some(Action::Run),
+            Next::Compensate { .. } => Some(Action::Compensate),
+            Next::Reconcile { .. } => Some(Action::Reconcile),
+            Next::Nothing => None,
+        },
+        _ => None,
+    }
+}
+
+/// Lineage for the events decided after a call to step `index`: the first
+/// (what the plugin answered) comes from the plugin, the rest from the host;
+/// each concerns the step it schedules, or none when it ends the run.
+fn attribute(
+    decided: Vec<EventKind>,
+    index: u32,
+    plugin: &Source,
+) -> impl Iterator<Item = (EventKind, Option<u32>, Source)> + '_ {
+    decided.into_iter().enumerate().map(move |(i, kind)| {
+        let step = match &kind {
+            EventKind::StepScheduled { index, .. }
+            | EventKind::CompensationScheduled { index, .. } => Some(*index),
+            EventKind::ReconciliationScheduled { .. }
+            | EventKind::RunSettled
+            | EventKind::RunCompensated
+            | EventKind::RunDrifted { .. }
+            | EventKind::RunNeedsAttention { .. }
+            | EventKind::RunHeld { .. }
+            | EventKind::RunCancelled => None,
+            _ => Some(index),
+        };
+        let source = if i == 0 {
+            plugin.clone()
+        } else {
+            Source::host()
+        };
+        (kind, step, source)
+    })
+}
+
+/// Most `capability-denied` events one call records; the runtime counts
+/// the rest in its last denial.
+const MAX_DENIAL_EVENTS: usize = 16;
+
+fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
+    let retry_after = f.retry_after_ms.map(Duration::from_millis);
+    (
+        Failure {
+            class: f.class,
+            message: bounds::cut_detail(&f.message),
+        },
+        retry_after,
+    )
+}
+
+/// A failed call during which the host refused the plugin something it
+/// asked for (a grant, a config value) is the host's setup failing, not the
+/// plugin or the outside world: it holds the run instead of undoing work.
+fn blame_setup(
+    mut failure: CallFailure,
+    denials: &[settle_types::executor::Denial],
+) -> CallFailure {
+    if let Some(first) = denials.first()
+        && !failure.class.is_host_setup()
+    {
+        failure.message = format!(
+            "{} (refused: {}; grant it in settle.toml)",
+            failure.message, first.detail
+        );
+        failure.class = FailureClass::HostSetup;
+        failure.retry_after_ms = None;
+    }
+    failure
+}
+
+/// Whether an attempt that failed this way may have had its effect: the
+/// call began and its outcome is unknown, or it returned and the host
+/// rejected what it said.
+fn outcome_unknown(class: FailureClass) -> bool {
+    matches!(
+        class,
+        FailureClass::Timeout
+            | FailureClass::Trap
+            | FailureClass::MemoryLimit
+            | FailureClass::OutputLimit
+    )
+}
+
+/// Runs a driver future, turning a panic into `Err(message)` so that one
+/// run's bug cannot take down the task, leave `wait` hanging or keep
+/// `shutdown` waiting for a run that will never report.
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
+    type Output = Result<(), String>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(())) => std::task::Poll::Ready(Ok(())),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
+impl<S: RunQueries, X: Executor> Engine<S, X> {
+    /// Drives a run until it ends, waits for an operator, or the engine
+    /// shuts down; a panic inside is recorded as a hold, never propagated.
+    /// `resumed` says the run was picked up from the store, so its first
+    /// attempt may repeat one that was interrupted mid-call.
+    pub(super) async fn drive_guarded(self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
+        let run = summary.run_id;
+        let outcome = CatchPanic(Box::pin(self.clone().drive(summary, flow, resumed))).await;
+        if let Err(message) = outcome {
+            tracing::error!(run = %run, "the host failed while driving the run: {message}");
+            self.hold_after_panic(run, &message).await;
+        }
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
+    }
+
+    /// Records that the host failed on this run, from what the store says
+    /// (the driver's own copy went down with it).
+    async fn hold_after_panic(&self, run: settle_types::RunId, message: &str) {
+        let Ok(Some(mut summary)) = self.inner.store.summary(run).await else {
+            return;
+        };
+        if summary.state.is_terminal() {
+            return;
+        }
+        let reason = bounds::cut_detail(&format!(
+            "the host failed while driving this run ({message}); report it, then retry or cancel the run"
+        ));
+        let held = vec![(
+            EventKind::RunHeld {
+                cause: settle_types::HoldCause::HostError,
+                reason,
+            },
+            None,
+            Source::host(),
+        )];
+        if let Err(e) = self.record(&mut summary, held, now_ms()).await {
+            tracing::error!(run = %run, "cannot record the failure: {e}");
+        }
+    }
+
+    async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
+        let run = summary.run_id;
+        let mut stop = self.inner.shutdown.subscribe();
+        let mut maybe_interrupted = resumed;
+        let wake = self.wake_of(run);
+        while !summary.state.is_terminal() {
+            let notes = self.take_notes(run);
+            if !notes.is_empty() {
+                let (kinds, replies): (Vec<_>, Vec<_>) = notes.into_iter().unzip();
+                let events = kinds
+                    .into_iter()
+                    .map(|k| (k, None, Source::host()))
+                    .collect();
+                let outcome = self.record(&mut summary, events, now_ms()).await;
+                let answer = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                for reply in replies {
+                    let _ = reply.send(answer.clone());
+                }
+                if outcome.is_err() {
+                    break;
+                }
+                continue;
+            }
+            if let Some(command) = self.take_interrupt(run) {
+                if let Err(e) = self.apply_interrupt(&mut summary, &flow, command).await {
+                    tracing::error!(run = %run, "cannot record the operator's command: {e}");
+                    break;
+                }
+                continue;
+            }
+            let Some(due) = summary.next.due_ms() else {
+                break;
+            };
+            if *stop.borrow() {
+                break;
+            }
+            let now = now_ms();
+            // Waiting (for a timer or a free worker) ends early on shutdown;
+            // an action already started is finished and recorded.
+            let permit = tokio::select! {
+                permit = async {
+                    if due > now {
+                        tokio::time::sleep(Duration::from_millis(due - now)).await;
+                    }
+                    self.inner.permits.acquire().await
+                } => permit,
+                _ = stop.changed() => break,
+                // A pause or cancel arrived: apply it before waiting on.
+                _ = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => continue,
+            };
+            let Ok(_permit) = permit else { break };
+            self.set_running(run, true);
+            // Boxed: the call's state (a few KiB, wasmtime's included) lives
+            // on the heap only while it runs, so the many runs that wait for
+            // a timer or a worker stay small.
+            let result = match summary.next.clone() {
+                Next::Step { index, attempt, .. } => {
+                    let interrupted = std::mem::take(&mut maybe_interrupted);
+                    Box::pin(self.run_step(&mut summary, &flow, index, attempt, interrupted)).await
+                }
+                Next::Compensate { index, attempt, .. } => {
+                    maybe_interrupted = false;
+                    Box::pin(self.compensate_step(&mut summary, &flow, index, attempt)).await
+                }
+                Next::Reconcile { attempt, .. } => {
+                    maybe_interrupted = false;
+                    Box::pin(self.reconcile(&mut summary, &flow, attempt)).await
+                }
+                Next::Nothing => Ok(()),
+            };
+            self.set_running(run, false);
+            if let Err(e) = result {
+                if e.is_fatal() || matches!(e, settle_types::store::StoreError::Conflict { .. }) {
+                    // The store stopped for good, or another writer owns the
+                    // run: nothing more can be recorded here.
+                    tracing::error!(run = %run, "cannot record progress, stopping: {e}");
+                    break;
+                }
+                // Nothing was recorded: the same action runs again (with the
+                // same operation id) once the store answers.
+                tracing::error!(run = %run, "cannot record progress, retrying in 1 s: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn set_running(&self, run: settle_types::RunId, running: bool) {
+        if let Some(live) = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&run)
+        {
+            live.running = running;
+            if !running {
+                live.progress = None;
+            }
+        }
+    }
+
+    fn progress_sink(&self, run: settle_types::RunId) -> ProgressSink {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |fraction, message| {
+            if let Some(inner) = inner.upgrade()
+                && let Some(live) = inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&run)
+            {
+                live.progress = Some(Progress { fraction, message });
+            }
+        })
+    }
+
+    /// Appends `kinds` (with lineage) to the run's log in one durable commit,
+    /// then advances the in-memory summary. `now` is the time the decision
+    /// was taken: the events carry it, so a recorded retry time is exactly
+    /// its delay after the failure that scheduled it.
+    pub(super) async fn record(
+        &self,
+        summary: &mut RunSummary,
+        kinds: Vec<(EventKind, Option<u32>, Source)>,
+        now: u64,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let mut next = summary.clone();
+        let mut events = Vec::with_capacity(kinds.len());
+        for (kind, step, source) in kinds {
+            let event = draft(&next, kind, step, source, now);
+            next.apply(&event);
+            events.push(event);
+        }
+        let commit = Commit {
+            run_id: next.run_id,
+            events,
+            summary: next.clone(),
+            claim: None,
+        };
+        self.inner.store.commit(commit).await?;
+        *summary = next;
+        if let Some(Live { updates, .. }) = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&summary.run_id)
+        {
+            updates.send_replace(Arc::new(summary.clone()));
+        }
+        Ok(())
+    }
+
+    fn call_context(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        action: Action,
+    ) -> CallContext {
+        let step = &flow.steps[index as usize].name;
+        CallContext {
+            run_id: summary.run_id.to_string(),
+            flow: flow.id(),
+            step: step.clone(),
+            operation_id: OperationId::new(summary.run_id, step, action).into_string(),
+            step_id: step_id(summary.run_id, step),
+            attempt,
+            trace_id: summary.run_id.trace_id(),
+        }
+    }
+
+    /// Renders the step's input and checks it against the plugin's schema.
+    fn step_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<Value, CallFailure> {
+        let step = &flow.steps[index as usize];
+        let run_id = summary.run_id.to_string();
+        let scope = Scope {
+            input: &summary.input,
+            outputs: &summary.outputs,
+            run_id: &run_id,
+        };
+        let input = step.input.render(&scope).map_err(|e| {
+            CallFailure::new(FailureClass::InvalidInput, format!("step input: {e}"))
+        })?;
+        if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
+            plugin.check_input(&input).map_err(|problems| {
+                CallFailure::new(
+                    FailureClass::InvalidInput,
+                    format!(
+                        "input does not match the schema of plugin '{}': {problems}",
+                        step.plugin
+                    ),
+                )
+            })?;
+        }
+        Ok(input)
+    }
+
+    /// Parses what the plugin returned and checks it against the host's
+    /// bounds and the plugin's output schema. Any problem is the plugin's
+    /// fault, so it fails the attempt for good: retrying the same code gives
+    /// the same answer.
+    fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
+        let output = serde_json::from_str::<Value>(text).map_err(|e| {
+            // serde_json stops at 128 levels: that is over our limit too.
+            let class = if e.to_string().contains("recursion limit") {
+                FailureClass::OutputLimit
+            } else {
+                FailureClass::Permanent
+            };
+            CallFailure::new(
+                class,
+                format!("plugin '{plugin}' returned output that is not JSON the host accepts: {e}"),
+            )
+        })?;
+        if settle_types::summary::is_null_output_marker(&output) {
+            return Err(CallFailure::new(
+                FailureClass::Permanent,
+                format!("plugin '{plugin}' returned the host's reserved marker as output"),
+            ));
+        }
+        // Its size was bounded by the runtime (`limits.max_output_kib`).
+        bounds::check_depth(&output).map_err(|e| {
+            CallFailure::new(
+                FailureClass::OutputLimit,
+                format!("output of plugin '{plugin}' is over the host's limit: {e}"),
+            )
+        })?;
+        if let Some(info) = self.inner.executor.plugin(plugin) {
+            info.check_output(&output).map_err(|problems| {
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!(
+                        "output of plugin '{plugin}' does not match its output schema: {problems}"
+                    ),
+                )
+            })?;
+        }
+        Ok(output)
+    }
+
+    /// Calls one action of step `index`; the refusals come back as events
+    /// (bounded here and by the runtime). See [`blame_setup`] for what a
+    /// refusal does to a failure.
+    async fn call(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        kind: CallKind,
+    ) -> (CallReport, Vec<(EventKind, Option<u32>, Source)>) {
+        let step = &flow.steps[index as usize];
+        let report = match self.step_input(summary, flow, index) {
+            Err(failure) => CallReport {
+                source: "host".into(),
+                result: Err(failure),
+                denials: Vec::new(),
+                duration: Duration::ZERO,
+            },
+            Ok(input) => {
+                let output = match kind {
+                    CallKind::Run => None,
+                    CallKind::Compensate | CallKind::Reconcile => summary.outputs[index as usize]
+                        .as_ref()
+                        .map(Value::to_string),
+                };
+                let request = CallRequest {
+                    plugin: step.plugin.clone(),
+                    kind,
+                    ctx: self.call_context(summary, flow, index, attempt, kind),
+                    input: input.to_string(),
+                    output,
+                    timeout: step.timeout,
+                    progress: Some(self.progress_sink(summary.run_id)),
+                };
+                self.inner.executor.call(request).await
+            }
+        };
+        // The runtime keeps the first refusals and counts the rest in its
+        // last one: keep the first few and that last.
+        let kept = report.denials.len().min(MAX_DENIAL_EVENTS);
+        let denials = report.denials[..kept.saturating_sub(1)]
+            .iter()
+            .chain(report.denials.last())
+            .map(|d| {
+                let kind = EventKind::CapabilityDenied {
+                    capability: bounds::cut(&d.capability, 64),
+                    detail: bounds::cut_detail(&d.detail),
+                };
+                (kind, Some(index), Source(report.source.clone()))
+            })
+            .collect();
+        (report, denials)
+    }
+
+    async fn run_step(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        maybe_interrupted: bool,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let (report, mut events) = self
+            .call(summary, flow, index, attempt, CallKind::Run)
+            .await;
+        let source = Source(report.source.clone());
+        let now = now_ms();
+        let denials = report.denials;
+        // (output, whether a failure may have had its effect)
+        let output = match report.result {
+            Ok(CallOutput::Ran(text)) => self
+                .step_output(&flow.steps[index as usize].plugin, &text)
+                .map_err(|f| (f, true)),
+            Ok(other) => Err((
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!("unexpected answer {other:?}"),
+                ),
+                true,
+            )),
+            Err(f) => {
+                let unknown = outcome_unknown(f.class);
+                Err((f, unknown))
+            }
+        };
+        let decided = match output {
+            Ok(output) => {
+                // A plugin missing now is asked all the same (and holds the
+                // run), rather than skipping confirmation.
+                let reconciles = |plugin: &str| {
+                    self.inner
+                        .executor
+                        .plugin(plugin)
+                        .is_none_or(|p| p.manifest.supports_reconcile)
+                };
+                let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                vec![
+                    EventKind::StepCompleted {
+                        index,
+                        output,
+                        duration_ms,
+                    },
+                    transitions::after_step_completed(flow, index, now, &reconciles),
+                ]
+            }
+            Err((f, unknown)) => {
+                // Whether the attempt may have had its effect is decided on
+                // what happened (a timeout stays a timeout), before a refusal
+                // makes it the host's setup failing; an earlier interrupted
+                // call of this attempt may have had one too.
+                let (failure, retry_after) = split_failure(blame_setup(f, &denials));
+                let failed = transitions::StepFailure {
+                    may_have_effect: unknown || maybe_interrupted,
+                    failure,
+                    retry_after,
+                };
+                transitions::after_step_failed(flow, summary, index, attempt, failed, now)
+            }
+        };
+        events.extend(attribute(decided, index, &source));
+        self.record(summary, events, now).await
+    }
+
+    async fn compensate_step(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let (report, mut events) = self
+            .call(summary, flow, index, attempt, CallKind::Compensate)
+            .await;
+        let source = Source(report.source.clone());
+        let now = now_ms();
+        let decided = match report.result {
+            Ok(_) => {
+                let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                vec![
+                    EventKind::CompensationCompleted { index, duration_ms },
+                    transitions::after_compensation_completed(flow, summary, index, now),
+                ]
+            }
+            Err(f) => {
+                let (failure, retry_after) = split_failure(blame_setup(f, &report.denials));
+                transitions::after_compensation_failed(
+                    flow,
+                    summary,
+                    index,
+                    attempt,
+                    failure,
+                    retry_after,
+                    now,
+                )
+            }
+        };
+        events.extend(attribute(decided, index, &source));
+        self.record(summary, events, now).await
+    }
+
+    /// One confirmation pass: ask every completed step whose plugin can
+    /// reconcile. A step whose plugin is missing is asked all the same: the
+    /// runtime answers `unavailable`, which holds the run for an operator
+    /// instead of skipping to "settled".
+    async fn reconcile(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        attempt: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let mut verdicts = Vec::new();
+        let mut events = Vec::new();
+        for (i, step) in flow.steps.iter().enumerate() {
+            let index = i as u32;
+            let reconciles = self
+                .inner
+                .executor
+                .plugin(&step.plugin)
+                .is_none_or(|p| p.manifest.supports_reconcile);
+            if !reconciles || summary.outputs[i].is_none() {
+                continue;
+            }
+            let (report, denials) = self
+                .call(summary, flow, index, attempt, CallKind::Reconcile)
+                .await;
+            events.extend(denials);
+            let verdict = match report.result {
+                Ok(CallOutput::Reconciled(Verdict::Drifted(detail))) => {
+                    Ok(Verdict::Drifted(bounds::cut_detail(&detail)))
+                }
+                Ok(CallOutput::Reconciled(v)) => Ok(v),
+                Ok(other) => Err(Failure {
+                    class: FailureClass::Permanent,
+                    message: format!("unexpected answer {other:?}"),
+                }),
+                Err(f) => Err(split_failure(blame_setup(f, &report.denials)).0),
+            };
+            verdicts.push((index, verdict, Source(report.source.clone())));
+        }
+        let sources: Vec<(u32, Source)> =
+            verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
+        let now = now_ms();
+        let decided = transitions::after_reconciliation(
+            flow,
+            summary,
+            verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
+            attempt,
+            now,
+        );
+        for kind in decided {
+            let (step, source) = match &kind {
+                EventKind::StepReconciled { index, .. } => {
+                    let source = sources
+                        .iter()
+                        .find(|(i, _)| i == index)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_else(Source::host);
+                    (Some(*index), source)
+                }
+                _ => (None, Source::host()),
+            };
+            events.push((kind, step, source));
+        }
+        self.record(summary, events, now).await
+    }
+}

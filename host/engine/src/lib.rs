@@ -1,0 +1,817 @@
+//! # settle-engine
+//!
+//! The engine: accepts runs, drives each through its flow as a saga, and
+//! resumes unfinished runs after a restart.
+//!
+//! It knows the store only through [`Store`] and the runtime only through
+//! [`Executor`]. Every state change is decided by a pure function
+//! ([`transitions`]) and committed as events before anyone may rely on it:
+//! a step's completion and the next step's schedule go out in one commit,
+//! and only then is the next step called.
+
+mod driver;
+pub use settle_types::retry;
+pub mod catalog;
+pub mod queries;
+pub mod status;
+pub mod transitions;
+
+use serde_json::Value;
+use settle_flow::Flow;
+use settle_types::executor::Executor;
+use settle_types::store::{
+    Commit, CommitOutcome, IdempotencyClaim, RunFilter, RunQueries, StoreError,
+};
+use settle_types::{Event, EventKind, RunId, RunSummary, SCHEMA_VERSION, Source, now_ms};
+use status::{Progress, RunStatus};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Runs executing a step at once; runs waiting for a timer do not count.
+    pub max_runs_in_flight: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_runs_in_flight: 1024,
+        }
+    }
+}
+
+/// Why a run was not accepted. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The run input does not give a step what its plugin needs.
+    #[error("input rejected: step '{step}' (plugin '{plugin}'): {problem}")]
+    InvalidInput {
+        step: String,
+        plugin: String,
+        problem: String,
+    },
+    /// A step's plugin is not installed.
+    #[error("step '{step}' uses plugin '{plugin}', which is not installed")]
+    UnknownPlugin { step: String, plugin: String },
+    /// The input or the idempotency key is over the host's bounds
+    /// (see [`settle_types::bounds`]).
+    #[error("{what} rejected: {problem}")]
+    OverBounds { what: &'static str, problem: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer to a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub run_id: RunId,
+    /// True when the idempotency key named an existing run: nothing new was started.
+    pub existing: bool,
+}
+
+/// What `resume` found.
+#[derive(Clone, Debug, Default)]
+pub struct Resumed {
+    pub runs: Vec<RunId>,
+    /// Runs that cannot be driven, and why (their flow cannot be read).
+    pub stuck: Vec<(RunId, String)>,
+    /// Records that could not be read: skipped, so the others go on.
+    pub unreadable: Vec<settle_types::store::Unreadable>,
+}
+
+/// Why an operator's command was not applied. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("no run {0}")]
+    NoSuchRun(RunId),
+    /// This process is driving the run right now.
+    #[error("run {0} is being driven right now; act on it once it waits for an operator")]
+    Busy(RunId),
+    #[error("cannot {action} run {run}: {refused}")]
+    Refused {
+        run: RunId,
+        action: &'static str,
+        refused: transitions::Refused,
+    },
+    #[error("cannot {action} run {run}: {why}")]
+    FlowUnreadable {
+        run: RunId,
+        action: &'static str,
+        why: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An operator's command, with who gave it and why (both recorded).
+#[derive(Clone, Debug)]
+pub struct OperatorCommand {
+    pub action: settle_types::OperatorAction,
+    pub by: String,
+    pub reason: String,
+    /// `settle retry --step S`: the step the operator means.
+    pub step: Option<String>,
+}
+
+/// The retry policy a plugin suggests in its manifest, bounded as a flow's
+/// own would be (at least one attempt, coefficient 1–100).
+fn suggested_policy(s: &settle_types::executor::SuggestedRetry) -> retry::RetryPolicy {
+    let coefficient = if s.backoff_coefficient.is_finite() {
+        s.backoff_coefficient.clamp(1.0, 100.0)
+    } else {
+        2.0
+    };
+    retry::RetryPolicy {
+        max_attempts: s.max_attempts.clamp(1, 100),
+        initial_interval: std::time::Duration::from_millis(s.initial_interval_ms),
+        backoff_coefficient: coefficient,
+        max_interval: std::time::Duration::from_millis(s.max_interval_ms)
+            .min(retry::MAX_RETRY_DELAY),
+        ..retry::RetryPolicy::default()
+    }
+}
+
+/// The engine. Cheap to clone.
+pub struct Engine<S: RunQueries, X: Executor> {
+    inner: Arc<Inner<S, X>>,
+}
+
+impl<S: RunQueries, X: Executor> Clone for Engine<S, X> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S, X> {
+    store: S,
+    executor: X,
+    permits: Semaphore,
+    /// Runs driven by this process.
+    live: Mutex<HashMap<RunId, Live>>,
+    /// Parsed flows by digest.
+    flows: Mutex<HashMap<String, Arc<Flow>>>,
+    /// Accept runs without driving them (benchmarks and drills of recovery).
+    paused: AtomicBool,
+    /// Set once: drivers stop at their next wait.
+    shutdown: watch::Sender<bool>,
+}
+
+/// What only the driving process knows about a run.
+struct Live {
+    updates: watch::Sender<Arc<RunSummary>>,
+    running: bool,
+    progress: Option<Progress>,
+    /// A pause or cancel for the driver to apply at its next step boundary.
+    interrupt: Option<OperatorCommand>,
+    /// Events that change nothing (user reports) for the driver to record
+    /// between actions, each with whom to tell once it is durable.
+    notes: Vec<(EventKind, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Live {
+    fn new(summary: Arc<RunSummary>) -> Self {
+        Live {
+            updates: watch::channel(summary).0,
+            running: false,
+            progress: None,
+            interrupt: None,
+            notes: Vec::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
+/// What became of an operator's request.
+#[derive(Clone, Debug)]
+pub enum Requested {
+    /// Applied and recorded; the run's summary after it.
+    Applied(Box<RunSummary>),
+    /// The run is being driven right now: its driver applies the command
+    /// at the next step boundary (an attempt in progress finishes and is
+    /// recorded first).
+    Deferred,
+}
+
+impl<S: RunQueries, X: Executor> Engine<S, X> {
+    pub fn new(store: S, executor: X, options: EngineOptions) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                executor,
+                permits: Semaphore::new(options.max_runs_in_flight.max(1)),
+                live: Mutex::new(HashMap::new()),
+                flows: Mutex::new(HashMap::new()),
+                paused: AtomicBool::new(false),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// While paused, runs are accepted and recorded but not driven: they
+    /// wait, as after a crash, for a host to resume them.
+    pub fn set_paused(&self, paused: bool) {
+        self.inner.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn executor(&self) -> &X {
+        &self.inner.executor
+    }
+
+    /// Accepts a run of `flow` and starts driving it. Returns once the run is
+    /// durably recorded. With an idempotency key already used for this flow
+    /// (inside the flow's window), returns that run instead.
+    pub async fn submit(
+        &self,
+        flow: &Arc<Flow>,
+        input: Value,
+        key: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        self.submit_as(flow, input, key, None).await
+    }
+
+    /// [`Engine::submit`], recording who submitted the run.
+    pub async fn submit_as(
+        &self,
+        flow: &Arc<Flow>,
+        input: Value,
+        key: Option<String>,
+        by: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        use settle_types::bounds;
+        if let Some(key) = &key
+            && key.len() > bounds::MAX_IDEMPOTENCY_KEY_BYTES
+        {
+            return Err(SubmitError::OverBounds {
+                what: "idempotency key",
+                problem: format!(
+                    "{} bytes; the limit is {} bytes",
+                    key.len(),
+                    bounds::MAX_IDEMPOTENCY_KEY_BYTES
+                ),
+            });
+        }
+        bounds::check_json(&input, bounds::MAX_INPUT_BYTES).map_err(|e| {
+            SubmitError::OverBounds {
+                what: "run input",
+                problem: e.to_string(),
+            }
+        })?;
+        if let Some(key) = &key
+            && let Some(run_id) = self
+                .inner
+                .store
+                .find_idempotent(
+                    &flow.name,
+                    key,
+                    u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
+                    now_ms(),
+                )
+                .await?
+        {
+            return Ok(Submitted {
+                run_id,
+                existing: true,
+            });
+        }
+        let run_id = RunId::new();
+        self.check_input(flow, &input, run_id)?;
+        self.inner
+            .store
+            .put_flow(&flow.digest, &flow.source)
+            .await?;
+        let flow = &self.remember_flow(flow);
+
+        let now = now_ms();
+        let accepted = EventKind::RunAccepted {
+            flow: flow.name.clone(),
+            flow_version: flow.version.clone(),
+            flow_digest: flow.digest.clone(),
+            steps: flow.steps.iter().map(|s| s.name.clone()).collect(),
+            input,
+            idempotency_key: key.clone(),
+            submitted_by: by.map(|b| settle_types::bounds::cut(&b, 256)),
+        };
+        let first = Event {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            run_id,
+            seq: 0,
+            at_ms: now,
+            step: None,
+            operation_id: None,
+            attempt: None,
+            source: Source::host(),
+            causation: None,
+            trace_id: run_id.trace_id(),
+            kind: accepted,
+        };
+        let Some(mut summary) = RunSummary::from_first(&first) else {
+            unreachable!("a run-accepted event always starts a summary")
+        };
+        let step0 = &flow.steps[0];
+        let scheduled = driver::draft(
+            &summary,
+            EventKind::StepScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: step0.retry.max_attempts,
+                not_before_ms: now,
+            },
+            Some(0),
+            Source::host(),
+            now,
+        );
+        summary.apply(&scheduled);
+        // Keys are scoped by flow name, not version: a client retrying across a
+        // flow upgrade still finds its run.
+        let claim = key.map(|key| IdempotencyClaim {
+            flow: flow.name.clone(),
+            key,
+            window_ms: u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
+        });
+        let commit = Commit {
+            run_id,
+            events: vec![first, scheduled],
+            summary: summary.clone(),
+            claim,
+        };
+        match self.inner.store.commit(commit).await? {
+            CommitOutcome::Duplicate(existing) => Ok(Submitted {
+                run_id: existing,
+                existing: true,
+            }),
+            CommitOutcome::Committed => {
+                if !self.is_paused() {
+                    self.spawn(summary, flow.clone(), false);
+                }
+                Ok(Submitted {
+                    run_id,
+                    existing: false,
+                })
+            }
+        }
+    }
+
+    /// Checks what can be checked before accepting: every plugin installed,
+    /// and every step input that depends only on the run input matches its
+    /// plugin's schema.
+    fn check_input(&self, flow: &Flow, input: &Value, run_id: RunId) -> Result<(), SubmitError> {
+        let run_id = run_id.to_string();
+        let scope = settle_flow::template::Scope {
+            input,
+            outputs: &[],
+            run_id: &run_id,
+        };
+        for step in &flow.steps {
+            let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
+                return Err(SubmitError::UnknownPlugin {
+                    step: step.name.clone(),
+                    plugin: step.plugin.clone(),
+                });
+            };
+            if !step.input.depends_only_on_input() {
+                continue;
+            }
+            let invalid = |problem: String| SubmitError::InvalidInput {
+                step: step.name.clone(),
+                plugin: step.plugin.clone(),
+                problem,
+            };
+            let value = step.input.render(&scope).map_err(invalid)?;
+            plugin.check_input(&value).map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the flow for its runs, with the retry policy each plugin
+    /// suggests wherever the flow sets none; returns the flow runs use.
+    fn remember_flow(&self, flow: &Arc<Flow>) -> Arc<Flow> {
+        let mut flows = self.inner.flows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = flows.get(&flow.digest) {
+            return known.clone();
+        }
+        let executor = &self.inner.executor;
+        let resolved = Arc::new(Flow::clone(flow).with_suggested_retry(|plugin| {
+            executor
+                .plugin(plugin)
+                .and_then(|p| p.manifest.retry.as_ref().map(suggested_policy))
+        }));
+        // Resolved while a plugin is missing: not kept, so the plugin's own
+        // suggestion applies once it is back.
+        if flow
+            .steps
+            .iter()
+            .all(|s| executor.plugin(&s.plugin).is_some())
+        {
+            flows.insert(flow.digest.clone(), resolved.clone());
+        }
+        resolved
+    }
+
+    /// The flow a run was accepted under, from memory or from the store.
+    async fn flow_for(&self, summary: &RunSummary) -> Result<Arc<Flow>, String> {
+        if let Some(f) = self
+            .inner
+            .flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&summary.flow_digest)
+        {
+            return Ok(f.clone());
+        }
+        let text = self
+            .inner
+            .store
+            .get_flow(&summary.flow_digest)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "flow {} (digest {}) is not in the store",
+                    summary.flow, summary.flow_digest
+                )
+            })?;
+        let flow = Arc::new(
+            Flow::parse(&text, &format!("{}@{}", summary.flow, summary.flow_version))
+                .map_err(|e| e.to_string())?,
+        );
+        Ok(self.remember_flow(&flow))
+    }
+
+    /// Resumes every run that is not terminal, from its log.
+    /// Runs waiting for an operator are not among them (see [`Engine::act`]).
+    /// A record that cannot be read is reported and skipped.
+    pub async fn resume(&self) -> Result<Resumed, StoreError> {
+        let mut resumed = Resumed::default();
+        let active = self.inner.store.active_runs().await?;
+        resumed.unreadable = active.unreadable;
+        for summary in active.items {
+            let run = summary.run_id;
+            if !self.claim(run) {
+                continue;
+            }
+            match self.flow_for(&summary).await {
+                Ok(flow) => {
+                    self.spawn(summary, flow, true);
+                    resumed.runs.push(run);
+                }
+                Err(why) => {
+                    self.release(run);
+                    resumed.stuck.push((run, why));
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Applies an operator's command to a run that is not being driven:
+    /// records who did what and why, with the action it implies, in one
+    /// commit, then drives the run on if there is more to do.
+    pub async fn act(&self, run: RunId, command: OperatorCommand) -> Result<RunSummary, ActError> {
+        // Claimed for the whole command: no driver, resume or second command
+        // can write to this run meanwhile.
+        if !self.claim(run) {
+            return Err(ActError::Busy(run));
+        }
+        match self.act_claimed(run, command).await {
+            Ok((summary, Some(flow))) if !summary.state.is_terminal() && !self.is_paused() => {
+                self.spawn(summary.clone(), flow, false);
+                Ok(summary)
+            }
+            outcome => {
+                self.release(run);
+                outcome.map(|(summary, _)| summary)
+            }
+        }
+    }
+
+    /// Like [`Engine::act`], but a pause or cancel of a run this process
+    /// is driving is handed to its driver instead of refused.
+    pub async fn request(
+        &self,
+        run: RunId,
+        command: OperatorCommand,
+    ) -> Result<Requested, ActError> {
+        use settle_types::OperatorAction::{Cancel, Pause};
+        let interruptible = matches!(command.action, Pause | Cancel);
+        match self.act(run, command.clone()).await {
+            Err(ActError::Busy(_)) if interruptible => {
+                let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+                match live.get_mut(&run) {
+                    Some(l) => {
+                        l.interrupt = Some(command);
+                        l.wake.notify_one();
+                        Ok(Requested::Deferred)
+                    }
+                    // The driver stopped in between: the caller may ask again.
+                    None => Err(ActError::Busy(run)),
+                }
+            }
+            outcome => outcome.map(|s| Requested::Applied(Box::new(s))),
+        }
+    }
+
+    /// The events an operator's command implies for a run, led by the
+    /// audit record of who did it and why.
+    fn decide(
+        flow: Option<&Flow>,
+        summary: &RunSummary,
+        command: &OperatorCommand,
+        now: u64,
+    ) -> Result<Vec<(EventKind, Option<u32>, Source)>, transitions::Refused> {
+        let then = match flow {
+            Some(flow) if command.action != settle_types::OperatorAction::Cancel => {
+                transitions::operator_command(
+                    flow,
+                    summary,
+                    command.action,
+                    command.step.as_deref(),
+                    now,
+                )
+            }
+            _ => transitions::cancel(summary),
+        }?;
+        let acted = EventKind::OperatorActed {
+            action: command.action,
+            by: settle_types::bounds::cut(&command.by, 256),
+            reason: settle_types::bounds::cut_detail(&command.reason),
+        };
+        Ok(std::iter::once(acted)
+            .chain(then)
+            .map(|kind| {
+                let step = match &kind {
+                    EventKind::StepScheduled { index, .. }
+                    | EventKind::CompensationScheduled { index, .. }
+                    | EventKind::StepFailed { index, .. } => Some(*index),
+                    _ => None,
+                };
+                (kind, step, Source::host())
+            })
+            .collect())
+    }
+
+    /// Applies an interrupt (pause or cancel) from inside the run's driver.
+    pub(crate) async fn apply_interrupt(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        command: OperatorCommand,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        match Self::decide(Some(flow), summary, &command, now) {
+            Ok(events) => self.record(summary, events, now).await,
+            Err(refused) => {
+                tracing::warn!(run = %summary.run_id, "{} refused: {refused}", command.action.as_str());
+                Ok(())
+            }
+        }
+    }
+
+    /// Records an event that changes nothing in the run (a user's report);
+    /// returns once it is durable. A run being driven records it through
+    /// its driver, between two actions.
+    pub async fn annotate(&self, run: RunId, kind: EventKind) -> Result<(), ActError> {
+        // A driver may stop between our two looks: then ask again.
+        for _ in 0..3 {
+            if self.claim(run) {
+                let outcome = self.annotate_claimed(run, kind).await;
+                self.release(run);
+                return outcome;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            {
+                let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(l) = live.get_mut(&run) else {
+                    continue;
+                };
+                l.notes.push((kind.clone(), tx));
+                l.wake.notify_one();
+            }
+            match rx.await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => return Err(ActError::Store(StoreError::Stopped { reason: e })),
+                // The driver stopped before recording it: nothing was written.
+                Err(_) => continue,
+            }
+        }
+        Err(ActError::Busy(run))
+    }
+
+    async fn annotate_claimed(&self, run: RunId, kind: EventKind) -> Result<(), ActError> {
+        let mut summary = self
+            .inner
+            .store
+            .summary(run)
+            .await?
+            .ok_or(ActError::NoSuchRun(run))?;
+        self.record(&mut summary, vec![(kind, None, Source::host())], now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// Notes waiting for the driver of `run`, taken.
+    pub(crate) fn take_notes(
+        &self,
+        run: RunId,
+    ) -> Vec<(EventKind, tokio::sync::oneshot::Sender<Result<(), String>>)> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&run)
+            .map(|l| std::mem::take(&mut l.notes))
+            .unwrap_or_default()
+    }
+
+    /// The command waiting for the driver of `run`, taken.
+    pub(crate) fn take_interrupt(&self, run: RunId) -> Option<OperatorCommand> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&run)
+            .and_then(|l| l.interrupt.take())
+    }
+
+    /// What wakes the driver of `run` when a command arrives.
+    pub(crate) fn wake_of(&self, run: RunId) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run)
+            .map(|l| l.wake.clone())
+    }
+
+    async fn act_claimed(
+        &self,
+        run: RunId,
+        command: OperatorCommand,
+    ) -> Result<(RunSummary, Option<Arc<Flow>>), ActError> {
+        let action = command.action.as_str();
+        let mut summary = self
+            .inner
+            .store
+            .summary(run)
+            .await?
+            .ok_or(ActError::NoSuchRun(run))?;
+        let now = now_ms();
+        // Cancelling needs no flow: a run whose flow cannot be read can
+        // still be stopped.
+        let flow = if command.action == settle_types::OperatorAction::Cancel {
+            None
+        } else {
+            Some(
+                self.flow_for(&summary)
+                    .await
+                    .map_err(|why| ActError::FlowUnreadable { run, action, why })?,
+            )
+        };
+        let events = Self::decide(flow.as_deref(), &summary, &command, now).map_err(|refused| {
+            ActError::Refused {
+                run,
+                action,
+                refused,
+            }
+        })?;
+        self.record(&mut summary, events, now).await?;
+        Ok((summary, flow))
+    }
+
+    /// Marks `run` as driven by this process, unless it already is.
+    fn claim(&self, run: RunId) -> bool {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.contains_key(&run) {
+            return false;
+        }
+        live.insert(run, Live::new(Arc::new(RunSummary::placeholder(run))));
+        true
+    }
+
+    fn release(&self, run: RunId) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
+    }
+
+    /// Runs waiting for an operator because the host's setup failed, which
+    /// `settle resume` releases once the setup is fixed.
+    pub async fn held_for_setup(&self) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .list_runs(
+                &RunFilter {
+                    states: vec![settle_types::RunState::NeedsAttention],
+                    ..RunFilter::default()
+                },
+                usize::MAX,
+            )
+            .await?
+            .items
+            .into_iter()
+            .filter(|s| s.hold == Some(settle_types::HoldCause::HostSetup))
+            .map(|s| s.run_id)
+            .collect())
+    }
+
+    fn spawn(&self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(summary.run_id, Live::new(Arc::new(summary.clone())));
+        let engine = self.clone();
+        tokio::spawn(async move { engine.drive_guarded(summary, flow, resumed).await });
+    }
+
+    /// Waits until this process stops driving `run` (it ended, waits for an
+    /// operator, or the engine shut down) and returns what the store says;
+    /// for a run not driven here, returns what the store says now.
+    pub async fn wait(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
+        let receiver = {
+            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(&run).map(|l| l.updates.subscribe())
+        };
+        // The driver drops the sender when it stops: the run ended, waits
+        // for an operator, or the engine shut down. Waiting for that (not
+        // for a terminal state alone) means the run can be acted on at once.
+        if let Some(mut rx) = receiver {
+            while rx.changed().await.is_ok() {}
+        }
+        self.inner.store.summary(run).await
+    }
+
+    /// Subscribes to summary updates of a run driven by this process.
+    pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Arc<RunSummary>>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run)
+            .map(|l| l.updates.subscribe())
+    }
+
+    /// The status of a run: what the log says, plus what this process knows live.
+    pub async fn status(&self, run: RunId) -> Result<Option<RunStatus>, StoreError>
+    where
+        S: Clone,
+    {
+        self.queries().status(run).await
+    }
+
+    /// Reads over this engine's store, with what it knows live.
+    pub fn queries(&self) -> queries::Queries<S>
+    where
+        S: Clone,
+    {
+        queries::Queries::with_live(self.inner.store.clone(), self.inner.clone())
+    }
+
+    /// Stops driving runs: each driver finishes the action it is in (and
+    /// records it), then stops. Runs not finished stay active in the store
+    /// and resume when a host starts on it again.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        while self.live_runs() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs this process is driving now.
+    pub fn live_runs(&self) -> usize {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+impl<S: RunQueries, X: Executor> queries::LiveView for Inner<S, X> {
+    fn live(&self, run: RunId) -> Option<(bool, Option<Progress>)> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run)
+            .map(|l| (l.running, l.progress.clone()))
+    }
+}

@@ -1,0 +1,294 @@
+//! Reads for people and programs: the one place that turns stored
+//! summaries and live knowledge into [`RunStatus`], pages and event logs.
+//! The HTTP API and the CLI both read through [`Queries`], so a status
+//! looks the same wherever it is read.
+
+use crate::status::{Progress, RunStatus};
+use settle_types::store::{RunFilter, RunQueries, StoreError, Unreadable};
+use settle_types::{Event, RunId, RunState, Stage};
+use std::sync::Arc;
+
+/// Most runs one page may hold.
+pub const MAX_PAGE: usize = 500;
+
+/// What a process driving runs knows that the store does not yet: whether
+/// an attempt is running now, and its last progress report.
+pub trait LiveView: Send + Sync + 'static {
+    fn live(&self, run: RunId) -> Option<(bool, Option<Progress>)>;
+}
+
+/// Which runs a listing wants, as clients ask for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunListing {
+    pub states: Vec<RunState>,
+    pub stage: Option<Stage>,
+    pub flow: Option<String>,
+    pub since_ms: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<RunId>,
+    pub limit: usize,
+}
+
+/// One page of runs, newest first.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunPage {
+    pub runs: Vec<RunStatus>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<RunId>,
+    /// Records that could not be read and were skipped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads over a store, with what a live engine knows when there is one.
+pub struct Queries<S> {
+    store: S,
+    live: Option<Arc<dyn LiveView>>,
+}
+
+impl<S: Clone> Clone for Queries<S> {
+    fn clone(&self) -> Self {
+        Queries {
+            store: self.store.clone(),
+            live: self.live.clone(),
+        }
+    }
+}
+
+impl<S: RunQueries> Queries<S> {
+    /// Reads over the store alone (no engine in this process).
+    pub fn offline(store: S) -> Self {
+        Queries { store, live: None }
+    }
+
+    /// Reads over the store, with what `live` knows of the runs it drives.
+    pub fn with_live(store: S, live: Arc<dyn LiveView>) -> Self {
+        Queries {
+            store,
+            live: Some(live),
+        }
+    }
+
+    fn status_of(&self, summary: &settle_types::RunSummary) -> RunStatus {
+        let (running, progress) = self
+            .live
+            .as_ref()
+            .filter(|_| !summary.state.is_terminal())
+            .and_then(|l| l.live(summary.run_id))
+            .unwrap_or((false, None));
+        RunStatus::new(summary, running, progress)
+    }
+
+    /// Where a run stands.
+    pub async fn status(&self, run: RunId) -> Result<Option<RunStatus>, StoreError> {
+        Ok(self.store.summary(run).await?.map(|s| self.status_of(&s)))
+    }
+
+    /// A run's events, in order; empty for an unknown run.
+    pub async fn events(&self, run: RunId) -> Result<Vec<Event>, StoreError> {
+        self.store.events(run).await
+    }
+
+    /// The run holding idempotency key `key` of `flow`, whatever its window.
+    pub async fn by_key(&self, flow: &str, key: &str) -> Result<Option<RunStatus>, StoreError> {
+        match self.store.find_idempotent(flow, key, u64::MAX, 0).await? {
+            Some(run) => self.status(run).await,
+            None => Ok(None),
+        }
+    }
+
+    /// One page of runs, newest first. A stage filter is applied to the
+    /// statuses (a stage depends on the time), so a page may read past
+    /// `limit` stored runs to fill itself; it stops after reading
+    /// `limit * 20` of them and hands back a cursor.
+    pub async fn list(&self, listing: &RunListing) -> Result<RunPage, StoreError> {
+        let limit = listing.limit.clamp(1, MAX_PAGE);
+        let mut filter = RunFilter {
+            states: listing.states.clone(),
+            flow: listing.flow.clone(),
+            since_ms: listing.since_ms,
+            before: listing.cursor,
+        };
+        let mut page = RunPage {
+            runs: Vec::new(),
+            next_cursor: None,
+            unreadable: Vec::new(),
+        };
+        let mut budget = limit.saturating_mul(20);
+        loop {
+            let want = if listing.stage.is_some() {
+                limit.min(budget)
+            } else {
+                limit + 1
+            };
+            let scan = self.store.list_runs(&filter, want).await?;
+            page.unreadable.extend(scan.unreadable);
+            let read = scan.items.len();
+            budget = budget.saturating_sub(read);
+            for summary in scan.items {
+                filter.before = Some(summary.run_id);
+                let status = self.status_of(&summary);
+                if listing.stage.is_some_and(|st| st != status.stage) {
+                    continue;
+                }
+                if page.runs.len() == limit {
+                    // One more than asked for: there is a next page.
+                    page.next_cursor = page.runs.last().map(|s| s.run_id);
+                    return Ok(page);
+                }
+                page.runs.push(status);
+            }
+            if read < want {
+                return Ok(page);
+            }
+            if page.runs.len() == limit || budget == 0 {
+                page.next_cursor = filter.before;
+                return Ok(page);
+            }
+        }
+    }
+}
+
+/// What is known of one step of a run, from its events.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StepView {
+    pub name: String,
+    /// `pending`, `scheduled`, `completed`, `failed`, `compensating`,
+    /// `compensated`, `compensation-failed`.
+    pub state: &'static str,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Whether an attempt may have had its effect without the host knowing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub may_have_effect: bool,
+    pub timing: StepTiming,
+}
+
+/// Where a step's time went, milliseconds: waiting between attempts
+/// (backoff), from due to answered minus the plugin's own time (queued for
+/// a worker and committing), and inside the plugin. Tells an operator
+/// whether Settle or the plugin is slow.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StepTiming {
+    pub backing_off_ms: u64,
+    pub queued_and_committing_ms: u64,
+    pub in_plugin_ms: u64,
+}
+
+/// Per-step views of a run, folded from its events.
+pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
+    use settle_types::EventKind as K;
+    let mut views: Vec<StepView> = steps
+        .iter()
+        .map(|name| StepView {
+            name: name.clone(),
+            state: "pending",
+            ..StepView::default()
+        })
+        .collect();
+    // (scheduled at, due at) of the attempt in progress, per step.
+    let mut due: Vec<Option<(u64, u64)>> = vec![None; steps.len()];
+    for e in events {
+        let (index, at) = match &e.kind {
+            K::StepScheduled { index, .. }
+            | K::StepCompleted { index, .. }
+            | K::StepFailed { index, .. }
+            | K::CompensationScheduled { index, .. }
+            | K::CompensationCompleted { index, .. }
+            | K::CompensationFailed { index, .. } => (*index as usize, e.at_ms),
+            _ => continue,
+        };
+        let Some(view) = views.get_mut(index) else {
+            continue;
+        };
+        let finish = |view: &mut StepView, due: Option<(u64, u64)>, plugin_ms: u64| {
+            if let Some((scheduled, due_at)) = due {
+                view.timing.backing_off_ms = view
+                    .timing
+                    .backing_off_ms
+                    .saturating_add(due_at.saturating_sub(scheduled));
+                let busy = at.saturating_sub(due_at.max(scheduled));
+                view.timing.in_plugin_ms = view.timing.in_plugin_ms.saturating_add(plugin_ms);
+                view.timing.queued_and_committing_ms = view
+                    .timing
+                    .queued_and_committing_ms
+                    .saturating_add(busy.saturating_sub(plugin_ms));
+            }
+        };
+        match &e.kind {
+            K::StepScheduled { not_before_ms, .. } => {
+                view.state = "scheduled";
+                due[index] = Some((at, *not_before_ms));
+            }
+            K::CompensationScheduled { not_before_ms, .. } => {
+                view.state = "compensating";
+                due[index] = Some((at, *not_before_ms));
+            }
+            K::StepCompleted {
+                output,
+                duration_ms,
+                ..
+            } => {
+                view.state = "completed";
+                view.attempts = view.attempts.saturating_add(1);
+                view.output = Some(output.clone());
+                finish(view, due[index].take(), *duration_ms);
+            }
+            K::StepFailed {
+                failure,
+                may_have_effect,
+                ..
+            } => {
+                view.state = "failed";
+                view.attempts = view.attempts.saturating_add(1);
+                view.last_failure = Some(failure.message.clone());
+                view.may_have_effect |= *may_have_effect;
+                finish(view, due[index].take(), 0);
+            }
+            K::CompensationCompleted { duration_ms, .. } => {
+                view.state = "compensated";
+                finish(view, due[index].take(), *duration_ms);
+            }
+            K::CompensationFailed { failure, .. } => {
+                view.state = "compensation-failed";
+                view.last_failure = Some(failure.message.clone());
+                finish(view, due[index].take(), 0);
+            }
+            _ => {}
+        }
+    }
+    views
+}
+
+impl<S: RunQueries> Queries<S> {
+    /// Runs of `flow` that may still be driven (not finished, or held for
+    /// an operator), by flow version.
+    pub async fn unfinished_by_version(
+        &self,
+        flow: &str,
+    ) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        let active = self.store.active_runs().await?;
+        let held = self
+            .store
+            .list_runs(
+                &RunFilter {
+                    states: vec![RunState::NeedsAttention],
+                    flow: Some(flow.to_string()),
+                    ..RunFilter::default()
+                },
+                usize::MAX,
+            )
+            .await?;
+        for s in active.items.iter().chain(held.items.iter()) {
+            if s.flow == flow {
+                *counts.entry(s.flow_version.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,115 @@
+//! Run status as people and programs see it: the state, its phrase, where
+//! the run stands, and what the plugin last reported.
+
+use serde::Serialize;
+use settle_types::{Failure, HoldCause, Next, RunId, RunState, RunSummary, Stage, now_ms};
+
+/// What is known about a run right now.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunStatus {
+    pub run_id: RunId,
+    pub flow: String,
+    pub state: RunState,
+    /// The coarse stage clients may rely on across versions.
+    pub stage: Stage,
+    /// Why the run waits for an operator, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldCause>,
+    /// The sentence shown to people, e.g. "Retrying reserve-stock (attempt 3 of 5) in 4 s".
+    pub phrase: String,
+    /// The step the run is at (or undoing), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepPosition>,
+    /// Steps completed so far.
+    pub completed_steps: usize,
+    pub step_count: usize,
+    /// Attempts made so far, steps and compensations together.
+    pub attempts_total: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub accepted_at_ms: u64,
+    pub updated_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepPosition {
+    /// 1-based, as shown to people.
+    pub number: u32,
+    pub name: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// `run`, `compensate` or `reconcile`.
+    pub action: &'static str,
+}
+
+/// The last progress report of the plugin call in progress.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub fraction: f32,
+    pub message: String,
+}
+
+impl RunStatus {
+    /// Status from the stored summary, plus what the host driving the run
+    /// knows live (whether an attempt is running, its last progress report).
+    pub fn new(summary: &RunSummary, running: bool, progress: Option<Progress>) -> Self {
+        let now = now_ms();
+        let name = |i: u32| summary.steps.get(i as usize).cloned().unwrap_or_default();
+        let step = match summary.next {
+            Next::Step {
+                index,
+                attempt,
+                max_attempts,
+                ..
+            } => Some(StepPosition {
+                number: index.saturating_add(1),
+                name: name(index),
+                attempt,
+                max_attempts,
+                action: "run",
+            }),
+            Next::Compensate {
+                index,
+                attempt,
+                max_attempts,
+                ..
+            } => Some(StepPosition {
+                number: index.saturating_add(1),
+                name: name(index),
+                attempt,
+                max_attempts,
+                action: "compensate",
+            }),
+            Next::Reconcile { .. } | Next::Nothing => None,
+        };
+        RunStatus {
+            run_id: summary.run_id,
+            flow: format!("{}@{}", summary.flow, summary.flow_version),
+            state: summary.state,
+            stage: summary
+                .state
+                .stage(summary.next.due_ms().is_some_and(|d| d > now) && !running),
+            hold: summary.hold,
+            phrase: summary.phrase(now, running),
+            step,
+            completed_steps: summary.completed_steps(),
+            step_count: summary.steps.len(),
+            attempts_total: summary.attempts_total,
+            next_attempt_at_ms: summary.next.due_ms().filter(|&d| d > now),
+            last_failure: summary.last_failure.clone(),
+            progress: if running { progress } else { None },
+            detail: summary.detail.clone(),
+            accepted_at_ms: summary.accepted_at_ms,
+            updated_at_ms: summary.updated_at_ms,
+            finished_at_ms: summary.finished_at_ms,
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The saga's decisions, as pure functions from what the log says (the run
+//! summary) and what just happened to the events to append. No I/O here: the
+//! driver calls these, then commits what they return in one durable write.
+//!
+//! Rules kept here, in one place:
+//! - A failure caused by the host's own setup (plugin missing, grant or
+//!   config missing, no instance slot) never spends attempts and never
+//!   compensates: the run is held for an operator.
+//! - When a step fails for good, every step that completed **or may have had
+//!   its effect** is compensated, in reverse order, the failed step included
+//!   when its outcome is unknown. Steps with `compensate: false` are left in
+//!   place, and the final phrase says so.
+//! - A compensation or a confirmation that cannot succeed holds the run,
+//!   never silently ends it.
+
+use settle_flow::{Flow, OnExhausted};
+use settle_types::retry::RetryPolicy;
+use settle_types::{
+    EventKind, Failure, FailureClass, HoldCause, Next, OperatorAction, RunSummary, Verdict, bounds,
+};
+use std::time::Duration;
+
+/// How many times the host asks downstream systems before giving up on a
+/// confirmation and asking an operator.
+pub fn reconcile_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_interval: Duration::from_millis(500),
+        ..RetryPolicy::default()
+    }
+}
+
+/// The step's policy with the attempt budget the log recorded for the
+/// action in progress (an operator's retry may have granted more), so the
+/// engine stops where the status said it would.
+fn with_budget(policy: &RetryPolicy, recorded_max: Option<u32>) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: recorded_max.unwrap_or(policy.max_attempts),
+        ..policy.clone()
+    }
+}
+
+/// The attempt budget recorded for the action a summary says is in progress.
+fn recorded_max(next: &Next) -> Option<u32> {
+    match *next {
+        Next::Step { max_attempts, .. }
+        | Next::Compensate { max_attempts, .. }
+        | Next::Reconcile { max_attempts, .. } => Some(max_attempts),
+        Next::Nothing => None,
+    }
+}
+
+/// `now + delay`, saturating: no delay can overflow the clock.
+fn at(now_ms: u64, delay: Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The hold for a host-setup failure: the cause and the fix, for people.
+fn host_setup_hold(failure: &Failure) -> EventKind {
+    EventKind::RunHeld {
+        cause: HoldCause::HostSetup,
+        reason: bounds::cut_detail(&format!(
+            "waiting for an operator: {}; fix the setup, then run `settle resume`",
+            failure.message
+        )),
+    }
+}
+
+/// Step `index` completed: schedule the next step, or confirm, or settle.
+pub fn after_step_completed(
+    flow: &Flow,
+    index: u32,
+    now_ms: u64,
+    reconciles: &dyn Fn(&str) -> bool,
+) -> EventKind {
+    let next = index as usize + 1;
+    if let Some(step) = flow.steps.get(next) {
+        return EventKind::StepScheduled {
+            index: next as u32,
+            attempt: 1,
+            max_attempts: step.retry.max_attempts,
+            not_before_ms: now_ms,
+        };
+    }
+    if flow.steps.iter().any(|s| reconciles(&s.plugin)) {
+        EventKind::ReconciliationScheduled {
+            attempt: 1,
+            max_attempts: reconcile_policy().max_attempts,
+            not_before_ms: now_ms,
+        }
+    } else {
+        EventKind::RunSettled
+    }
+}
+
+/// What an attempt of a step left behind.
+#[derive(Clone, Debug)]
+pub struct StepFailure {
+    pub failure: Failure,
+    /// The earliest retry the plugin asked for.
+    pub retry_after: Option<Duration>,
+    /// The attempt's outcome is unknown: it may have had its effect.
+    pub may_have_effect: bool,
+}
+
+/// An attempt of step `index` failed: retry it, hold the run, or start undoing.
+pub fn after_step_failed(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    attempt: u32,
+    failed: StepFailure,
+    now_ms: u64,
+) -> Vec<EventKind> {
+    let step = &flow.steps[index as usize];
+    let StepFailure {
+        failure,
+        retry_after,
+        may_have_effect,
+    } = failed;
+    let failed_event = |retry_at_ms| EventKind::StepFailed {
+        index,
+        failure: failure.clone(),
+        retry_at_ms,
+        may_have_effect,
+    };
+    if failure.class.is_host_setup() {
+        return vec![failed_event(None), host_setup_hold(&failure)];
+    }
+    let policy = with_budget(&step.retry, recorded_max(&summary.next));
+    if let Some(delay) = policy.next_delay(attempt, failure.class, retry_after) {
+        let due = at(now_ms, delay);
+        return vec![
+            failed_event(Some(due)),
+            EventKind::StepScheduled {
+                index,
+                attempt: attempt.saturating_add(1),
+                max_attempts: policy.max_attempts,
+                not_before_ms: due,
+            },
+        ];
+    }
+    if step.on_exhausted == OnExhausted::Hold && failure.class.retryable_by_default() {
+        let reason = bounds::cut_detail(&format!(
+            "step '{}' failed after {attempt} attempt(s): {} ({}); retry it, compensate or cancel the run",
+            step.name,
+            failure.message,
+            failure.class.as_str()
+        ));
+        return vec![
+            failed_event(None),
+            EventKind::RunHeld {
+                cause: HoldCause::RetriesExhausted,
+                reason,
+            },
+        ];
+    }
+    let mut undoing = summary.clone();
+    if may_have_effect {
+        undoing.uncertain.resize(undoing.steps.len(), false);
+        undoing.uncertain[index as usize] = true;
+    }
+    vec![
+        failed_event(None),
+        next_compensation(flow, &undoing, index.saturating_add(1), now_ms),
+    ]
+}
+
+/// The next step below `below` to undo, in reverse order — one that
+/// completed or may have had its effect, is to be compensated, and is not
+/// undone yet — or the end of the saga when nothing is left.
+pub fn next_compensation(flow: &Flow, summary: &RunSummary, below: u32, now_ms: u64) -> EventKind {
+    let below = (below as usize).min(flow.steps.len());
+    let pending = (0..below).rev().find(|&i| {
+        flow.steps[i].compensate && summary.may_have_effect(i) && !summary.compensated[i]
+    });
+    match pending {
+        Some(i) => EventKind::CompensationScheduled {
+            index: i as u32,
+            attempt: 1,
+            max_attempts: flow.steps[i].retry.max_attempts,
+            not_before_ms: now_ms,
+        },
+        None => EventKind::RunCompensated,
+    }
+}
+
+/// Step `index` was undone: undo the one before it, or finish.
+pub fn after_compensation_completed(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    now_ms: u64,
+) -> EventKind {
+    // `summary` does not yet include this completion: skip `index` explicitly.
+    next_compensation(flow, summary, index, now_ms)
+}
+
+/// An attempt to undo step `index` failed: retry it, or hold for an operator.
+pub fn after_compensation_failed(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    attempt: u32,
+    failure: Failure,
+    retry_after: Option<Duration>,
+    now_ms: u64,
+) -> Vec<EventKind> {
+    let step = &flow.steps[index as usize];
+    let failed_event = |retry_at_ms| EventKind::CompensationFailed {
+        index,
+        failure: failure.clone(),
+        retry_at_ms,
+    };
+    if failure.class.is_host_setup() {
+        return vec![failed_event(None), host_setup_hold(&failure)];
+    }
+    let policy = with_budget(&step.retry, recorded_max(&summary.next));
+    match policy.next_delay(attempt, failure.class, retry_after) {
+        Some(delay) => {
+            let due = at(now_ms, delay);
+            vec![
+                failed_event(Some(due)),
+                EventKind::CompensationScheduled {
+                    index,
+                    attempt: attempt.saturating_add(1),
+                    max_attempts: policy.max_attempts,
+                    not_before_ms: due,
+                },
+            ]
+        }
+        None => {
+            let reason = bounds::cut_detail(&format!(
+                "compensation of step '{}' failed after {attempt} attempt(s): {} ({}); \
+                 its change may still be in place: fix it and retry, or cancel the run",
+                step.name,
+                failure.message,
+                failure.class.as_str()
+            ));
+            vec![
+                failed_event(None),
+                EventKind::RunHeld {
+                    cause: HoldCause::CompensationFailed,
+                    reason,
+                },
+            ]
+        }
+    }
+}
+
+/// What one confirmation pass found for one step.
+pub type Confirmation = (u32, Result<Verdict, Failure>);
+
+/// The verdicts of one confirmation pass: settle, drift, hold, or ask again.
+pub fn after_reconciliation(
+    flow: &Flow,
+    summary: &RunSummary,
+    verdicts: Vec<Confirmation>,
+    attempt: u32,
+    now_ms: u64,
+) -> Vec<EventKind> {
+    let mut events = Vec::new();
+    let mut drifted = Vec::new();
+    let mut undecided = Vec::new();
+    let mut setup: Option<Failure> = None;
+    for (index, verdict) in verdicts {
+        let name = &flow.steps[index as usize].name;
+        match verdict {
+            Ok(v) => {
+                match &v {
+                    Verdict::InSync => {}
+                    Verdict::Drifted(d) => drifted.push(format!("{name}: {d}")),
+                    Verdict::Unknown => undecided.push(format!("{name}: no answer")),
+                }
+                events.push(EventKind::StepReconciled { index, verdict: v });
+            }
+            Err(f) if f.class.is_host_setup() => {
+                setup.get_or_insert(f);
+            }
+            Err(f) => undecided.push(format!("{name}: {}", f.message)),
+        }
+    }
+    if !drifted.is_empty() {
+        events.push(EventKind::RunDrifted {
+            detail: bounds::cut_detail(&drifted.join("; ")),
+        });
+    } else if let Some(failure) = setup {
+        events.push(host_setup_hold(&failure));
+    } else if undecided.is_empty() {
+        events.push(EventKind::RunSettled);
+    } else {
+        let policy = with_budget(&reconcile_policy(), recorded_max(&summary.next));
+        match policy.next_delay(attempt, FailureClass::Retryable, None) {
+            Some(delay) => events.push(EventKind::ReconciliationScheduled {
+                attempt: attempt.saturating_add(1),
+                max_attempts: policy.max_attempts,
+                not_before_ms: at(now_ms, delay),
+            }),
+            None => events.push(EventKind::RunHeld {
+                cause: HoldCause::ConfirmationFailed,
+                reason: bounds::cut_detail(&format!(
+                    "could not confirm with downstream systems: {}; retry the confirmation, or cancel",
+                    undecided.join("; ")
+                )),
+            }),
+        }
+    }
+    events
+}
+
+/// Why an operator's command cannot be applied to a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The run is in a state where the command means nothing.
+    #[error("run is {state}: {why}")]
+    State { state: String, why: String },
+    /// `--step` names another step than the one the run stopped at.
+    #[error("run stopped at step '{stopped_at}', not '{asked}'")]
+    WrongStep { stopped_at: String, asked: String },
+}
+
+/// The events an operator's command appends after its `operator-acted`
+/// event: the action to take next, or the end of the run.
+pub fn operator_command(
+    flow: &Flow,
+    summary: &RunSummary,
+    action: OperatorAction,
+    step: Option<&str>,
+    now_ms: u64,
+) -> Result<Vec<EventKind>, Refused> {
+    let refuse = |why: &str| Refused::State {
+        state: summary.state.as_str().to_string(),
+        why: why.to_string(),
+    };
+    let held = summary.state == settle_types::RunState::NeedsAttention;
+    match action {
+        OperatorAction::Cancel => cancel(summary),
+        OperatorAction::Pause => {
+            if summary.state.is_terminal() {
+                return Err(refuse(
+                    "only a run that is still moving can be paused (a held run waits already)",
+                ));
+            }
+            Ok(vec![EventKind::RunHeld {
+                cause: HoldCause::Paused,
+                reason: "paused by an operator; resume it to continue where it stopped".into(),
+            }])
+        }
+        OperatorAction::Resume => {
+            if !held {
+                return Err(refuse("only a run waiting for an operator can be resumed"));
+            }
+            if summary.next == Next::Nothing {
+                return Err(refuse("nothing is left to resume (held by an older host)"));
+            }
+            Ok(resumed(flow, &summary.next, false, now_ms))
+        }
+        OperatorAction::Retry => {
+            if !held {
+                return Err(refuse("only a run waiting for an operator can be retried"));
+            }
+            if let Some(asked) = step {
+                let stopped_at = match summary.next {
+                    Next::Step { index, .. } | Next::Compensate { index, .. } => {
+                        summary.steps.get(index as usize).cloned()
+                    }
+                    _ => None,
+                };
+                if stopped_at.as_deref() != Some(asked) {
+                    return Err(Refused::WrongStep {
+                        stopped_at: stopped_at.unwrap_or_else(|| "(none)".into()),
+                        asked: asked.to_string(),
+                    });
+                }
+            }
+            if summary.next == Next::Nothing {
+                return Err(refuse("nothing is left to retry (held by an older host)"));
+            }
+            Ok(resumed(flow, &summary.next, true, now_ms))
+        }
+        OperatorAction::Compensate => {
+            if !held && summary.state != settle_types::RunState::Drifted {
+                return Err(refuse(
+                    "only a run waiting for an operator, or one that drifted, can be compensated",
+                ));
+            }
+            Ok(vec![next_compensation(
+                flow,
+                summary,
+                flow.steps.len() as u32,
+                now_ms,
+            )])
+        }
+    }
+}
+
+/// Cancelling a run: it ends here, nothing more is done. A run that was
+/// not waiting for an operator may have been interrupted mid-call: the step
+/// it was at is marked as possibly having had its effect, so its status
+/// names it among what may have been left in place.
+pub fn cancel(summary: &RunSummary) -> Result<Vec<EventKind>, Refused> {
+    let held = summary.state == settle_types::RunState::NeedsAttention;
+    if summary.state.is_terminal() && !held {
+        return Err(Refused::State {
+            state: summary.state.as_str().to_string(),
+            why: "it has already ended".into(),
+        });
+    }
+    let mut events = Vec::new();
+    if let Next::Step { index, .. } = summary.next
+        && !held
+    {
+        // Whether an attempt began before the host stopped cannot be told
+        // from the log: "may have" is what is known.
+        events.push(EventKind::StepFailed {
+            index,
+            failure: Failure {
+                class: FailureClass::Permanent,
+                message: "cancelled by an operator".into(),
+            },
+            retry_at_ms: None,
+            may_have_effect: true,
+        });
+    }
+    events.push(EventKind::RunCancelled);
+    Ok(events)
+}
+
+/// The action a held run was about to take, scheduled again. A retry gets a
+/// fresh budget of attempts; a release after a setup fix continues the count.
+fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<EventKind> {
+    let budget = |attempt: u32, max: u32, policy: &RetryPolicy| {
+        let attempt = attempt.saturating_add(1);
+        let max = if fresh_budget {
+            attempt.saturating_add(policy.max_attempts.saturating_sub(1))
+        } else {
+            // Released after a setup fix: the attempt the setup failure
+            // took is given back.
+            max.saturating_add(1).max(attempt)
+        };
+        (attempt, max)
+    };
+    match *next {
+        Next::Step {
+            index,
+            attempt,
+            max_attempts,
+            ..
+        }
+        | Next::Compensate {
+            index,
+            attempt,
+            max_attempts,
+            ..
+        } => {
+            let policy = &flow.steps[index as usize].retry;
+            let (attempt, max_attempts) = budget(attempt, max_attempts, policy);
+            vec![if matches!(next, Next::Step { .. }) {
+                EventKind::StepScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
+            } else {
+                EventKind::CompensationScheduled {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: now_ms,
+                }
+            }]
+        }
+        Next::Reconcile {
+            attempt,
+            max_attempts,
+            ..
+        } => {
+            let (attempt, max_attempts) = budget(attempt, max_attempts, &reconcile_policy());
+            vec![EventKind::ReconciliationScheduled {
+                attempt,
+                max_attempts,
+                not_before_ms: now_ms,
+            }]
+        }
+        Next::Nothing => Vec::new(),
+    }
+}

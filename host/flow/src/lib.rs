@@ -1,0 +1,254 @@
+//! Flows: the YAML language citizen developers write, and its validation.
+//!
+//! ```yaml
+//! name: order
+//! version: "1"
+//! idempotency_window: 24h
+//! defaults:
+//!   timeout: 10s
+//!   retry: { max_attempts: 5, initial_interval: 200ms }
+//! steps:
+//!   - name: charge
+//!     plugin: transfer
+//!     input:
+//!       from: ${{ input.customer }}
+//!       to: shop
+//!       amount: ${{ input.amount }}
+//!   - name: reserve
+//!     plugin: reserve-stock
+//!     input:
+//!       sku: ${{ input.sku }}
+//!       quantity: ${{ input.quantity }}
+//!     retry: { max_attempts: 3, non_retryable: [timeout] }
+//! ```
+//!
+//! Every problem is reported with file, line and column, all at once.
+//! Inside `{ ... }` flow mappings, quote templates: `"${{ input.sku }}"`.
+
+pub mod limits;
+mod parse;
+pub mod template;
+
+use settle_types::retry::RetryPolicy;
+use std::fmt;
+use std::time::Duration;
+pub use template::Template;
+
+/// A validated flow.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    /// SHA-256 of the file's text: which exact flow a run was accepted under.
+    pub digest: String,
+    /// The file's text, kept with the runs accepted under it.
+    pub source: String,
+    /// How long an idempotency key keeps returning the same run.
+    pub idempotency_window: Duration,
+    pub steps: Vec<StepDef>,
+}
+
+/// One step of a flow.
+#[derive(Clone, Debug)]
+pub struct StepDef {
+    pub name: String,
+    pub plugin: String,
+    pub input: Template,
+    pub retry: RetryPolicy,
+    /// Per-attempt time limit (the plugin's own limit applies if lower).
+    pub timeout: Option<Duration>,
+    /// Whether to undo this step when a later one fails for good.
+    pub compensate: bool,
+    /// What happens when this step's retries run out.
+    pub on_exhausted: OnExhausted,
+    /// Whether the flow set `retry` (on the step or in `defaults`); when it
+    /// did not, the plugin's own suggestion applies ([`Flow::with_suggested_retry`]).
+    pub retry_explicit: bool,
+    /// Where `plugin:` stands in the file, for messages about the plugin.
+    pub plugin_at: Location,
+}
+
+/// What a step does when its retries run out (`on_exhausted:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Undo the completed steps in reverse order (the default).
+    #[default]
+    Compensate,
+    /// Wait for an operator (`settle retry`, `settle compensate`, `settle cancel`).
+    Hold,
+}
+
+/// A place in a flow file (1-based).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One problem in a flow file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowError {
+    pub file: String,
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flow {}:{}:{}: {}",
+            self.file, self.at.line, self.at.column, self.message
+        )
+    }
+}
+
+/// Every problem found in a flow file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct FlowErrors(pub Vec<FlowError>);
+
+impl fmt::Display for FlowErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// What a flow needs to know about an installed plugin.
+#[derive(Clone, Debug)]
+pub struct PluginFacts {
+    pub name: String,
+    pub supports_compensate: bool,
+}
+
+impl Flow {
+    /// Parses and validates flow text. `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
+        parse::parse(text, file)
+    }
+
+    /// Reads and parses a flow file. Reads at most one byte more than
+    /// [`limits::MAX_FLOW_BYTES`], so a huge file is refused without being
+    /// read whole.
+    pub fn load(path: &std::path::Path) -> Result<Flow, FlowErrors> {
+        use std::io::Read as _;
+        let file = path.display().to_string();
+        let error = |at, message: String| {
+            FlowErrors(vec![FlowError {
+                file: file.clone(),
+                at,
+                message,
+            }])
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(limits::MAX_FLOW_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| error(Location::default(), format!("cannot read: {e}")))?;
+        if bytes.len() > limits::MAX_FLOW_BYTES {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(error(
+                limits::location_of_byte(&text, limits::MAX_FLOW_BYTES),
+                format!(
+                    "the file is larger than {} bytes (256 KiB), the limit for a flow file",
+                    limits::MAX_FLOW_BYTES
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes());
+            error(
+                limits::location_of_byte(&text, valid),
+                "not UTF-8 text".to_string(),
+            )
+        })?;
+        Flow::parse(&text, &file)
+    }
+
+    /// This flow with each step whose retry policy the flow leaves open
+    /// taking the one its plugin suggests (`suggest` returns it by plugin name).
+    pub fn with_suggested_retry(mut self, suggest: impl Fn(&str) -> Option<RetryPolicy>) -> Self {
+        for step in &mut self.steps {
+            if !step.retry_explicit
+                && let Some(policy) = suggest(&step.plugin)
+            {
+                step.retry = RetryPolicy {
+                    non_retryable: step.retry.non_retryable.clone(),
+                    ..policy
+                };
+            }
+        }
+        self
+    }
+
+    /// `name@version`, as runs and plugins see it.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// Checks every step's plugin against what is installed.
+    pub fn check_plugins(&self, file: &str, installed: &[PluginFacts]) -> Result<(), FlowErrors> {
+        let mut errors = Vec::new();
+        for step in &self.steps {
+            let at = step.plugin_at;
+            match installed.iter().find(|p| p.name == step.plugin) {
+                None => {
+                    let hint = closest(&step.plugin, installed.iter().map(|p| p.name.as_str()))
+                        .map(|n| format!(" (did you mean '{n}'?)"))
+                        .unwrap_or_default();
+                    errors.push(FlowError {
+                        file: file.into(),
+                        at,
+                        message: format!(
+                            "step '{}' uses plugin '{}', which is not installed{hint}",
+                            step.name, step.plugin
+                        ),
+                    });
+                }
+                Some(p) if step.compensate && !p.supports_compensate => errors.push(FlowError {
+                    file: file.into(),
+                    at,
+                    message: format!(
+                        "step '{}': plugin '{}' cannot compensate; set `compensate: false` on this step",
+                        step.name, step.plugin
+                    ),
+                }),
+                Some(_) => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FlowErrors(errors))
+        }
+    }
+}
+
+/// The candidate nearest to `name` by edit distance, if it is close enough
+/// to be a likely typo.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,570 @@
+//! Flow YAML → [`Flow`], collecting every problem with its line and column.
+//!
+//! The YAML is read with `marked-yaml`, which keeps the position of every
+//! node; the tree is then walked by hand, so each message can say exactly
+//! what is wrong and where.
+
+use crate::limits::{self, MAX_NAME_CHARS, MAX_STEPS};
+use crate::template::{Template, shown};
+use crate::{Flow, FlowError, FlowErrors, Location, OnExhausted, StepDef};
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoaderOptions, Node, Span};
+use serde_json::Value;
+use settle_types::FailureClass;
+use settle_types::retry::RetryPolicy;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "idempotency_window",
+    "defaults",
+    "steps",
+];
+const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "plugin",
+    "input",
+    "retry",
+    "timeout",
+    "compensate",
+    "on_exhausted",
+];
+const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "initial_interval",
+    "backoff_coefficient",
+    "max_interval",
+    "jitter",
+    "non_retryable",
+];
+
+/// How long a duration key may be, and how a message says so.
+struct Bound {
+    max: Duration,
+    text: &'static str,
+    /// Whether zero is refused (a zero timeout fails every attempt).
+    nonzero: bool,
+}
+
+const TIMEOUT: Bound = Bound {
+    max: limits::MAX_TIMEOUT,
+    text: "1 day",
+    nonzero: true,
+};
+const RETRY_INTERVAL: Bound = Bound {
+    max: limits::MAX_RETRY_INTERVAL,
+    text: "7 days",
+    nonzero: false,
+};
+const IDEMPOTENCY_WINDOW: Bound = Bound {
+    max: limits::MAX_IDEMPOTENCY_WINDOW,
+    text: "365 days",
+    nonzero: false,
+};
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
+    let mut cx = Cx {
+        file,
+        errors: Vec::new(),
+    };
+    // Size and nesting first: the YAML parser must never see a file that
+    // could exhaust memory or the stack.
+    if let Err(e) = limits::check_text(text) {
+        cx.error_at(e.at, e.message);
+        return Err(FlowErrors(cx.errors));
+    }
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.error_at(
+                load_error_location(&e),
+                format!("not valid YAML: {}", strip_marker(&e.to_string())),
+            );
+            return Err(FlowErrors(cx.errors));
+        }
+    };
+    if let Some(at) = limits::tree_depth(&root) {
+        limits::dismantle(root);
+        cx.error_at(
+            at,
+            format!(
+                "nesting is deeper than {} levels (the limit for a flow file)",
+                limits::MAX_NESTING
+            ),
+        );
+        return Err(FlowErrors(cx.errors));
+    }
+    match build(&mut cx, &root, text) {
+        Some(flow) if cx.errors.is_empty() => Ok(flow),
+        _ => Err(FlowErrors(cx.errors)),
+    }
+}
+
+/// The flow in a tree no deeper than the limit; `None` (with every
+/// problem in `cx.errors`) when it is not a valid flow.
+fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
+    let Some(map) = root.as_mapping() else {
+        cx.error(
+            root.span(),
+            "a flow must be a mapping with name, version and steps",
+        );
+        return None;
+    };
+    cx.known_keys(map, FLOW_KEYS, "flow");
+    let name = cx.identifier(map, "name", "flow name");
+    let version = match cx.optional_scalar(map, "version") {
+        None => "1".to_string(),
+        Some(s) => {
+            let text = s.as_str();
+            if text.is_empty() || text.chars().count() > MAX_NAME_CHARS {
+                cx.error(
+                    s.span(),
+                    format!(
+                        "flow version '{}' must have 1 to {MAX_NAME_CHARS} characters",
+                        shown(text, 40)
+                    ),
+                );
+            }
+            text.to_string()
+        }
+    };
+    let description = cx
+        .optional_scalar(map, "description")
+        .map(|s| s.as_str().to_string());
+    let idempotency_window = cx
+        .duration(map, "idempotency_window", &IDEMPOTENCY_WINDOW)
+        .unwrap_or(Duration::from_secs(24 * 3600));
+
+    let mut defaults = StepDefaults::default();
+    if let Some(map) = cx.optional_mapping(map, "defaults") {
+        cx.known_keys(map, DEFAULT_KEYS, "defaults");
+        if let Some(r) = cx.optional_mapping(map, "retry") {
+            defaults.retry = cx.retry(r, &RetryPolicy::default());
+            defaults.retry_explicit = true;
+        }
+        defaults.timeout = cx.duration(map, "timeout", &TIMEOUT);
+        if let Some(o) = cx.on_exhausted(map) {
+            defaults.on_exhausted = o;
+        }
+    }
+
+    let mut steps: Vec<StepDef> = Vec::new();
+    match map.get_node("steps") {
+        None => cx.error(map.span(), "the flow has no `steps`"),
+        Some(node) => match node.as_sequence() {
+            Some(seq) if seq.is_empty() => cx.error(
+                node.span(),
+                "`steps` is empty: a flow needs at least one step",
+            ),
+            Some(seq) if seq.len() > MAX_STEPS => cx.error(
+                seq[MAX_STEPS].span(),
+                format!(
+                    "the flow has {} steps; a flow may have at most {MAX_STEPS}",
+                    seq.len()
+                ),
+            ),
+            Some(seq) => {
+                for item in seq.iter() {
+                    if let Some(step) = cx.step(item, &steps, &defaults) {
+                        steps.push(step);
+                    }
+                }
+            }
+            None => cx.error(node.span(), "`steps` must be a list of steps"),
+        },
+    }
+
+    Some(Flow {
+        name: name?,
+        version,
+        description,
+        digest: hex::encode(Sha256::digest(text.as_bytes())),
+        source: text.to_string(),
+        idempotency_window,
+        steps,
+    })
+}
+
+/// What `defaults:` sets for every step.
+#[derive(Default)]
+struct StepDefaults {
+    retry: RetryPolicy,
+    retry_explicit: bool,
+    timeout: Option<Duration>,
+    on_exhausted: OnExhausted,
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    errors: Vec<FlowError>,
+}
+
+pub(super) fn location(span: &Span) -> Location {
+    span.start()
+        .map(|m| Location {
+            line: m.line(),
+            column: m.column(),
+        })
+        .unwrap_or_default()
+}
+
+fn load_error_location(e: &marked_yaml::LoadError) -> Location {
+    use marked_yaml::LoadError::*;
+    let marker = match e {
+        TopLevelMustBeMapping(m)
+        | TopLevelMustBeSequence(m)
+        | UnexpectedAnchor(m)
+        | MappingKeyMustBeScalar(m)
+        | UnexpectedTag(m)
+        | ScanError(m, _) => Some(*m),
+        DuplicateKey(inner) => inner.key.span().start().copied(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    marker
+        .map(|m| Location {
+            line: m.line(),
+            column: m.column(),
+        })
+        .unwrap_or_default()
+}
+
+/// marked-yaml prefixes messages with its own position; we print ours.
+fn strip_marker(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((head, rest))
+            if head
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ':' || c == ' ') =>
+        {
+            rest.into()
+        }
+        _ => message.into(),
+    }
+}
+
+impl Cx<'_> {
+    fn error_at(&mut self, at: Location, message: impl Into<String>) {
+        self.errors.push(FlowError {
+            file: self.file.into(),
+            at,
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, span: &Span, message: impl Into<String>) {
+        self.error_at(location(span), message);
+    }
+
+    fn known_keys(&mut self, map: &MarkedMappingNode, known: &[&str], what: &str) {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let hint = crate::closest(key.as_str(), known.iter().copied())
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                self.error(
+                    key.span(),
+                    format!(
+                        "unknown key '{}' in {what}{hint}; allowed: {}",
+                        shown(key.as_str(), 40),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn optional_scalar<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+    ) -> Option<&'n MarkedScalarNode> {
+        let node = map.get_node(key)?;
+        match node.as_scalar() {
+            Some(s) => Some(s),
+            None => {
+                self.error(node.span(), format!("`{key}` must be a single value"));
+                None
+            }
+        }
+    }
+
+    fn optional_mapping<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+    ) -> Option<&'n MarkedMappingNode> {
+        let node = map.get_node(key)?;
+        match node.as_mapping() {
+            Some(m) => Some(m),
+            None => {
+                self.error(node.span(), format!("`{key}` must be a mapping"));
+                None
+            }
+        }
+    }
+
+    /// A required name made of letters, digits, '-' and '_'.
+    fn identifier(&mut self, map: &MarkedMappingNode, key: &str, what: &str) -> Option<String> {
+        let Some(value) = self.optional_scalar(map, key) else {
+            if map.get_node(key).is_none() {
+                self.error(map.span(), format!("{what} is missing: add `{key}: ...`"));
+            }
+            return None;
+        };
+        let text = value.as_str();
+        if text.chars().count() > MAX_NAME_CHARS {
+            self.error(
+                value.span(),
+                format!(
+                    "{what} '{}' is longer than {MAX_NAME_CHARS} characters",
+                    shown(text, 40)
+                ),
+            );
+            return None;
+        }
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.error(
+                value.span(),
+                format!("{what} '{text}' must be letters, digits, '-' or '_'"),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    /// A duration no longer than `bound`: the engine adds these to the
+    /// current time, which must not overflow.
+    fn duration(&mut self, map: &MarkedMappingNode, key: &str, bound: &Bound) -> Option<Duration> {
+        let value = self.optional_scalar(map, key)?;
+        let text = shown(value.as_str(), 40);
+        let problem = match humantime::parse_duration(value.as_str()) {
+            Ok(d) if d > bound.max => format!(
+                "`{key}`: '{text}' is longer than {}, the most a flow may set",
+                bound.text
+            ),
+            Ok(d) if d.is_zero() && bound.nonzero => format!("`{key}` must be more than 0"),
+            Ok(d) => return Some(d),
+            Err(e) => format!("`{key}`: '{text}' is not a duration like 10s or 250ms ({e})"),
+        };
+        self.error(value.span(), problem);
+        None
+    }
+
+    fn number<T: std::str::FromStr>(
+        &mut self,
+        map: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Option<T> {
+        let value = self.optional_scalar(map, key)?;
+        match value.as_str().parse::<T>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    format!("`{key}`: '{}' is not {what}", shown(value.as_str(), 40)),
+                );
+                None
+            }
+        }
+    }
+
+    fn retry(&mut self, map: &MarkedMappingNode, base: &RetryPolicy) -> RetryPolicy {
+        self.known_keys(map, RETRY_KEYS, "retry");
+        let mut policy = base.clone();
+        let at = |key: &str| map.get_node(key).map_or(map.span(), Node::span);
+        if let Some(n) = self.number::<u32>(map, "max_attempts", "a whole number") {
+            if n == 0 {
+                self.error(at("max_attempts"), "`max_attempts` must be at least 1");
+            }
+            policy.max_attempts = n.max(1);
+        }
+        if let Some(d) = self.duration(map, "initial_interval", &RETRY_INTERVAL) {
+            policy.initial_interval = d;
+        }
+        if let Some(d) = self.duration(map, "max_interval", &RETRY_INTERVAL) {
+            policy.max_interval = d;
+        }
+        if let Some(c) = self.number::<f64>(map, "backoff_coefficient", "a number") {
+            if !(1.0..=100.0).contains(&c) {
+                self.error(
+                    at("backoff_coefficient"),
+                    "`backoff_coefficient` must be between 1 and 100",
+                );
+            }
+            policy.backoff_coefficient = c.clamp(1.0, 100.0);
+        }
+        if let Some(j) = self.number::<f64>(map, "jitter", "a number") {
+            if !(0.0..=1.0).contains(&j) {
+                self.error(at("jitter"), "`jitter` must be between 0 and 1");
+            }
+            policy.jitter = j.clamp(0.0, 1.0);
+        }
+        if let Some(node) = map.get_node("non_retryable") {
+            match node.as_sequence() {
+                Some(seq) => {
+                    policy.non_retryable.clear();
+                    for item in seq.iter() {
+                        match item
+                            .as_scalar()
+                            .map(|s| (s, s.as_str().parse::<FailureClass>()))
+                        {
+                            Some((_, Ok(class))) => policy.non_retryable.push(class),
+                            Some((s, Err(_))) if s.as_str().chars().count() > MAX_NAME_CHARS => {
+                                self.error(
+                                    item.span(),
+                                    format!("unknown failure class '{}'", shown(s.as_str(), 40)),
+                                )
+                            }
+                            Some((_, Err(e))) => self.error(item.span(), e),
+                            None => {
+                                self.error(item.span(), "`non_retryable` lists failure classes")
+                            }
+                        }
+                    }
+                }
+                None => self.error(
+                    node.span(),
+                    "`non_retryable` must be a list of failure classes",
+                ),
+            }
+        }
+        policy
+    }
+
+    fn on_exhausted(&mut self, map: &MarkedMappingNode) -> Option<OnExhausted> {
+        let value = self.optional_scalar(map, "on_exhausted")?;
+        match value.as_str() {
+            "compensate" => Some(OnExhausted::Compensate),
+            "hold" => Some(OnExhausted::Hold),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`on_exhausted` must be `compensate` or `hold`, not '{other}'"),
+                );
+                None
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        node: &Node,
+        earlier: &[StepDef],
+        defaults: &StepDefaults,
+    ) -> Option<StepDef> {
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "a step must be a mapping with `name` and `plugin`",
+            );
+            return None;
+        };
+        self.known_keys(map, STEP_KEYS, "step");
+        let errors_before = self.errors.len();
+        let name = self.identifier(map, "name", "step name");
+        if let Some(n) = &name
+            && earlier.iter().any(|s| &s.name == n)
+        {
+            self.error(
+                map.get_node("name").map_or(map.span(), Node::span),
+                format!("step name '{n}' is used twice"),
+            );
+        }
+        let plugin = self.identifier(map, "plugin", "plugin name");
+        let plugin_at = map
+            .get_node("plugin")
+            .map(|n| location(n.span()))
+            .unwrap_or_default();
+        let step_index = |n: &str| earlier.iter().position(|s| s.name == n);
+        let input = match map.get_node("input") {
+            None => Template::Literal(Value::Object(Default::default())),
+            Some(node) => match Template::parse(&to_json(node), &step_index) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.error(node.span(), format!("step input: {e}"));
+                    Template::Literal(Value::Null)
+                }
+            },
+        };
+        let (retry, retry_explicit) = match self.optional_mapping(map, "retry") {
+            Some(r) => (self.retry(r, &defaults.retry), true),
+            None => (defaults.retry.clone(), defaults.retry_explicit),
+        };
+        let timeout = self.duration(map, "timeout", &TIMEOUT).or(defaults.timeout);
+        let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
+        let compensate = match self.optional_scalar(map, "compensate") {
+            None => true,
+            Some(s) => match s.as_bool() {
+                Some(b) => b,
+                None => {
+                    self.error(
+                        s.span(),
+                        format!(
+                            "`compensate` must be true or false, not '{}'",
+                            shown(s.as_str(), 40)
+                        ),
+                    );
+                    true
+                }
+            },
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(StepDef {
+            name: name?,
+            plugin: plugin?,
+            input,
+            retry,
+            timeout,
+            compensate,
+            on_exhausted,
+            retry_explicit,
+            plugin_at,
+        })
+    }
+}
+
+/// YAML node → JSON. Plain (unquoted) scalars become numbers, booleans or
+/// null when they read as such; quoted scalars stay strings.
+fn to_json(node: &Node) -> Value {
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if s.may_coerce() {
+                if let Some(b) = s.as_bool() {
+                    return Value::Bool(b);
+                }
+                if text == "null" || text == "~" {
+                    return Value::Null;
+                }
+                if let Ok(i) = text.parse::<i64>() {
+                    return Value::from(i);
+                }
+                if let Ok(f) = text.parse::<f64>()
+                    && let Some(n) = serde_json::Number::from_f64(f)
+                {
+                    return Value::Number(n);
+                }
+            }
+            Value::String(text.to_string())
+        }
+        Node::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect()),
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,39 @@
+//! # settle-runtime
+//!
+//! The runtime: loads plugins (WebAssembly components) and calls them in a
+//! sandbox. It knows nothing of flows or runs beyond the call context it is
+//! handed.
+//!
+//! - [`plugin`]: loading, the catalog, one name per component.
+//! - [`cache`]: the compiled-plugin cache, verified before use.
+//! - [`diagnose`]: why a component cannot be linked, in one line.
+//! - [`manifest`]: what `describe` may say, bounded and checked.
+//! - [`limits`]: memory, time and output limits per call, and the bounds on
+//!   what a call may send the host.
+//! - [`budget`]: those bounds, counted per call.
+//! - [`grants`]: what the operator lets each plugin do (outbound hosts, kv, config).
+//! - [`host_imports`]: the host functions a plugin may call.
+//! - [`kv`]: a plugin's key-value state: quotas, writes kept only on success.
+//! - [`call`]: one call, in a fresh store from the pooling allocator.
+
+pub mod bindings;
+pub mod budget;
+pub mod cache;
+pub mod call;
+pub mod diagnose;
+pub mod grants;
+pub mod host_imports;
+pub mod kv;
+pub mod limits;
+pub mod manifest;
+pub mod plugin;
+
+pub use budget::RuntimeStats;
+pub use grants::Grants;
+pub use kv::{KvUsage, KvWrite, PluginKv};
+pub use limits::{LimitHit, Limits};
+pub use plugin::{LoadError, PluginInfo, Runtime, RuntimeOptions};
+pub use settle_types::executor::{
+    CallContext, CallFailure, CallKind, CallOutput, CallReport, CallRequest, Denial, Executor,
+    PluginDescriptor, ProgressSink,
+};

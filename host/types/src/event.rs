@@ -1,0 +1,356 @@
+//! The event schema: the one record of everything that happens to a run.
+//!
+//! Events are appended, never changed. Every index and summary is a fold over
+//! them (see [`crate::summary`]), so this file *is* the data model.
+//! The schema is versioned (`v`): a reader of version N must read every event
+//! written by versions before N (a test keeps a version-1 log for that).
+
+use super::RunId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The version of the schema this host writes.
+///
+/// - 1: the spine.
+/// - 2: `step-failed` may say the attempt may have had its effect;
+///   `run-held`, `operator-acted` and `run-cancelled`; the failure class
+///   `host-setup`; `run-needs-attention` is no longer written (holds replace
+///   it) but still read.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// One immutable record in a run's log, with its lineage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version the event was written with.
+    pub v: u16,
+    /// Unique id of this event (UUID v7).
+    pub id: Uuid,
+    pub run_id: RunId,
+    /// Position in the run's log, from 0, without gaps.
+    pub seq: u64,
+    /// When the host recorded it, Unix milliseconds.
+    pub at_ms: u64,
+    /// The step it concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The step's operation id (stable across attempts), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// The attempt it concerns, if any (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Who caused it: `host`, or the plugin as `name@version#digest`.
+    pub source: Source,
+    /// The event that led to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation: Option<Uuid>,
+    /// Trace id shared by the whole run.
+    pub trace_id: String,
+    /// What happened, as `{"type": "step-completed", ...}`.
+    pub kind: EventKind,
+}
+
+/// Who caused an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Source(pub String);
+
+impl Source {
+    pub fn host() -> Self {
+        Source("host".into())
+    }
+}
+
+/// What happened. Serialised as `"type": "kebab-case-name"` plus its fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventKind {
+    /// The run was accepted: from here on it is never lost.
+    RunAccepted {
+        flow: String,
+        flow_version: String,
+        /// Content digest of the flow file, so a resumed run can tell if the
+        /// flow changed under it.
+        flow_digest: String,
+        /// Names of the flow's steps, in order.
+        steps: Vec<String>,
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+        /// Who submitted it (the API token's name), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        submitted_by: Option<String>,
+    },
+    /// Attempt `attempt` (of at most `max_attempts`) of step `index` is due
+    /// at `not_before_ms`.
+    StepScheduled {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// The step's `run` returned this output. Recorded at most once per step.
+    StepCompleted {
+        index: u32,
+        output: Value,
+        duration_ms: u64,
+    },
+    /// An attempt of the step failed; `retry_at_ms` is set when another
+    /// attempt is scheduled. `may_have_effect` says the attempt's outcome is
+    /// unknown (it timed out, trapped, ran out of memory, was interrupted,
+    /// or returned an output the host rejected): the step is then
+    /// compensated like a completed one if the run is undone.
+    StepFailed {
+        index: u32,
+        failure: Failure,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        may_have_effect: bool,
+    },
+    /// Undoing completed step `index`: attempt `attempt` (of at most
+    /// `max_attempts`) is due at `not_before_ms`.
+    CompensationScheduled {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// Step `index` was undone.
+    CompensationCompleted { index: u32, duration_ms: u64 },
+    /// An attempt to undo step `index` failed.
+    CompensationFailed {
+        index: u32,
+        failure: Failure,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<u64>,
+    },
+    /// Every step completed; confirmation with downstream systems is due.
+    ReconciliationScheduled {
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// What a step's `reconcile` answered.
+    StepReconciled { index: u32, verdict: Verdict },
+    /// A plugin asked for something the operator has not granted it.
+    CapabilityDenied { capability: String, detail: String },
+    /// Terminal: completed and confirmed.
+    RunSettled,
+    /// Terminal: every completed step was undone.
+    RunCompensated,
+    /// Terminal: completed, but downstream disagrees.
+    RunDrifted { detail: String },
+    /// Written by schema 1 only: stopped for an operator, with nothing left
+    /// to resume. Hosts now write [`EventKind::RunHeld`].
+    RunNeedsAttention { reason: String },
+    /// The run waits for an operator (state `needs-attention`). What it was
+    /// about to do stays recorded, so it continues there once released
+    /// (`settle resume` for a fixed setup, `settle retry`, `settle compensate`).
+    RunHeld { cause: HoldCause, reason: String },
+    /// An operator acted on the run: who, what and why.
+    OperatorActed {
+        action: OperatorAction,
+        by: String,
+        reason: String,
+    },
+    /// Terminal: cancelled by an operator. Nothing more is done; what had
+    /// completed stays in place (the status says what).
+    RunCancelled,
+    /// A person said that what they see is not what they expected. Changes
+    /// nothing in the run; counted and shown to operators.
+    UserReported {
+        message: String,
+        /// The field the person means, when they named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        /// Who sent it (the API token's name).
+        by: String,
+    },
+}
+
+/// Why a run waits for an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldCause {
+    /// The host's own setup is incomplete (a plugin missing or failing to
+    /// load, a grant or config value missing). Nothing was undone; once the
+    /// operator fixes it, `settle resume` continues the run where it stopped.
+    HostSetup,
+    /// A step's retries ran out and its flow says `on_exhausted: hold`.
+    RetriesExhausted,
+    /// A compensation could not succeed: something may still be in place.
+    CompensationFailed,
+    /// Downstream systems could not be asked whether they agree.
+    ConfirmationFailed,
+    /// The host itself failed while driving the run (a bug): the message says where.
+    HostError,
+    /// An operator paused the run; `resume` continues it where it stopped.
+    Paused,
+}
+
+impl HoldCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldCause::HostSetup => "host-setup",
+            HoldCause::RetriesExhausted => "retries-exhausted",
+            HoldCause::CompensationFailed => "compensation-failed",
+            HoldCause::ConfirmationFailed => "confirmation-failed",
+            HoldCause::HostError => "host-error",
+            HoldCause::Paused => "paused",
+        }
+    }
+}
+
+/// What an operator did to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperatorAction {
+    /// Released a run held for the host's setup, after fixing it.
+    Resume,
+    /// Tried the action the run stopped at again, with a fresh attempt budget.
+    Retry,
+    /// Undid the run's completed steps.
+    Compensate,
+    /// Stopped the run for good.
+    Cancel,
+    /// Held the run at its next step boundary until someone resumes it.
+    Pause,
+}
+
+impl OperatorAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorAction::Resume => "resume",
+            OperatorAction::Retry => "retry",
+            OperatorAction::Compensate => "compensate",
+            OperatorAction::Cancel => "cancel",
+            OperatorAction::Pause => "pause",
+        }
+    }
+}
+
+impl EventKind {
+    /// The kebab-case name used in the serialised `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunAccepted { .. } => "run-accepted",
+            EventKind::StepScheduled { .. } => "step-scheduled",
+            EventKind::StepCompleted { .. } => "step-completed",
+            EventKind::StepFailed { .. } => "step-failed",
+            EventKind::CompensationScheduled { .. } => "compensation-scheduled",
+            EventKind::CompensationCompleted { .. } => "compensation-completed",
+            EventKind::CompensationFailed { .. } => "compensation-failed",
+            EventKind::ReconciliationScheduled { .. } => "reconciliation-scheduled",
+            EventKind::StepReconciled { .. } => "step-reconciled",
+            EventKind::CapabilityDenied { .. } => "capability-denied",
+            EventKind::RunSettled => "run-settled",
+            EventKind::RunCompensated => "run-compensated",
+            EventKind::RunDrifted { .. } => "run-drifted",
+            EventKind::RunNeedsAttention { .. } => "run-needs-attention",
+            EventKind::RunHeld { .. } => "run-held",
+            EventKind::OperatorActed { .. } => "operator-acted",
+            EventKind::RunCancelled => "run-cancelled",
+            EventKind::UserReported { .. } => "user-reported",
+        }
+    }
+}
+
+/// A failed attempt: what kind of failure, and what was said.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+/// Failure classes. A flow's `non_retryable` list names these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The plugin said: try again later.
+    Retryable,
+    /// The plugin said: this will never work.
+    Permanent,
+    /// The plugin (or the host's schema check) said: the input is wrong.
+    InvalidInput,
+    /// The plugin trapped (a panic, an unreachable, a bad memory access).
+    Trap,
+    /// The attempt ran past its time limit.
+    Timeout,
+    /// The plugin tried to use more memory than its limit.
+    MemoryLimit,
+    /// The plugin returned more output than the host accepts.
+    OutputLimit,
+    /// The plugin is not installed, or cannot be instantiated. The host's
+    /// own setup: holds the run, never compensates it.
+    Unavailable,
+    /// The host's setup refused what the plugin needed: a capability not
+    /// granted, a config value missing, no instance slot to be had. Holds
+    /// the run for an operator, never compensates it.
+    HostSetup,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Retryable => "retryable",
+            FailureClass::Permanent => "permanent",
+            FailureClass::InvalidInput => "invalid-input",
+            FailureClass::Trap => "trap",
+            FailureClass::Timeout => "timeout",
+            FailureClass::MemoryLimit => "memory-limit",
+            FailureClass::OutputLimit => "output-limit",
+            FailureClass::Unavailable => "unavailable",
+            FailureClass::HostSetup => "host-setup",
+        }
+    }
+
+    /// Caused by the host's own setup, not by the plugin or the outside
+    /// world: the run waits for an operator instead of spending attempts
+    /// or undoing real work.
+    pub fn is_host_setup(self) -> bool {
+        matches!(self, FailureClass::Unavailable | FailureClass::HostSetup)
+    }
+
+    /// Whether a failure of this class may pass on another attempt, before
+    /// the flow's own `non_retryable` list is applied.
+    pub fn retryable_by_default(self) -> bool {
+        !matches!(self, FailureClass::Permanent | FailureClass::InvalidInput)
+    }
+}
+
+impl std::str::FromStr for FailureClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use FailureClass::*;
+        [
+            Retryable,
+            Permanent,
+            InvalidInput,
+            Trap,
+            Timeout,
+            MemoryLimit,
+            OutputLimit,
+            Unavailable,
+            HostSetup,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown failure class '{s}' (one of: retryable, permanent, invalid-input, \
+                     trap, timeout, memory-limit, output-limit, unavailable, host-setup)"
+            )
+        })
+    }
+}
+
+/// What `reconcile` found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
+pub enum Verdict {
+    InSync,
+    Drifted(String),
+    Unknown,
+}

@@ -1,0 +1,236 @@
+//! The engine's view of the runtime: calls to plugins and what a plugin says
+//! about itself, in plain types. The runtime (wasmtime) implements
+//! [`Executor`]; the engine never sees a WebAssembly type.
+
+use crate::{FailureClass, Verdict};
+use serde::Serialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The engine's view of the runtime.
+pub trait Executor: Send + Sync + 'static {
+    /// Calls a plugin. Never fails as a whole: every failure is in the report.
+    fn call(&self, request: CallRequest) -> impl Future<Output = CallReport> + Send;
+    /// An installed plugin, by name.
+    fn plugin(&self, name: &str) -> Option<Arc<PluginDescriptor>>;
+    /// Every installed plugin, by name.
+    fn plugins(&self) -> Vec<Arc<PluginDescriptor>>;
+}
+
+/// Which export to call: one of a step's actions.
+pub use crate::Action as CallKind;
+
+/// Receives progress reports while a call runs.
+pub type ProgressSink = Arc<dyn Fn(f32, String) + Send + Sync>;
+
+/// The call context handed to the plugin, in host types.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    pub run_id: String,
+    pub flow: String,
+    pub step: String,
+    /// This action's operation id (see [`crate::model::OperationId`]).
+    pub operation_id: String,
+    /// The step's id, shared by its actions.
+    pub step_id: String,
+    pub attempt: u32,
+    pub trace_id: String,
+}
+
+/// A call to make.
+#[derive(Clone)]
+pub struct CallRequest {
+    pub plugin: String,
+    pub kind: CallKind,
+    pub ctx: CallContext,
+    /// JSON text of the step's input.
+    pub input: String,
+    /// JSON text of the step's recorded output (compensate and reconcile);
+    /// `None` for a compensation when the outcome of `run` is unknown.
+    pub output: Option<String>,
+    /// Time limit for this attempt; the plugin's own limit applies if lower.
+    pub timeout: Option<Duration>,
+    pub progress: Option<ProgressSink>,
+}
+
+/// What a successful call returned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallOutput {
+    /// `run`'s output, JSON text.
+    Ran(String),
+    Compensated,
+    Reconciled(Verdict),
+}
+
+/// A failed call, classified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallFailure {
+    pub class: FailureClass,
+    pub message: String,
+    /// The earliest retry the plugin asked for.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl CallFailure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        CallFailure {
+            class,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// Something a plugin asked for and was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Denial {
+    pub capability: String,
+    pub detail: String,
+}
+
+/// Everything the engine needs to know about a call.
+#[derive(Clone, Debug)]
+pub struct CallReport {
+    /// `name@version#digest`, or the bare name when the plugin is not installed.
+    pub source: String,
+    pub result: Result<CallOutput, CallFailure>,
+    pub denials: Vec<Denial>,
+    pub duration: Duration,
+}
+
+/// What a plugin says about itself, in host types.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+    pub supports_compensate: bool,
+    pub supports_reconcile: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<SuggestedRetry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SuggestedRetry {
+    pub max_attempts: u32,
+    pub initial_interval_ms: u64,
+    pub backoff_coefficient: f64,
+    pub max_interval_ms: u64,
+}
+
+/// An installed plugin as the engine, the API and the CLI see it: who it is,
+/// what it says about itself, and its schemas, compiled once.
+pub struct PluginDescriptor {
+    pub name: Arc<str>,
+    /// `name@version#digest` (16 hex digits of the SHA-256), the source of its events.
+    pub source: String,
+    /// Full SHA-256 of the component's bytes.
+    pub digest: String,
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    /// The limits and grants it runs under, as configured (for people).
+    pub sandbox: serde_json::Value,
+    /// Whether the compiled form came from the cache.
+    pub from_cache: bool,
+    /// Time to compile or deserialize.
+    pub load_time: Duration,
+    input_validator: Option<jsonschema::Validator>,
+    output_validator: Option<jsonschema::Validator>,
+}
+
+impl PluginDescriptor {
+    /// A descriptor; `schema_of` compiles the manifest's schemas (an empty
+    /// object means none was declared).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: Arc<str>,
+        source: String,
+        digest: String,
+        path: PathBuf,
+        manifest: Manifest,
+        sandbox: serde_json::Value,
+        from_cache: bool,
+        load_time: Duration,
+    ) -> Result<Self, String> {
+        let input_validator = compile_schema(&manifest.input_schema, "input")?;
+        let output_validator = compile_schema(&manifest.output_schema, "output")?;
+        Ok(PluginDescriptor {
+            name,
+            source,
+            digest,
+            path,
+            manifest,
+            sandbox,
+            from_cache,
+            load_time,
+            input_validator,
+            output_validator,
+        })
+    }
+
+    /// Checks `input` against the plugin's input schema; every problem, with
+    /// the path of the value it concerns.
+    pub fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {
+        schema_problems(self.input_validator.as_ref(), input)
+    }
+
+    /// Checks what the plugin returned against its own output schema, so a
+    /// later step never maps its input from a shape nobody promised.
+    pub fn check_output(&self, output: &serde_json::Value) -> Result<(), String> {
+        schema_problems(self.output_validator.as_ref(), output)
+    }
+}
+
+impl std::fmt::Debug for PluginDescriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginDescriptor")
+            .field("source", &self.source)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Compiles a schema; an empty object means none was declared.
+fn compile_schema(
+    schema: &serde_json::Value,
+    what: &str,
+) -> Result<Option<jsonschema::Validator>, String> {
+    if schema.as_object().is_some_and(|o| o.is_empty()) {
+        return Ok(None);
+    }
+    jsonschema::validator_for(schema)
+        .map(Some)
+        .map_err(|e| format!("{what} schema is not a valid JSON Schema: {e}").replace('\n', " "))
+}
+
+/// At most five problems of `value` against `validator`, each with the path of
+/// the value it concerns; no validator means no schema was declared.
+fn schema_problems(
+    validator: Option<&jsonschema::Validator>,
+    value: &serde_json::Value,
+) -> Result<(), String> {
+    let Some(validator) = validator else {
+        return Ok(());
+    };
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}

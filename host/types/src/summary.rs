@@ -1,0 +1,633 @@
+//! The run summary: a fold over a run's events. The store keeps it as an
+//! index (it can always be rebuilt from the log); the engine keeps the same
+//! fold in memory for the run it drives; status phrases are read from it.
+
+use super::event::{Event, EventKind, Failure, HoldCause, Verdict};
+use super::{RunId, RunState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What the engine must do next for a run, as the log says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Next {
+    /// Call attempt `attempt` of step `index`, not before `not_before_ms`.
+    Step {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// Call attempt `attempt` of the compensation of step `index`.
+    Compensate {
+        index: u32,
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// Confirm the completed steps with downstream systems.
+    Reconcile {
+        attempt: u32,
+        max_attempts: u32,
+        not_before_ms: u64,
+    },
+    /// Nothing: the run is terminal.
+    Nothing,
+}
+
+impl Next {
+    /// When the next action is due, if there is one.
+    pub fn due_ms(&self) -> Option<u64> {
+        match *self {
+            Next::Step { not_before_ms, .. }
+            | Next::Compensate { not_before_ms, .. }
+            | Next::Reconcile { not_before_ms, .. } => Some(not_before_ms),
+            Next::Nothing => None,
+        }
+    }
+}
+
+/// Everything known about a run, folded from its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub flow: String,
+    pub flow_version: String,
+    pub flow_digest: String,
+    pub steps: Vec<String>,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    pub state: RunState,
+    pub next: Next,
+    /// Output of each completed step (None: not completed). A step that
+    /// completed with output `null` is written as [`NULL_OUTPUT`], so it
+    /// reads back as completed.
+    #[serde(with = "outputs_record")]
+    pub outputs: Vec<Option<Value>>,
+    /// Steps that were undone.
+    pub compensated: Vec<bool>,
+    /// Steps with an attempt whose outcome is unknown (timed out, trapped,
+    /// interrupted, output rejected): they may have had their effect, so
+    /// they are undone like completed steps. Empty in summaries written
+    /// before schema 2; read it with [`RunSummary::may_have_effect`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncertain: Vec<bool>,
+    /// Verdicts of the last reconciliation, per step.
+    pub verdicts: Vec<Option<Verdict>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Why the run drifted or needs attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Why the run waits for an operator, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldCause>,
+    /// Attempts made so far, all steps and compensations together.
+    pub attempts_total: u32,
+    /// Reports from people that what they see is not what they expected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reports: u32,
+    pub accepted_at_ms: u64,
+    pub updated_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// Sequence number the next event of this run gets.
+    pub next_seq: u64,
+    /// The last event recorded, the causation of the next.
+    pub last_event: Uuid,
+}
+
+/// How a step that completed with output `null` is written in a summary
+/// record (plain `null` there means "not completed"). A plugin may not
+/// return this exact value (the engine refuses it).
+pub const NULL_OUTPUT: &str = "$settle:null-output";
+
+/// Whether `value` is the reserved marker of a `null` output.
+pub fn is_null_output_marker(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| {
+        o.len() == 1 && o.get("$settle").and_then(Value::as_str) == Some(NULL_OUTPUT)
+    })
+}
+
+/// `outputs` in a summary record: `null` for a step not completed, the
+/// marker for one that completed with `null`, else the output itself —
+/// so records written before the marker existed read the same.
+mod outputs_record {
+    use super::{NULL_OUTPUT, is_null_output_marker};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Value, json};
+
+    pub fn serialize<S: Serializer>(outputs: &[Option<Value>], s: S) -> Result<S::Ok, S::Error> {
+        let marker = json!({ "$settle": NULL_OUTPUT });
+        let written: Vec<&Value> = outputs
+            .iter()
+            .map(|o| match o {
+                None => &Value::Null,
+                Some(Value::Null) => &marker,
+                Some(v) => v,
+            })
+            .collect();
+        written.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Value>>, D::Error> {
+        let read = Vec::<Value>::deserialize(d)?;
+        Ok(read
+            .into_iter()
+            .map(|v| match v {
+                Value::Null => None,
+                v if is_null_output_marker(&v) => Some(Value::Null),
+                v => Some(v),
+            })
+            .collect())
+    }
+}
+
+impl RunSummary {
+    /// Starts a summary from the run's first event.
+    pub fn from_first(event: &Event) -> Option<Self> {
+        let EventKind::RunAccepted {
+            flow,
+            flow_version,
+            flow_digest,
+            steps,
+            input,
+            idempotency_key,
+            submitted_by,
+        } = &event.kind
+        else {
+            return None;
+        };
+        let n = steps.len();
+        let mut s = RunSummary {
+            run_id: event.run_id,
+            flow: flow.clone(),
+            flow_version: flow_version.clone(),
+            flow_digest: flow_digest.clone(),
+            steps: steps.clone(),
+            input: input.clone(),
+            idempotency_key: idempotency_key.clone(),
+            submitted_by: submitted_by.clone(),
+            state: RunState::Accepted,
+            next: Next::Nothing,
+            outputs: vec![None; n],
+            compensated: vec![false; n],
+            uncertain: vec![false; n],
+            verdicts: vec![None; n],
+            last_failure: None,
+            detail: None,
+            hold: None,
+            attempts_total: 0,
+            reports: 0,
+            accepted_at_ms: event.at_ms,
+            updated_at_ms: event.at_ms,
+            finished_at_ms: None,
+            next_seq: event.seq.saturating_add(1),
+            last_event: event.id,
+        };
+        s.updated_at_ms = event.at_ms;
+        Some(s)
+    }
+
+    /// A stand-in for a run about to be read or written, with nothing known.
+    pub fn placeholder(run_id: RunId) -> Self {
+        RunSummary {
+            run_id,
+            flow: String::new(),
+            flow_version: String::new(),
+            flow_digest: String::new(),
+            steps: Vec::new(),
+            input: Value::Null,
+            idempotency_key: None,
+            submitted_by: None,
+            state: RunState::Accepted,
+            next: Next::Nothing,
+            outputs: Vec::new(),
+            compensated: Vec::new(),
+            uncertain: Vec::new(),
+            verdicts: Vec::new(),
+            last_failure: None,
+            detail: None,
+            hold: None,
+            attempts_total: 0,
+            reports: 0,
+            accepted_at_ms: 0,
+            updated_at_ms: 0,
+            finished_at_ms: None,
+            next_seq: 0,
+            last_event: Uuid::nil(),
+        }
+    }
+
+    /// Folds every event of a run, in order, into its summary.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
+        let mut it = events.into_iter();
+        let mut s = Self::from_first(it.next()?)?;
+        for e in it {
+            s.apply(e);
+        }
+        Some(s)
+    }
+
+    /// Applies one event. Events out of range are ignored rather than trusted:
+    /// a summary never claims more than the log says.
+    pub fn apply(&mut self, event: &Event) {
+        self.next_seq = event.seq.saturating_add(1);
+        self.last_event = event.id;
+        self.updated_at_ms = event.at_ms;
+        let n = self.steps.len() as u32;
+        match &event.kind {
+            EventKind::RunAccepted { .. } => {}
+            &EventKind::StepScheduled {
+                index,
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } if index < n => {
+                self.state = if attempt > 1 {
+                    RunState::Retrying
+                } else if index == 0 {
+                    RunState::Accepted
+                } else {
+                    RunState::Processing
+                };
+                self.next = Next::Step {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
+            }
+            EventKind::StepCompleted { index, output, .. } if *index < n => {
+                self.outputs[*index as usize] = Some(output.clone());
+                self.attempts_total = self.attempts_total.saturating_add(1);
+                self.last_failure = None;
+            }
+            EventKind::StepFailed {
+                index,
+                failure,
+                may_have_effect,
+                ..
+            } => {
+                self.attempts_total = self.attempts_total.saturating_add(1);
+                self.last_failure = Some(failure.clone());
+                if *may_have_effect && *index < n {
+                    self.uncertain.resize(n as usize, false);
+                    self.uncertain[*index as usize] = true;
+                }
+            }
+            EventKind::CompensationFailed { failure, .. } => {
+                self.attempts_total = self.attempts_total.saturating_add(1);
+                self.last_failure = Some(failure.clone());
+            }
+            &EventKind::CompensationScheduled {
+                index,
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } if index < n => {
+                self.state = RunState::Compensating;
+                self.finished_at_ms = None;
+                self.next = Next::Compensate {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
+            }
+            &EventKind::CompensationCompleted { index, .. } if index < n => {
+                self.compensated[index as usize] = true;
+                self.attempts_total = self.attempts_total.saturating_add(1);
+            }
+            &EventKind::ReconciliationScheduled {
+                attempt,
+                max_attempts,
+                not_before_ms,
+            } => {
+                self.state = RunState::PendingReconciliation;
+                self.next = Next::Reconcile {
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                };
+            }
+            EventKind::StepReconciled { index, verdict } if *index < n => {
+                self.verdicts[*index as usize] = Some(verdict.clone());
+            }
+            EventKind::RunSettled => self.finish(event, RunState::Settled, None),
+            EventKind::RunCompensated => self.finish(event, RunState::Compensated, None),
+            EventKind::RunDrifted { detail } => self.finish(event, RunState::Drifted, Some(detail)),
+            EventKind::RunNeedsAttention { reason } => {
+                self.finish(event, RunState::NeedsAttention, Some(reason))
+            }
+            EventKind::RunHeld { cause, reason } => {
+                // `next` stays: it is what the run does once released.
+                self.state = RunState::NeedsAttention;
+                self.hold = Some(*cause);
+                self.detail = Some(reason.clone());
+            }
+            EventKind::OperatorActed { .. } => {
+                self.hold = None;
+                self.detail = None;
+            }
+            EventKind::RunCancelled => self.finish(event, RunState::Cancelled, None),
+            EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
+            _ => {}
+        }
+    }
+
+    /// Whether step `index` completed or may have had its effect: what
+    /// compensation must undo.
+    pub fn may_have_effect(&self, index: usize) -> bool {
+        self.outputs.get(index).is_some_and(Option::is_some)
+            || self.uncertain.get(index).copied().unwrap_or(false)
+    }
+
+    /// Steps that completed and were not undone, in order.
+    pub fn left_in_place(&self) -> Vec<&str> {
+        self.not_undone(true)
+    }
+
+    /// Steps whose outcome is unknown (never completed, may have had their
+    /// effect) and were not undone, in order.
+    pub fn maybe_left_in_place(&self) -> Vec<&str> {
+        self.not_undone(false)
+    }
+
+    fn not_undone(&self, completed: bool) -> Vec<&str> {
+        (0..self.steps.len())
+            .filter(|&i| {
+                self.may_have_effect(i)
+                    && !self.compensated[i]
+                    && self.outputs[i].is_some() == completed
+            })
+            .map(|i| self.steps[i].as_str())
+            .collect()
+    }
+
+    /// "; left in place: a; may have been left in place: b", or "".
+    fn left_clause(&self) -> String {
+        let mut clause = String::new();
+        let left = self.left_in_place();
+        if !left.is_empty() {
+            clause.push_str(&format!("; left in place: {}", left.join(", ")));
+        }
+        let maybe = self.maybe_left_in_place();
+        if !maybe.is_empty() {
+            clause.push_str(&format!(
+                "; may have been left in place: {}",
+                maybe.join(", ")
+            ));
+        }
+        clause
+    }
+
+    /// Whether every step that answered a confirmation said in-sync, and at
+    /// least one did: only then is a settled run "confirmed".
+    pub fn confirmed(&self) -> bool {
+        let answered: Vec<&Verdict> = self.verdicts.iter().flatten().collect();
+        !answered.is_empty() && answered.iter().all(|v| **v == Verdict::InSync)
+    }
+
+    fn finish(&mut self, event: &Event, state: RunState, detail: Option<&String>) {
+        self.state = state;
+        self.next = Next::Nothing;
+        self.finished_at_ms = Some(event.at_ms);
+        self.detail = detail.cloned();
+        self.hold = None;
+    }
+
+    /// Number of steps that completed.
+    pub fn completed_steps(&self) -> usize {
+        self.outputs.iter().filter(|o| o.is_some()).count()
+    }
+
+    /// The phrase shown to people for this run's state. It says what is
+    /// known, never more. `running` tells whether an attempt is in progress
+    /// right now (only the host driving the run knows that).
+    pub fn phrase(&self, now_ms: u64, running: bool) -> String {
+        let step_name = |i: u32| {
+            self.steps
+                .get(i as usize)
+                .map(String::as_str)
+                .unwrap_or("?")
+        };
+        match (&self.state, &self.next) {
+            (RunState::Accepted, _) if !running => "Request accepted".into(),
+            (
+                RunState::Retrying,
+                Next::Step {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms,
+                },
+            ) if !running || now_ms < *not_before_ms => {
+                let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
+                format!(
+                    "Retrying {} (attempt {attempt} of {max_attempts}) in {wait_s} s",
+                    step_name(*index)
+                )
+            }
+            (
+                RunState::Accepted | RunState::Processing | RunState::Retrying,
+                Next::Step { index, .. },
+            ) => {
+                format!(
+                    "Processing: step {} of {} ({})",
+                    index.saturating_add(1),
+                    self.steps.len(),
+                    step_name(*index)
+                )
+            }
+            (RunState::Compensating, _) => "Undoing completed steps".into(),
+            (RunState::PendingReconciliation, _) => {
+                "Done; confirming with downstream systems".into()
+            }
+            (RunState::Settled, _) if self.confirmed() => "Completed and confirmed".into(),
+            (RunState::Settled, _) => "Completed (not independently confirmed)".into(),
+            (RunState::Compensated, _) => self.compensated_phrase(),
+            (RunState::Drifted, _) => {
+                "Completed, but a downstream system disagrees: under review".into()
+            }
+            (RunState::NeedsAttention, _) => match &self.detail {
+                Some(reason) => format!("Stopped: an operator must act: {reason}"),
+                None => "Stopped: an operator must act".into(),
+            },
+            (RunState::Cancelled, _) => format!("Cancelled{}", self.left_clause()),
+            (state, _) => format!("{state}"),
+        }
+    }
+
+    /// "Could not complete; …": what was undone and what was left, as the log says.
+    fn compensated_phrase(&self) -> String {
+        let undone: Vec<&str> = (0..self.steps.len())
+            .filter(|&i| self.compensated[i])
+            .map(|i| self.steps[i].as_str())
+            .collect();
+        let left = self.left_clause();
+        match (undone.is_empty(), left.is_empty()) {
+            (true, true) => "Could not complete; nothing had been changed".into(),
+            (false, true) => "Could not complete; all changes were undone".into(),
+            (true, false) => format!("Could not complete; nothing was undone{left}"),
+            (false, false) => format!("Could not complete; undone: {}{left}", undone.join(", ")),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, SCHEMA_VERSION, Source};
+
+    fn event(run: RunId, seq: u64, at_ms: u64, kind: EventKind) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            run_id: run,
+            seq,
+            at_ms,
+            step: None,
+            operation_id: None,
+            attempt: None,
+            source: Source::host(),
+            causation: None,
+            trace_id: run.trace_id(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn phrases_say_what_is_known_and_no_more() {
+        let run = RunId::new();
+        let accepted = EventKind::RunAccepted {
+            flow: "order".into(),
+            flow_version: "1".into(),
+            flow_digest: "d".into(),
+            steps: vec![
+                "charge".into(),
+                "reserve-stock".into(),
+                "notify".into(),
+                "audit".into(),
+            ],
+            input: serde_json::json!({}),
+            idempotency_key: None,
+            submitted_by: None,
+        };
+        let mut s = RunSummary::from_first(&event(run, 0, 1_000, accepted)).unwrap();
+        s.apply(&event(
+            run,
+            1,
+            1_000,
+            EventKind::StepScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 1_000,
+            },
+        ));
+        assert_eq!(s.phrase(1_000, false), "Request accepted");
+        assert_eq!(s.phrase(1_000, true), "Processing: step 1 of 4 (charge)");
+
+        s.apply(&event(
+            run,
+            2,
+            1_010,
+            EventKind::StepCompleted {
+                index: 0,
+                output: serde_json::json!({}),
+                duration_ms: 1,
+            },
+        ));
+        s.apply(&event(
+            run,
+            3,
+            1_010,
+            EventKind::StepScheduled {
+                index: 1,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 1_010,
+            },
+        ));
+        assert_eq!(
+            s.phrase(1_010, false),
+            "Processing: step 2 of 4 (reserve-stock)"
+        );
+
+        let failure = crate::Failure {
+            class: crate::FailureClass::Retryable,
+            message: "503".into(),
+        };
+        s.apply(&event(
+            run,
+            4,
+            2_000,
+            EventKind::StepFailed {
+                index: 1,
+                failure,
+                retry_at_ms: Some(6_000),
+                may_have_effect: false,
+            },
+        ));
+        s.apply(&event(
+            run,
+            5,
+            2_000,
+            EventKind::StepScheduled {
+                index: 1,
+                attempt: 3,
+                max_attempts: 5,
+                not_before_ms: 6_000,
+            },
+        ));
+        assert_eq!(s.state, RunState::Retrying);
+        assert_eq!(
+            s.phrase(2_000, false),
+            "Retrying reserve-stock (attempt 3 of 5) in 4 s"
+        );
+        assert_eq!(
+            s.phrase(6_500, true),
+            "Processing: step 2 of 4 (reserve-stock)"
+        );
+
+        s.apply(&event(
+            run,
+            6,
+            7_000,
+            EventKind::CompensationScheduled {
+                index: 0,
+                attempt: 1,
+                max_attempts: 5,
+                not_before_ms: 7_000,
+            },
+        ));
+        assert_eq!(s.phrase(7_000, true), "Undoing completed steps");
+        assert!(!s.state.is_terminal());
+        s.apply(&event(
+            run,
+            7,
+            7_100,
+            EventKind::CompensationCompleted {
+                index: 0,
+                duration_ms: 1,
+            },
+        ));
+        s.apply(&event(run, 8, 7_100, EventKind::RunCompensated));
+        assert_eq!(
+            s.phrase(8_000, false),
+            "Could not complete; all changes were undone"
+        );
+        assert_eq!(s.next, Next::Nothing);
+        assert_eq!(s.finished_at_ms, Some(7_100));
+        assert_eq!(s.attempts_total, 3);
+    }
+}
