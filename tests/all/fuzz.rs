@@ -8,8 +8,8 @@
 //! seed. To search longer, or from another seed:
 //!
 //! ```sh
-//! PROPTEST_CASES=100000 cargo test -p settle-host --test all fuzz
-//! PROPTEST_CASES=100000 PROPTEST_RNG_SEED=7 cargo test -p settle-host --test all fuzz
+//! PROPTEST_CASES=100000 cargo test -p settle-cli --test all fuzz
+//! PROPTEST_CASES=100000 PROPTEST_RNG_SEED=7 cargo test -p settle-cli --test all fuzz
 //! ```
 //!
 //! A failure prints the shrunk input; keep it as a plain test next to the
