@@ -1,5 +1,6 @@
 //! One call into a plugin: a fresh store (cheap, from the pooling allocator),
-//! limits applied, the result or the failure classified.
+//! limits applied, the result or the failure classified. Functions of one
+//! plugin and one request; the [`crate::Runtime`] owns the pool and calls them.
 //!
 //! A fresh store per call is not only cheap, it is required: an instance that
 //! trapped is poisoned and cannot be entered again.
@@ -7,126 +8,18 @@
 use crate::bindings::StepPre;
 use crate::bindings::settle::plugin::types as wit;
 use crate::budget::{RuntimeStats, cut};
-use crate::host_imports::{CallState, Caller};
-use crate::limits::{CallLimiter, LimitHit};
-use crate::plugin::{PluginInfo, Runtime};
-use settle_types::executor::{CallFailure, CallKind, CallOutput, CallReport, CallRequest};
+use crate::host_imports::CallState;
+use crate::limits::{LimitHit, POOL_WAIT};
+use crate::plugin::PluginInfo;
+use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest};
 use settle_types::{FailureClass, Verdict};
 
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-impl Runtime {
-    /// Calls `request.kind` on the plugin. Every failure ends in the report.
-    pub async fn invoke(&self, request: CallRequest) -> CallReport {
-        let started = Instant::now();
-        let Some(plugin) = self.plugin_info(&request.plugin) else {
-            return CallReport {
-                source: request.plugin.clone(),
-                result: Err(CallFailure::new(
-                    FailureClass::Unavailable,
-                    format!("plugin '{}' is not installed", request.plugin),
-                )),
-                denials: Vec::new(),
-                duration: started.elapsed(),
-            };
-        };
-        let _slot = self.acquire_slot().await;
-        let timeout = request
-            .timeout
-            .map_or(plugin.limits.timeout, |t| t.min(plugin.limits.timeout));
-        let mut store = self.new_store(&plugin, &request, timeout);
-        // The epoch callback stops guests that compute; this timeout stops
-        // guests that wait (on outbound HTTP, say).
-        let outcome = tokio::time::timeout(
-            timeout.saturating_add(crate::limits::EPOCH_TICK * 2),
-            call_export(&mut store, &plugin, &request, timeout, self.stats()),
-        )
-        .await;
-        let data = store.data_mut();
-        let leftovers = data.finish();
-        let result = match outcome {
-            Err(_elapsed) => Err(limit_failure(&LimitHit::Time { limit: timeout })),
-            Ok(Err(CallError::PoolExhausted(reason))) => {
-                RuntimeStats::add(&self.stats().pool_exhausted, 1);
-                // The host's own capacity, not the plugin: held for an operator.
-                Err(CallFailure::new(
-                    FailureClass::HostSetup,
-                    format!(
-                        "no free instance slot for plugin '{}' after waiting {}: {reason} (raise runtime.max_concurrent_calls in settle.toml)",
-                        plugin.name,
-                        humantime::format_duration(POOL_WAIT)
-                    ),
-                ))
-            }
-            Ok(Err(CallError::Wasm(trap))) => Err(classify_trap(
-                &trap,
-                data.limiter.hit.as_ref(),
-                &data.stderr,
-            )),
-            Ok(Ok(Err(step_error))) => Err(step_failure(step_error)),
-            Ok(Ok(Ok(CallOutput::Ran(output))))
-                if output.len() > plugin.limits.max_output_bytes() =>
-            {
-                Err(limit_failure(&LimitHit::Output {
-                    limit_bytes: plugin.limits.max_output_bytes(),
-                    actual_bytes: output.len(),
-                }))
-            }
-            Ok(Ok(Ok(output))) => Ok(output),
-        };
-        // kv writes are kept only when the call succeeded.
-        let result = match result {
-            Ok(output) if !leftovers.kv_writes.is_empty() => self
-                .kv()
-                .apply(&plugin.name, &leftovers.kv_writes)
-                .map(|()| output)
-                .map_err(|e| {
-                    CallFailure::new(
-                        FailureClass::Retryable,
-                        format!(
-                            "the plugin's key-value writes could not be saved: {}",
-                            cut(&e, 500)
-                        ),
-                    )
-                }),
-            other => other,
-        };
-        CallReport {
-            source: plugin.source.clone(),
-            result,
-            denials: leftovers.denials,
-            duration: started.elapsed(),
-        }
-    }
-
-    fn new_store(
-        &self,
-        plugin: &PluginInfo,
-        request: &CallRequest,
-        timeout: Duration,
-    ) -> Store<CallState> {
-        let caller = Caller {
-            plugin: plugin.name.clone(),
-            run_id: request.ctx.run_id.clone(),
-            step: request.ctx.step.clone(),
-        };
-        let state = CallState::new(
-            caller,
-            plugin.grants.clone(),
-            plugin.limits.clone(),
-            self.kv(),
-            request.progress.clone(),
-            CallLimiter::new(&plugin.limits, timeout),
-            self.stats().clone(),
-        );
-        sandboxed_store(self.engine(), state)
-    }
-}
-
 /// A store whose memory and time are bounded by the state's limiter: at every
 /// epoch tick the guest yields to tokio, and past its deadline it is stopped.
-pub(super) fn sandboxed_store(engine: &wasmtime::Engine, state: CallState) -> Store<CallState> {
+pub(crate) fn sandboxed_store(engine: &wasmtime::Engine, state: CallState) -> Store<CallState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
@@ -140,12 +33,8 @@ pub(super) fn sandboxed_store(engine: &wasmtime::Engine, state: CallState) -> St
     store
 }
 
-/// Longest a call waits for a free instance slot when the pool is exhausted
-/// (a component holding more memories or instances than a slot's share).
-pub const POOL_WAIT: Duration = Duration::from_secs(2);
-
 /// Why a call did not get an answer from the plugin.
-enum CallError {
+pub(crate) enum CallError {
     /// The pooling allocator had no free slot within [`POOL_WAIT`].
     PoolExhausted(String),
     /// A trap, a limit, or a host function that failed.
@@ -190,7 +79,7 @@ async fn instantiate(
     }
 }
 
-async fn call_export(
+pub(crate) async fn call_export(
     store: &mut Store<CallState>,
     plugin: &PluginInfo,
     request: &CallRequest,
@@ -238,7 +127,7 @@ async fn call_export(
 /// Calls `describe` on a freshly loaded plugin, under the same limits as a
 /// call (memory, and time, whether the plugin computes or waits). The error
 /// is one plain line saying why.
-pub(super) async fn describe(
+pub(crate) async fn describe(
     store: &mut Store<CallState>,
     pre: &StepPre<CallState>,
     stats: &RuntimeStats,
@@ -275,7 +164,7 @@ fn plugin_text(text: &str) -> String {
     crate::budget::escape(&cut(text, 2000))
 }
 
-fn step_failure(e: wit::StepError) -> CallFailure {
+pub(crate) fn step_failure(e: wit::StepError) -> CallFailure {
     match e {
         wit::StepError::Retryable(r) => CallFailure {
             class: FailureClass::Retryable,
@@ -289,7 +178,7 @@ fn step_failure(e: wit::StepError) -> CallFailure {
     }
 }
 
-fn limit_failure(hit: &LimitHit) -> CallFailure {
+pub(crate) fn limit_failure(hit: &LimitHit) -> CallFailure {
     let class = match hit {
         LimitHit::Memory { .. } => FailureClass::MemoryLimit,
         LimitHit::Time { .. } => FailureClass::Timeout,
@@ -300,7 +189,7 @@ fn limit_failure(hit: &LimitHit) -> CallFailure {
 
 /// A trap is the host's business: say which limit caused it, if one did,
 /// and what the plugin printed before it died.
-fn classify_trap(
+pub(crate) fn classify_trap(
     error: &wasmtime::Error,
     hit: Option<&LimitHit>,
     stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe,

@@ -4,7 +4,9 @@
 //! sandbox. It knows nothing of flows or runs beyond the call context it is
 //! handed.
 //!
-//! - [`plugin`]: loading, the catalog, one name per component.
+//! - [`Runtime`] (`runtime.rs`): the wasmtime engine and instance pool;
+//!   loading plugins (one name per component) and calling them.
+//! - [`plugin`]: an installed plugin, its operator settings, load errors.
 //! - [`cache`]: the compiled-plugin cache, verified before use.
 //! - [`diagnose`]: why a component cannot be linked, in one line.
 //! - [`manifest`]: what `describe` may say, bounded and checked.
@@ -12,9 +14,13 @@
 //!   what a call may send the host.
 //! - [`budget`]: those bounds, counted per call.
 //! - [`grants`]: what the operator lets each plugin do (outbound hosts, kv, config).
-//! - [`host_imports`]: the host functions a plugin may call.
+//! - [`host_imports`]: the host functions a plugin may call, one file per
+//!   interface.
 //! - [`kv`]: a plugin's key-value state: quotas, writes kept only on success.
 //! - [`call`]: one call, in a fresh store from the pooling allocator.
+//!
+//! Dependencies run one way: `runtime` → `call` → `host_imports` → `kv`,
+//! `budget`, `limits`, `grants`; nothing below names the [`Runtime`].
 
 pub mod bindings;
 pub mod budget;
@@ -27,12 +33,14 @@ pub mod kv;
 pub mod limits;
 pub mod manifest;
 pub mod plugin;
+mod runtime;
 
 pub use budget::RuntimeStats;
 pub use grants::Grants;
 pub use kv::{KvUsage, KvWrite, PluginKv};
 pub use limits::{LimitHit, Limits};
-pub use plugin::{LoadError, PluginInfo, Runtime, RuntimeOptions};
+pub use plugin::{LoadError, PluginInfo, PluginSettings};
+pub use runtime::{Runtime, RuntimeOptions};
 pub use settle_types::executor::{
     CallContext, CallFailure, CallKind, CallOutput, CallReport, CallRequest, Denial, Executor,
     PluginDescriptor, ProgressSink,

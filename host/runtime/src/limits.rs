@@ -42,6 +42,10 @@ pub const PROGRESS_MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest kv key, bytes: checked before the store is touched.
 pub const MAX_KV_KEY_BYTES: usize = 1024;
 
+/// Longest a call waits for a free instance slot when the pool is exhausted
+/// (a component holding more memories or instances than a slot's share).
+pub const POOL_WAIT: Duration = Duration::from_secs(2);
+
 /// Limits for calls into one plugin. `settle.toml` sets defaults and
 /// per-plugin values; a flow's step `timeout` may lower `timeout`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
