@@ -9,6 +9,7 @@
 use crate::support;
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,9 +32,25 @@ fn agent() -> ureq::Agent {
 
 /// Sends `body` (or nothing) and reads the JSON answer: (status, body).
 fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    call_as(agent, None, method, url, body)
+}
+
+/// [`call`] with a bearer token.
+fn call_as(
+    agent: &ureq::Agent,
+    bearer: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let auth = bearer.map(|t| format!("Bearer {t}")).unwrap_or_default();
     let response = match (method, body) {
+        ("GET", _) if bearer.is_some() => agent.get(url).header("Authorization", &auth).call(),
         ("GET", _) => agent.get(url).call(),
         ("DELETE", _) => agent.delete(url).call(),
+        ("POST", Some(b)) if bearer.is_some() => {
+            agent.post(url).header("Authorization", &auth).send_json(b)
+        }
         ("POST", Some(b)) => agent.post(url).send_json(b),
         ("POST", None) => agent.post(url).send_empty(),
         _ => panic!("unsupported {method}"),
@@ -72,6 +89,7 @@ fn free_port() -> u16 {
 }
 
 /// Runs `probe` until it answers, for at most `limit`.
+#[track_caller]
 fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
@@ -103,8 +121,25 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, flows: &Path) -> Serve {
-        let config = support::write_config(dir, None);
+    /// With `tokens` (name, role, token) when there are any.
+    fn start(dir: &Path, flows: &Path, tokens: &[(&str, &str, &str)]) -> Serve {
+        let mut config = support::config(dir);
+        for (name, role, token) in tokens {
+            config.api.tokens.push(
+                toml::from_str(&format!(
+                    "name = '{name}'\nrole = '{role}'\nsha256 = '{}'",
+                    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+                ))
+                .expect("a token entry"),
+            );
+        }
+        let config_path = dir.join("settle.toml");
+        std::fs::write(
+            &config_path,
+            toml::to_string(&config).expect("config as TOML"),
+        )
+        .expect("write settle.toml");
+        let config = config_path;
         let mut child = support::settle_command()
             .arg("--config")
             .arg(&config)
@@ -124,7 +159,9 @@ impl Serve {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_default();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
             panic!(
                 "settle serve did not start (first line {line:?}); its stderr:\n{}",
@@ -222,7 +259,10 @@ impl Browser {
             &format!("{}{path}", self.session),
             body.as_ref(),
         );
-        assert!(status == 200, "WebDriver {method} {path}: {status} {answer}");
+        assert!(
+            status == 200,
+            "WebDriver {method} {path}: {status} {answer}"
+        );
         answer["value"].clone()
     }
 
@@ -255,7 +295,11 @@ impl Browser {
     /// Clicks the element `css` selects, as a person would (waiting for it).
     fn click(&self, css: &str) {
         let element = wait_for(&format!("'{css}' on the page"), PATIENCE, || self.find(css));
-        self.command("POST", &format!("/element/{element}/click"), Some(json!({})));
+        self.command(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
     }
 
     /// Types `text` into the element `css` selects.
@@ -290,26 +334,37 @@ fn text_of(browser: &Browser, css: &str) -> String {
         "const e = document.querySelector({}); return e ? e.textContent : '';",
         json!(css)
     );
-    browser.eval(&script).as_str().unwrap_or_default().to_string()
+    browser
+        .eval(&script)
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
-#[test]
-fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
-    let dir = support::tempdir();
-    let flows = dir.path().join("flows");
+/// `quick`: two noop steps. `stuck`: one step that fails its two attempts
+/// and is held (`on_exhausted: hold`); a retry (a fresh budget) passes on
+/// attempt 3.
+fn write_flows(dir: &Path) -> PathBuf {
+    let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
     std::fs::write(
         flows.join("quick.yaml"),
         "name: quick\nsteps:\n  - { name: first, plugin: noop }\n  - { name: second, plugin: noop }\n",
     )
     .unwrap();
-    // Fails its two attempts, is held; a retry (a fresh budget) passes on attempt 3.
     std::fs::write(
         flows.join("stuck.yaml"),
         "name: stuck\ndefaults:\n  on_exhausted: hold\nsteps:\n  - name: shaky\n    plugin: flaky\n    input: { mode: fail-times, times: 2 }\n    retry: { max_attempts: 2, initial_interval: 10ms, jitter: 0 }\n",
     )
     .unwrap();
-    let serve = Serve::start(dir.path(), &flows);
+    flows
+}
+
+#[test]
+fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
+    let dir = support::tempdir();
+    let flows = write_flows(dir.path());
+    let serve = Serve::start(dir.path(), &flows, &[]);
     let api = agent();
     let browser = Browser::start(dir.path());
     browser.open(&serve.url("/"));
@@ -337,7 +392,7 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     // Clicked, it shows its timeline and its steps' time breakdown.
     browser.click(&row);
     wait_for("the run's timeline", PATIENCE, || {
-        (text_of(&browser, "#timeline li[data-type='run-settled']") != "").then_some(())
+        (!text_of(&browser, "#timeline li[data-type='run-settled']").is_empty()).then_some(())
     });
     assert_eq!(
         browser.eval("return document.querySelectorAll('#steps tr.step-row').length"),
@@ -362,7 +417,7 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     // Follow it, then retry it from the page, with a reason.
     browser.click(&format!("{card} a"));
     wait_for("the held run's timeline", PATIENCE, || {
-        (text_of(&browser, "#timeline li[data-type='run-held']") != "").then_some(())
+        (!text_of(&browser, "#timeline li[data-type='run-held']").is_empty()).then_some(())
     });
     browser.type_into(&format!("{card} input.reason"), "provider fixed");
     browser.click(&format!("{card} button[data-action='retry']"));
@@ -395,14 +450,31 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     assert_eq!(acted[0]["kind"]["reason"], "provider fixed");
 
     // The page follows: timeline, held list and counts.
-    wait_for("the operator's action and the settlement in the timeline", PATIENCE, || {
-        let op = text_of(&browser, "#timeline li[data-type='operator-acted']");
-        let settled = text_of(&browser, "#timeline li[data-type='run-settled']");
-        (op.contains("retry — provider fixed") && !settled.is_empty()).then_some(())
-    });
+    wait_for(
+        "the operator's action and the settlement in the timeline",
+        PATIENCE,
+        || {
+            let op = text_of(&browser, "#timeline li[data-type='operator-acted']");
+            let settled = text_of(&browser, "#timeline li[data-type='run-settled']");
+            (op.contains("retry — provider fixed") && !settled.is_empty()).then_some(())
+        },
+    );
     wait_for("the held list to empty", PATIENCE, || {
         (text_of(&browser, &card).is_empty()
             && text_of(&browser, "#counts [data-state='settled'] .count") == "2")
+            .then_some(())
+    });
+    // The overview: the stuck flow needed a retry in its one run, and ended
+    // well; the quick one did neither.
+    wait_for("the flows' rates", PATIENCE, || {
+        let row = |flow: &str| {
+            browser.eval(&format!(
+                "return [...document.querySelectorAll(\"tr.flow[data-flow='{flow}'] td\")].map(td => td.textContent)"
+            ))
+        };
+        let (s, q) = (row("stuck"), row("quick"));
+        // Columns: flow, runs, p50, p90, failure rate, retry rate.
+        (s[1] == "1" && s[4] == "0 %" && s[5] == "100 %" && q[4] == "0 %" && q[5] == "0 %")
             .then_some(())
     });
     let (_, status) = call(&api, "GET", &serve.url(&format!("/v1/runs/{stuck}")), None);
@@ -413,4 +485,108 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&path, png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
+}
+
+/// With tokens, the page asks for one; the token pasted is kept for the tab
+/// and sent with every request, and its role decides
+/// what the page may do.
+#[test]
+fn the_dashboard_sends_the_pasted_token_and_its_role_decides() {
+    let dir = support::tempdir();
+    let flows = write_flows(dir.path());
+    let serve = Serve::start(
+        dir.path(),
+        &flows,
+        &[
+            ("watcher", "viewer", "viewer-secret-0123456789"),
+            ("on-call", "operator", "operator-secret-0123456789"),
+        ],
+    );
+    let api = agent();
+    let (code, held) = call_as(
+        &api,
+        Some("operator-secret-0123456789"),
+        "POST",
+        &serve.url("/v1/flows/stuck/runs?wait=30s"),
+        Some(&json!({})),
+    );
+    assert_eq!(held["state"], "needs-attention", "{code} {held}");
+    let run = held["run_id"].as_str().unwrap().to_string();
+    let browser = Browser::start(dir.path());
+    browser.open(&serve.url("/"));
+
+    // Without a token nothing is listed, and the page says why.
+    wait_for("the page to ask for a token", PATIENCE, || {
+        text_of(&browser, "#runs")
+            .contains("Cannot list runs: 401")
+            .then_some(())
+    });
+
+    // A viewer's token: the held run is listed and followed, but acting
+    // on it is refused.
+    browser.type_into("#token", "viewer-secret-0123456789");
+    browser.click("#token-save");
+    let card = format!(".held-run[data-run='{run}']");
+    wait_for(
+        "the held run, read with the viewer's token",
+        PATIENCE,
+        || (text_of(&browser, &format!("{card} .phrase")) == held["phrase"]).then_some(()),
+    );
+    assert_eq!(
+        browser.eval("return sessionStorage.getItem('settle-token')"),
+        json!("viewer-secret-0123456789")
+    );
+    browser.click(&format!("{card} a"));
+    wait_for(
+        "the timeline, read with the viewer's token",
+        PATIENCE,
+        || (!text_of(&browser, "#timeline li[data-type='run-held']").is_empty()).then_some(()),
+    );
+    browser.type_into(&format!("{card} input.reason"), "try again");
+    browser.click(&format!("{card} button[data-action='cancel']"));
+    wait_for("the refusal", PATIENCE, || {
+        text_of(&browser, "#flash")
+            .starts_with("cancel refused")
+            .then_some(())
+    });
+
+    // The operator's token: the same button cancels the run.
+    browser.click("#token-clear");
+    browser.type_into("#token", "operator-secret-0123456789");
+    browser.click("#token-save");
+    browser.click(&format!("{card} button[data-action='cancel']"));
+    wait_for("the cancellation", PATIENCE, || {
+        text_of(&browser, "#flash")
+            .starts_with("cancel applied")
+            .then_some(())
+    });
+    let (_, log) = call_as(
+        &api,
+        Some("viewer-secret-0123456789"),
+        "GET",
+        &serve.url(&format!("/v1/runs/{run}/events")),
+        None,
+    );
+    let kinds: Vec<&Value> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["kind"])
+        .collect();
+    let acted: Vec<&&Value> = kinds
+        .iter()
+        .filter(|k| k["type"] == "operator-acted")
+        .collect();
+    assert_eq!(
+        acted.len(),
+        1,
+        "only the operator's action is recorded: {kinds:#?}"
+    );
+    assert_eq!(acted[0]["action"], "cancel");
+    assert_eq!(acted[0]["by"], "token:on-call");
+    assert_eq!(acted[0]["reason"], "try again");
+    assert_eq!(
+        kinds.last().map(|k| &k["type"]),
+        Some(&json!("run-cancelled"))
+    );
 }

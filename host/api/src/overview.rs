@@ -80,6 +80,21 @@ pub struct FlowStats {
     pub steps: Vec<StepStats>,
 }
 
+/// A step of a flow: (flow, index, step name).
+type StepKey = (String, u32, String);
+
+/// Totals of one step over the sampled runs.
+#[derive(Default)]
+struct StepSums {
+    latencies: Vec<u64>,
+    runs: u64,
+    backing_off_ms: u64,
+    queued_and_committing_ms: u64,
+    in_plugin_ms: u64,
+    attempts: u64,
+    failed_attempts: u64,
+}
+
 /// `GET /v1/overview`.
 pub async fn overview<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
@@ -115,7 +130,7 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
     }
 
     // Step times and retries from the event logs of the newest finished runs.
-    let mut steps: BTreeMap<(String, u32, String), (StepStats, Vec<u64>, u64)> = BTreeMap::new();
+    let mut steps: BTreeMap<StepKey, StepSums> = BTreeMap::new();
     let mut retried: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let sample = recent
         .runs
@@ -170,25 +185,16 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
             else {
                 continue;
             };
-            let (stats, latencies, runs) = steps
+            let sums = steps
                 .entry((flow.clone(), index, view.name.clone()))
-                .or_insert_with(|| {
-                    (
-                        StepStats {
-                            step: view.name.clone(),
-                            ..StepStats::default()
-                        },
-                        Vec::new(),
-                        0,
-                    )
-                });
-            latencies.push(end.saturating_sub(*start));
-            *runs += 1;
-            stats.mean_backing_off_ms += view.timing.backing_off_ms;
-            stats.mean_queued_and_committing_ms += view.timing.queued_and_committing_ms;
-            stats.mean_in_plugin_ms += view.timing.in_plugin_ms;
-            stats.attempts += u64::from(view.attempts);
-            stats.failed_attempts += failed.get(&index).copied().unwrap_or(0);
+                .or_default();
+            sums.latencies.push(end.saturating_sub(*start));
+            sums.runs += 1;
+            sums.backing_off_ms += view.timing.backing_off_ms;
+            sums.queued_and_committing_ms += view.timing.queued_and_committing_ms;
+            sums.in_plugin_ms += view.timing.in_plugin_ms;
+            sums.attempts += u64::from(view.attempts);
+            sums.failed_attempts += failed.get(&index).copied().unwrap_or(0);
         }
     }
 
@@ -208,14 +214,14 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
         stats.steps = steps
             .iter()
             .filter(|((flow, _, _), _)| *flow == name)
-            .map(|(_, (s, latencies, runs))| {
-                let runs = (*runs).max(1);
+            .map(|((_, _, step), s)| {
+                let runs = s.runs.max(1);
                 StepStats {
-                    step: s.step.clone(),
-                    latency: Latency::of(latencies.clone()),
-                    mean_backing_off_ms: s.mean_backing_off_ms / runs,
-                    mean_queued_and_committing_ms: s.mean_queued_and_committing_ms / runs,
-                    mean_in_plugin_ms: s.mean_in_plugin_ms / runs,
+                    step: step.clone(),
+                    latency: Latency::of(s.latencies.clone()),
+                    mean_backing_off_ms: s.backing_off_ms / runs,
+                    mean_queued_and_committing_ms: s.queued_and_committing_ms / runs,
+                    mean_in_plugin_ms: s.in_plugin_ms / runs,
                     attempts: s.attempts,
                     failed_attempts: s.failed_attempts,
                 }
