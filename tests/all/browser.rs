@@ -227,7 +227,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=1400,1100",
+            "--window-size=1400,1500",
             &format!("--user-data-dir={}", profile.path().display()),
         ];
         let (status, answer) = call(
@@ -343,7 +343,7 @@ fn text_of(browser: &Browser, css: &str) -> String {
 
 /// `quick`: two noop steps. `stuck`: one step that fails its two attempts
 /// and is held (`on_exhausted: hold`); a retry (a fresh budget) passes on
-/// attempt 3.
+/// attempt 3. `slow`: fails once, then waits 4 s to pass on attempt 2.
 fn write_flows(dir: &Path) -> PathBuf {
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
@@ -355,6 +355,11 @@ fn write_flows(dir: &Path) -> PathBuf {
     std::fs::write(
         flows.join("stuck.yaml"),
         "name: stuck\ndefaults:\n  on_exhausted: hold\nsteps:\n  - name: shaky\n    plugin: flaky\n    input: { mode: fail-times, times: 2 }\n    retry: { max_attempts: 2, initial_interval: 10ms, jitter: 0 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("slow.yaml"),
+        "name: slow\nsteps:\n  - name: shaky\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 4s, jitter: 0 }\n",
     )
     .unwrap();
     flows
@@ -398,6 +403,58 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
         browser.eval("return document.querySelectorAll('#steps tr.step-row').length"),
         json!(2)
     );
+
+    // A person's report on it is listed among open reports and in its timeline.
+    let (code, answer) = call(
+        &api,
+        "POST",
+        &serve.url(&format!("/v1/runs/{quick}/reports")),
+        Some(&json!({"message": "the total looks wrong"})),
+    );
+    assert_eq!(code, 201, "{answer}");
+    wait_for("the report among open reports", PATIENCE, || {
+        text_of(&browser, &format!(".reported-run[data-run='{quick}']"))
+            .starts_with("1 report(s)")
+            .then_some(())
+    });
+    browser.click(&format!(".reported-run[data-run='{quick}'] a"));
+    wait_for("the report in the run's timeline", PATIENCE, || {
+        text_of(&browser, "#timeline li[data-type='user-reported']")
+            .ends_with("the total looks wrong")
+            .then_some(())
+    });
+
+    // A run waiting to retry is followed live: its phrase, the time left
+    // before the next attempt, then its settlement as the stream sends it.
+    let (code, slow) = call(
+        &api,
+        "POST",
+        &serve.url("/v1/flows/slow/runs"),
+        Some(&json!({})),
+    );
+    assert_eq!(code, 202, "{slow}");
+    let slow = slow["run_id"].as_str().unwrap().to_string();
+    browser.click(&format!("tr.run[data-run='{slow}']"));
+    let countdown = wait_for("the retry's countdown, live", PATIENCE, || {
+        let phrase = text_of(&browser, "#detail-phrase");
+        let live = text_of(&browser, "#live");
+        let left = text_of(&browser, "#timeline li[data-type='step-failed'] .countdown");
+        (phrase.starts_with("Retrying shaky (attempt 2 of 3) in ") && live == "(live)")
+            .then_some(left)
+    });
+    assert!(
+        countdown.starts_with("(in ") && countdown.ends_with(" s)"),
+        "time remaining shown beside the failed attempt: {countdown:?}"
+    );
+    wait_for("the settlement, live", PATIENCE, || {
+        (!text_of(
+            &browser,
+            "#timeline li[data-type='run-settled'][data-via='stream']",
+        )
+        .is_empty()
+            && text_of(&browser, "#detail-state") == "settled")
+            .then_some(())
+    });
 
     // A run that exhausts its retries is held, and listed with its actions.
     let (code, held) = call(
@@ -461,7 +518,7 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     );
     wait_for("the held list to empty", PATIENCE, || {
         (text_of(&browser, &card).is_empty()
-            && text_of(&browser, "#counts [data-state='settled'] .count") == "2")
+            && text_of(&browser, "#counts [data-state='settled'] .count") == "3")
             .then_some(())
     });
     // The overview: the stuck flow needed a retry in its one run, and ended
