@@ -471,6 +471,29 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     wait_for("the held run among held runs", PATIENCE, || {
         (text_of(&browser, &format!("{card} .phrase")) == held["phrase"]).then_some(())
     });
+    // The filters: by state (a chip), by stage and by flow (the selects).
+    let listed = || {
+        browser.eval("return [...document.querySelectorAll('tr.run')].map(tr => tr.dataset.run)")
+    };
+    browser.click("#counts [data-state='needs-attention']");
+    wait_for("only held runs listed", PATIENCE, || {
+        (listed() == json!([stuck])).then_some(())
+    });
+    browser.click("#counts [data-state='needs-attention']");
+    browser.click("#f-stage option[value='waiting']");
+    wait_for("only waiting runs listed", PATIENCE, || {
+        (listed() == json!([stuck])).then_some(())
+    });
+    browser.click("#f-stage option[value='']");
+    browser.click("#f-flow option[value='quick']");
+    wait_for("only runs of flow quick listed", PATIENCE, || {
+        (listed() == json!([quick])).then_some(())
+    });
+    browser.click("#f-flow option[value='']");
+    wait_for("every run listed again", PATIENCE, || {
+        (listed().as_array().map(Vec::len) == Some(3)).then_some(())
+    });
+
     // Follow it, then retry it from the page, with a reason.
     browser.click(&format!("{card} a"));
     wait_for("the held run's timeline", PATIENCE, || {

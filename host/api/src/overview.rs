@@ -276,3 +276,18 @@ fn ratio(part: usize, whole: usize) -> f64 {
         part as f64 / whole as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Latency;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let l = Latency::of((1..=10).rev().map(|n| n * 100).collect());
+        assert_eq!((l.n, l.p50_ms, l.p90_ms), (10, 500, 900));
+        let one = Latency::of(vec![42]);
+        assert_eq!((one.p50_ms, one.p90_ms), (42, 42));
+        let none = Latency::of(Vec::new());
+        assert_eq!((none.n, none.p50_ms, none.p90_ms), (0, 0, 0));
+    }
+}
