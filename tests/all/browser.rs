@@ -343,7 +343,8 @@ fn text_of(browser: &Browser, css: &str) -> String {
 
 /// `quick`: two noop steps. `stuck`: one step that fails its two attempts
 /// and is held (`on_exhausted: hold`); a retry (a fresh budget) passes on
-/// attempt 3. `slow`: fails once, then waits 4 s to pass on attempt 2.
+/// attempt 3. `slow`: fails once, then waits 6 s to pass on attempt 2
+/// (time enough for the page to find it retrying, even on a busy machine).
 fn write_flows(dir: &Path) -> PathBuf {
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
@@ -359,7 +360,7 @@ fn write_flows(dir: &Path) -> PathBuf {
     .unwrap();
     std::fs::write(
         flows.join("slow.yaml"),
-        "name: slow\nsteps:\n  - name: shaky\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 4s, jitter: 0 }\n",
+        "name: slow\nsteps:\n  - name: shaky\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 6s, jitter: 0 }\n",
     )
     .unwrap();
     flows
