@@ -133,16 +133,15 @@ impl Serve {
                 .expect("a token entry"),
             );
         }
-        let config_path = dir.join("settle.toml");
+        let config_file = dir.join("settle.toml");
         std::fs::write(
-            &config_path,
+            &config_file,
             toml::to_string(&config).expect("config as TOML"),
         )
         .expect("write settle.toml");
-        let config = config_path;
         let mut child = support::settle_command()
             .arg("--config")
-            .arg(&config)
+            .arg(&config_file)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--flows"])
             .arg(flows)
@@ -152,12 +151,15 @@ impl Serve {
             .expect("start settle serve");
         let stdout = child.stdout.take().expect("stdout");
         let child = Stopped(child);
-        // The first line, read on a thread so a silent host cannot hang us.
+        // The first line, read on a thread so a silent host cannot hang us;
+        // the rest is drained so the host never writes into a closed pipe.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let line = rx
             .recv_timeout(Duration::from_secs(120))
