@@ -502,6 +502,11 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     wait_for("the held run's timeline", PATIENCE, || {
         (!text_of(&browser, "#timeline li[data-type='run-held']").is_empty()).then_some(())
     });
+    // Held, it counts as a failure of its flow (it stopped without completing).
+    wait_for("the stuck flow's failure rate", PATIENCE, || {
+        (flow_row(&browser, "stuck")[4] == "100 %").then_some(())
+    });
+    save_screenshot(&browser, "dashboard-held.png");
     browser.type_into(&format!("{card} input.reason"), "provider fixed");
     browser.click(&format!("{card} button[data-action='retry']"));
     wait_for("the page to say the retry was applied", PATIENCE, || {
@@ -550,12 +555,7 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     // The overview: the stuck flow needed a retry in its one run, and ended
     // well; the quick one did neither.
     wait_for("the flows' rates", PATIENCE, || {
-        let row = |flow: &str| {
-            browser.eval(&format!(
-                "return [...document.querySelectorAll(\"tr.flow[data-flow='{flow}'] td\")].map(td => td.textContent)"
-            ))
-        };
-        let (s, q) = (row("stuck"), row("quick"));
+        let (s, q) = (flow_row(&browser, "stuck"), flow_row(&browser, "quick"));
         // Columns: flow, runs, p50, p90, failure rate, retry rate.
         (s[1] == "1" && s[4] == "0 %" && s[5] == "100 %" && q[4] == "0 %" && q[5] == "0 %")
             .then_some(())
@@ -563,9 +563,22 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     let (_, status) = call(&api, "GET", &serve.url(&format!("/v1/runs/{stuck}")), None);
     assert_eq!(text_of(&browser, "#detail-phrase"), status["phrase"]);
 
+    save_screenshot(&browser, "dashboard.png");
+}
+
+/// The cells of a flow's row in the flows table: flow, runs, p50, p90,
+/// failure rate, retry rate, time breakdown.
+fn flow_row(browser: &Browser, flow: &str) -> Value {
+    browser.eval(&format!(
+        "return [...document.querySelectorAll(\"tr.flow[data-flow='{flow}'] td\")].map(td => td.textContent)"
+    ))
+}
+
+/// Saves a PNG of the page in the test output directory and prints where.
+fn save_screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
 }

@@ -71,8 +71,8 @@ pub struct FlowStats {
     pub by_state: BTreeMap<&'static str, usize>,
     /// Finished runs: accepted to finished.
     pub latency: Latency,
-    /// Share of finished runs that did not complete (compensated, held for
-    /// an operator, cancelled).
+    /// Share of runs that came to a stop (finished, or held for an operator)
+    /// without completing: compensated, held, cancelled.
     pub failure_rate: f64,
     /// Share of sampled runs in which some attempt failed and was retried.
     pub retry_rate: f64,
@@ -117,15 +117,20 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
 
     let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut by_stage: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut flows: BTreeMap<String, (FlowStats, Vec<u64>)> = BTreeMap::new();
+    // Per flow: its stats, the latencies of its finished runs, and how many
+    // of its runs are terminal (finished, or stopped for an operator).
+    let mut flows: BTreeMap<String, (FlowStats, Vec<u64>, usize)> = BTreeMap::new();
     for run in &recent.runs {
         *by_state.entry(run.state.as_str()).or_default() += 1;
         *by_stage.entry(stage_name(run.stage)).or_default() += 1;
-        let (stats, latencies) = flows.entry(flow_name(run).to_string()).or_default();
+        let (stats, latencies, terminal) = flows.entry(flow_name(run).to_string()).or_default();
         stats.runs += 1;
         *stats.by_state.entry(run.state.as_str()).or_default() += 1;
-        if let Some(done) = run.finished_at_ms.filter(|_| run.state.is_terminal()) {
-            latencies.push(done.saturating_sub(run.accepted_at_ms));
+        if run.state.is_terminal() {
+            *terminal += 1;
+            if let Some(done) = run.finished_at_ms {
+                latencies.push(done.saturating_sub(run.accepted_at_ms));
+            }
         }
     }
 
@@ -199,14 +204,13 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
     }
 
     let mut flow_list = Vec::new();
-    for (name, (mut stats, latencies)) in flows {
+    for (name, (mut stats, latencies, terminal)) in flows {
         stats.flow = name.clone();
-        let finished = latencies.len();
         let not_completed = ["compensated", "needs-attention", "cancelled"]
             .iter()
             .map(|s| stats.by_state.get(s).copied().unwrap_or(0))
             .sum::<usize>();
-        stats.failure_rate = ratio(not_completed, finished);
+        stats.failure_rate = ratio(not_completed, terminal);
         stats.latency = Latency::of(latencies);
         let (sampled, with_retry) = retried.get(&name).copied().unwrap_or((0, 0));
         stats.sampled = sampled;
