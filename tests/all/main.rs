@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod bounds;
+mod browser;
 mod cli;
 mod crash;
 mod flow_limits;

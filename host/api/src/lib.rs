@@ -8,7 +8,7 @@
 //! - [`routes`]: every route in one table (router, roles and OpenAPI from it).
 //! - [`auth`]: tokens, roles, rate limits.
 //! - [`problem`]: RFC 9457 errors.
-//! - `runs`, `stream`, `actions`, `flows`: the handlers.
+//! - `runs`, `stream`, `actions`, `flows`, `overview`: the handlers.
 
 // Handlers answer errors as problem documents, a few hundred bytes, once
 // per failed request: not worth boxing.
@@ -19,6 +19,7 @@ pub mod auth;
 mod body;
 mod dashboard;
 mod flows;
+mod overview;
 pub mod problem;
 pub mod routes;
 mod runs;
@@ -201,6 +202,7 @@ where
             post(actions::act::<S, X>)
         }
         "bulk_action" => post(actions::bulk::<S, X>),
+        "overview" => get(overview::overview::<S, X>),
         "list_flows" => get(flows::list::<S, X>),
         "put_flow" => put(flows::put::<S, X>),
         "flow_versions" => get(flows::versions::<S, X>),

@@ -185,6 +185,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/v1/overview",
+        "overview",
+        "At a glance, over the 500 most recent runs: counts by state and stage, runs in flight, per-flow latency (p50/p90), failure and retry rates, per-step times from the newest 50 finished runs; held runs and runs with user reports.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
         "/v1/flows",
         "list_flows",
         "Flows offered, with their current version.",

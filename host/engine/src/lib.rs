@@ -153,6 +153,8 @@ struct Inner<S, X> {
     store: S,
     executor: X,
     permits: Semaphore,
+    /// `max_runs_in_flight`: the permits there are.
+    capacity: usize,
     /// Runs driven by this process.
     live: Mutex<HashMap<RunId, Live>>,
     /// Parsed flows by digest.
@@ -189,6 +191,17 @@ impl Live {
     }
 }
 
+/// How busy the engine is: see [`Engine::in_flight`].
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct InFlight {
+    /// Runs executing a step now.
+    pub executing: usize,
+    /// `max_runs_in_flight`.
+    pub capacity: usize,
+    /// Runs this process drives (executing, or waiting on a timer).
+    pub driven: usize,
+}
+
 /// What became of an operator's request.
 #[derive(Clone, Debug)]
 pub enum Requested {
@@ -207,6 +220,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 store,
                 executor,
                 permits: Semaphore::new(options.max_runs_in_flight.max(1)),
+                capacity: options.max_runs_in_flight.max(1),
                 live: Mutex::new(HashMap::new()),
                 flows: Mutex::new(HashMap::new()),
                 paused: AtomicBool::new(false),
@@ -223,6 +237,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     pub fn is_paused(&self) -> bool {
         self.inner.paused.load(Ordering::Relaxed)
+    }
+
+    /// How busy this process is right now: runs executing a step (holding
+    /// one of `max_runs_in_flight` permits) and runs it drives at all
+    /// (executing or waiting on a timer).
+    pub fn in_flight(&self) -> InFlight {
+        let driven = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        InFlight {
+            executing: self
+                .inner
+                .capacity
+                .saturating_sub(self.inner.permits.available_permits()),
+            capacity: self.inner.capacity,
+            driven,
+        }
     }
 
     pub fn store(&self) -> &S {

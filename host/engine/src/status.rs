@@ -33,6 +33,9 @@ pub struct RunStatus {
     pub progress: Option<Progress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Reports from people that what they see is not what they expected.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reports: u32,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,9 +110,14 @@ impl RunStatus {
             last_failure: summary.last_failure.clone(),
             progress: if running { progress } else { None },
             detail: summary.detail.clone(),
+            reports: summary.reports,
             accepted_at_ms: summary.accepted_at_ms,
             updated_at_ms: summary.updated_at_ms,
             finished_at_ms: summary.finished_at_ms,
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
