@@ -98,7 +98,9 @@ pub struct Api<S: RunQueries, X: Executor> {
     /// Prometheus text, rendered by whoever owns the metrics.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ready: AtomicBool,
-    draining: AtomicBool,
+    /// Set once on SIGTERM/SIGINT: `?wait`s answer with what is known and
+    /// streams end, so the requests in flight finish within the drain.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
@@ -122,7 +124,7 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
             config,
             metrics: None,
             ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            draining: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -142,14 +144,21 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Marks the host draining: `/readyz` answers 503, new runs are refused.
+    /// Marks the host draining: `/readyz` answers 503, new runs are
+    /// refused, `?wait`s answer at once and streams end.
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
         self.ready.store(false, Ordering::Relaxed);
+        self.draining.send_replace(true);
     }
 
     fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        *self.draining.borrow()
+    }
+
+    /// Resolves once the host is draining.
+    async fn drained(&self) {
+        let mut draining = self.draining.subscribe();
+        let _ = draining.wait_for(|d| *d).await;
     }
 }
 
@@ -289,14 +298,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stopped_tx.send(());
     });
-    let server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(async move { server.await });
     let _ = stopped_rx.await;
     // Stopped accepting: give requests in flight (a `?wait`, a stream) `drain`.
-    match tokio::time::timeout(drain, server).await {
+    match tokio::time::timeout(drain, &mut server).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(std::io::Error::other(join.to_string())),
         Err(_) => {
             tracing::warn!("requests still in flight after {drain:?}; stopping anyway");
+            // Its connections (and the router's hold on the engine) go now.
+            server.abort();
+            let _ = server.await;
             Ok(())
         }
     }

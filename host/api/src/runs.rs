@@ -177,7 +177,11 @@ pub async fn submit<S: RunQueries + Clone, X: Executor>(
     }
     let mut code = StatusCode::ACCEPTED;
     if let Some(wait) = wait {
-        let _ = tokio::time::timeout(wait, api.engine.wait(run)).await;
+        // A host that is stopping answers with what it knows now.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, api.engine.wait(run)) => {}
+            _ = api.drained() => {}
+        }
     }
     let status =
         api.queries.status(run).await?.ok_or_else(|| {
