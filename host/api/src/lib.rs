@@ -180,6 +180,10 @@ where
             api.clone(),
             authorize::<S, X>,
         ))
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            declared_length::<S, X>,
+        ))
         .layer(middleware::map_response(problem::problems_everywhere))
         .layer(axum::extract::DefaultBodyLimit::max(
             api.config.max_body_bytes,
@@ -259,6 +263,35 @@ where
         });
     }
     next.run(request).await
+}
+
+/// 413 for a body whose declared length is over the limit, before any of
+/// it is read: a client that asked `Expect: 100-continue` is spared the
+/// upload, and one that did not is told why the connection ends.
+async fn declared_length<S, X>(
+    State(api): State<Shared<S, X>>,
+    request: Request,
+    next: Next,
+) -> Response
+where
+    S: RunQueries + Clone,
+    X: Executor,
+{
+    let max = api.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(bytes) if bytes > max as u64 => Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body has {bytes} bytes; the limit is {max}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn ready<S: RunQueries + Clone, X: Executor>(State(api): State<Shared<S, X>>) -> Response {

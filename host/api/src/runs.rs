@@ -77,9 +77,20 @@ fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, Problem> {
         .collect()
 }
 
-/// `?wait=30s`: how long to hold the answer, bounded by the host.
+/// `?wait=30s`: how long to hold the answer, bounded by the host. The only
+/// parameter a submission takes: another (`?wiat=`) is named, not ignored.
 fn wait_of(pairs: &[(String, String)], max: Duration) -> Result<Option<Duration>, Problem> {
-    let Some((_, text)) = pairs.iter().find(|(k, _)| k == "wait") else {
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "wait") {
+        return Err(Problem::bad_request(
+            "bad-query",
+            format!(
+                "unknown query parameter '{}' (a submission takes only wait)",
+                bounds::cut(k, 40)
+            ),
+        )
+        .at(bounds::cut(k, 40), "unknown"));
+    }
+    let Some((_, text)) = pairs.first() else {
         return Ok(None);
     };
     let d = humantime::parse_duration(text).map_err(|e| {
