@@ -154,16 +154,31 @@ fn spawn_service(data: &Path, listen: &str) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start demo service");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+    let Some(addr) = listening_address(&mut child) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("the demo service did not start on {listen} (see its stderr above)");
     };
-    (child, addr.to_string())
+    (child, addr)
+}
+
+/// The address a child announces on the first line of its stdout
+/// (`listening on ADDR`), waiting at most a minute. The rest of its stdout
+/// is drained, so the child never blocks on a full pipe.
+fn listening_address(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(60)).ok()?;
+    line.trim()
+        .strip_prefix("listening on ")
+        .map(str::to_string)
 }
 
 /// Submits a run without an idempotency key; its id.
@@ -456,30 +471,17 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("start settle serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the first line, then drains stdout so the child never blocks on it.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_default();
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let Some(addr) = listening_address(&mut child) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "settle serve did not start on {} (first line {line:?}); its log:\n{}",
+                "settle serve did not start on {}; its log:\n{}",
                 self.addr,
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         };
-        self.addr = addr.to_string();
         self.base_url = format!("http://{addr}");
+        self.addr = addr;
         self.child = Some(child);
     }
 

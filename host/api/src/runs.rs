@@ -77,18 +77,21 @@ fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, Problem> {
         .collect()
 }
 
+/// 400 naming a query parameter the route does not take, and those it does.
+fn unknown_parameter(name: &str, known: &str) -> Problem {
+    let name = bounds::cut(name, 40);
+    Problem::bad_request(
+        "bad-query",
+        format!("unknown query parameter '{name}' ({known})"),
+    )
+    .at(name, "unknown")
+}
+
 /// `?wait=30s`: how long to hold the answer, bounded by the host. The only
 /// parameter a submission takes: another (`?wiat=`) is named, not ignored.
 fn wait_of(pairs: &[(String, String)], max: Duration) -> Result<Option<Duration>, Problem> {
     if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "wait") {
-        return Err(Problem::bad_request(
-            "bad-query",
-            format!(
-                "unknown query parameter '{}' (a submission takes only wait)",
-                bounds::cut(k, 40)
-            ),
-        )
-        .at(bounds::cut(k, 40), "unknown"));
+        return Err(unknown_parameter(k, "a submission takes only wait"));
     }
     let Some((_, text)) = pairs.first() else {
         return Ok(None);
@@ -383,14 +386,10 @@ pub fn listing(pairs: &[(String, String)]) -> Result<RunListing, Problem> {
                 })?
             }
             _ => {
-                return Err(Problem::bad_request(
-                    "bad-query",
-                    format!(
-                        "unknown query parameter '{}' (state, stage, flow, since, cursor, limit)",
-                        bounds::cut(k, 40)
-                    ),
-                )
-                .at(bounds::cut(k, 40), "unknown"));
+                return Err(unknown_parameter(
+                    k,
+                    "state, stage, flow, since, cursor, limit",
+                ));
             }
         }
     }
