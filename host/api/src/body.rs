@@ -20,17 +20,23 @@ pub fn json(headers: &HeaderMap, body: &[u8], max_bytes: usize) -> Result<Value,
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request("bad-json", format!("the body is not valid JSON: {e}"))
-            .at(format!("{}:{}", e.line(), e.column()), e.to_string())
-    })?;
-    bounds::check_json(&value, max_bytes).map_err(|e| {
+    let over_bounds = |e: bounds::BoundError| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "over-bounds",
             format!("the body is over the host's bounds: {e}"),
         )
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json stops at 128 levels: valid JSON, over our bound too.
+        if e.to_string().contains("recursion limit") {
+            return over_bounds(bounds::BoundError::TooDeep { depth: 128 })
+                .at(format!("{}:{}", e.line(), e.column()), "nested too deep");
+        }
+        Problem::bad_request("bad-json", format!("the body is not valid JSON: {e}"))
+            .at(format!("{}:{}", e.line(), e.column()), e.to_string())
     })?;
+    bounds::check_json(&value, max_bytes).map_err(over_bounds)?;
     Ok(value)
 }
 

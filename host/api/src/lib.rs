@@ -99,7 +99,9 @@ pub struct Api<S: RunQueries, X: Executor> {
     /// Prometheus text, rendered by whoever owns the metrics.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ready: AtomicBool,
-    draining: AtomicBool,
+    /// Set once on SIGTERM/SIGINT: `?wait`s answer with what is known and
+    /// streams end, so the requests in flight finish within the drain.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
@@ -123,7 +125,7 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
             config,
             metrics: None,
             ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            draining: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -143,14 +145,21 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Marks the host draining: `/readyz` answers 503, new runs are refused.
+    /// Marks the host draining: `/readyz` answers 503, new runs are
+    /// refused, `?wait`s answer at once and streams end.
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
         self.ready.store(false, Ordering::Relaxed);
+        self.draining.send_replace(true);
     }
 
     fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        *self.draining.borrow()
+    }
+
+    /// Resolves once the host is draining.
+    async fn drained(&self) {
+        let mut draining = self.draining.subscribe();
+        let _ = draining.wait_for(|d| *d).await;
     }
 }
 
@@ -171,6 +180,10 @@ where
         .layer(middleware::from_fn_with_state(
             api.clone(),
             authorize::<S, X>,
+        ))
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            declared_length::<S, X>,
         ))
         .layer(middleware::map_response(problem::problems_everywhere))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -254,6 +267,35 @@ where
     next.run(request).await
 }
 
+/// 413 for a body whose declared length is over the limit, before any of
+/// it is read: a client that asked `Expect: 100-continue` is spared the
+/// upload, and one that did not is told why the connection ends.
+async fn declared_length<S, X>(
+    State(api): State<Shared<S, X>>,
+    request: Request,
+    next: Next,
+) -> Response
+where
+    S: RunQueries + Clone,
+    X: Executor,
+{
+    let max = api.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(bytes) if bytes > max as u64 => Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body has {bytes} bytes; the limit is {max}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 async fn ready<S: RunQueries + Clone, X: Executor>(State(api): State<Shared<S, X>>) -> Response {
     if api.ready.load(Ordering::Relaxed) {
         "ready".into_response()
@@ -291,14 +333,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stopped_tx.send(());
     });
-    let server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(async move { server.await });
     let _ = stopped_rx.await;
     // Stopped accepting: give requests in flight (a `?wait`, a stream) `drain`.
-    match tokio::time::timeout(drain, server).await {
+    match tokio::time::timeout(drain, &mut server).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(std::io::Error::other(join.to_string())),
         Err(_) => {
             tracing::warn!("requests still in flight after {drain:?}; stopping anyway");
+            // Its connections (and the router's hold on the engine) go now.
+            server.abort();
+            let _ = server.await;
             Ok(())
         }
     }

@@ -77,9 +77,23 @@ fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, Problem> {
         .collect()
 }
 
-/// `?wait=30s`: how long to hold the answer, bounded by the host.
+/// 400 naming a query parameter the route does not take, and those it does.
+fn unknown_parameter(name: &str, known: &str) -> Problem {
+    let name = bounds::cut(name, 40);
+    Problem::bad_request(
+        "bad-query",
+        format!("unknown query parameter '{name}' ({known})"),
+    )
+    .at(name, "unknown")
+}
+
+/// `?wait=30s`: how long to hold the answer, bounded by the host. The only
+/// parameter a submission takes: another (`?wiat=`) is named, not ignored.
 fn wait_of(pairs: &[(String, String)], max: Duration) -> Result<Option<Duration>, Problem> {
-    let Some((_, text)) = pairs.iter().find(|(k, _)| k == "wait") else {
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "wait") {
+        return Err(unknown_parameter(k, "a submission takes only wait"));
+    }
+    let Some((_, text)) = pairs.first() else {
         return Ok(None);
     };
     let d = humantime::parse_duration(text).map_err(|e| {
@@ -177,7 +191,11 @@ pub async fn submit<S: RunQueries + Clone, X: Executor>(
     }
     let mut code = StatusCode::ACCEPTED;
     if let Some(wait) = wait {
-        let _ = tokio::time::timeout(wait, api.engine.wait(run)).await;
+        // A host that is stopping answers with what it knows now.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, api.engine.wait(run)) => {}
+            _ = api.drained() => {}
+        }
     }
     let status =
         api.queries.status(run).await?.ok_or_else(|| {
@@ -368,14 +386,10 @@ pub fn listing(pairs: &[(String, String)]) -> Result<RunListing, Problem> {
                 })?
             }
             _ => {
-                return Err(Problem::bad_request(
-                    "bad-query",
-                    format!(
-                        "unknown query parameter '{}' (state, stage, flow, since, cursor, limit)",
-                        bounds::cut(k, 40)
-                    ),
-                )
-                .at(bounds::cut(k, 40), "unknown"));
+                return Err(unknown_parameter(
+                    k,
+                    "state, stage, flow, since, cursor, limit",
+                ));
             }
         }
     }

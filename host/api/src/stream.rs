@@ -5,7 +5,9 @@
 //! every event after N, so nothing is lost or repeated. Progress reports
 //! (not in the log) are sent as `event: progress` without an id. A `status`
 //! event follows each batch of log events with the run's phrase. The
-//! stream ends after the run reaches a terminal state.
+//! stream ends after the run reaches a terminal state, or when the host
+//! stops (the client resumes from another host, or later, with
+//! `Last-Event-ID`).
 
 use crate::Shared;
 use crate::auth::Caller;
@@ -97,12 +99,20 @@ pub async fn stream<S: RunQueries + Clone, X: Executor>(
             if status.state.is_terminal() {
                 break;
             }
-            // Wake on the next change of a run this process drives, or poll.
-            match api.engine.watch(run) {
-                Some(mut updates) => {
-                    let _ = tokio::time::timeout(POLL * 4, updates.changed()).await;
+            // Wake on the next change of a run this process drives, or poll;
+            // a host that is stopping ends the stream (the client resumes
+            // with `Last-Event-ID`).
+            let changed = async {
+                match api.engine.watch(run) {
+                    Some(mut updates) => {
+                        let _ = tokio::time::timeout(POLL * 4, updates.changed()).await;
+                    }
+                    None => tokio::time::sleep(POLL).await,
                 }
-                None => tokio::time::sleep(POLL).await,
+            };
+            tokio::select! {
+                _ = changed => {}
+                _ = api.drained() => break,
             }
         }
     });

@@ -4,8 +4,10 @@
 //! Flows come from flow files (`settle serve --flows DIR`) and from
 //! `PUT /v1/flows/{name}`; the latter are written to the catalog's own
 //! directory (one file per version, `fsync`ed before the call returns) and
-//! read back at start. Runs never depend on the catalog: each run keeps the
-//! exact text it was accepted under in the store, by digest.
+//! read back at start. A version counts as registered when its file was
+//! last written, so a restart offers the same current version as before.
+//! Runs never depend on the catalog: each run keeps the exact text it was
+//! accepted under in the store, by digest.
 
 use settle_flow::Flow;
 use std::collections::BTreeMap;
@@ -20,11 +22,21 @@ pub const MAX_FLOW_BYTES: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub struct FlowVersion {
     pub flow: Arc<Flow>,
+    /// When it was registered: for a version read from a file, when the
+    /// file was last written.
     pub registered_at_ms: u64,
-    /// Registration order in this process: the highest is current.
+    /// The order this process learnt of it, for versions registered in
+    /// the same millisecond.
     pub seq: u64,
     /// `file` (a flow file at start) or `api`.
     pub origin: &'static str,
+}
+
+impl FlowVersion {
+    /// Registration order: the greatest is current.
+    fn order(&self) -> (u64, u64) {
+        (self.registered_at_ms, self.seq)
+    }
 }
 
 /// Why a flow could not be registered or removed. Nothing was changed.
@@ -84,15 +96,25 @@ impl FlowCatalog {
             }
             Err(e) => return vec![format!("{}: cannot read: {e}", dir.display())],
         };
-        let mut paths: Vec<PathBuf> = entries
+        // Oldest written first: the order they were registered in.
+        let mut paths: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .map(|p| {
+                let written = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| std::time::SystemTime::now());
+                (written, p)
+            })
             .collect();
         paths.sort();
-        for path in paths {
+        for (written, path) in paths {
+            let written_ms = written
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             match Flow::load(&path) {
                 Ok(flow) => {
-                    if let Err(e) = self.insert(Arc::new(flow), origin) {
+                    if let Err(e) = self.insert(Arc::new(flow), origin, written_ms) {
                         problems.push(format!("{}: {e}", path.display()));
                     }
                 }
@@ -103,7 +125,12 @@ impl FlowCatalog {
     }
 
     /// Adds a version; the same text again is a no-op. Returns whether it was new.
-    fn insert(&self, flow: Arc<Flow>, origin: &'static str) -> Result<bool, CatalogError> {
+    fn insert(
+        &self,
+        flow: Arc<Flow>,
+        origin: &'static str,
+        registered_at_ms: u64,
+    ) -> Result<bool, CatalogError> {
         let mut flows = self.flows.write().unwrap_or_else(|p| p.into_inner());
         let versions = flows.entry(flow.name.clone()).or_default();
         if let Some(known) = versions.get(&flow.version) {
@@ -119,7 +146,7 @@ impl FlowCatalog {
             flow.version.clone(),
             FlowVersion {
                 flow,
-                registered_at_ms: settle_types::now_ms(),
+                registered_at_ms,
                 seq: self
                     .next_seq
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -154,7 +181,7 @@ impl FlowCatalog {
                 &flow.source,
             )?;
         }
-        self.insert(Arc::new(flow), "api")
+        self.insert(Arc::new(flow), "api", settle_types::now_ms())
     }
 
     /// Removes a version that no unfinished run uses (`in_use` counts them).
@@ -204,7 +231,7 @@ impl FlowCatalog {
         flows
             .get(name)?
             .values()
-            .max_by_key(|v| v.seq)
+            .max_by_key(|v| v.order())
             .map(|v| v.flow.clone())
     }
 
@@ -220,7 +247,7 @@ impl FlowCatalog {
             .get(name)
             .map(|v| v.values().cloned().collect())
             .unwrap_or_default();
-        list.sort_by_key(|v| v.seq);
+        list.sort_by_key(FlowVersion::order);
         list
     }
 

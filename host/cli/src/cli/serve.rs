@@ -1,8 +1,9 @@
 //! `settle serve`: the host as a service. Resumes unfinished runs, offers
 //! the flows of `--flows` (and those registered over the API before), and
 //! serves the HTTP API until SIGTERM or SIGINT; then it stops accepting,
-//! lets requests and attempts in flight finish (up to `api.drain`), and
-//! closes the store.
+//! answers `?wait`s with what is known and ends streams, lets attempts in
+//! flight finish (all within `api.drain` of the signal), and closes the
+//! store.
 
 use crate::app::{Host, OnStart};
 use crate::config::Config;
@@ -11,7 +12,8 @@ use settle_engine::catalog::FlowCatalog;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -64,23 +66,33 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     tracing::info!(runs = resumed.runs.len(), %addr, "serving");
     api.set_ready(true);
     let drain = config.api.drain;
-    let stopping = api.clone();
+    // One drain for the whole stop, counted from the signal.
+    let signalled: Arc<OnceLock<Instant>> = Arc::default();
+    let (stopping, signal_at) = (api.clone(), signalled.clone());
     settle_api::serve(
         listener,
         router,
         async move {
             shutdown_signal().await;
+            let _ = signal_at.set(Instant::now());
             stopping.set_draining();
         },
         drain,
     )
     .await?;
+    // The API holds the engine, and through it the store: let go of it,
+    // so the store can close below.
+    drop(api);
     tracing::info!("stopped accepting; letting attempts in flight finish");
-    if tokio::time::timeout(drain, host.engine.shutdown())
+    let left = drain.saturating_sub(signalled.get().map_or(Duration::ZERO, Instant::elapsed));
+    if tokio::time::timeout(left, host.engine.shutdown())
         .await
         .is_err()
     {
+        // Their drivers still hold the store, which has written everything
+        // it acknowledged: nothing more to wait for.
         tracing::warn!("attempts still in flight after {drain:?}; they resume at the next start");
+        return Ok(ExitCode::SUCCESS);
     }
     host.shutdown().await?;
     Ok(ExitCode::SUCCESS)
