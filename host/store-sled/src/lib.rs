@@ -103,7 +103,13 @@ pub struct SledStore {
     unreadable: Arc<AtomicU64>,
     /// Set once a write, flush or sync failed: the store has stopped.
     stopped: Arc<std::sync::OnceLock<String>>,
+    /// Idempotency claims applied to sled's memory but not yet flushed and
+    /// synced (see [`SledStore::find_idempotent_now`]).
+    unsynced_claims: UnsyncedClaims,
 }
+
+/// Keys of idempotency claims in the batch being written.
+type UnsyncedClaims = Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>;
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
@@ -150,8 +156,10 @@ impl SledStore {
         let blob_syncs = Arc::new(AtomicU64::new(0));
         let stopped = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
+        let unsynced_claims = UnsyncedClaims::default();
         let committer = Committer {
             db: db.clone(),
+            unsynced_claims: unsynced_claims.clone(),
             max_batch: options.max_batch,
             disk,
             disk_syncs: disk_syncs.clone(),
@@ -189,6 +197,7 @@ impl SledStore {
             blob_syncs,
             unreadable: Arc::new(AtomicU64::new(0)),
             stopped,
+            unsynced_claims,
         })
     }
 
@@ -445,9 +454,22 @@ impl SledStore {
         // After a failed write, sled's memory may hold a claim that never
         // reached the disk: answer nothing from it.
         self.check_running()?;
+        let key = keys::idempotency(flow, key);
+        // A claim whose batch is still being flushed is not durable yet: a
+        // client told "this is your run" now could lose it in a crash. Say
+        // nothing; the caller's own commit then meets the claim in the
+        // committer, which answers only after that flush.
+        if self
+            .unsynced_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(None);
+        }
         Ok(self
             .db
-            .get(keys::idempotency(flow, key))
+            .get(key)
             .map_err(io)?
             .and_then(|v| keys::parse_idempotency_value(&v))
             .filter(|(_, accepted)| accepted.saturating_add(window_ms) > now_ms)
@@ -600,6 +622,7 @@ pub fn process_store_failure() -> Option<&'static str> {
 /// The single writer: applies queued commits in groups, one flush per group.
 struct Committer {
     db: sled::Db,
+    unsynced_claims: UnsyncedClaims,
     max_batch: usize,
     disk: Option<DiskSync>,
     disk_syncs: Arc<AtomicU64>,
@@ -650,6 +673,15 @@ impl Committer {
             }
             outcomes.push(outcome);
         }
+        // Claims of this group are visible in sled's memory from the batch
+        // on, but not durable until the sync: lookups must not answer them.
+        let unsynced: Vec<Vec<u8>> = claimed.keys().cloned().collect();
+        if !unsynced.is_empty() {
+            self.unsynced_claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(unsynced.iter().cloned());
+        }
         // sled panics on some I/O failures (its directory gone, say): that
         // is a failed write too.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -661,6 +693,15 @@ impl Committer {
         }))
         .unwrap_or_else(|panic| Err(format!("the store's writer failed: {}", panic_text(&panic))));
         let failed = written.err();
+        if !unsynced.is_empty() {
+            let mut set = self
+                .unsynced_claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for key in &unsynced {
+                set.remove(key);
+            }
+        }
         // Stopped before anyone is answered, so no caller can read sled's
         // memory (ahead of the disk) after being told the write failed.
         if let Some(reason) = &failed {
@@ -776,4 +817,38 @@ fn stage(commit: &Commit, batch: &mut sled::Batch) {
 /// sled's own error, as a store error.
 fn io(e: impl Into<sled::Error>) -> StoreError {
     StoreError::io(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claim in a batch that is not yet synced is not an answer: a client
+    /// told "this is your run" must never lose it in a crash.
+    #[test]
+    fn a_claim_not_yet_synced_is_not_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("s"), &StoreOptions::default()).unwrap();
+        let run = RunId::new();
+        let key = keys::idempotency("order", "k");
+        // As the committer leaves it between applying a batch and its sync.
+        store.unsynced_claims.lock().unwrap().insert(key.clone());
+        store
+            .db
+            .insert(&key, &keys::idempotency_value(run, 1_000)[..])
+            .unwrap();
+        assert_eq!(
+            store
+                .find_idempotent_now("order", "k", 60_000, 2_000)
+                .unwrap(),
+            None
+        );
+        store.unsynced_claims.lock().unwrap().remove(&key);
+        assert_eq!(
+            store
+                .find_idempotent_now("order", "k", 60_000, 2_000)
+                .unwrap(),
+            Some(run)
+        );
+    }
 }
