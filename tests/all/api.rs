@@ -1333,6 +1333,18 @@ fn roles_are_enforced_on_every_route_of_the_table() {
     );
     assert_problem(&report, 404);
     assert_problem(&server.get("/v1/runs"), 403);
+    // Nor through the other's idempotency key: a conflict that names no run.
+    let reused = server
+        .call("POST", "/v1/flows/quick/runs")
+        .header("Idempotency-Key", "theirs")
+        .json(&json!({}))
+        .send();
+    assert_problem(&reused, 409);
+    assert!(
+        !reused.text.contains(&theirs),
+        "the conflict names the other client's run: {}",
+        reused.text
+    );
 }
 
 /// A route's path with its parameters filled in.

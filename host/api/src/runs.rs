@@ -174,10 +174,24 @@ pub async fn submit<S: RunQueries + Clone, X: Executor>(
         // A repeat must be the same request: the same key with another
         // body is a client bug, not a retry.
         let events = api.queries.events(run).await?;
-        let first_input = events.first().and_then(|e| match &e.kind {
-            settle_types::EventKind::RunAccepted { input, .. } => Some(input),
-            _ => None,
-        });
+        let (first_input, first_by) = events
+            .first()
+            .and_then(|e| match &e.kind {
+                settle_types::EventKind::RunAccepted {
+                    input,
+                    submitted_by,
+                    ..
+                } => Some((Some(input), submitted_by.as_deref())),
+                _ => None,
+            })
+            .unwrap_or((None, None));
+        // A submitter never learns of another token's run through its key.
+        if !visible(&caller, first_by) {
+            return Err(Problem::conflict(
+                "idempotency-key-reused",
+                "this Idempotency-Key is already used by another client of this flow; use a new key",
+            ));
+        }
         if first_input != Some(&input) {
             return Err(Problem::conflict(
                 "idempotency-key-reused",
