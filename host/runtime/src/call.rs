@@ -110,6 +110,8 @@ impl Runtime {
             plugin: plugin.name.clone(),
             run_id: request.ctx.run_id.clone(),
             step: request.ctx.step.clone(),
+            attempt: request.ctx.attempt,
+            operation_id: request.ctx.operation_id.clone(),
         };
         let state = CallState::new(
             caller,

@@ -262,6 +262,14 @@ impl Runtime {
         self.inner.kv.clone()
     }
 
+    /// Instance slots: (in use now, in all). A plugin call holds one
+    /// while it runs.
+    pub fn slots(&self) -> (usize, usize) {
+        let total = self.inner.options.max_concurrent_calls.max(1) as usize;
+        let free = self.inner.slots.available_permits();
+        (total.saturating_sub(free), total)
+    }
+
     /// Counters of what the runtime bounded, dropped or waited for.
     pub fn stats(&self) -> &Arc<RuntimeStats> {
         &self.inner.stats
@@ -486,6 +494,8 @@ impl Runtime {
             plugin: "describe".into(),
             run_id: String::new(),
             step: String::new(),
+            attempt: 0,
+            operation_id: String::new(),
         };
         let state = CallState::new(
             caller,

@@ -25,6 +25,7 @@ use settle_types::store::{
     Commit, CommitOutcome, IdempotencyClaim, KvStore, Maintenance, ReindexReport, RunFilter,
     RunLog, RunQueries, Scan, StoreError, Unreadable,
 };
+use settle_types::observe::SharedObserver;
 use settle_types::{Event, RunId, RunSummary};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,8 @@ pub struct SledStore {
     unreadable: Arc<AtomicU64>,
     /// Set once a write, flush or sync failed: the store has stopped.
     stopped: Arc<std::sync::OnceLock<String>>,
+    /// Told of every group commit, once set (see [`SledStore::observe`]).
+    observer: Arc<std::sync::OnceLock<SharedObserver>>,
 }
 
 impl SledStore {
@@ -149,6 +152,7 @@ impl SledStore {
         let disk_syncs = Arc::new(AtomicU64::new(0));
         let blob_syncs = Arc::new(AtomicU64::new(0));
         let stopped = Arc::new(std::sync::OnceLock::new());
+        let observer = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let committer = Committer {
             db: db.clone(),
@@ -157,6 +161,7 @@ impl SledStore {
             disk_syncs: disk_syncs.clone(),
             blob_syncs: blob_syncs.clone(),
             stopped: stopped.clone(),
+            observer: observer.clone(),
         };
         let registered = dir.canonicalize().map_err(io)?;
         thread::Builder::new()
@@ -189,11 +194,18 @@ impl SledStore {
             blob_syncs,
             unreadable: Arc::new(AtomicU64::new(0)),
             stopped,
+            observer,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Tells `observer` of every group commit from now on (its size and how
+    /// long its write and flush took). Set once; a second call is ignored.
+    pub fn observe(&self, observer: SharedObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// How many group commits have been `fdatasync`ed since the store opened.
@@ -605,6 +617,7 @@ struct Committer {
     disk_syncs: Arc<AtomicU64>,
     blob_syncs: Arc<AtomicU64>,
     stopped: Arc<std::sync::OnceLock<String>>,
+    observer: Arc<std::sync::OnceLock<SharedObserver>>,
 }
 
 impl Committer {
@@ -650,6 +663,7 @@ impl Committer {
             }
             outcomes.push(outcome);
         }
+        let started = std::time::Instant::now();
         // sled panics on some I/O failures (its directory gone, say): that
         // is a failed write too.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -661,6 +675,12 @@ impl Committer {
         }))
         .unwrap_or_else(|panic| Err(format!("the store's writer failed: {}", panic_text(&panic))));
         let failed = written.err();
+        if failed.is_none()
+            && let Some(observer) = self.observer.get()
+        {
+            let events = group.iter().map(|(c, _)| c.events.len()).sum();
+            observer.group_committed(group.len(), events, started.elapsed());
+        }
         // Stopped before anyone is answered, so no caller can read sled's
         // memory (ahead of the disk) after being told the write failed.
         if let Some(reason) = &failed {

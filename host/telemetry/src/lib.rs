@@ -9,6 +9,8 @@
 //!   (`message`, `run`, `step`, …) at the top level beside `timestamp`,
 //!   `level` and `target`.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 /// How log lines are written to stderr.
