@@ -27,7 +27,7 @@ use prometheus::{
 };
 use settle_types::executor::CallKind;
 use settle_types::observe::Observer;
-use settle_types::{Event, EventKind, FailureClass, RunState, RunSummary};
+use settle_types::{Event, EventKind, FailureClass, RunState, RunSummary, Stage};
 use std::time::Duration;
 
 /// The states a run waits or works in: the `settle_runs` gauge has one
@@ -298,14 +298,20 @@ impl Metrics {
             return;
         }
         if let Some(before) = before
-            && !before.is_terminal()
+            && !ended(before)
         {
             self.runs.with_label_values(&[before.as_str()]).dec();
         }
-        if !after.is_terminal() {
+        if !ended(after) {
             self.runs.with_label_values(&[after.as_str()]).inc();
         }
     }
+}
+
+/// Whether a run in `state` is done for good (settled, compensated,
+/// drifted, cancelled); a held run is not: an operator may move it on.
+fn ended(state: RunState) -> bool {
+    state.stage(false) == Stage::Done
 }
 
 fn step_of(event: &Event) -> &str {
@@ -370,7 +376,7 @@ impl Observer for Metrics {
                 _ => {}
             }
         }
-        if after.state.is_terminal() && before.is_none_or(|b| !b.is_terminal()) {
+        if ended(after.state) && before.is_none_or(|b| !ended(b)) {
             let end = after.finished_at_ms.unwrap_or(after.updated_at_ms);
             let seconds = end.saturating_sub(after.accepted_at_ms) as f64 / 1000.0;
             self.run_duration
@@ -424,10 +430,13 @@ mod tests {
         m.state_changed(Some(RunState::Accepted), RunState::Processing);
         m.state_changed(Some(RunState::Processing), RunState::Settled);
         m.state_changed(None, RunState::Retrying);
+        m.state_changed(Some(RunState::Retrying), RunState::NeedsAttention);
+        m.state_changed(None, RunState::Retrying);
         let get = |s: RunState| m.runs.with_label_values(&[s.as_str()]).get();
         assert_eq!(get(RunState::Accepted), 0);
         assert_eq!(get(RunState::Processing), 0);
         assert_eq!(get(RunState::Retrying), 1);
+        assert_eq!(get(RunState::NeedsAttention), 1);
         let text = m.render();
         assert!(text.contains("settle_runs{state=\"retrying\"} 1"), "{text}");
     }
