@@ -142,6 +142,25 @@ impl Server {
         }
     }
 
+    /// `/metrics` once no run is being driven: a driver counts a commit
+    /// just after the store acknowledged it, so a status read in between
+    /// may be ahead of the metrics.
+    fn quiet_metrics(&self) -> (String, Vec<Sample>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.get("/metrics");
+            let samples = parse_metrics(&text);
+            if value(&samples, "settle_runs_driven", &[]) == 0.0 {
+                return (text, samples);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runs still driven after 10 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn events(&self, run: &str) -> Vec<Value> {
         let body = self.get_json(&format!("/v1/runs/{run}/events"));
         body["events"].as_array().cloned().expect("events")
@@ -219,7 +238,10 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
             .find_map(|s| name.strip_suffix(s))
             .filter(|_| family.1 == "histogram")
             .unwrap_or(name);
-        assert_eq!(base, family.0, "line {n}: sample outside its family: {line}");
+        assert_eq!(
+            base, family.0,
+            "line {n}: sample outside its family: {line}"
+        );
         samples.push(Sample {
             name: name.to_string(),
             labels,
@@ -284,8 +306,7 @@ fn metrics_count_exactly_what_the_runs_did() {
     server.wait_for(&c, "needs-attention");
     server.wait_for(&d, "compensated");
 
-    let text = server.get("/metrics");
-    let m = parse_metrics(&text);
+    let (text, m) = server.quiet_metrics();
     let tele = ("flow", "tele");
     let check = |name: &str, labels: &[(&str, &str)], expected: f64| {
         let got = value(&m, name, labels);
@@ -295,10 +316,26 @@ fn metrics_count_exactly_what_the_runs_did() {
     check("settle_idempotency_repeats_total", &[tele], 1.0);
     let run = ("action", "run");
     let compensate = ("action", "compensate");
-    check("settle_attempts_total", &[tele, ("step", "first"), run], 4.0);
-    check("settle_attempts_total", &[tele, ("step", "second"), run], 7.0);
-    check("settle_attempts_total", &[tele, ("step", "first"), compensate], 2.0);
-    check("settle_attempts_total", &[tele, ("step", "second"), compensate], 0.0);
+    check(
+        "settle_attempts_total",
+        &[tele, ("step", "first"), run],
+        4.0,
+    );
+    check(
+        "settle_attempts_total",
+        &[tele, ("step", "second"), run],
+        7.0,
+    );
+    check(
+        "settle_attempts_total",
+        &[tele, ("step", "first"), compensate],
+        2.0,
+    );
+    check(
+        "settle_attempts_total",
+        &[tele, ("step", "second"), compensate],
+        0.0,
+    );
     check(
         "settle_step_duration_seconds_count",
         &[tele, ("step", "second"), run],
@@ -320,10 +357,22 @@ fn metrics_count_exactly_what_the_runs_did() {
         1.0,
     );
     check("settle_failures_total", &[tele], 6.0);
-    check("settle_retries_total", &[tele, ("step", "second"), run], 3.0);
+    check(
+        "settle_retries_total",
+        &[tele, ("step", "second"), run],
+        3.0,
+    );
     check("settle_retries_total", &[tele], 3.0);
-    check("settle_compensations_total", &[tele, ("step", "first")], 1.0);
-    check("settle_holds_total", &[tele, ("cause", "compensation-failed")], 1.0);
+    check(
+        "settle_compensations_total",
+        &[tele, ("step", "first")],
+        1.0,
+    );
+    check(
+        "settle_holds_total",
+        &[tele, ("cause", "compensation-failed")],
+        1.0,
+    );
     check("settle_holds_total", &[tele], 1.0);
     check(
         "settle_run_duration_seconds_count",
@@ -343,7 +392,10 @@ fn metrics_count_exactly_what_the_runs_did() {
     check("settle_operator_actions_total", &[], 0.0);
 
     // Every event went through a group commit of the store.
-    let events: usize = [&a, &b, &c, &d].iter().map(|r| server.events(r).len()).sum();
+    let events: usize = [&a, &b, &c, &d]
+        .iter()
+        .map(|r| server.events(r).len())
+        .sum();
     check("settle_store_events_total", &[], events as f64);
     assert!(value(&m, "settle_store_commit_seconds_count", &[]) >= 1.0);
     assert!(value(&m, "settle_store_commit_batch_size_sum", &[]) >= 4.0);
@@ -361,8 +413,7 @@ fn metrics_count_exactly_what_the_runs_did() {
         None,
     );
     server.wait_for(&c, "cancelled");
-    let text = server.get("/metrics");
-    let m = parse_metrics(&text);
+    let (text, m) = server.quiet_metrics();
     let check = |name: &str, labels: &[(&str, &str)], expected: f64| {
         let got = value(&m, name, labels);
         assert_eq!(got, expected, "{name}{labels:?}\n{text}");
@@ -423,7 +474,11 @@ fn json_log_lines_of_an_attempt_say_whose_they_are() {
     // The plugin's own line carries them at its top level.
     let said: Vec<&Value> = records
         .iter()
-        .filter(|r| r["message"].as_str().is_some_and(|m| m.contains("innocent")))
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("innocent"))
+        })
         .collect();
     assert_eq!(said.len(), 1, "the plugin's log line once:\n{stderr}");
     let plugin_line = said[0];

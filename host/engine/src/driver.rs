@@ -570,7 +570,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             o.called(&flow.name, &step.name, kind, report.duration, outcome);
         }
         match &report.result {
-            Ok(_) => tracing::debug!(duration_ms = report.duration.as_millis() as u64, "attempt answered"),
+            Ok(_) => tracing::debug!(
+                duration_ms = report.duration.as_millis() as u64,
+                "attempt answered"
+            ),
             Err(f) => tracing::info!(
                 class = f.class.as_str(),
                 duration_ms = report.duration.as_millis() as u64,

@@ -21,11 +21,11 @@ pub mod keys;
 pub use disk_sync::SyncMode;
 
 use disk_sync::DiskSync;
+use settle_types::observe::SharedObserver;
 use settle_types::store::{
     Commit, CommitOutcome, IdempotencyClaim, KvStore, Maintenance, ReindexReport, RunFilter,
     RunLog, RunQueries, Scan, StoreError, Unreadable,
 };
-use settle_types::observe::SharedObserver;
 use settle_types::{Event, RunId, RunSummary};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

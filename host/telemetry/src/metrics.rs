@@ -153,8 +153,9 @@ impl Metrics {
             h
         };
         let plain_histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
+            let h =
+                prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid metric");
             registry
                 .register(Box::new(h.clone()))
                 .expect("metric registered once");
@@ -205,11 +206,7 @@ impl Metrics {
                 "Commits written by one group commit.",
                 exponential(1.0, 2.0, 12),
             ),
-            runs_accepted: counter(
-                "settle_runs_accepted_total",
-                "Runs accepted.",
-                &["flow"],
-            ),
+            runs_accepted: counter("settle_runs_accepted_total", "Runs accepted.", &["flow"]),
             attempts: counter(
                 "settle_attempts_total",
                 "Attempts of an action of a step.",
@@ -250,7 +247,10 @@ impl Metrics {
                 "Operators' commands applied, by action.",
                 &["flow", "action"],
             ),
-            store_events: plain_counter("settle_store_events_total", "Events written by the store."),
+            store_events: plain_counter(
+                "settle_store_events_total",
+                "Events written by the store.",
+            ),
             pool_waits: plain_counter(
                 "settle_pool_waits_total",
                 "Plugin calls that waited for a free instance slot.",
@@ -337,7 +337,9 @@ impl Observer for Metrics {
                         .inc();
                 }
                 EventKind::ReconciliationScheduled { attempt, .. } if *attempt > 1 => {
-                    self.retries.with_label_values(&[flow, "", "reconcile"]).inc();
+                    self.retries
+                        .with_label_values(&[flow, "", "reconcile"])
+                        .inc();
                 }
                 EventKind::StepFailed { failure, .. } => {
                     self.failures

@@ -110,9 +110,15 @@ async fn observe(host: &Host) -> anyhow::Result<Arc<dyn Fn() -> String + Send + 
     let runtime = host.runtime.clone();
     Ok(Arc::new(move || {
         let (in_use, total) = runtime.slots();
-        metrics.pool_slots_in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
-        metrics.pool_slots.set(i64::try_from(total).unwrap_or(i64::MAX));
-        metrics.runs_driven.set(i64::try_from(engine.live_runs()).unwrap_or(i64::MAX));
+        metrics
+            .pool_slots_in_use
+            .set(i64::try_from(in_use).unwrap_or(i64::MAX));
+        metrics
+            .pool_slots
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+        metrics
+            .runs_driven
+            .set(i64::try_from(engine.live_runs()).unwrap_or(i64::MAX));
         let stats = runtime.stats();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         Metrics::catch_up(&metrics.pool_waits, load(&stats.pool_waits));
