@@ -430,6 +430,47 @@ fn metrics_count_exactly_what_the_runs_did() {
         &[tele, ("state", "cancelled")],
         1.0,
     );
+
+    // The dashboard asks only for series this host exports (every family
+    // has one by now).
+    let dashboard: Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for (i, _) in expr.match_indices("settle_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 15, "the dashboard uses {used:?}");
+    for name in &used {
+        assert!(
+            m.iter().any(|s| &s.name == name),
+            "the dashboard asks for {name}, which /metrics does not have:\n{text}"
+        );
+    }
+}
+
+/// The Grafana dashboard shipped with the host.
+const DASHBOARD: &str = include_str!("../../host/telemetry/grafana/settle.json");
+
+fn collect_exprs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }
 
 /// Every field name of a JSON log line: its own, and its spans'.
