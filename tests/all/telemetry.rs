@@ -55,6 +55,16 @@ impl Server {
     /// Starts `settle serve` over a fresh store in `dir`, offering `flows`
     /// (name, YAML), with `extra` global arguments; stderr goes to a file.
     fn start(dir: &Path, flows: &[(&str, &str)], extra: &[&str]) -> Server {
+        Self::start_with_env(dir, flows, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    fn start_with_env(
+        dir: &Path,
+        flows: &[(&str, &str)],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let config = support::write_config(dir, None);
         let flow_dir = dir.join("flows");
         std::fs::create_dir_all(&flow_dir).expect("create the flow directory");
@@ -68,6 +78,7 @@ impl Server {
             .arg("--flows")
             .arg(&flow_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
@@ -534,8 +545,8 @@ fn json_log_lines_of_an_attempt_say_whose_they_are() {
         .unwrap_or_default();
     assert_eq!(
         names,
-        ["run", "step", "attempt"],
-        "spans of the plugin's line (plugin_call is a debug span): {plugin_line}"
+        ["run", "step", "attempt", "plugin_call"],
+        "spans of the plugin's line: {plugin_line}"
     );
     let fields = fields_of(plugin_line);
     assert_eq!(fields["flow"], "logged", "{plugin_line}");
@@ -559,4 +570,142 @@ fn json_log_lines_of_an_attempt_say_whose_they_are() {
     assert_eq!(host_line["action"], "run", "{host_line:?}");
     assert_eq!(host_line["operation_id"], op_of("wobble"), "{host_line:?}");
     assert_eq!(host_line["class"], "retryable", "{host_line:?}");
+}
+
+/// A minimal OTLP/HTTP collector on loopback: answers 200 to every POST and
+/// keeps the bodies (protobuf `ExportTraceServiceRequest`s).
+struct Collector {
+    addr: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the collector");
+        let addr = listener
+            .local_addr()
+            .expect("collector address")
+            .to_string();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        // Ends with the test process; each connection ends when its peer
+        // closes it or stays silent for 10 s.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || Self::answer(stream, &kept));
+            }
+        });
+        Collector { addr, bodies }
+    }
+
+    fn answer(stream: std::net::TcpStream, kept: &std::sync::Mutex<Vec<(String, Vec<u8>)>>) {
+        use std::io::{Read, Write};
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut writer = stream.try_clone().expect("clone the stream");
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            kept.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((request_line.trim_end().to_string(), body));
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Every byte received so far, and the request lines.
+    fn received(&self) -> (Vec<String>, Vec<u8>) {
+        let bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = bodies.iter().map(|(l, _)| l.clone()).collect();
+        let bytes = bodies.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        (lines, bytes)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn spans_go_to_the_otlp_endpoint_when_one_is_set() {
+    let dir = support::tempdir();
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.addr);
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("logged", LOG_FLOW)],
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("NO_PROXY", "127.0.0.1"),
+            ("no_proxy", "127.0.0.1"),
+        ],
+    );
+    let run = server.submit("logged", json!({}), None);
+    server.wait_for(&run, "settled");
+    let events = server.events(&run);
+    let wobble = events
+        .iter()
+        .find_map(|e| {
+            (e["step"] == "wobble")
+                .then(|| e["operation_id"].as_str())
+                .flatten()
+        })
+        .expect("operation id of wobble")
+        .to_string();
+    // Span names and attribute values travel as plain UTF-8 in protobuf.
+    let wanted: Vec<&[u8]> = vec![
+        b"settle",
+        b"run",
+        b"step",
+        b"attempt",
+        b"plugin_call",
+        run.as_bytes(),
+        wobble.as_bytes(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (lines, bytes) = collector.received();
+        if wanted.iter().all(|w| contains(&bytes, w)) {
+            assert!(
+                lines.iter().all(|l| l.starts_with("POST /v1/traces ")),
+                "{lines:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector did not get the run's spans within 20 s: requests {lines:?}, {} bytes; stderr:\n{}",
+            bytes.len(),
+            std::fs::read_to_string(&server.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -561,7 +561,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     timeout: step.timeout,
                     progress: Some(self.progress_sink(summary.run_id)),
                 };
-                let span = tracing::debug_span!("plugin_call", plugin = %step.plugin);
+                let span = tracing::info_span!("plugin_call", plugin = %step.plugin);
                 self.inner.executor.call(request).instrument(span).await
             }
         };
