@@ -572,11 +572,14 @@ fn json_log_lines_of_an_attempt_say_whose_they_are() {
     assert_eq!(host_line["class"], "retryable", "{host_line:?}");
 }
 
+/// What the collector received: (request line, body) of each request.
+type Received = std::sync::Mutex<Vec<(String, Vec<u8>)>>;
+
 /// A minimal OTLP/HTTP collector on loopback: answers 200 to every POST and
 /// keeps the bodies (protobuf `ExportTraceServiceRequest`s).
 struct Collector {
     addr: String,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    bodies: std::sync::Arc<Received>,
 }
 
 impl Collector {
