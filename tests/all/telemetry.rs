@@ -683,8 +683,17 @@ fn spans_go_to_the_otlp_endpoint_when_one_is_set() {
         })
         .expect("operation id of wobble")
         .to_string();
+    // The exported trace has the trace id of the run's events (16 raw bytes
+    // in protobuf).
+    let trace_hex = events[0]["trace_id"].as_str().expect("trace id");
+    let trace: Vec<u8> = (0..trace_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&trace_hex[i..i + 2], 16).expect("hex trace id"))
+        .collect();
+    assert_eq!(trace.len(), 16, "{trace_hex}");
     // Span names and attribute values travel as plain UTF-8 in protobuf.
     let wanted: Vec<&[u8]> = vec![
+        &trace,
         b"settle",
         b"run",
         b"step",

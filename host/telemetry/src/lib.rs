@@ -22,11 +22,13 @@
 //! **Traces**: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, those spans also go to that
 //! OTLP collector over HTTP (protobuf), as service `settle`; the other
-//! standard `OTEL_*` variables (headers, batch delay) apply.
+//! standard `OTEL_*` variables (headers, batch delay) apply. A run's trace
+//! id there is the `trace_id` of its events.
 //!
 //! **Metrics**: [`metrics::Metrics`], rendered by `GET /metrics`.
 
 pub mod metrics;
+mod trace_ids;
 
 use std::io::IsTerminal;
 use tracing_subscriber::Layer;
@@ -90,7 +92,11 @@ pub fn init(format: LogFormat) -> Guard {
     let traces = otlp_endpoint().and_then(|endpoint| match otlp_provider() {
         Ok(provider) => {
             use opentelemetry::trace::TracerProvider as _;
-            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("settle"));
+            // The run's trace id is offered beneath the bridge and cleared
+            // above it (see `trace_ids`).
+            let layer = trace_ids::RunTraceIds
+                .and_then(tracing_opentelemetry::layer().with_tracer(provider.tracer("settle")))
+                .and_then(trace_ids::ClearRunTraceId);
             guard.traces = Some(provider);
             Some(layer)
         }
@@ -120,6 +126,7 @@ fn otlp_provider() -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String
         .build();
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        .with_id_generator(trace_ids::RunIdGenerator::default())
         .with_resource(resource)
         .build())
 }
