@@ -408,7 +408,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             events.push(event);
         }
         // Kept for the observer only: the commit takes the events.
-        let observed = self.observer().map(|_| events.clone());
+        let observed = self
+            .observer()
+            .map(|_| settle_types::observe::without_payloads(&events));
         let commit = Commit {
             run_id: next.run_id,
             events,

@@ -6,7 +6,7 @@
 //! composition root (`settle serve`) hands it to both.
 
 use crate::executor::CallKind;
-use crate::{Event, FailureClass, RunState, RunSummary};
+use crate::{Event, EventKind, FailureClass, RunState, RunSummary};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use std::time::Duration;
 pub trait Observer: Send + Sync + 'static {
     /// `events` of one run were committed durably. `before` is the run's
     /// state before them (`None`: the commit accepted the run); `after` is
-    /// its summary once they apply.
+    /// its summary once they apply. The events come as [`without_payloads`]
+    /// leaves them: a step's output and a run's input are `null` here.
     fn committed(&self, before: Option<RunState>, events: &[Event], after: &RunSummary) {
         let _ = (before, events, after);
     }
@@ -44,6 +45,58 @@ pub trait Observer: Send + Sync + 'static {
     fn group_committed(&self, commits: usize, events: usize, latency: Duration) {
         let _ = (commits, events, latency);
     }
+}
+
+/// Copies of `events` for an observer, without the payloads an observer
+/// has no use for (a step's output, a run's input), so that observing a
+/// commit never copies what a plugin returned.
+pub fn without_payloads(events: &[Event]) -> Vec<Event> {
+    events
+        .iter()
+        .map(|event| {
+            let kind = match &event.kind {
+                EventKind::StepCompleted {
+                    index, duration_ms, ..
+                } => EventKind::StepCompleted {
+                    index: *index,
+                    output: serde_json::Value::Null,
+                    duration_ms: *duration_ms,
+                },
+                EventKind::RunAccepted {
+                    flow,
+                    flow_version,
+                    flow_digest,
+                    steps,
+                    idempotency_key,
+                    submitted_by,
+                    ..
+                } => EventKind::RunAccepted {
+                    flow: flow.clone(),
+                    flow_version: flow_version.clone(),
+                    flow_digest: flow_digest.clone(),
+                    steps: steps.clone(),
+                    input: serde_json::Value::Null,
+                    idempotency_key: idempotency_key.clone(),
+                    submitted_by: submitted_by.clone(),
+                },
+                other => other.clone(),
+            };
+            Event {
+                v: event.v,
+                id: event.id,
+                run_id: event.run_id,
+                seq: event.seq,
+                at_ms: event.at_ms,
+                step: event.step.clone(),
+                operation_id: event.operation_id.clone(),
+                attempt: event.attempt,
+                source: event.source.clone(),
+                causation: event.causation,
+                trace_id: event.trace_id.clone(),
+                kind,
+            }
+        })
+        .collect()
 }
 
 /// Observes nothing.
