@@ -20,4 +20,5 @@ mod saga;
 mod sandbox;
 mod store;
 mod support;
+mod telemetry;
 mod ui;

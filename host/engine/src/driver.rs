@@ -23,6 +23,7 @@ use settle_types::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Builds the next event of a run with its lineage.
@@ -113,6 +114,29 @@ fn attribute(
         };
         (kind, step, source)
     })
+}
+
+/// The spans of one attempt: `step` (its name and index) and, inside it,
+/// `attempt` (its number, action and operation id), both children of the
+/// run's span; the plugin call is a `plugin_call` span inside them.
+fn attempt_span(
+    summary: &RunSummary,
+    flow: &Flow,
+    index: u32,
+    attempt: u32,
+    action: Action,
+) -> tracing::Span {
+    let Some(step) = flow.steps.get(index as usize) else {
+        return tracing::Span::none();
+    };
+    let step_span = tracing::info_span!("step", step = %step.name, step_index = index);
+    tracing::info_span!(
+        parent: &step_span,
+        "attempt",
+        attempt,
+        action = action.as_str(),
+        operation_id = %OperationId::new(summary.run_id, &step.name, action),
+    )
 }
 
 /// Most `capability-denied` events one call records; the runtime counts
@@ -297,11 +321,21 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {
                     let interrupted = std::mem::take(&mut maybe_interrupted);
-                    Box::pin(self.run_step(&mut summary, &flow, index, attempt, interrupted)).await
+                    let span = attempt_span(&summary, &flow, index, attempt, Action::Run);
+                    Box::pin(
+                        self.run_step(&mut summary, &flow, index, attempt, interrupted)
+                            .instrument(span),
+                    )
+                    .await
                 }
                 Next::Compensate { index, attempt, .. } => {
                     maybe_interrupted = false;
-                    Box::pin(self.compensate_step(&mut summary, &flow, index, attempt)).await
+                    let span = attempt_span(&summary, &flow, index, attempt, Action::Compensate);
+                    Box::pin(
+                        self.compensate_step(&mut summary, &flow, index, attempt)
+                            .instrument(span),
+                    )
+                    .await
                 }
                 Next::Reconcile { attempt, .. } => {
                     maybe_interrupted = false;
@@ -365,6 +399,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         kinds: Vec<(EventKind, Option<u32>, Source)>,
         now: u64,
     ) -> Result<(), settle_types::store::StoreError> {
+        let before = summary.state;
         let mut next = summary.clone();
         let mut events = Vec::with_capacity(kinds.len());
         for (kind, step, source) in kinds {
@@ -372,6 +407,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             next.apply(&event);
             events.push(event);
         }
+        // Kept for the observer only: the commit takes the events.
+        let observed = self
+            .observer()
+            .map(|_| settle_types::observe::without_payloads(&events));
         let commit = Commit {
             run_id: next.run_id,
             events,
@@ -379,6 +418,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             claim: None,
         };
         self.inner.store.commit(commit).await?;
+        if let (Some(o), Some(events)) = (self.observer(), &observed) {
+            o.committed(Some(before), events, &next);
+        }
         *summary = next;
         if let Some(Live { updates, .. }) = self
             .inner
@@ -521,9 +563,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     timeout: step.timeout,
                     progress: Some(self.progress_sink(summary.run_id)),
                 };
-                self.inner.executor.call(request).await
+                let span = tracing::info_span!("plugin_call", plugin = %step.plugin);
+                self.inner.executor.call(request).instrument(span).await
             }
         };
+        if let Some(o) = self.observer() {
+            let outcome = report.result.as_ref().map(|_| ()).map_err(|f| f.class);
+            o.called(&flow.name, &step.name, kind, report.duration, outcome);
+        }
+        match &report.result {
+            Ok(_) => tracing::debug!(
+                duration_ms = report.duration.as_millis() as u64,
+                "attempt answered"
+            ),
+            Err(f) => tracing::info!(
+                class = f.class.as_str(),
+                duration_ms = report.duration.as_millis() as u64,
+                "attempt failed: {}",
+                f.message
+            ),
+        }
         // The runtime keeps the first refusals and counts the rest in its
         // last one: keep the first few and that last.
         let kept = report.denials.len().min(MAX_DENIAL_EVENTS);
@@ -669,8 +728,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             if !reconciles || summary.outputs[i].is_none() {
                 continue;
             }
+            let span = attempt_span(summary, flow, index, attempt, Action::Reconcile);
             let (report, denials) = self
                 .call(summary, flow, index, attempt, CallKind::Reconcile)
+                .instrument(span)
                 .await;
             events.extend(denials);
             let verdict = match report.result {

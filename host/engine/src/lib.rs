@@ -19,6 +19,7 @@ pub mod transitions;
 use serde_json::Value;
 use settle_flow::Flow;
 use settle_types::executor::Executor;
+use settle_types::observe::{Observer, SharedObserver};
 use settle_types::store::{
     Commit, CommitOutcome, IdempotencyClaim, RunFilter, RunQueries, StoreError,
 };
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How the engine runs.
@@ -163,6 +165,8 @@ struct Inner<S, X> {
     paused: AtomicBool,
     /// Set once: drivers stop at their next wait.
     shutdown: watch::Sender<bool>,
+    /// Told what was committed and called, once set (metrics).
+    observer: std::sync::OnceLock<SharedObserver>,
 }
 
 /// What only the driving process knows about a run.
@@ -225,6 +229,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 flows: Mutex::new(HashMap::new()),
                 paused: AtomicBool::new(false),
                 shutdown: watch::channel(false).0,
+                observer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -257,6 +262,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             capacity: self.inner.capacity,
             driven,
         }
+    }
+
+    /// Tells `observer` what the engine commits and calls from now on
+    /// (see [`settle_types::observe`]). Set once; a second call is ignored.
+    pub fn observe(&self, observer: SharedObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    pub(crate) fn observer(&self) -> Option<&dyn Observer> {
+        self.inner.observer.get().map(|o| &**o)
     }
 
     pub fn store(&self) -> &S {
@@ -318,6 +333,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 )
                 .await?
         {
+            if let Some(o) = self.observer() {
+                o.idempotent_repeat(&flow.name);
+            }
             return Ok(Submitted {
                 run_id,
                 existing: true,
@@ -379,18 +397,31 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             key,
             window_ms: u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
         });
+        let events = vec![first, scheduled];
+        // Kept for the observer only: the commit takes the events.
+        let observed = self
+            .observer()
+            .map(|_| settle_types::observe::without_payloads(&events));
         let commit = Commit {
             run_id,
-            events: vec![first, scheduled],
+            events,
             summary: summary.clone(),
             claim,
         };
         match self.inner.store.commit(commit).await? {
-            CommitOutcome::Duplicate(existing) => Ok(Submitted {
-                run_id: existing,
-                existing: true,
-            }),
+            CommitOutcome::Duplicate(existing) => {
+                if let Some(o) = self.observer() {
+                    o.idempotent_repeat(&flow.name);
+                }
+                Ok(Submitted {
+                    run_id: existing,
+                    existing: true,
+                })
+            }
             CommitOutcome::Committed => {
+                if let (Some(o), Some(events)) = (self.observer(), &observed) {
+                    o.committed(None, events, &summary);
+                }
                 if !self.is_paused() {
                     self.spawn(summary, flow.clone(), false);
                 }
@@ -774,7 +805,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(summary.run_id, Live::new(Arc::new(summary.clone())));
         let engine = self.clone();
-        tokio::spawn(async move { engine.drive_guarded(summary, flow, resumed).await });
+        // Every line logged while driving the run (the plugin's own too)
+        // carries its run id, flow and trace id.
+        let span = tracing::info_span!(
+            parent: None,
+            "run",
+            run_id = %summary.run_id,
+            flow = %summary.flow,
+            flow_version = %summary.flow_version,
+            trace_id = %summary.run_id.trace_id(),
+        );
+        tokio::spawn(
+            async move { engine.drive_guarded(summary, flow, resumed).await }.instrument(span),
+        );
     }
 
     /// Waits until this process stops driving `run` (it ended, waits for an

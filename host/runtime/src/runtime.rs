@@ -164,6 +164,14 @@ impl Runtime {
         self.inner.kv.clone()
     }
 
+    /// Instance slots: (in use now, in all). A plugin call holds one
+    /// while it runs.
+    pub fn slots(&self) -> (usize, usize) {
+        let total = self.inner.options.max_concurrent_calls.max(1) as usize;
+        let free = self.inner.slots.available_permits();
+        (total.saturating_sub(free), total)
+    }
+
     /// Counters of what the runtime bounded, dropped or waited for.
     pub fn stats(&self) -> &Arc<RuntimeStats> {
         &self.inner.stats
@@ -388,6 +396,8 @@ impl Runtime {
             plugin: "describe".into(),
             run_id: String::new(),
             step: String::new(),
+            attempt: 0,
+            operation_id: String::new(),
         };
         let state = CallState::new(
             caller,
@@ -504,6 +514,8 @@ impl Runtime {
             plugin: plugin.name.clone(),
             run_id: request.ctx.run_id.clone(),
             step: request.ctx.step.clone(),
+            attempt: request.ctx.attempt,
+            operation_id: request.ctx.operation_id.clone(),
         };
         let state = CallState::new(
             caller,

@@ -21,6 +21,7 @@ pub mod keys;
 pub use disk_sync::SyncMode;
 
 use disk_sync::DiskSync;
+use settle_types::observe::SharedObserver;
 use settle_types::store::{
     Commit, CommitOutcome, IdempotencyClaim, KvStore, Maintenance, ReindexReport, RunFilter,
     RunLog, RunQueries, Scan, StoreError, Unreadable,
@@ -106,6 +107,8 @@ pub struct SledStore {
     /// Idempotency claims applied to sled's memory but not yet flushed and
     /// synced (see [`SledStore::find_idempotent_now`]).
     unsynced_claims: UnsyncedClaims,
+    /// Told of every group commit, once set (see [`SledStore::observe`]).
+    observer: Arc<std::sync::OnceLock<SharedObserver>>,
 }
 
 /// Keys of idempotency claims in the batch being written.
@@ -155,6 +158,7 @@ impl SledStore {
         let disk_syncs = Arc::new(AtomicU64::new(0));
         let blob_syncs = Arc::new(AtomicU64::new(0));
         let stopped = Arc::new(std::sync::OnceLock::new());
+        let observer = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = mpsc::sync_channel(options.queue_depth);
         let unsynced_claims = UnsyncedClaims::default();
         let committer = Committer {
@@ -165,6 +169,7 @@ impl SledStore {
             disk_syncs: disk_syncs.clone(),
             blob_syncs: blob_syncs.clone(),
             stopped: stopped.clone(),
+            observer: observer.clone(),
         };
         let registered = dir.canonicalize().map_err(io)?;
         thread::Builder::new()
@@ -198,11 +203,18 @@ impl SledStore {
             unreadable: Arc::new(AtomicU64::new(0)),
             stopped,
             unsynced_claims,
+            observer,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Tells `observer` of every group commit from now on (its size and how
+    /// long its write and flush took). Set once; a second call is ignored.
+    pub fn observe(&self, observer: SharedObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// How many group commits have been `fdatasync`ed since the store opened.
@@ -628,6 +640,7 @@ struct Committer {
     disk_syncs: Arc<AtomicU64>,
     blob_syncs: Arc<AtomicU64>,
     stopped: Arc<std::sync::OnceLock<String>>,
+    observer: Arc<std::sync::OnceLock<SharedObserver>>,
 }
 
 impl Committer {
@@ -682,6 +695,7 @@ impl Committer {
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(unsynced.iter().cloned());
         }
+        let started = std::time::Instant::now();
         // sled panics on some I/O failures (its directory gone, say): that
         // is a failed write too.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -701,6 +715,12 @@ impl Committer {
             for key in &unsynced {
                 set.remove(key);
             }
+        }
+        if failed.is_none()
+            && let Some(observer) = self.observer.get()
+        {
+            let events = group.iter().map(|(c, _)| c.events.len()).sum();
+            observer.group_committed(group.len(), events, started.elapsed());
         }
         // Stopped before anyone is answered, so no caller can read sled's
         // memory (ahead of the disk) after being told the write failed.

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod event;
 pub mod executor;
 pub mod ids;
+pub mod observe;
 pub mod retry;
 pub mod state;
 pub mod store;

@@ -144,7 +144,7 @@ enum TokenCommand {
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init(cli.log_format);
+    let _telemetry = crate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -54,8 +54,10 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
+    let render = observe(&host).await?;
     let api = settle_api::Api::new(host.engine.clone(), catalog, config.api.clone())
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .with_metrics(render);
     let router = settle_api::router(api.clone());
     // The address goes out first, so scripts can start on port 0 and read it.
     outln!("listening on {addr}");
@@ -96,6 +98,46 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     }
     host.shutdown().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the host's metrics to the engine and the store, counts the runs
+/// already waiting in each state, and returns what renders `/metrics`.
+async fn observe(host: &Host) -> anyhow::Result<Arc<dyn Fn() -> String + Send + Sync>> {
+    use settle_telemetry::metrics::{Metrics, NON_TERMINAL};
+    use settle_types::store::{RunFilter, RunQueries};
+    let metrics = Arc::new(Metrics::new());
+    // Before any run moves: from here on the engine moves runs between the
+    // gauges as it commits.
+    for state in NON_TERMINAL {
+        let filter = RunFilter {
+            states: vec![state],
+            ..RunFilter::default()
+        };
+        let runs = host.engine.store().list_runs(&filter, usize::MAX).await?;
+        metrics.set_runs(state, i64::try_from(runs.items.len()).unwrap_or(i64::MAX));
+    }
+    host.engine.observe(metrics.clone());
+    host.store.observe(metrics.clone());
+    let engine = host.engine.clone();
+    let runtime = host.runtime.clone();
+    Ok(Arc::new(move || {
+        let (in_use, total) = runtime.slots();
+        metrics
+            .pool_slots_in_use
+            .set(i64::try_from(in_use).unwrap_or(i64::MAX));
+        metrics
+            .pool_slots
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+        metrics
+            .runs_driven
+            .set(i64::try_from(engine.live_runs()).unwrap_or(i64::MAX));
+        let stats = runtime.stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Metrics::catch_up(&metrics.pool_waits, load(&stats.pool_waits));
+        Metrics::catch_up(&metrics.pool_exhausted, load(&stats.pool_exhausted));
+        Metrics::catch_up(&metrics.log_lines_dropped, load(&stats.log_lines_dropped));
+        metrics.render()
+    }))
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

@@ -13,19 +13,19 @@ impl log::Host for CallState {
         let c = &self.caller;
         match level {
             log::Level::Trace => {
-                tracing::trace!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+                tracing::trace!(plugin = %c.plugin, run_id = %c.run_id, step = %c.step, attempt = c.attempt, operation_id = %c.operation_id, "{message}")
             }
             log::Level::Debug => {
-                tracing::debug!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+                tracing::debug!(plugin = %c.plugin, run_id = %c.run_id, step = %c.step, attempt = c.attempt, operation_id = %c.operation_id, "{message}")
             }
             log::Level::Info => {
-                tracing::info!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+                tracing::info!(plugin = %c.plugin, run_id = %c.run_id, step = %c.step, attempt = c.attempt, operation_id = %c.operation_id, "{message}")
             }
             log::Level::Warn => {
-                tracing::warn!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+                tracing::warn!(plugin = %c.plugin, run_id = %c.run_id, step = %c.step, attempt = c.attempt, operation_id = %c.operation_id, "{message}")
             }
             log::Level::Error => {
-                tracing::error!(plugin = %c.plugin, run = %c.run_id, step = %c.step, "{message}")
+                tracing::error!(plugin = %c.plugin, run_id = %c.run_id, step = %c.step, attempt = c.attempt, operation_id = %c.operation_id, "{message}")
             }
         }
         Ok(())

@@ -39,6 +39,8 @@ pub struct Caller {
     pub plugin: Arc<str>,
     pub run_id: String,
     pub step: String,
+    pub attempt: u32,
+    pub operation_id: String,
 }
 
 /// The data of a call's store.
