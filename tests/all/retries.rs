@@ -237,3 +237,54 @@ steps:
         .unwrap();
     assert_eq!(retry_at - at, 200, "clamped to max_interval");
 }
+
+/// The engine reads the time of its decisions from its clock: a test's
+/// clock stamps every event and sets when a retry is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_clock_stamps_every_event_and_due_time() {
+    struct Fixed(u64);
+    impl settle::model::clock::Clock for Fixed {
+        fn now_ms(&self) -> u64 {
+            self.0
+        }
+    }
+    // An hour behind the wall clock: retries it schedules are due at once
+    // by the wall clock's sleep, and stamped by this one.
+    let fixed = settle::model::now_ms() - 3_600_000;
+    let dir = support::tempdir();
+    let base = Host::start_with(&support::config(dir.path()), settle::app::OnStart::Leave)
+        .await
+        .unwrap();
+    let engine = settle::engine::Engine::new(
+        base.store.clone(),
+        base.runtime.clone(),
+        settle::engine::EngineOptions {
+            clock: settle::engine::EngineClock(std::sync::Arc::new(Fixed(fixed))),
+            ..settle::engine::EngineOptions::default()
+        },
+    );
+    let flow = support::flow(
+        "name: clocked\nsteps:\n  - name: a\n    plugin: flaky\n    input: { mode: fail-times, times: 1 }\n    retry: { max_attempts: 3, initial_interval: 1s, jitter: 0 }\n",
+    );
+    let run = engine.submit(&flow, json!({}), None).await.unwrap().run_id;
+    let done = engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(done.state, settle::model::RunState::Settled);
+    let events = base.store.events_now(run).unwrap();
+    assert!(events.len() >= 5, "{events:?}");
+    for e in &events {
+        assert_eq!(
+            e.at_ms,
+            fixed,
+            "event {} {} stamped by another clock",
+            e.seq,
+            e.kind.name()
+        );
+    }
+    let retry_at = events.iter().find_map(|e| match &e.kind {
+        settle::model::EventKind::StepFailed { retry_at_ms, .. } => *retry_at_ms,
+        _ => None,
+    });
+    assert_eq!(retry_at, Some(fixed + 1_000));
+    drop(engine);
+    base.shutdown().await.unwrap();
+}

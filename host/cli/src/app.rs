@@ -71,6 +71,7 @@ impl Host {
             runtime.clone(),
             EngineOptions {
                 max_runs_in_flight: config.engine.max_runs_in_flight,
+                ..EngineOptions::default()
             },
         );
         let resumed = match on_start {

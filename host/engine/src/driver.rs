@@ -19,7 +19,7 @@ use settle_types::executor::{
 use settle_types::store::{Commit, RunQueries};
 use settle_types::{
     Action, Event, EventKind, Failure, FailureClass, Next, OperationId, RunSummary, SCHEMA_VERSION,
-    Source, Verdict, bounds, now_ms, step_id,
+    Source, Verdict, bounds, step_id,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,7 +253,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             None,
             Source::host(),
         )];
-        if let Err(e) = self.record(&mut summary, held, now_ms()).await {
+        if let Err(e) = self.record(&mut summary, held, self.now()).await {
             tracing::error!(run = %run, "cannot record the failure: {e}");
         }
     }
@@ -271,7 +271,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     .into_iter()
                     .map(|k| (k, None, Source::host()))
                     .collect();
-                let outcome = self.record(&mut summary, events, now_ms()).await;
+                let outcome = self.record(&mut summary, events, self.now()).await;
                 let answer = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
                 for reply in replies {
                     let _ = reply.send(answer.clone());
@@ -294,7 +294,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             if *stop.borrow() {
                 break;
             }
-            let now = now_ms();
+            let now = self.now();
             // Waiting (for a timer or a free worker) ends early on shutdown;
             // an action already started is finished and recorded.
             let permit = tokio::select! {
@@ -612,7 +612,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .call(summary, flow, index, attempt, CallKind::Run)
             .await;
         let source = Source(report.source.clone());
-        let now = now_ms();
+        let now = self.now();
         let denials = report.denials;
         // (output, whether a failure may have had its effect)
         let output = match report.result {
@@ -680,7 +680,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .call(summary, flow, index, attempt, CallKind::Compensate)
             .await;
         let source = Source(report.source.clone());
-        let now = now_ms();
+        let now = self.now();
         let decided = match report.result {
             Ok(_) => {
                 let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
@@ -749,7 +749,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
         let sources: Vec<(u32, Source)> =
             verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
-        let now = now_ms();
+        let now = self.now();
         let decided = transitions::after_reconciliation(
             flow,
             summary,

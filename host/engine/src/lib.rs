@@ -18,12 +18,13 @@ pub mod transitions;
 
 use serde_json::Value;
 use settle_flow::Flow;
+use settle_types::clock::{Clock, SystemClock};
 use settle_types::executor::Executor;
 use settle_types::observe::{Observer, SharedObserver};
 use settle_types::store::{
     Commit, CommitOutcome, IdempotencyClaim, RunFilter, RunQueries, StoreError,
 };
-use settle_types::{Event, EventKind, RunId, RunSummary, SCHEMA_VERSION, Source, now_ms};
+use settle_types::{Event, EventKind, RunId, RunSummary, SCHEMA_VERSION, Source};
 use status::{Progress, RunStatus};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,13 +38,33 @@ use uuid::Uuid;
 pub struct EngineOptions {
     /// Runs executing a step at once; runs waiting for a timer do not count.
     pub max_runs_in_flight: usize,
+    /// Where the engine reads the time of its decisions (event times, due
+    /// times of retries): the wall clock, or a test's own.
+    pub clock: EngineClock,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             max_runs_in_flight: 1024,
+            clock: EngineClock::default(),
         }
+    }
+}
+
+/// The engine's clock: any [`Clock`], shared.
+#[derive(Clone)]
+pub struct EngineClock(pub Arc<dyn Clock>);
+
+impl Default for EngineClock {
+    fn default() -> Self {
+        EngineClock(Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for EngineClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineClock")
     }
 }
 
@@ -167,6 +188,7 @@ struct Inner<S, X> {
     shutdown: watch::Sender<bool>,
     /// Told what was committed and called, once set (metrics).
     observer: std::sync::OnceLock<SharedObserver>,
+    clock: Arc<dyn Clock>,
 }
 
 /// What only the driving process knows about a run.
@@ -230,8 +252,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 paused: AtomicBool::new(false),
                 shutdown: watch::channel(false).0,
                 observer: std::sync::OnceLock::new(),
+                clock: options.clock.0,
             }),
         }
+    }
+
+    /// The time of a decision, by the engine's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     /// While paused, runs are accepted and recorded but not driven: they
@@ -329,7 +357,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     &flow.name,
                     key,
                     u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX),
-                    now_ms(),
+                    self.now(),
                 )
                 .await?
         {
@@ -349,7 +377,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .await?;
         let flow = &self.remember_flow(flow);
 
-        let now = now_ms();
+        let now = self.now();
         let accepted = EventKind::RunAccepted {
             flow: flow.name.clone(),
             flow_version: flow.version.clone(),
@@ -638,7 +666,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         command: OperatorCommand,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now();
         match Self::decide(Some(flow), summary, &command, now) {
             Ok(events) => self.record(summary, events, now).await,
             Err(refused) => {
@@ -685,7 +713,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .summary(run)
             .await?
             .ok_or(ActError::NoSuchRun(run))?;
-        self.record(&mut summary, vec![(kind, None, Source::host())], now_ms())
+        self.record(&mut summary, vec![(kind, None, Source::host())], self.now())
             .await?;
         Ok(())
     }
@@ -736,7 +764,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .summary(run)
             .await?
             .ok_or(ActError::NoSuchRun(run))?;
-        let now = now_ms();
+        let now = self.now();
         // Cancelling needs no flow: a run whose flow cannot be read can
         // still be stopped.
         let flow = if command.action == settle_types::OperatorAction::Cancel {

@@ -159,6 +159,7 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
             timed.clone(),
             EngineOptions {
                 max_runs_in_flight: 1024,
+                ..EngineOptions::default()
             },
         );
 
@@ -200,6 +201,7 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
             host.runtime.clone(),
             EngineOptions {
                 max_runs_in_flight: 1024,
+                ..EngineOptions::default()
             },
         );
         paused.set_paused(true);
