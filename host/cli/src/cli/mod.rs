@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_http;
 mod demo;
 pub mod jsonl;
 mod operator;
