@@ -5,6 +5,7 @@
 mod bad_input;
 mod bounds;
 mod cli;
+mod client;
 mod crash;
 mod flow_limits;
 mod fuzz;

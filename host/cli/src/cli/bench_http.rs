@@ -395,6 +395,20 @@ pub async fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode
     } else {
         print_table(&figures, quick);
     }
+    let failed: usize = figures
+        .submit_wait
+        .iter()
+        .chain([&figures.submit_no_wait, &figures.submit_accept_only])
+        .chain(&figures.status_read)
+        .map(|p| p.failed)
+        .sum();
+    if failed > 0 || figures.finished_during_reads > 0 {
+        eprintln!(
+            "error: {failed} request(s) were not answered as expected, {} read(s) found a run finished: the figures do not measure what they say",
+            figures.finished_during_reads
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
