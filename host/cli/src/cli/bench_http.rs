@@ -147,10 +147,10 @@ impl ServeChild {
     async fn ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(mut c) = Client::connect(self.addr).await {
-                if let Ok((200, _)) = c.request("GET", "/readyz", None).await {
-                    return Ok(());
-                }
+            if let Ok(mut c) = Client::connect(self.addr).await
+                && let Ok((200, _)) = c.request("GET", "/readyz", None).await
+            {
+                return Ok(());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,

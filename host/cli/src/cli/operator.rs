@@ -101,7 +101,7 @@ async fn apply(
         .wait(run)
         .await?
         .with_context(|| format!("run {run} is not in the store"))?;
-    Ok(print_acted(&RunReport::new(&summary, true), args.json)?)
+    print_acted(&RunReport::new(&summary, true), args.json)
 }
 
 /// What an operator's command prints once the run stops moving, from a

@@ -232,12 +232,12 @@ impl Server {
             for line in reader.lines() {
                 let Ok(line) = line else { break };
                 if line.is_empty() {
-                    if matches!(event.as_str(), "status" | "progress") {
-                        if let Ok(s) = serde_json::from_str::<RunStatus>(&data) {
-                            bar.set_message(progress_line(&s));
-                            if stops_here(s.state) {
-                                return Ok(());
-                            }
+                    if matches!(event.as_str(), "status" | "progress")
+                        && let Ok(s) = serde_json::from_str::<RunStatus>(&data)
+                    {
+                        bar.set_message(progress_line(&s));
+                        if stops_here(s.state) {
+                            return Ok(());
                         }
                     }
                     event.clear();
