@@ -57,6 +57,7 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .expect("start settle serve");
+        // stderr is not kept: the exit status says whether it stopped well.
         let stdout = child.stdout.take().expect("serve's stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -90,7 +91,8 @@ impl Serve {
         panic!("settle serve at {} is not ready after 60 s", self.url);
     }
 
-    /// SIGTERM by PID, then waits (bounded) for the store to be closed.
+    /// SIGTERM by PID, then waits (bounded) for it to close the store and
+    /// exit 0.
     fn stop(mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -98,7 +100,8 @@ impl Serve {
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "settle serve stopped with {status}");
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

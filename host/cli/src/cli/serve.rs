@@ -86,6 +86,9 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     )
     .await?;
     tracing::info!("stopped accepting; letting attempts in flight finish");
+    // The API's handle on the engine (and so on the store) goes first, or
+    // the store would still be open when the host waits for it to close.
+    drop(api);
     if tokio::time::timeout(drain, host.engine.shutdown())
         .await
         .is_err()
