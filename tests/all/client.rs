@@ -43,8 +43,13 @@ struct Serve {
 
 impl Serve {
     fn start(config: &Path, flows: &Path) -> Serve {
+        Serve::start_with(config, flows, &[])
+    }
+
+    fn start_with(config: &Path, flows: &Path, extra: &[&str]) -> Serve {
         let mut child = support::settle_command()
             .arg("serve")
+            .args(extra)
             .arg("--config")
             .arg(config)
             .arg("--listen")
@@ -393,6 +398,61 @@ fn operator_commands_over_http_are_recorded_with_the_tokens_name() {
         "{out}"
     );
     serve.stop();
+}
+
+#[test]
+fn pause_and_resume_of_one_run_work_over_http_and_on_a_local_store() {
+    let setup = setup(Vec::new());
+    // A server that records runs without driving them: they stay accepted.
+    let serve = Serve::start_with(&setup.config, &setup.flows, &["--accept-only"]);
+    let url = serve.url.clone();
+    let (code, out, err) = settle(&setup, Some(&url), None, &["submit", "three"]);
+    assert_eq!(code, 0, "{err}");
+    let run = out.trim().to_string();
+    let (code, out, err) = settle(&setup, Some(&url), None, &["status", &run, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["state"], "accepted", "{out}");
+    // Paused over HTTP: held for an operator, exit 3.
+    let (code, out, err) = settle(
+        &setup,
+        Some(&url),
+        None,
+        &["pause", &run, "--reason", "hold for the audit"],
+    );
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("paused by an operator"), "{out}");
+    serve.stop();
+    // Over HTTP, resume names a run.
+    let (code, _, err) = settle(&setup, Some(&url), None, &["resume"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("settle resume RUN --reason WHY"), "{err}");
+    // Released on the local store: it settles (exit 0).
+    let (code, out, err) = settle(
+        &setup,
+        None,
+        None,
+        &["resume", &run, "--reason", "audit done"],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.starts_with(&format!("{run}  settled")), "{out}");
+    // A settled run cannot be paused: refused, exit 2.
+    let (code, _, err) = settle(&setup, None, None, &["pause", &run, "--reason", "late"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("only a run that is still moving can be paused"),
+        "{err}"
+    );
+    let (_, out, _) = settle(&setup, None, None, &["events", &run, "--json"]);
+    let acted: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "operator-acted")
+        .map(|e| format!("{} {}", e["kind"]["action"], e["kind"]["by"]))
+        .collect();
+    assert_eq!(acted.len(), 2, "{out}");
+    assert!(acted[0].starts_with("\"pause\" \"token:"), "{acted:?}");
+    assert!(acted[1].starts_with("\"resume\""), "{acted:?}");
 }
 
 #[test]
