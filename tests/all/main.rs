@@ -7,6 +7,7 @@ mod bad_input;
 mod bounds;
 mod browser;
 mod cli;
+mod client;
 mod crash;
 mod flow_limits;
 mod fuzz;

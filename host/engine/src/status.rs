@@ -1,11 +1,12 @@
 //! Run status as people and programs see it: the state, its phrase, where
 //! the run stands, and what the plugin last reported.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use settle_types::{Failure, HoldCause, Next, RunId, RunState, RunSummary, Stage, now_ms};
 
-/// What is known about a run right now.
-#[derive(Clone, Debug, Serialize)]
+/// What is known about a run right now. Deserializable too: the CLI reads
+/// it back from the HTTP API and prints it as it prints a local one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunStatus {
     pub run_id: RunId,
     pub flow: String,
@@ -53,8 +54,38 @@ pub struct StepPosition {
     pub action: &'static str,
 }
 
+/// A [`StepPosition`] as read back, with its action as text.
+#[derive(Deserialize)]
+struct StepPositionText {
+    number: u32,
+    name: String,
+    attempt: u32,
+    max_attempts: u32,
+    action: String,
+}
+
+// By hand: a derive would tie the input's lifetime to the `'static` action.
+impl<'de> Deserialize<'de> for StepPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = StepPositionText::deserialize(d)?;
+        let action = ["run", "compensate", "reconcile"]
+            .into_iter()
+            .find(|a| *a == t.action)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown step action '{}'", t.action))
+            })?;
+        Ok(StepPosition {
+            number: t.number,
+            name: t.name,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            action,
+        })
+    }
+}
+
 /// The last progress report of the plugin call in progress.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Progress {
     pub fraction: f32,
     pub message: String,

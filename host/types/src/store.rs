@@ -62,7 +62,7 @@ pub struct ReindexReport {
 }
 
 /// A record that could not be read, skipped by a listing.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unreadable {
     /// The run it belongs to, when its key says.
     pub run: Option<RunId>,

@@ -29,13 +29,16 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Fewer runs: a quick look, not figures to quote.
     #[arg(long)]
-    quick: bool,
+    pub quick: bool,
+    /// Over HTTP: start a `settle serve` and measure it as its clients see it.
+    #[arg(long)]
+    http: bool,
 }
 
-const FLOW: &str = r#"
+pub(super) const FLOW: &str = r#"
 name: bench
 version: "1"
 steps:
@@ -69,13 +72,13 @@ struct Throughput {
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
-struct Percentiles {
-    p50: u64,
-    p99: u64,
-    samples: usize,
+pub(super) struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub samples: usize,
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+pub(super) fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     if samples.is_empty() {
         return Percentiles::default();
     }
@@ -120,6 +123,9 @@ impl Executor for Timed {
 }
 
 pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.http {
+        return super::bench_http::bench(base, args).await;
+    }
     let dir = std::env::temp_dir().join(format!("settle-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = base.clone();

@@ -19,10 +19,12 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_http;
 mod demo;
 pub mod jsonl;
 mod operator;
 mod read;
+mod remote;
 mod run;
 mod serve;
 
@@ -56,6 +58,11 @@ pub struct Cli {
     /// on a terminal) or `json`, one object per line, for machines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SETTLE_LOG_FORMAT")]
     log_format: LogFormat,
+    /// A running `settle serve` (e.g. http://127.0.0.1:7700): `submit`,
+    /// `status`, `runs`, `events` and the operator's commands go to it over
+    /// HTTP instead of a local store. The token is read from SETTLE_TOKEN.
+    #[arg(long, global = true, env = "SETTLE_SERVER")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +71,9 @@ pub struct Cli {
 enum Command {
     /// Run a flow to a terminal state; prints the final run summary as JSON.
     Run(run::RunArgs),
+    /// Submit a run to a server (`--server`): prints its id, or with --wait
+    /// follows it to the end and prints its final status as JSON.
+    Submit(remote::SubmitArgs),
     /// List runs, newest first.
     Runs {
         /// Only runs in this state (e.g. settled, compensated, needs-attention).
@@ -93,17 +103,18 @@ enum Command {
     },
     /// Check a flow file without running it.
     Validate { flow: PathBuf },
-    /// Finish every unfinished run, then exit.
-    Resume {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Without a run: finish every unfinished run of the local store, then
+    /// exit. With a run and --reason: release that held or paused run where
+    /// it stopped.
+    Resume(ResumeArgs),
     /// Try again the action a held run stopped at, with a fresh attempt budget.
     Retry(operator::RetryArgs),
     /// Undo the completed steps of a held (or drifted) run, in reverse order.
     Compensate(operator::ActArgs),
     /// Stop a run for good; what it changed stays in place.
     Cancel(operator::ActArgs),
+    /// Hold a moving run at its next step boundary until `settle resume RUN`.
+    Pause(operator::ActArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -126,6 +137,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7300")]
         listen: SocketAddr,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ResumeArgs {
+    /// The run to release (its id); without it, every unfinished run.
+    run: Option<String>,
+    /// Why (with a run): recorded in the run's log.
+    #[arg(long, requires = "run")]
+    reason: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,8 +202,54 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The commands a server answers, when `--server` (or SETTLE_SERVER) names
+/// one; `None` for those that only work here.
+fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
+    let server = || remote::Server::new(url);
+    use crate::model::OperatorAction as A;
+    Some(match &cli.command {
+        Command::Submit(args) => server().and_then(|s| remote::submit(&s, args)),
+        Command::Runs { state, limit, json } => {
+            server().and_then(|s| remote::runs(&s, *state, *limit, *json))
+        }
+        Command::Status { run, json } => server().and_then(|s| remote::status(&s, run, *json)),
+        Command::Events { run, json } => server().and_then(|s| remote::events(&s, run, *json)),
+        Command::Retry(args) => server().and_then(|s| remote::retry(&s, args)),
+        Command::Compensate(args) => {
+            server().and_then(|s| remote::act(&s, A::Compensate, args, None))
+        }
+        Command::Cancel(args) => server().and_then(|s| remote::act(&s, A::Cancel, args, None)),
+        Command::Pause(args) => server().and_then(|s| remote::act(&s, A::Pause, args, None)),
+        Command::Resume(args) => match resume_one(args) {
+            Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
+            None => Err(anyhow::anyhow!(
+                "over --server, resume names a run and a reason: settle resume RUN --reason WHY (the server resumes its own unfinished runs when it starts)"
+            )),
+        },
+        _ => return None,
+    })
+}
+
+/// `settle resume RUN --reason WHY` as an operator's command.
+fn resume_one(args: &ResumeArgs) -> Option<operator::ActArgs> {
+    Some(operator::ActArgs {
+        run: args.run.clone()?,
+        reason: args.reason.clone().unwrap_or_default(),
+        json: args.json,
+    })
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(url) = cli.server.as_deref().filter(|u| !u.is_empty()) {
+        // Blocking HTTP (ureq) on this worker thread: nothing else runs.
+        if let Some(result) = tokio::task::block_in_place(|| dispatch_remote(&cli, url)) {
+            return result;
+        }
+    }
     match &cli.command {
+        Command::Submit(_) => anyhow::bail!(
+            "settle submit sends a run to a server: give --server URL (or set SETTLE_SERVER); to run a flow file here, use settle run"
+        ),
         Command::Run(args) => run::run(&config(&cli)?, args).await,
         Command::Runs { state, limit, json } => {
             read::runs(&config(&cli)?, *state, *limit, *json).await
@@ -190,7 +258,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { run, json } => read::events(&config(&cli)?, run, *json).await,
         Command::Plugins { json } => read::plugins(&config(&cli)?, *json).await,
         Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,
-        Command::Resume { json } => run::resume(&config(&cli)?, *json).await,
+        Command::Resume(args) => match resume_one(args) {
+            Some(one) => {
+                operator::act(&config(&cli)?, crate::model::OperatorAction::Resume, &one).await
+            }
+            None => run::resume(&config(&cli)?, args.json).await,
+        },
         Command::Reindex { json } => read::reindex(&config(&cli)?, *json).await,
         Command::Retry(args) => operator::retry(&config(&cli)?, args).await,
         Command::Compensate(args) => {
@@ -203,6 +276,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Cancel(args) => {
             operator::act(&config(&cli)?, crate::model::OperatorAction::Cancel, args).await
+        }
+        Command::Pause(args) => {
+            operator::act(&config(&cli)?, crate::model::OperatorAction::Pause, args).await
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Token {

@@ -1,5 +1,5 @@
 //! An operator's commands on one run: `settle retry`, `settle compensate`,
-//! `settle cancel`. Each is recorded as an `operator-acted` event naming who
+//! `settle cancel`, `settle pause`, `settle resume RUN`. Each is recorded as an `operator-acted` event naming who
 //! (the OS user) and why (`--reason`), together with what it sets in motion.
 //! Only the run named is driven; other unfinished runs are left for the
 //! next `settle run`, `settle resume` or server.
@@ -15,22 +15,23 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct ActArgs {
     /// The run (its id).
-    run: String,
-    /// Why: recorded in the run's log with your user name.
+    pub run: String,
+    /// Why: recorded in the run's log with your user name (over `--server`,
+    /// with the token's name).
     #[arg(long)]
-    reason: String,
+    pub reason: String,
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RetryArgs {
     #[command(flatten)]
-    act: ActArgs,
+    pub act: ActArgs,
     /// The step to retry: must be the one the run stopped at (a safeguard
     /// against retrying the wrong run).
     #[arg(long)]
-    step: Option<String>,
+    pub step: Option<String>,
 }
 
 /// Who is acting: the OS user, as far as the environment says.
@@ -63,16 +64,22 @@ pub async fn act(
     apply(config, args, action, None).await
 }
 
+/// A reason is required: it is recorded in the run's log.
+pub(super) fn check_reason(reason: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !reason.trim().is_empty(),
+        "--reason must say why (it is recorded in the run's log)"
+    );
+    Ok(())
+}
+
 async fn apply(
     config: &Config,
     args: &ActArgs,
     action: OperatorAction,
     step: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        !args.reason.trim().is_empty(),
-        "--reason must say why (it is recorded in the run's log)"
-    );
+    check_reason(&args.reason)?;
     let run: RunId = args
         .run
         .parse()
@@ -94,9 +101,16 @@ async fn apply(
         .wait(run)
         .await?
         .with_context(|| format!("run {run} is not in the store"))?;
-    let report = RunReport::new(&summary, true);
-    if args.json {
-        super::print_json(&report)?;
+    print_acted(&RunReport::new(&summary, true), args.json)
+}
+
+/// What an operator's command prints once the run stops moving, from a
+/// local store or a server, and its exit code: 0 when the run ended
+/// settled, compensated or cancelled, 3 when it waits for an operator
+/// (paused included), 1 otherwise.
+pub(super) fn print_acted(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        super::print_json(report)?;
     } else {
         outln!(
             "{}  {:<22} {}",
@@ -105,7 +119,7 @@ async fn apply(
             report.status.phrase
         );
     }
-    Ok(match summary.state {
+    Ok(match report.status.state {
         RunState::Settled | RunState::Compensated | RunState::Cancelled => ExitCode::SUCCESS,
         RunState::NeedsAttention => ExitCode::from(super::EXIT_HELD),
         _ => ExitCode::from(1),

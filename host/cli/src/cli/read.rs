@@ -4,7 +4,8 @@ use super::{print_json, time};
 use crate::app::open_store;
 use crate::config::Config;
 use crate::engine::queries::{Queries, RunListing};
-use crate::model::{RunId, RunState};
+use crate::engine::status::RunStatus;
+use crate::model::{Event, RunId, RunState};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::store::Maintenance;
 use anyhow::Context;
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-fn parse_run(run: &str) -> anyhow::Result<RunId> {
+pub(super) fn parse_run(run: &str) -> anyhow::Result<RunId> {
     run.parse()
         .with_context(|| format!("'{run}' is not a run id (a UUID)"))
 }
@@ -55,23 +56,28 @@ pub async fn runs(
         }
     }
     statuses.truncate(limit);
-    if json {
-        print_json(&statuses)?;
-    } else {
-        for s in &statuses {
-            outln!(
-                "{}  {:<16} {:<22} {}",
-                s.run_id,
-                s.flow,
-                s.state.as_str(),
-                s.phrase
-            );
-        }
-        if statuses.is_empty() {
-            outln!("no runs");
-        }
-    }
+    print_runs(&statuses, json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `settle runs` prints, from a local store or a server.
+pub(super) fn print_runs(statuses: &[RunStatus], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&statuses);
+    }
+    for s in statuses {
+        outln!(
+            "{}  {:<16} {:<22} {}",
+            s.run_id,
+            s.flow,
+            s.state.as_str(),
+            s.phrase
+        );
+    }
+    if statuses.is_empty() {
+        outln!("no runs");
+    }
+    Ok(())
 }
 
 pub async fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -81,9 +87,14 @@ pub async fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<Ex
         .status(run)
         .await?
         .with_context(|| format!("no run {run}"))?;
+    print_status(&status, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `settle status` prints, from a local store or a server.
+pub(super) fn print_status(status: &RunStatus, json: bool) -> anyhow::Result<()> {
     if json {
-        print_json(&status)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(status);
     }
     outln!("run      {}", status.run_id);
     outln!("flow     {}", status.flow);
@@ -116,7 +127,7 @@ pub async fn status(config: &Config, run: &str, json: bool) -> anyhow::Result<Ex
     if let Some(t) = status.finished_at_ms {
         outln!("finished {}", time(t));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub async fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -124,11 +135,16 @@ pub async fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<Ex
     let queries = Queries::offline(open_store(config)?);
     let events = queries.events(run).await?;
     anyhow::ensure!(!events.is_empty(), "no run {run}");
+    print_events(&events, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `settle events` prints, from a local store or a server.
+pub(super) fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
     if json {
-        print_json(&events)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&events);
     }
-    for e in &events {
+    for e in events {
         let step = match (&e.step, e.attempt) {
             (Some(s), Some(a)) => format!("{s}#{a}"),
             (Some(s), None) => s.clone(),
@@ -156,7 +172,7 @@ pub async fn events(config: &Config, run: &str, json: bool) -> anyhow::Result<Ex
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Loads the plugins without opening the store (another process may hold it).

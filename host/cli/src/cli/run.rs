@@ -220,12 +220,7 @@ async fn run_one(
         tokio::spawn(async move {
             loop {
                 if let Ok(Some(status)) = engine.status(run).await {
-                    let progress = status
-                        .progress
-                        .as_ref()
-                        .map(|p| format!("  {:.0}% {}", p.fraction * 100.0, p.message))
-                        .unwrap_or_default();
-                    bar.set_message(format!("{}  [{}]{progress}", status.phrase, status.state));
+                    bar.set_message(progress_line(&status));
                     if status.state.is_terminal() {
                         break;
                     }
@@ -246,6 +241,18 @@ async fn run_one(
         let _ = t.await;
     }
     Ok(RunReport::new(&summary, submitted.existing))
+}
+
+/// The progress bar's line for a run: its phrase, state and the plugin's
+/// last progress report (`settle run`, and `settle submit --wait` from the
+/// server's stream).
+pub(super) fn progress_line(status: &RunStatus) -> String {
+    let progress = status
+        .progress
+        .as_ref()
+        .map(|p| format!("  {:.0}% {}", p.fraction * 100.0, p.message))
+        .unwrap_or_default();
+    format!("{}  [{}]{progress}", status.phrase, status.state)
 }
 
 /// Finishes every unfinished run, then prints what each ended as.

@@ -23,6 +23,11 @@ pub struct ServeArgs {
     /// Directory of flow files to offer (each `*.yaml`).
     #[arg(long = "flows")]
     flows: Vec<PathBuf>,
+    /// Accept and record runs without driving them: they wait, as after a
+    /// crash, for the next start. `settle bench --http` uses it to read
+    /// status with many runs in flight.
+    #[arg(long, hide = true)]
+    accept_only: bool,
 }
 
 pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -61,11 +66,16 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     let router = settle_api::router(api.clone());
     // The address goes out first, so scripts can start on port 0 and read it.
     outln!("listening on {addr}");
-    let resumed = host.engine.resume().await?;
-    for (run, why) in &resumed.stuck {
-        eprintln!("warning: run {run} cannot be resumed: {why}");
+    if args.accept_only {
+        host.engine.set_paused(true);
+        tracing::warn!(%addr, "serving; accepting runs without driving them (--accept-only)");
+    } else {
+        let resumed = host.engine.resume().await?;
+        for (run, why) in &resumed.stuck {
+            eprintln!("warning: run {run} cannot be resumed: {why}");
+        }
+        tracing::info!(runs = resumed.runs.len(), %addr, "serving");
     }
-    tracing::info!(runs = resumed.runs.len(), %addr, "serving");
     api.set_ready(true);
     let drain = config.api.drain;
     // One drain for the whole stop, counted from the signal.
