@@ -35,7 +35,7 @@ pub struct RunStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Reports from people that what they see is not what they expected.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reports: u32,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
