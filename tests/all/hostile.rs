@@ -714,13 +714,23 @@ async fn an_exhausted_pool_makes_instances_wait_for_a_slot() {
         .load_file(&support::plugin_dir().join("hostile.wasm"))
         .await
         .expect("hostile loads");
+    // Long enough that the load below (compiling noop takes up to a second
+    // on a busy machine) still finds the slot taken, and short of the 2 s
+    // a call waits for one.
     let mut sleeper = request("sleep");
-    sleeper.input = json!({"mode": "sleep", "ms": 600}).to_string();
+    sleeper.input = json!({"mode": "sleep", "ms": 1500}).to_string();
     let busy = {
         let runtime = runtime.clone();
         tokio::spawn(async move { runtime.invoke(sleeper).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Until the sleeper holds the only slot, not a guessed while.
+    for _ in 0..500 {
+        if runtime.slots().0 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(runtime.slots(), (1, 1), "the sleeper holds the only slot");
     let loaded = runtime
         .load_file(&support::plugin_dir().join("noop.wasm"))
         .await;

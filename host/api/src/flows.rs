@@ -79,10 +79,7 @@ pub async fn put<S: RunQueries + Clone, X: Executor>(
         .executor()
         .plugins()
         .iter()
-        .map(|p| PluginFacts {
-            name: p.name.to_string(),
-            supports_compensate: p.manifest.supports_compensate,
-        })
+        .map(|p| PluginFacts::of(p))
         .collect();
     flow.check_plugins(&file, &installed).map_err(|errors| {
         let mut p = Problem::new(
@@ -177,17 +174,7 @@ pub async fn plugins<S: RunQueries + Clone, X: Executor>(
         .executor()
         .plugins()
         .iter()
-        .map(|p| {
-            json!({
-                "name": p.name.as_ref(),
-                "source": p.source,
-                "digest": p.digest,
-                "manifest": p.manifest,
-                "sandbox": p.sandbox,
-                "from_cache": p.from_cache,
-                "load_ms": p.load_time.as_secs_f64() * 1000.0,
-            })
-        })
+        .map(|p| p.to_json())
         .collect();
     Json(json!({ "plugins": list })).into_response()
 }

@@ -578,8 +578,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// commit, then drives the run on if there is more to do.
     pub async fn act(&self, run: RunId, command: OperatorCommand) -> Result<RunSummary, ActError> {
         // Claimed for the whole command: no driver, resume or second command
-        // can write to this run meanwhile.
-        if !self.claim(run) {
+        // can write to this run meanwhile. A driver that has just recorded
+        // a hold or an end lets go in an instant: wait for that, not longer.
+        if !self.claim(run) && !(self.wait_for_driver_exit(run).await && self.claim(run)) {
             return Err(ActError::Busy(run));
         }
         match self.act_claimed(run, command).await {
@@ -592,6 +593,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 outcome.map(|(summary, _)| summary)
             }
         }
+    }
+
+    /// Waits (at most 2 s) for the driver of `run` to let go, if what it
+    /// last recorded stops it (a hold or an end); false when it is still
+    /// moving the run.
+    async fn wait_for_driver_exit(&self, run: RunId) -> bool {
+        let Some(mut updates) = self.watch(run) else {
+            return true;
+        };
+        // The store may be a step ahead of the driver's own copy: it
+        // commits first, then tells the watchers.
+        let stopping = updates.borrow().state.is_terminal()
+            || matches!(self.inner.store.summary(run).await, Ok(Some(s)) if s.state.is_terminal());
+        if !stopping {
+            return false;
+        }
+        let exited = async { while updates.changed().await.is_ok() {} };
+        tokio::time::timeout(std::time::Duration::from_secs(2), exited)
+            .await
+            .is_ok()
     }
 
     /// Like [`Engine::act`], but a pause or cancel of a run this process

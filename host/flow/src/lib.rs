@@ -122,6 +122,16 @@ pub struct PluginFacts {
     pub supports_compensate: bool,
 }
 
+impl PluginFacts {
+    /// What a flow needs to know of an installed plugin.
+    pub fn of(plugin: &settle_types::executor::PluginDescriptor) -> Self {
+        PluginFacts {
+            name: plugin.name.to_string(),
+            supports_compensate: plugin.manifest.supports_compensate,
+        }
+    }
+}
+
 impl Flow {
     /// Parses and validates flow text. `file` names it in messages.
     pub fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {

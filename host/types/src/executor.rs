@@ -172,6 +172,20 @@ impl PluginDescriptor {
         })
     }
 
+    /// What people may see of the plugin (API, CLI): who it is, its
+    /// manifest and schemas, its limits and grants (config names only).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": &*self.name,
+            "source": self.source,
+            "digest": self.digest,
+            "manifest": self.manifest,
+            "sandbox": self.sandbox,
+            "from_cache": self.from_cache,
+            "load_ms": self.load_time.as_secs_f64() * 1000.0,
+        })
+    }
+
     /// Checks `input` against the plugin's input schema; every problem, with
     /// the path of the value it concerns.
     pub fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {

@@ -213,17 +213,15 @@ pub async fn plugins(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         let list: Vec<_> = plugins
             .iter()
             .map(|p| {
-                json!({
-                    "name": p.name.as_ref(),
-                    "source": p.source,
-                    "digest": p.digest,
-                    "path": p.path,
-                    "manifest": p.manifest,
-                    "limits": p.limits,
-                    "grants": *p.grants,
-                    "from_cache": p.from_cache,
-                    "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                })
+                // The local operator sees more than the API shows: the file,
+                // and the grants with their config values.
+                let mut view = p.to_json();
+                if let Some(map) = view.as_object_mut() {
+                    map.insert("path".into(), json!(p.path));
+                    map.insert("limits".into(), json!(p.limits));
+                    map.insert("grants".into(), json!(*p.grants));
+                }
+                view
             })
             .collect();
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -266,10 +264,7 @@ pub async fn validate(config: &Config, path: &Path) -> anyhow::Result<ExitCode> 
     let installed: Vec<_> = runtime
         .plugins()
         .iter()
-        .map(|p| crate::flow::PluginFacts {
-            name: p.name.to_string(),
-            supports_compensate: p.manifest.supports_compensate,
-        })
+        .map(|p| crate::flow::PluginFacts::of(p))
         .collect();
     flow.check_plugins(&file, &installed)?;
     outln!("flow {} is valid: {} step(s)", flow.id(), flow.steps.len());

@@ -72,10 +72,7 @@ pub fn load_flow(host: &Host, path: &Path) -> anyhow::Result<Arc<Flow>> {
         .runtime
         .plugins()
         .iter()
-        .map(|p| PluginFacts {
-            name: p.name.to_string(),
-            supports_compensate: p.manifest.supports_compensate,
-        })
+        .map(|p| PluginFacts::of(p))
         .collect();
     flow.check_plugins(&file, &installed)?;
     Ok(Arc::new(flow))
