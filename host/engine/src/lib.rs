@@ -580,7 +580,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         // Claimed for the whole command: no driver, resume or second command
         // can write to this run meanwhile. A driver that has just recorded
         // a hold or an end lets go in an instant: wait for that, not longer.
-        if !self.claim(run) && !(self.wait_for_driver_exit(run).await && self.claim(run)) {
+        let claimed = self.claim(run) || (self.wait_for_driver_exit(run).await && self.claim(run));
+        if !claimed {
             return Err(ActError::Busy(run));
         }
         match self.act_claimed(run, command).await {
