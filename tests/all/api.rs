@@ -590,6 +590,60 @@ fn operators_act_on_held_and_moving_runs_and_each_action_is_recorded() {
     assert_eq!(server.wait_done(&run, LIMIT)["state"], "cancelled");
     recorded(&run, "cancel", "duplicate order");
 
+    // Restart a settled run from its second step: that step runs again
+    // under a new operation id; the first keeps its output.
+    let run = submit(&server, "quick", "?wait=10s", json!({}), 200);
+    let reply = server.post(
+        &format!("/v1/runs/{run}/restart?from_step=second"),
+        &json!({"reason": "downstream lost it"}),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    assert_eq!(server.wait_done(&run, LIMIT)["state"], "settled");
+    let log = recorded(&run, "restart", "downstream lost it");
+    assert!(kinds(&log).contains(&"run-restarted"), "{log:#?}");
+    let completed = |step: &str| -> Vec<String> {
+        log.iter()
+            .filter(|e| e["step"] == step && e["kind"]["type"] == "step-completed")
+            .map(|e| e["operation_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(completed("first"), [format!("{run}/first")]);
+    assert_eq!(
+        completed("second"),
+        [format!("{run}/second"), format!("{run}/second~1")]
+    );
+    let status = server.get(&format!("/v1/runs/{run}")).json;
+    assert_eq!(status["restarts"], 1, "{status}");
+    assert_eq!(status["steps"][1]["generation"], 1, "{status}");
+    let restart = |query: &str| {
+        server.post(
+            &format!("/v1/runs/{run}/restart{query}"),
+            &json!({"reason": "again"}),
+        )
+    };
+    let missing = restart("");
+    assert_problem(&missing, 422);
+    assert!(missing.text.contains("from_step"), "{missing}");
+    let unknown = restart("?from_step=nope");
+    assert_problem(&unknown, 409);
+    assert!(unknown.text.contains("no such step"), "{unknown}");
+    assert_problem(&restart("?from_step=second&step=first"), 400);
+    assert_problem(
+        &server.post(
+            &format!("/v1/runs/{run}/retry?from_step=second"),
+            &json!({"reason": "r"}),
+        ),
+        400,
+    );
+    assert_eq!(
+        kinds(&events(&server, &run))
+            .iter()
+            .filter(|k| **k == "run-restarted")
+            .count(),
+        1,
+        "refused restarts wrote nothing"
+    );
+
     // Pause a run waiting for its retry, then resume it to the end.
     let run = submit(&server, "pausable", "", json!({"times": 1}), 202);
     server.poll(&format!("/v1/runs/{run}"), LIMIT, |s| {
@@ -1361,7 +1415,8 @@ fn with_body<'s>(call: support::Call<'s>, operation: &str) -> support::Call<'s> 
     match operation {
         "submit_run" => call.json(&json!({})),
         "report_run" => call.json(&json!({"message": "seen from the table"})),
-        "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run" => {
+        "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
+        | "restart_run" => {
             call.json(&json!({"reason": "from the table"}))
         }
         "bulk_action" => call.json(&json!({

@@ -564,6 +564,38 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     assert_eq!(text_of(&browser, "#detail-phrase"), status["phrase"]);
 
     save_screenshot(&browser, "dashboard.png");
+
+    // The settled run, restarted from its step on the page: the step runs
+    // again (its two planned failures hold it once more), and the page and
+    // the log both say so.
+    browser.type_into("#restart-reason", "the ledger was rolled back");
+    browser.click("tr.step-row[data-step='shaky'] button[data-action='restart']");
+    wait_for("the page to say the restart was applied", PATIENCE, || {
+        text_of(&browser, "#flash")
+            .starts_with("restart from shaky applied")
+            .then_some(())
+    });
+    let events = wait_for("the restarted run to be held again", PATIENCE, || {
+        let (_, log) = call(
+            &api,
+            "GET",
+            &serve.url(&format!("/v1/runs/{stuck}/events")),
+            None,
+        );
+        let events = log["events"].as_array().cloned().unwrap_or_default();
+        (events.last().map(|e| e["kind"]["type"].clone()) == Some("run-held".into()))
+            .then_some(events)
+    });
+    assert!(
+        events.iter().any(|e| e["kind"]["type"] == "operator-acted"
+            && e["kind"]["action"] == "restart"
+            && e["kind"]["reason"] == "the ledger was rolled back"),
+        "{events:#?}"
+    );
+    wait_for("the restart in the timeline", PATIENCE, || {
+        let restarted = text_of(&browser, "#timeline li[data-type='run-restarted']");
+        (restarted.contains("restarted from step 1")).then_some(())
+    });
 }
 
 /// The cells of a flow's row in the flows table: flow, runs, p50, p90,

@@ -228,6 +228,50 @@ steps:
     assert_eq!(acted[0].0, OperatorAction::Cancel);
     assert_eq!(acted[0].2, "duplicate order");
     assert!(!acted[0].1.is_empty(), "the OS user is named");
+
+    // The cancelled run, restarted from its broken step: `first` stays
+    // done, `broken` fails again and holds the run (exit 3).
+    let (code, _, stderr) = support::settle(&[
+        "restart",
+        &b,
+        "--reason",
+        "try again",
+        "--config",
+        config_arg,
+    ])
+    .unwrap();
+    assert_eq!(code, 2, "--from-step is required: {stderr}");
+    let (code, stdout, stderr) = support::settle(&[
+        "restart",
+        &b,
+        "--from-step",
+        "broken",
+        "--reason",
+        "provider fixed, they say",
+        "--config",
+        config_arg,
+    ])
+    .unwrap();
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("needs-attention"), "{stdout}");
+    let (_, events, _) =
+        support::settle(&["events", &b, "--json", "--config", config_arg]).unwrap();
+    let events: Vec<settle::model::Event> = serde_json::from_str(&events).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::RunRestarted {
+                from_index: 1,
+                generation: 1
+            }
+        )),
+        "{events:#?}"
+    );
+    let first_runs = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepCompleted { index: 0, .. }))
+        .count();
+    assert_eq!(first_runs, 1, "the step before is not run again");
 }
 
 /// Wraps the real runtime; panics instead of calling plugin `noop`.

@@ -15,6 +15,7 @@ mod holds;
 mod hostile;
 mod idempotency;
 mod logs;
+mod restart;
 mod retries;
 mod runtime;
 mod saga;

@@ -3,11 +3,11 @@
 
 use crate::auth::Caller;
 use crate::problem::Problem;
-use crate::runs::{listing, visible_run};
+use crate::runs::{listing, query_pairs, unknown_parameter, visible_run};
 use crate::{Shared, body};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, MatchedPath, Path, State};
+use axum::extract::{Extension, MatchedPath, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ fn action_named(name: &str) -> Option<OperatorAction> {
         "cancel" => OperatorAction::Cancel,
         "pause" => OperatorAction::Pause,
         "resume" => OperatorAction::Resume,
+        "restart" => OperatorAction::Restart,
         _ => return None,
     })
 }
@@ -53,6 +54,7 @@ pub async fn act<S: RunQueries + Clone, X: Executor>(
     Extension(caller): Extension<Caller>,
     matched: MatchedPath,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Problem> {
@@ -60,7 +62,7 @@ pub async fn act<S: RunQueries + Clone, X: Executor>(
     let action = action_named(name).ok_or_else(|| Problem::not_found("no such action"))?;
     let body = body::object_or_empty(&headers, &bytes, 64 * 1024)?;
     let reason = body::text_field(&body, "reason", false, MAX_TEXT)?.unwrap_or_default();
-    let step = body::text_field(&body, "step", false, 256)?;
+    let step = step_of(action, query.as_deref(), &body)?;
     let summary = visible_run(&api, &caller, &id).await?;
     let command = OperatorCommand {
         action,
@@ -85,6 +87,57 @@ pub async fn act<S: RunQueries + Clone, X: Executor>(
     }
 }
 
+/// The step an action names: `retry`'s optional `step` (the one the run
+/// stopped at), `restart`'s required `from_step` (query or body).
+fn step_of(
+    action: OperatorAction,
+    query: Option<&str>,
+    body: &serde_json::Map<String, Value>,
+) -> Result<Option<String>, Problem> {
+    let restart = action == OperatorAction::Restart;
+    let mut from_query = None;
+    for (name, value) in query_pairs(query)? {
+        match name.as_str() {
+            "from_step" if restart => from_query = Some(value),
+            other if restart => return Err(unknown_parameter(other, "from_step")),
+            other => return Err(unknown_parameter(other, "none")),
+        }
+    }
+    if !restart {
+        return body::text_field(body, "step", false, 256);
+    }
+    let from_body = body::text_field(body, "from_step", false, 256)?;
+    let step = match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(Problem::bad_request(
+                "conflicting-step",
+                format!(
+                    "from_step is '{}' in the query and '{}' in the body; give it once",
+                    bounds::cut(&q, 64),
+                    bounds::cut(&b, 64)
+                ),
+            )
+            .at("from_step", "given twice"));
+        }
+        (q, b) => q.or(b),
+    };
+    match step {
+        Some(s) if s.len() <= 256 => Ok(Some(s)),
+        Some(_) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-long",
+            "from_step is longer than 256 bytes",
+        )
+        .at("from_step", "too long")),
+        None => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "from-step-required",
+            "a restart names the step to run again from: ?from_step=STEP",
+        )
+        .at("from_step", "required")),
+    }
+}
+
 /// `POST /v1/runs/actions`: one action on every run a filter selects.
 pub async fn bulk<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
@@ -99,13 +152,18 @@ pub async fn bulk<S: RunQueries + Clone, X: Executor>(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown-action",
             format!(
-                "unknown action '{}' (retry, compensate, cancel, pause, resume)",
+                "unknown action '{}' (retry, compensate, cancel, pause, resume, restart)",
                 bounds::cut(&name, 32)
             ),
         )
         .at("/action", "unknown")
     })?;
     let reason = body::text_field(&body, "reason", true, MAX_TEXT)?.unwrap_or_default();
+    // Only a restart names a step in bulk: `from_step`, the same for all.
+    let step = match action {
+        OperatorAction::Restart => step_of(action, None, &body)?,
+        _ => None,
+    };
     let dry_run = match body.get("dry_run") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -184,7 +242,7 @@ pub async fn bulk<S: RunQueries + Clone, X: Executor>(
             action,
             by: format!("token:{}", caller.name),
             reason: reason.clone(),
-            step: None,
+            step: step.clone(),
         };
         match api.engine.request(*run, command).await {
             Ok(Requested::Applied(_)) => applied += 1,

@@ -211,9 +211,8 @@ where
         "run_events" => get(runs::events::<S, X>),
         "run_stream" => get(stream::stream::<S, X>),
         "report_run" => post(actions::report::<S, X>),
-        "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run" => {
-            post(actions::act::<S, X>)
-        }
+        "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
+        | "restart_run" => post(actions::act::<S, X>),
         "bulk_action" => post(actions::bulk::<S, X>),
         "overview" => get(overview::overview::<S, X>),
         "list_flows" => get(flows::list::<S, X>),

@@ -177,9 +177,17 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/runs/{id}/restart",
+        "restart_run",
+        "Run an ended or held run again from step `from_step` (query or body), with its flow version: earlier steps keep their outputs; that step and the ones after run again under new operation ids (nothing is undone first). Body: `{reason, from_step?}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
         "/v1/runs/actions",
         "bulk_action",
-        "One action on every run a filter selects: `{action, reason, filter: {state, stage, flow, since}, dry_run}`; a dry run only counts.",
+        "One action on every run a filter selects: `{action, reason, filter: {state, stage, flow, since}, dry_run, from_step?}`; a dry run only counts.",
         Need::Operate,
         &[200],
     ),

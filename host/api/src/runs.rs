@@ -78,7 +78,7 @@ fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, Problem> {
 }
 
 /// 400 naming a query parameter the route does not take, and those it does.
-fn unknown_parameter(name: &str, known: &str) -> Problem {
+pub(crate) fn unknown_parameter(name: &str, known: &str) -> Problem {
     let name = bounds::cut(name, 40);
     Problem::bad_request(
         "bad-query",

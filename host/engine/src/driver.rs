@@ -35,6 +35,10 @@ pub(super) fn draft(
     at_ms: u64,
 ) -> Event {
     let step_name = step.and_then(|i| summary.steps.get(i as usize).cloned());
+    let operation_id = step
+        .zip(action_of(&kind, &summary.next))
+        .and_then(|(i, action)| summary.operation_id(i as usize, action))
+        .map(OperationId::into_string);
     let attempt = match (&kind, &summary.next) {
         (
             EventKind::StepScheduled { attempt, .. }
@@ -52,10 +56,7 @@ pub(super) fn draft(
         run_id: summary.run_id,
         seq: summary.next_seq,
         at_ms,
-        operation_id: step_name
-            .as_ref()
-            .zip(action_of(&kind, &summary.next))
-            .map(|(s, action)| OperationId::new(summary.run_id, s, action).into_string()),
+        operation_id,
         step: step_name,
         attempt,
         source,
@@ -135,7 +136,10 @@ fn attempt_span(
         "attempt",
         attempt,
         action = action.as_str(),
-        operation_id = %OperationId::new(summary.run_id, &step.name, action),
+        operation_id = %summary
+            .operation_id(index as usize, action)
+            .map(OperationId::into_string)
+            .unwrap_or_default(),
     )
 }
 
@@ -447,7 +451,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             run_id: summary.run_id.to_string(),
             flow: flow.id(),
             step: step.clone(),
-            operation_id: OperationId::new(summary.run_id, step, action).into_string(),
+            operation_id: summary
+                .operation_id(index as usize, action)
+                .map(OperationId::into_string)
+                .unwrap_or_default(),
             step_id: step_id(summary.run_id, step),
             attempt,
             trace_id: summary.run_id.trace_id(),
@@ -661,6 +668,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     may_have_effect: unknown || maybe_interrupted,
                     failure,
                     retry_after,
+                    duration_ms: Some(
+                        u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+                    ),
                 };
                 transitions::after_step_failed(flow, summary, index, attempt, failed, now)
             }

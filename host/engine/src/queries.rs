@@ -165,7 +165,15 @@ pub struct StepView {
     /// Whether an attempt may have had its effect without the host knowing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub may_have_effect: bool,
+    /// Which run of the step this is: 0 for the first, N after the Nth
+    /// restart that re-ran it (what is shown is that run's alone).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub generation: u32,
     pub timing: StepTiming,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a step's time went, milliseconds: waiting between attempts
@@ -193,6 +201,28 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
     // (scheduled at, due at) of the attempt in progress, per step.
     let mut due: Vec<Option<(u64, u64)>> = vec![None; steps.len()];
     for e in events {
+        if let &K::RunRestarted {
+            from_index,
+            generation,
+        } = &e.kind
+        {
+            // What the earlier run of these steps did is kept in the log,
+            // not in their views.
+            for (view, due) in views
+                .iter_mut()
+                .zip(due.iter_mut())
+                .skip(from_index as usize)
+            {
+                *view = StepView {
+                    name: std::mem::take(&mut view.name),
+                    state: "pending",
+                    generation,
+                    ..StepView::default()
+                };
+                *due = None;
+            }
+            continue;
+        }
         let (index, at) = match &e.kind {
             K::StepScheduled { index, .. }
             | K::StepCompleted { index, .. }
@@ -241,13 +271,14 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
             K::StepFailed {
                 failure,
                 may_have_effect,
+                duration_ms,
                 ..
             } => {
                 view.state = "failed";
                 view.attempts = view.attempts.saturating_add(1);
                 view.last_failure = Some(failure.message.clone());
                 view.may_have_effect |= *may_have_effect;
-                finish(view, due[index].take(), 0);
+                finish(view, due[index].take(), duration_ms.unwrap_or(0));
             }
             K::CompensationCompleted { duration_ms, .. } => {
                 view.state = "compensated";

@@ -37,6 +37,9 @@ pub struct RunStatus {
     /// Reports from people that what they see is not what they expected.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reports: u32,
+    /// Times an operator restarted the run from a step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,7 @@ impl RunStatus {
             progress: if running { progress } else { None },
             detail: summary.detail.clone(),
             reports: summary.reports,
+            restarts: summary.restarts,
             accepted_at_ms: summary.accepted_at_ms,
             updated_at_ms: summary.updated_at_ms,
             finished_at_ms: summary.finished_at_ms,

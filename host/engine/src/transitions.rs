@@ -101,6 +101,8 @@ pub struct StepFailure {
     pub retry_after: Option<Duration>,
     /// The attempt's outcome is unknown: it may have had its effect.
     pub may_have_effect: bool,
+    /// Time inside the plugin, when the attempt reached it.
+    pub duration_ms: Option<u64>,
 }
 
 /// An attempt of step `index` failed: retry it, hold the run, or start undoing.
@@ -117,12 +119,14 @@ pub fn after_step_failed(
         failure,
         retry_after,
         may_have_effect,
+        duration_ms,
     } = failed;
     let failed_event = |retry_at_ms| EventKind::StepFailed {
         index,
         failure: failure.clone(),
         retry_at_ms,
         may_have_effect,
+        duration_ms,
     };
     if failure.class.is_host_setup() {
         return vec![failed_event(None), host_setup_hold(&failure)];
@@ -317,6 +321,9 @@ pub enum Refused {
     /// `--step` names another step than the one the run stopped at.
     #[error("run stopped at step '{stopped_at}', not '{asked}'")]
     WrongStep { stopped_at: String, asked: String },
+    /// A restart cannot begin at this step.
+    #[error("cannot restart from step '{step}': {why}")]
+    Restart { step: String, why: String },
 }
 
 /// The events an operator's command appends after its `operator-acted`
@@ -391,7 +398,76 @@ pub fn operator_command(
                 now_ms,
             )])
         }
+        OperatorAction::Restart => restart(flow, summary, step, now_ms),
     }
+}
+
+/// Re-running a run from step `step` with its own flow version: the run
+/// must have stopped moving (ended, or waiting for an operator), and every
+/// step before `step` must have completed and not been undone, since the
+/// steps that run again read their outputs.
+fn restart(
+    flow: &Flow,
+    summary: &RunSummary,
+    step: Option<&str>,
+    now_ms: u64,
+) -> Result<Vec<EventKind>, Refused> {
+    let Some(step) = step else {
+        return Err(Refused::Restart {
+            step: String::new(),
+            why: "name the step to restart from".into(),
+        });
+    };
+    let refuse = |why: String| Refused::Restart {
+        step: step.to_string(),
+        why,
+    };
+    if !summary.state.is_terminal() {
+        return Err(Refused::State {
+            state: summary.state.as_str().to_string(),
+            why: "only a run that stopped moving (ended, or waiting for an operator) can be restarted; pause it first".into(),
+        });
+    }
+    let Some(from) = flow.steps.iter().position(|s| s.name == step) else {
+        let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+        return Err(refuse(format!(
+            "flow {} has no such step (its steps: {})",
+            flow.id(),
+            names.join(", ")
+        )));
+    };
+    if let Some(missing) = (0..from).find(|&i| !summary.outputs.get(i).is_some_and(Option::is_some))
+    {
+        return Err(refuse(format!(
+            "step '{}' before it never completed, so there is nothing to run it from",
+            flow.steps[missing].name
+        )));
+    }
+    if let Some(undone) = (0..from).find(|&i| summary.compensated.get(i).copied().unwrap_or(false))
+    {
+        return Err(refuse(format!(
+            "step '{}' before it was undone; restart from that step or earlier",
+            flow.steps[undone].name
+        )));
+    }
+    if summary.restarts >= bounds::MAX_RESTARTS {
+        return Err(refuse(format!(
+            "the run was restarted {} times already, the most one run takes; submit a new run",
+            summary.restarts
+        )));
+    }
+    Ok(vec![
+        EventKind::RunRestarted {
+            from_index: from as u32,
+            generation: summary.restarts.saturating_add(1),
+        },
+        EventKind::StepScheduled {
+            index: from as u32,
+            attempt: 1,
+            max_attempts: flow.steps[from].retry.max_attempts,
+            not_before_ms: now_ms,
+        },
+    ])
 }
 
 /// Cancelling a run: it ends here, nothing more is done. A run that was
@@ -420,6 +496,7 @@ pub fn cancel(summary: &RunSummary) -> Result<Vec<EventKind>, Refused> {
             },
             retry_at_ms: None,
             may_have_effect: true,
+            duration_ms: None,
         });
     }
     events.push(EventKind::RunCancelled);
@@ -484,5 +561,66 @@ fn resumed(flow: &Flow, next: &Next, fresh_budget: bool, now_ms: u64) -> Vec<Eve
             }]
         }
         Next::Nothing => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settle_types::event::Event;
+    use settle_types::{RunId, RunState, Source};
+
+    fn settled_run(flow: &Flow) -> RunSummary {
+        let accepted = Event {
+            v: settle_types::event::SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            run_id: RunId::new(),
+            seq: 0,
+            at_ms: 1,
+            step: None,
+            operation_id: None,
+            attempt: None,
+            source: Source::host(),
+            causation: None,
+            trace_id: String::new(),
+            kind: EventKind::RunAccepted {
+                flow: flow.name.clone(),
+                flow_version: flow.version.clone(),
+                flow_digest: String::new(),
+                steps: flow.steps.iter().map(|s| s.name.clone()).collect(),
+                input: serde_json::Value::Null,
+                idempotency_key: None,
+                submitted_by: None,
+            },
+        };
+        let mut run = RunSummary::from_first(&accepted).unwrap();
+        run.outputs = vec![Some(serde_json::json!({})); flow.steps.len()];
+        run.state = RunState::Settled;
+        run
+    }
+
+    #[test]
+    fn a_run_is_restarted_at_most_max_restarts_times() {
+        let flow = Flow::parse("name: f\nsteps:\n  - { name: a, plugin: p }\n", "f.yaml").unwrap();
+        let mut run = settled_run(&flow);
+        run.restarts = bounds::MAX_RESTARTS - 1;
+        let events = operator_command(&flow, &run, OperatorAction::Restart, Some("a"), 5).unwrap();
+        assert_eq!(
+            events[0],
+            EventKind::RunRestarted {
+                from_index: 0,
+                generation: bounds::MAX_RESTARTS
+            }
+        );
+        run.restarts = bounds::MAX_RESTARTS;
+        let refused =
+            operator_command(&flow, &run, OperatorAction::Restart, Some("a"), 5).unwrap_err();
+        assert!(
+            refused.to_string().contains("the most one run takes"),
+            "{refused}"
+        );
+        // Saturating, not overflowing, even from a corrupt count.
+        run.restarts = u32::MAX;
+        assert!(operator_command(&flow, &run, OperatorAction::Restart, Some("a"), 5).is_err());
     }
 }

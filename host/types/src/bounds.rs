@@ -14,6 +14,7 @@
 //! | plugin output | the plugin's `limits.max_output_kib` (default 1 MiB), and depth 64 |
 //! | idempotency key | [`MAX_IDEMPOTENCY_KEY_BYTES`] = 512 bytes |
 //! | drift detail, hold reason, failure message | [`MAX_DETAIL_BYTES`] = 4 KiB (cut, not refused) |
+//! | restarts of one run | [`MAX_RESTARTS`] = 100 |
 
 use serde_json::Value;
 
@@ -25,6 +26,9 @@ pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 512;
 /// Longest free text kept from a plugin or an error (drift details, reasons).
 pub const MAX_DETAIL_BYTES: usize = 4096;
+/// Most times one run is restarted: each restart re-runs steps and grows
+/// the run's log, which must stay readable in one piece.
+pub const MAX_RESTARTS: u32 = 100;
 
 /// A value over one of the limits.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,10 @@ use uuid::Uuid;
 ///   `run-held`, `operator-acted` and `run-cancelled`; the failure class
 ///   `host-setup`; `run-needs-attention` is no longer written (holds replace
 ///   it) but still read.
-pub const SCHEMA_VERSION: u16 = 2;
+/// - 3: `run-restarted` (an operator re-runs a run from one of its steps);
+///   operation ids of re-run steps carry their generation; `step-failed`
+///   says how long the attempt spent in the plugin.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +111,10 @@ pub enum EventKind {
         retry_at_ms: Option<u64>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         may_have_effect: bool,
+        /// Time inside the plugin, when the attempt reached it (written
+        /// since schema 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
     },
     /// Undoing completed step `index`: attempt `attempt` (of at most
     /// `max_attempts`) is due at `not_before_ms`.
@@ -158,6 +165,12 @@ pub enum EventKind {
     /// Terminal: cancelled by an operator. Nothing more is done; what had
     /// completed stays in place (the status says what).
     RunCancelled,
+    /// An operator re-runs the run from step `from_index`, with the same
+    /// flow version: what steps `from_index..` had done is forgotten (not
+    /// undone) and they run again as generation `generation`, under new
+    /// operation ids, so a downstream system does not answer with the
+    /// earlier call's reply. Steps before it keep their outputs.
+    RunRestarted { from_index: u32, generation: u32 },
     /// A person said that what they see is not what they expected. Changes
     /// nothing in the run; counted and shown to operators.
     UserReported {
@@ -217,6 +230,8 @@ pub enum OperatorAction {
     Cancel,
     /// Held the run at its next step boundary until someone resumes it.
     Pause,
+    /// Ran the run again from a step (the command's `step`).
+    Restart,
 }
 
 impl OperatorAction {
@@ -227,6 +242,7 @@ impl OperatorAction {
             OperatorAction::Compensate => "compensate",
             OperatorAction::Cancel => "cancel",
             OperatorAction::Pause => "pause",
+            OperatorAction::Restart => "restart",
         }
     }
 }
@@ -252,6 +268,7 @@ impl EventKind {
             EventKind::RunHeld { .. } => "run-held",
             EventKind::OperatorActed { .. } => "operator-acted",
             EventKind::RunCancelled => "run-cancelled",
+            EventKind::RunRestarted { .. } => "run-restarted",
             EventKind::UserReported { .. } => "user-reported",
         }
     }

@@ -77,14 +77,27 @@ impl Action {
 /// The run action's id is the step id itself (`RUN/STEP`), as it was before
 /// actions had ids of their own, so a run accepted by an older host replays
 /// its charge under the same key; the others append the action's name.
+/// A step an operator restarted runs again as a new generation, whose ids
+/// carry it (`RUN/STEP~2`, `RUN/STEP~2/compensate`): a re-run is a new
+/// operation, not a replay of the old one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OperationId(String);
 
 impl OperationId {
     pub fn new(run: RunId, step: &str, action: Action) -> Self {
+        Self::of_generation(run, step, action, 0)
+    }
+
+    /// The id of `action` of the `generation`th run of the step (0: the
+    /// first, as [`OperationId::new`]).
+    pub fn of_generation(run: RunId, step: &str, action: Action, generation: u32) -> Self {
+        let step = match generation {
+            0 => step_id(run, step),
+            g => format!("{}~{g}", step_id(run, step)),
+        };
         match action {
-            Action::Run => OperationId(step_id(run, step)),
-            other => OperationId(format!("{run}/{step}/{}", other.as_str())),
+            Action::Run => OperationId(step),
+            other => OperationId(format!("{step}/{}", other.as_str())),
         }
     }
 
@@ -124,5 +137,23 @@ mod tests {
         assert_ne!(ids[1], ids[2]);
         assert_ne!(ids[0], ids[2]);
         assert_eq!(ids[1], OperationId::new(run, "charge", Action::Compensate));
+    }
+
+    #[test]
+    fn a_restarted_step_is_a_new_operation() {
+        let run = RunId::new();
+        let first = OperationId::new(run, "charge", Action::Run);
+        let again = OperationId::of_generation(run, "charge", Action::Run, 1);
+        let third = OperationId::of_generation(run, "charge", Action::Run, 2);
+        assert_ne!(first, again);
+        assert_ne!(again, third);
+        assert_eq!(
+            OperationId::of_generation(run, "charge", Action::Run, 0),
+            first
+        );
+        assert_ne!(
+            OperationId::of_generation(run, "charge", Action::Compensate, 1),
+            OperationId::new(run, "charge", Action::Compensate)
+        );
     }
 }

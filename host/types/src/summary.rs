@@ -91,6 +91,14 @@ pub struct RunSummary {
     /// Reports from people that what they see is not what they expected.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reports: u32,
+    /// Times an operator restarted the run from a step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Per step, the restart whose run of it counts (0: the first). Empty
+    /// until the run is first restarted; read it with
+    /// [`RunSummary::generation`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<u32>,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +191,8 @@ impl RunSummary {
             hold: None,
             attempts_total: 0,
             reports: 0,
+            restarts: 0,
+            generations: Vec::new(),
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
             finished_at_ms: None,
@@ -215,6 +225,8 @@ impl RunSummary {
             hold: None,
             attempts_total: 0,
             reports: 0,
+            restarts: 0,
+            generations: Vec::new(),
             accepted_at_ms: 0,
             updated_at_ms: 0,
             finished_at_ms: None,
@@ -335,9 +347,52 @@ impl RunSummary {
                 self.detail = None;
             }
             EventKind::RunCancelled => self.finish(event, RunState::Cancelled, None),
+            &EventKind::RunRestarted {
+                from_index,
+                generation,
+            } if from_index < n => self.restart(from_index as usize, generation),
             EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
             _ => {}
         }
+    }
+
+    /// Forgets what steps `from..` did: they run again as `generation`.
+    /// Nothing is undone; the steps before keep their outputs.
+    fn restart(&mut self, from: usize, generation: u32) {
+        let n = self.steps.len();
+        self.restarts = self.restarts.max(generation);
+        self.generations.resize(n, 0);
+        self.uncertain.resize(n, false);
+        for i in from..n {
+            self.outputs[i] = None;
+            self.compensated[i] = false;
+            self.uncertain[i] = false;
+            self.generations[i] = generation;
+        }
+        // Confirmation is asked again of every step once they all complete.
+        self.verdicts = vec![None; n];
+        self.finished_at_ms = None;
+        self.last_failure = None;
+        self.detail = None;
+        self.hold = None;
+    }
+
+    /// Which run of step `index` counts: 0 for the first, N after the Nth
+    /// restart that re-ran it. Part of the step's operation ids.
+    pub fn generation(&self, index: usize) -> u32 {
+        self.generations.get(index).copied().unwrap_or(0)
+    }
+
+    /// The operation id of `action` of step `index`, in the generation
+    /// that counts now; `None` for a step the run does not have.
+    pub fn operation_id(&self, index: usize, action: crate::Action) -> Option<crate::OperationId> {
+        let step = self.steps.get(index)?;
+        Some(crate::OperationId::of_generation(
+            self.run_id,
+            step,
+            action,
+            self.generation(index),
+        ))
     }
 
     /// Whether step `index` completed or may have had its effect: what
@@ -576,6 +631,7 @@ mod tests {
                 failure,
                 retry_at_ms: Some(6_000),
                 may_have_effect: false,
+                duration_ms: Some(3),
             },
         ));
         s.apply(&event(

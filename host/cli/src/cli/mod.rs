@@ -115,6 +115,9 @@ enum Command {
     Cancel(operator::ActArgs),
     /// Hold a moving run at its next step boundary until `settle resume RUN`.
     Pause(operator::ActArgs),
+    /// Run an ended or held run again from a step, with its flow version:
+    /// that step and those after run again; nothing is undone first.
+    Restart(operator::RestartArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -215,6 +218,7 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
         Command::Status { run, json } => server().and_then(|s| remote::status(&s, run, *json)),
         Command::Events { run, json } => server().and_then(|s| remote::events(&s, run, *json)),
         Command::Retry(args) => server().and_then(|s| remote::retry(&s, args)),
+        Command::Restart(args) => server().and_then(|s| remote::restart(&s, args)),
         Command::Compensate(args) => {
             server().and_then(|s| remote::act(&s, A::Compensate, args, None))
         }
@@ -266,6 +270,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Reindex { json } => read::reindex(&config(&cli)?, *json).await,
         Command::Retry(args) => operator::retry(&config(&cli)?, args).await,
+        Command::Restart(args) => operator::restart(&config(&cli)?, args).await,
         Command::Compensate(args) => {
             operator::act(
                 &config(&cli)?,

@@ -1,5 +1,5 @@
 //! An operator's commands on one run: `settle retry`, `settle compensate`,
-//! `settle cancel`, `settle pause`, `settle resume RUN`. Each is recorded as an `operator-acted` event naming who
+//! `settle cancel`, `settle pause`, `settle resume RUN`, `settle restart`. Each is recorded as an `operator-acted` event naming who
 //! (the OS user) and why (`--reason`), together with what it sets in motion.
 //! Only the run named is driven; other unfinished runs are left for the
 //! next `settle run`, `settle resume` or server.
@@ -34,6 +34,16 @@ pub struct RetryArgs {
     pub step: Option<String>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub act: ActArgs,
+    /// The step to run again from: it and every step after it run again
+    /// (under new operation ids); the steps before keep their outputs.
+    #[arg(long)]
+    pub from_step: String,
+}
+
 /// Who is acting: the OS user, as far as the environment says.
 fn operator() -> String {
     ["USER", "LOGNAME", "USERNAME"]
@@ -54,6 +64,16 @@ pub fn command(action: OperatorAction, reason: &str, step: Option<String>) -> Op
 
 pub async fn retry(config: &Config, args: &RetryArgs) -> anyhow::Result<ExitCode> {
     apply(config, &args.act, OperatorAction::Retry, args.step.clone()).await
+}
+
+pub async fn restart(config: &Config, args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    apply(
+        config,
+        &args.act,
+        OperatorAction::Restart,
+        Some(args.from_step.clone()),
+    )
+    .await
 }
 
 pub async fn act(

@@ -8,7 +8,7 @@
 //! the status and the detail; a server that cannot be reached is named.
 //! Both end the command with exit code 2, like any refused command.
 
-use super::operator::{ActArgs, RetryArgs, print_acted};
+use super::operator::{ActArgs, RestartArgs, RetryArgs, print_acted};
 use super::read::{parse_run, print_events, print_runs, print_status};
 use super::run::{RunReport, progress_line};
 use crate::engine::status::RunStatus;
@@ -449,7 +449,11 @@ pub fn act(
     let run = parse_run(&args.run)?;
     let mut body = json!({ "reason": args.reason });
     if let Some(step) = step {
-        body["step"] = json!(step);
+        let field = match action {
+            OperatorAction::Restart => "from_step",
+            _ => "step",
+        };
+        body[field] = json!(step);
     }
     let (_, _answer): (u16, Value) = server.post(
         &format!("{} run {run}", action.as_str()),
@@ -461,6 +465,15 @@ pub fn act(
     // way the run's stream says when it stops moving.
     server.follow(run, &ProgressBar::hidden())?;
     print_acted(&server.report(run, true)?, args.json)
+}
+
+pub fn restart(server: &Server, args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    act(
+        server,
+        OperatorAction::Restart,
+        &args.act,
+        Some(&args.from_step),
+    )
 }
 
 pub fn retry(server: &Server, args: &RetryArgs) -> anyhow::Result<ExitCode> {
