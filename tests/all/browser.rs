@@ -509,21 +509,20 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     save_screenshot(&browser, "dashboard-held.png");
     browser.type_into(&format!("{card} input.reason"), "provider fixed");
     browser.click(&format!("{card} button[data-action='retry']"));
-    wait_for("the page to say the retry was applied", PATIENCE, || {
-        text_of(&browser, "#flash")
-            .starts_with("retry applied")
-            .then_some(())
-    });
+    wait_for_flash(&browser, "retry applied");
 
     // The API recorded who did what and why, and the run moved on: settled.
-    let events = wait_for("the retried run to settle", PATIENCE, || {
+    let run_events = || {
         let (_, log) = call(
             &api,
             "GET",
             &serve.url(&format!("/v1/runs/{stuck}/events")),
             None,
         );
-        let events = log["events"].as_array().cloned().unwrap_or_default();
+        log["events"].as_array().cloned().unwrap_or_default()
+    };
+    let events = wait_for("the retried run to settle", PATIENCE, || {
+        let events = run_events();
         events
             .iter()
             .any(|e| e["kind"]["type"] == "run-settled")
@@ -570,19 +569,9 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     // the log both say so.
     browser.type_into("#restart-reason", "the ledger was rolled back");
     browser.click("tr.step-row[data-step='shaky'] button[data-action='restart']");
-    wait_for("the page to say the restart was applied", PATIENCE, || {
-        text_of(&browser, "#flash")
-            .starts_with("restart from shaky applied")
-            .then_some(())
-    });
+    wait_for_flash(&browser, "restart from shaky applied");
     let events = wait_for("the restarted run to be held again", PATIENCE, || {
-        let (_, log) = call(
-            &api,
-            "GET",
-            &serve.url(&format!("/v1/runs/{stuck}/events")),
-            None,
-        );
-        let events = log["events"].as_array().cloned().unwrap_or_default();
+        let events = run_events();
         (events.last().map(|e| e["kind"]["type"].clone()) == Some("run-held".into()))
             .then_some(events)
     });
@@ -595,6 +584,13 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
     wait_for("the restart in the timeline", PATIENCE, || {
         let restarted = text_of(&browser, "#timeline li[data-type='run-restarted']");
         (restarted.contains("restarted from step 1")).then_some(())
+    });
+}
+
+/// Waits until the page's flash message begins with `start`.
+fn wait_for_flash(browser: &Browser, start: &str) {
+    wait_for(&format!("the page to say '{start}'"), PATIENCE, || {
+        text_of(browser, "#flash").starts_with(start).then_some(())
     });
 }
 
