@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod client;
 mod crash;
+mod drift;
 mod flow_limits;
 mod fuzz;
 mod holds;

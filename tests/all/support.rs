@@ -148,7 +148,13 @@ impl Drop for Service {
 /// reports on its first line.
 fn spawn_service(data: &Path, listen: &str) -> (Child, String) {
     let mut child = settle_command()
-        .args(["demo-service", "--listen", listen, "--data"])
+        .args([
+            "demo-service",
+            "--drift-hooks",
+            "--listen",
+            listen,
+            "--data",
+        ])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

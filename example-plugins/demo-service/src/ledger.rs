@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// A change made behind Settle's back (a test and drill hook): sets a
+/// recorded transfer's `amount` or `refunded` without touching balances, as
+/// a manual edit in a back office would. Served only when the service was
+/// started with `--drift-hooks`; always replayed from the journal.
+pub const DRIFT_TRANSFER: &str = "/drift/transfers";
+
 /// Everything the outside world holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct World {
@@ -78,13 +84,14 @@ impl World {
     }
 
     /// The paths a `POST` can change the world through.
-    pub const CHANGE_PATHS: [&'static str; 6] = [
+    pub const CHANGE_PATHS: [&'static str; 7] = [
         "/ledger/transfers",
         "/ledger/refunds",
         "/stock/reservations",
         "/stock/releases",
         "/outbox/messages",
         "/outbox/voids",
+        DRIFT_TRANSFER,
     ];
 
     /// Whether a `POST` to `path` can change the world (else it is a 404
@@ -133,6 +140,21 @@ impl World {
                     422,
                     "need from, to (non-empty) and a positive integer amount",
                 ),
+            },
+            DRIFT_TRANSFER => match text("transfer_id") {
+                Some(id) => match self.transfers.get_mut(&id) {
+                    Some(t) => {
+                        if let Some(amount) = int("amount") {
+                            t.amount = amount;
+                        }
+                        if let Some(refunded) = body.get("refunded").and_then(Value::as_bool) {
+                            t.refunded = refunded;
+                        }
+                        reply(200, json!(t))
+                    }
+                    None => problem(404, format!("no transfer {id}")),
+                },
+                None => problem(422, "need transfer_id, and amount or refunded"),
             },
             "/ledger/refunds" => match (text("transfer_id"), text("transfer_key")) {
                 (Some(id), _) => self.refund(&id),

@@ -12,6 +12,9 @@
 //!   appended to `journal.jsonl` and `fsync`ed **before** it is applied and
 //!   answered (see [`journal`]); start-up replays it. When the journal cannot
 //!   be written, nothing is applied and the caller gets a 503.
+//! - `POST /drift/transfers` (`{transfer_id, amount?, refunded?}`) edits a
+//!   recorded transfer behind Settle's back, so drift is real and testable;
+//!   only when started with `--drift-hooks`.
 //! - `GET /state` shows the world; `GET /requests` counts, per path and
 //!   idempotency key, the requests received and the changes applied, so a
 //!   test can see an effect made twice (or a retry that never got through).
@@ -56,12 +59,14 @@ struct Service {
     /// (path, key) → counts, for `GET /requests`.
     requests: BTreeMap<(String, String), Counts>,
     journal: Journal,
+    /// Whether `POST /drift/…` may change the world behind Settle's back.
+    drift_hooks: bool,
 }
 
 type Shared = Arc<Mutex<Service>>;
 
 impl Service {
-    fn open(dir: &Path) -> anyhow::Result<Service> {
+    fn open(dir: &Path, drift_hooks: bool) -> anyhow::Result<Service> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (journal, entries) = Journal::open(&dir.join("journal.jsonl"))?;
         let mut service = Service {
@@ -69,6 +74,7 @@ impl Service {
             seen: HashMap::new(),
             requests: BTreeMap::new(),
             journal,
+            drift_hooks,
         };
         for entry in entries {
             service.count_received(&entry.path, &entry.key);
@@ -99,7 +105,7 @@ impl Service {
             self.world.deduplicated += 1;
             return Ok(first_reply.clone());
         }
-        if !World::changes(path) {
+        if !World::changes(path) || (path.starts_with("/drift/") && !self.drift_hooks) {
             return Ok(Reply {
                 status: 404,
                 body: json!({"error": format!("no such endpoint {path}")}),
@@ -217,9 +223,11 @@ async fn handle(
     }
 }
 
-/// Serves until the process is stopped.
-pub async fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
-    let service = Arc::new(Mutex::new(Service::open(data)?));
+/// Serves until the process is stopped. With `drift_hooks`, `POST
+/// /drift/transfers` changes a recorded transfer behind Settle's back (see
+/// [`ledger::DRIFT_TRANSFER`]); without, it is a 404.
+pub async fn serve(listen: SocketAddr, data: &Path, drift_hooks: bool) -> anyhow::Result<()> {
+    let service = Arc::new(Mutex::new(Service::open(data, drift_hooks)?));
     let app = Router::new().fallback(handle).with_state(service);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -247,7 +255,7 @@ mod tests {
     fn a_torn_last_line_is_cut_off_and_the_next_entry_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Service::open(dir.path()).unwrap();
+            let mut s = Service::open(dir.path(), false).unwrap();
             for i in 1..=3 {
                 let reply = s
                     .post("/ledger/transfers", &format!("k{i}"), transfer(i))
@@ -260,7 +268,7 @@ mod tests {
         let cut = text.trim_end().len() - 7; // the third line, torn
         std::fs::write(&path, &text[..cut]).unwrap();
 
-        let mut s = Service::open(dir.path()).unwrap();
+        let mut s = Service::open(dir.path(), false).unwrap();
         assert_eq!(
             s.world.transfers.len(),
             2,
@@ -270,7 +278,7 @@ mod tests {
         assert_eq!(reply.status, 201);
         drop(s);
 
-        let s = Service::open(dir.path()).unwrap();
+        let s = Service::open(dir.path(), false).unwrap();
         let keys: Vec<&str> = s
             .world
             .transfers
@@ -288,7 +296,7 @@ mod tests {
     fn a_whole_journal_replays_every_entry() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Service::open(dir.path()).unwrap();
+            let mut s = Service::open(dir.path(), false).unwrap();
             s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
             s.post(
                 "/stock/reservations",
@@ -297,7 +305,7 @@ mod tests {
             )
             .unwrap();
         }
-        let s = Service::open(dir.path()).unwrap();
+        let s = Service::open(dir.path(), false).unwrap();
         assert_eq!(s.world.transfers.len(), 1);
         assert_eq!(s.world.reservations.len(), 1);
         assert_eq!(s.world.accounts["shop"], 5);
@@ -308,7 +316,7 @@ mod tests {
     #[test]
     fn a_failed_journal_write_applies_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Service::open(dir.path()).unwrap();
+        let mut s = Service::open(dir.path(), false).unwrap();
         // Writes to /dev/full fail with ENOSPC.
         let full = std::fs::OpenOptions::new()
             .append(true)
@@ -328,7 +336,7 @@ mod tests {
     #[test]
     fn requests_are_counted_received_and_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Service::open(dir.path()).unwrap();
+        let mut s = Service::open(dir.path(), false).unwrap();
         for _ in 0..3 {
             s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
         }
@@ -347,7 +355,7 @@ mod tests {
         drop(s);
         // Journaled requests are counted again on replay; repeats answered
         // from the idempotency record were never journaled.
-        let s = Service::open(dir.path()).unwrap();
+        let s = Service::open(dir.path(), false).unwrap();
         assert_eq!(
             s.request_counts(),
             json!([
@@ -355,5 +363,28 @@ mod tests {
                 {"path": "/ledger/transfers", "key": "k1", "received": 1, "applied": 1},
             ])
         );
+    }
+
+    #[test]
+    fn drift_hooks_change_a_transfer_only_when_on_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let drift = json!({"transfer_id": "t-000001", "amount": 1});
+        {
+            let mut s = Service::open(dir.path(), false).unwrap();
+            s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
+            let refused = s.post(ledger::DRIFT_TRANSFER, "d1", drift.clone()).unwrap();
+            assert_eq!(refused.status, 404, "off unless started with the flag");
+            assert_eq!(s.world.transfers["t-000001"].amount, 5);
+        }
+        {
+            let mut s = Service::open(dir.path(), true).unwrap();
+            let changed = s.post(ledger::DRIFT_TRANSFER, "d2", drift).unwrap();
+            assert_eq!(changed.status, 200, "{changed:?}");
+            assert_eq!(s.world.transfers["t-000001"].amount, 1);
+            assert_eq!(s.world.accounts["alice"], -5, "balances are not touched");
+        }
+        // Replayed from the journal even by a service started without it.
+        let s = Service::open(dir.path(), false).unwrap();
+        assert_eq!(s.world.transfers["t-000001"].amount, 1);
     }
 }

@@ -16,10 +16,14 @@ struct Args {
     /// Where its journal lives.
     #[arg(long)]
     data: PathBuf,
+    /// Serve `POST /drift/transfers`, which changes the world behind
+    /// Settle's back (tests and drills only).
+    #[arg(long)]
+    drift_hooks: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    settle_demo_service::serve(args.listen, &args.data).await
+    settle_demo_service::serve(args.listen, &args.data, args.drift_hooks).await
 }

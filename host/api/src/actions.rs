@@ -29,6 +29,7 @@ fn action_named(name: &str) -> Option<OperatorAction> {
         "pause" => OperatorAction::Pause,
         "resume" => OperatorAction::Resume,
         "restart" => OperatorAction::Restart,
+        "accept-drift" => OperatorAction::AcceptDrift,
         _ => return None,
     })
 }
@@ -152,7 +153,7 @@ pub async fn bulk<S: RunQueries + Clone, X: Executor>(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown-action",
             format!(
-                "unknown action '{}' (retry, compensate, cancel, pause, resume, restart)",
+                "unknown action '{}' (retry, compensate, cancel, pause, resume, restart, accept-drift)",
                 bounds::cut(&name, 32)
             ),
         )

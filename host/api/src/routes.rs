@@ -185,6 +185,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/runs/{id}/accept-drift",
+        "accept_drift",
+        "Accept what downstream systems say of a drifted run: it counts as settled again and is no longer checked. Body: `{reason}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
         "/v1/runs/actions",
         "bulk_action",
         "One action on every run a filter selects: `{action, reason, filter: {state, stage, flow, since}, dry_run, from_step?}`; a dry run only counts.",

@@ -147,6 +147,40 @@ fn attempt_span(
 /// the rest in its last denial.
 const MAX_DENIAL_EVENTS: usize = 16;
 
+/// A step's verdict (or why there is none) and the plugin that gave it.
+type SourcedVerdict = (u32, Result<Verdict, Failure>, Source);
+
+fn strip(verdicts: &[SourcedVerdict]) -> Vec<transitions::Confirmation> {
+    verdicts.iter().map(|(i, v, _)| (*i, v.clone())).collect()
+}
+
+/// Lineage for what a confirmation decided: a step's verdict comes from
+/// its plugin, the rest from the host.
+fn attribute_verdicts(
+    decided: Vec<EventKind>,
+    verdicts: &[SourcedVerdict],
+) -> Vec<(EventKind, Option<u32>, Source)> {
+    decided
+        .into_iter()
+        .map(|kind| match &kind {
+            EventKind::StepReconciled { index, .. } => {
+                let source = verdicts
+                    .iter()
+                    .find(|(i, _, _)| i == index)
+                    .map(|(_, _, s)| s.clone())
+                    .unwrap_or_else(Source::host);
+                let index = *index;
+                (kind, Some(index), source)
+            }
+            EventKind::CompensationScheduled { index, .. } => {
+                let index = *index;
+                (kind, Some(index), Source::host())
+            }
+            _ => (kind, None, Source::host()),
+        })
+        .collect()
+}
+
 fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
     let retry_after = f.retry_after_ms.map(Duration::from_millis);
     (
@@ -726,6 +760,39 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
+        let (verdicts, mut events) = self.ask_downstream(summary, flow, attempt).await;
+        let now = self.now();
+        let decided =
+            transitions::after_reconciliation(flow, summary, strip(&verdicts), attempt, now);
+        events.extend(attribute_verdicts(decided, &verdicts));
+        self.record(summary, events, now).await
+    }
+
+    /// A periodic check of a settled run (its flow's `reconcile:` window):
+    /// the same questions as the confirmation pass, other consequences
+    /// ([`transitions::after_recheck`]).
+    pub(super) async fn recheck(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        attempt: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let (verdicts, mut events) = self.ask_downstream(summary, flow, attempt).await;
+        let now = self.now();
+        let decided = transitions::after_recheck(flow, summary, strip(&verdicts), attempt, now);
+        events.extend(attribute_verdicts(decided, &verdicts));
+        self.record(summary, events, now).await
+    }
+
+    /// Calls `reconcile` of every completed step whose plugin can: each
+    /// step's verdict (or why there is none) and who gave it, plus the
+    /// capabilities refused on the way.
+    async fn ask_downstream(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        attempt: u32,
+    ) -> (Vec<SourcedVerdict>, Vec<(EventKind, Option<u32>, Source)>) {
         let mut verdicts = Vec::new();
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
@@ -757,30 +824,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             };
             verdicts.push((index, verdict, Source(report.source.clone())));
         }
-        let sources: Vec<(u32, Source)> =
-            verdicts.iter().map(|(i, _, s)| (*i, s.clone())).collect();
-        let now = self.now();
-        let decided = transitions::after_reconciliation(
-            flow,
-            summary,
-            verdicts.into_iter().map(|(i, v, _)| (i, v)).collect(),
-            attempt,
-            now,
-        );
-        for kind in decided {
-            let (step, source) = match &kind {
-                EventKind::StepReconciled { index, .. } => {
-                    let source = sources
-                        .iter()
-                        .find(|(i, _)| i == index)
-                        .map(|(_, s)| s.clone())
-                        .unwrap_or_else(Source::host);
-                    (Some(*index), source)
-                }
-                _ => (None, Source::host()),
-            };
-            events.push((kind, step, source));
-        }
-        self.record(summary, events, now).await
+        (verdicts, events)
     }
 }

@@ -13,6 +13,7 @@ mod driver;
 pub use settle_types::retry;
 pub mod catalog;
 pub mod queries;
+pub mod rechecks;
 pub mod status;
 pub mod transitions;
 

@@ -292,6 +292,12 @@ pub fn after_reconciliation(
         events.push(host_setup_hold(&failure));
     } else if undecided.is_empty() {
         events.push(EventKind::RunSettled);
+        if let Some(rechecks) = flow.rechecks {
+            events.push(EventKind::RecheckScheduled {
+                not_before_ms: at(now_ms, rechecks.after),
+                attempt: 1,
+            });
+        }
     } else {
         let policy = with_budget(&reconcile_policy(), recorded_max(&summary.next));
         match policy.next_delay(attempt, FailureClass::Retryable, None) {
@@ -310,6 +316,94 @@ pub fn after_reconciliation(
         }
     }
     events
+}
+
+/// What a periodic check of a settled run found: nothing more than events
+/// while every step is in sync; the run drifts (and, if its flow says so,
+/// is undone) when one is not; a check without an answer is asked again
+/// sooner, and never counts as in sync.
+pub fn after_recheck(
+    flow: &Flow,
+    summary: &RunSummary,
+    verdicts: Vec<Confirmation>,
+    attempt: u32,
+    now_ms: u64,
+) -> Vec<EventKind> {
+    let Some(rechecks) = flow.rechecks else {
+        return vec![EventKind::RechecksEnded {
+            reason: "its flow no longer asks for checks".into(),
+        }];
+    };
+    let mut events = Vec::new();
+    let mut drifted = Vec::new();
+    let mut unanswered = Vec::new();
+    for (index, verdict) in verdicts {
+        let name = &flow.steps[index as usize].name;
+        match verdict {
+            Ok(v) => {
+                match &v {
+                    Verdict::InSync => {}
+                    Verdict::Drifted(d) => drifted.push(format!("{name}: {d}")),
+                    Verdict::Unknown => unanswered.push(format!("{name}: no answer")),
+                }
+                events.push(EventKind::StepReconciled { index, verdict: v });
+            }
+            Err(f) => unanswered.push(format!("{name}: {}", f.message)),
+        }
+    }
+    if !drifted.is_empty() {
+        events.push(EventKind::RunDrifted {
+            detail: bounds::cut_detail(&format!("found by a later check: {}", drifted.join("; "))),
+        });
+        if flow.on_drift == settle_flow::OnDrift::Compensate {
+            events.push(next_compensation(
+                flow,
+                summary,
+                flow.steps.len() as u32,
+                now_ms,
+            ));
+        }
+        return events;
+    }
+    let settled_at = summary.finished_at_ms.unwrap_or(now_ms);
+    let window_ends = at(settled_at, rechecks.window);
+    let (delay, attempt) = if unanswered.is_empty() {
+        (spread(rechecks.every, summary), 1)
+    } else {
+        // Asked again sooner, but never more often than `every` allows.
+        let delay = reconcile_policy()
+            .next_delay(attempt, FailureClass::Retryable, None)
+            .unwrap_or(rechecks.every)
+            .min(rechecks.every);
+        (delay, attempt.saturating_add(1))
+    };
+    let due = at(now_ms, delay);
+    if due > window_ends {
+        let reason = if unanswered.is_empty() {
+            "its reconcile window closed".to_string()
+        } else {
+            bounds::cut_detail(&format!(
+                "its reconcile window closed without an answer ({}); not confirmed",
+                unanswered.join("; ")
+            ))
+        };
+        events.push(EventKind::RechecksEnded { reason });
+    } else {
+        events.push(EventKind::RecheckScheduled {
+            not_before_ms: due,
+            attempt,
+        });
+    }
+    events
+}
+
+/// `every`, plus up to a tenth of it picked by the run's id: runs that
+/// settled together are not all checked in the same instant.
+fn spread(every: Duration, summary: &RunSummary) -> Duration {
+    let bytes = summary.run_id.as_bytes();
+    let pick = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
+    let tenth = u64::try_from(every.as_millis() / 10).unwrap_or(u64::MAX);
+    every.saturating_add(Duration::from_millis(pick % tenth.max(1)))
 }
 
 /// Why an operator's command cannot be applied to a run.
@@ -399,6 +493,12 @@ pub fn operator_command(
             )])
         }
         OperatorAction::Restart => restart(flow, summary, step, now_ms),
+        OperatorAction::AcceptDrift => {
+            if summary.state != settle_types::RunState::Drifted {
+                return Err(refuse("only a drifted run's drift can be accepted"));
+            }
+            Ok(vec![EventKind::RunSettled])
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! defaults:
 //!   timeout: 10s
 //!   retry: { max_attempts: 5, initial_interval: 200ms }
+//! reconcile: { after: 10m, every: 1h, for: 7d }
+//! on_drift: alert
 //! steps:
 //!   - name: charge
 //!     plugin: transfer
@@ -47,6 +49,34 @@ pub struct Flow {
     /// How long an idempotency key keeps returning the same run.
     pub idempotency_window: Duration,
     pub steps: Vec<StepDef>,
+    /// `reconcile:`: how a settled run is checked against downstream
+    /// systems again; `None` (the default) checks it once, when its steps
+    /// complete.
+    pub rechecks: Option<Rechecks>,
+    /// `on_drift:`: what the host does when a check finds drift.
+    pub on_drift: OnDrift,
+}
+
+/// `reconcile: { after: 2s, every: 1h, for: 7d }`: the first check of a
+/// settled run `after` it settled, then one `every` so often, for `for`
+/// after it settled. `every` defaults to `after`, `for` to 7 days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rechecks {
+    pub after: Duration,
+    pub every: Duration,
+    pub window: Duration,
+}
+
+/// What the host does when downstream systems disagree with a run
+/// (`on_drift:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDrift {
+    /// The run becomes `drifted` and waits for an operator: compensate it,
+    /// restart it, or accept the drift (the default).
+    #[default]
+    Alert,
+    /// The run becomes `drifted`, then its completed steps are undone.
+    Compensate,
 }
 
 /// One step of a flow.

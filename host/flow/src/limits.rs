@@ -10,6 +10,8 @@
 //! | `timeout` | [`MAX_TIMEOUT`] (1 day) | the engine computes `now + timeout`, which must not overflow |
 //! | `initial_interval`, `max_interval` | [`MAX_RETRY_INTERVAL`] (7 days) | retry delays are computed in floating point and added to `now` |
 //! | `idempotency_window` | [`MAX_IDEMPOTENCY_WINDOW`] (365 days) | stored as milliseconds and added to the acceptance time |
+//! | `reconcile: every` | [`MIN_RECHECK_EVERY`] (1 s) to [`MAX_RECHECK_EVERY`] (30 days) | each check calls every reconciling step of the run: more often than once a second per run is load, not assurance |
+//! | `reconcile: after`, `for` | [`MAX_RECHECK_WINDOW`] (365 days) | added to the settle time |
 //!
 //! The pre-scan is one linear pass over the text. It follows YAML's rules
 //! for quotes, comments, block scalars (`|`, `>`), anchors and tags closely
@@ -38,6 +40,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest `idempotency_window`.
 pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The shortest `reconcile: every`.
+pub const MIN_RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// The longest `reconcile: every`.
+pub const MAX_RECHECK_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `reconcile: after` or `for`.
+pub const MAX_RECHECK_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A limit the text breaks, and where.
 #[derive(Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use crate::limits::{self, MAX_NAME_CHARS, MAX_STEPS};
 use crate::template::{Template, shown};
-use crate::{Flow, FlowError, FlowErrors, Location, OnExhausted, StepDef};
+use crate::{Flow, FlowError, FlowErrors, Location, OnDrift, OnExhausted, Rechecks, StepDef};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 use serde_json::Value;
@@ -22,7 +22,10 @@ const FLOW_KEYS: &[&str] = &[
     "idempotency_window",
     "defaults",
     "steps",
+    "reconcile",
+    "on_drift",
 ];
+const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
     "name",
@@ -58,6 +61,16 @@ const TIMEOUT: Bound = Bound {
 const RETRY_INTERVAL: Bound = Bound {
     max: limits::MAX_RETRY_INTERVAL,
     text: "7 days",
+    nonzero: false,
+};
+const RECHECK_EVERY: Bound = Bound {
+    max: limits::MAX_RECHECK_EVERY,
+    text: "30 days",
+    nonzero: true,
+};
+const RECHECK_WINDOW: Bound = Bound {
+    max: limits::MAX_RECHECK_WINDOW,
+    text: "365 days",
     nonzero: false,
 };
 const IDEMPOTENCY_WINDOW: Bound = Bound {
@@ -140,6 +153,11 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         .duration(map, "idempotency_window", &IDEMPOTENCY_WINDOW)
         .unwrap_or(Duration::from_secs(24 * 3600));
 
+    let rechecks = cx
+        .optional_mapping(map, "reconcile")
+        .and_then(|r| cx.rechecks(r));
+    let on_drift = cx.on_drift(map).unwrap_or_default();
+
     let mut defaults = StepDefaults::default();
     if let Some(map) = cx.optional_mapping(map, "defaults") {
         cx.known_keys(map, DEFAULT_KEYS, "defaults");
@@ -187,6 +205,8 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         source: text.to_string(),
         idempotency_window,
         steps,
+        rechecks,
+        on_drift,
     })
 }
 
@@ -440,6 +460,50 @@ impl Cx<'_> {
             }
         }
         policy
+    }
+
+    /// `reconcile: { after, every, for }`.
+    fn rechecks(&mut self, map: &MarkedMappingNode) -> Option<Rechecks> {
+        self.known_keys(map, RECONCILE_KEYS, "reconcile");
+        let every = self.duration(map, "every", &RECHECK_EVERY);
+        let after = self.duration(map, "after", &RECHECK_WINDOW);
+        let window = self.duration(map, "for", &RECHECK_WINDOW);
+        let every = match (every, after) {
+            (Some(e), _) => e,
+            (None, Some(a)) => a,
+            (None, None) => {
+                self.error(
+                    map.span(),
+                    "`reconcile` needs `every` (how often a settled run is checked), e.g. { every: 1h, for: 7d }",
+                );
+                return None;
+            }
+        };
+        if every < limits::MIN_RECHECK_EVERY {
+            let span = map.get_node("every").map_or(*map.span(), |n| *n.span());
+            self.error(&span, "`reconcile: every` must be at least 1s");
+            return None;
+        }
+        Some(Rechecks {
+            after: after.unwrap_or(every),
+            every,
+            window: window.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+        })
+    }
+
+    fn on_drift(&mut self, map: &MarkedMappingNode) -> Option<OnDrift> {
+        let value = self.optional_scalar(map, "on_drift")?;
+        match value.as_str() {
+            "alert" => Some(OnDrift::Alert),
+            "compensate" => Some(OnDrift::Compensate),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`on_drift` must be `alert` or `compensate`, not '{other}'"),
+                );
+                None
+            }
+        }
     }
 
     fn on_exhausted(&mut self, map: &MarkedMappingNode) -> Option<OnExhausted> {

@@ -8,6 +8,7 @@
 //! | `e` | run id (16, UUID v7) ++ seq (u64 BE) | event (JSON) |
 //! | `r` | run id | run summary (JSON) |
 //! | `a` | run id of every non-terminal run | empty |
+//! | `c` | due ms (u64 BE) ++ run id of a settled run checked again later | empty (may be stale: the summary decides) |
 //! | `t` | (no longer written: stores of earlier versions; `reindex` drops them) | |
 //! | `i` | flow ++ 0x00 ++ idempotency key | run id ++ accepted ms (u64 BE) |
 //! | `k` | plugin ++ 0x00 ++ key | plugin's value |
@@ -18,6 +19,7 @@ use settle_types::RunId;
 pub const EVENT: u8 = b'e';
 pub const RUN: u8 = b'r';
 pub const ACTIVE: u8 = b'a';
+pub const RECHECK: u8 = b'c';
 pub const TIMER: u8 = b't';
 pub const IDEMPOTENCY: u8 = b'i';
 pub const KV: u8 = b'k';
@@ -25,7 +27,7 @@ pub const FLOW: u8 = b'f';
 
 /// Every prefix that holds derived data, which `reindex` rebuilds (and, for
 /// `TIMER`, drops: no longer written).
-pub const INDEXES: [u8; 4] = [RUN, ACTIVE, TIMER, IDEMPOTENCY];
+pub const INDEXES: [u8; 5] = [RUN, ACTIVE, TIMER, IDEMPOTENCY, RECHECK];
 
 pub fn event(run: RunId, seq: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
@@ -33,6 +35,25 @@ pub fn event(run: RunId, seq: u64) -> [u8; 25] {
     k[1..17].copy_from_slice(run.as_bytes());
     k[17..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// An entry of the recheck index: due time first, so a range read up to
+/// now finds what is due, earliest first.
+pub fn recheck(due_ms: u64, run: RunId) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = RECHECK;
+    k[1..9].copy_from_slice(&due_ms.to_be_bytes());
+    k[9..].copy_from_slice(run.as_bytes());
+    k
+}
+
+/// (due, run) of a recheck index key.
+pub fn parse_recheck(key: &[u8]) -> Option<(u64, RunId)> {
+    if key.len() != 25 || key[0] != RECHECK {
+        return None;
+    }
+    let due = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    Some((due, RunId::from_slice(&key[9..])?))
 }
 
 pub fn events_of(run: RunId) -> [u8; 17] {

@@ -361,6 +361,33 @@ impl RunLog for SledStore {
         self.find_idempotent_now(flow, key, window_ms, now_ms)
     }
 
+    async fn due_rechecks(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RunId)>, StoreError> {
+        let start = keys::recheck(0, RunId(uuid::Uuid::nil()));
+        let end = keys::recheck(now_ms, RunId(uuid::Uuid::from_bytes([0xff; 16])));
+        let mut due = Vec::new();
+        for item in self.db.range(start..=end) {
+            if due.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(io)?;
+            match keys::parse_recheck(&key) {
+                Some(entry) => due.push(entry),
+                // Not ours to read: skip it, the rest still count.
+                None => tracing::warn!("unreadable recheck index key {key:?}"),
+            }
+        }
+        Ok(due)
+    }
+
+    async fn drop_recheck(&self, due_ms: u64, run: RunId) -> Result<(), StoreError> {
+        self.db.remove(keys::recheck(due_ms, run)).map_err(io)?;
+        Ok(())
+    }
+
     async fn put_flow(&self, digest: &str, text: &str) -> Result<(), StoreError> {
         let key = keys::flow(digest);
         if !self.db.contains_key(&key).map_err(io)? {
@@ -504,6 +531,7 @@ impl SledStore {
         let mut finish = |s: RunSummary, report: &mut ReindexReport| {
             report.runs += 1;
             report.active += u64::from(!s.state.is_terminal());
+            report.rechecks += u64::from(s.recheck.is_some());
             let mut batch = Vec::new();
             index_entries(&s, |key, value| batch.push((key, value)));
             if let Some(key) = &s.idempotency_key {
@@ -617,6 +645,14 @@ fn index_entries(summary: &RunSummary, mut put: impl FnMut(Vec<u8>, Option<Vec<u
         put(active, None);
     } else {
         put(active, Some(Vec::new()));
+    }
+    // The entry of an earlier due time is left behind: the reader drops
+    // it once it sees the summary no longer names it.
+    if let Some(recheck) = summary.recheck {
+        put(
+            keys::recheck(recheck.due_ms, run).to_vec(),
+            Some(Vec::new()),
+        );
     }
 }
 

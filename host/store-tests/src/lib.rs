@@ -40,6 +40,7 @@ macro_rules! store_suite {
             plugin_state_changes_all_at_once,
             flows_are_kept_by_digest_and_never_replaced,
             a_reindex_keeps_every_answer,
+            due_rechecks_come_in_due_order_and_only_when_due,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -517,4 +518,73 @@ pub async fn a_reindex_keeps_every_answer<S: Store>(store: &S) {
         Some(open_run)
     );
     assert_eq!(store.summary(done.run_id).await.unwrap(), Some(done));
+}
+
+pub async fn due_rechecks_come_in_due_order_and_only_when_due<S: Store>(store: &S) {
+    let base = at(0);
+    let mut runs = Vec::new();
+    // Three settled runs checked again at base+3000, +1000, +2000.
+    for offset in [3_000, 1_000, 2_000] {
+        let settled = settled_run(store, "order", base).await;
+        let scheduled = next_commit(
+            &settled,
+            vec![EventKind::RecheckScheduled {
+                not_before_ms: base + offset,
+                attempt: 1,
+            }],
+            base,
+        );
+        let summary = scheduled.summary.clone();
+        store.commit(scheduled).await.unwrap();
+        runs.push((base + offset, summary));
+    }
+    let ids = |due: Vec<(u64, RunId)>| due.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+    assert!(store.due_rechecks(base + 999, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.due_rechecks(base + 2_000, 10).await.unwrap(),
+        vec![
+            (base + 1_000, runs[1].1.run_id),
+            (base + 2_000, runs[2].1.run_id)
+        ]
+    );
+    assert_eq!(
+        ids(store.due_rechecks(base + 5_000, 2).await.unwrap()),
+        vec![runs[1].1.run_id, runs[2].1.run_id],
+        "at most `limit`, earliest first"
+    );
+    // Moved on: the run due first is checked and scheduled again later;
+    // its old entry is stale until dropped, and the summary says so.
+    let (old_due, first) = &runs[1];
+    let again = next_commit(
+        first,
+        vec![EventKind::RecheckScheduled {
+            not_before_ms: base + 4_000,
+            attempt: 1,
+        }],
+        base,
+    );
+    store.commit(again).await.unwrap();
+    let stored = store.summary(first.run_id).await.unwrap().unwrap();
+    assert_eq!(stored.recheck.map(|r| r.due_ms), Some(base + 4_000));
+    store.drop_recheck(*old_due, first.run_id).await.unwrap();
+    assert_eq!(
+        ids(store.due_rechecks(base + 5_000, 10).await.unwrap()),
+        vec![runs[2].1.run_id, runs[0].1.run_id, first.run_id]
+    );
+    // A reindex rebuilds the index from the summaries: stale entries go.
+    let third = &runs[0].1;
+    let ended = next_commit(
+        third,
+        vec![EventKind::RechecksEnded {
+            reason: "window closed".into(),
+        }],
+        base,
+    );
+    store.commit(ended).await.unwrap();
+    let report = store.reindex().await.unwrap();
+    assert_eq!(report.rechecks, 2);
+    assert_eq!(
+        ids(store.due_rechecks(base + 5_000, 10).await.unwrap()),
+        vec![runs[2].1.run_id, first.run_id]
+    );
 }

@@ -18,6 +18,8 @@ use uuid::Uuid;
 ///   `host-setup`; `run-needs-attention` is no longer written (holds replace
 ///   it) but still read.
 /// - 3: `run-restarted` (an operator re-runs a run from one of its steps);
+///   `recheck-scheduled` and `rechecks-ended` (periodic reconciliation of
+///   settled runs); the operator action `accept-drift`;
 ///   operation ids of re-run steps carry their generation; `step-failed`
 ///   says how long the attempt spent in the plugin.
 pub const SCHEMA_VERSION: u16 = 3;
@@ -141,6 +143,13 @@ pub enum EventKind {
     },
     /// What a step's `reconcile` answered.
     StepReconciled { index: u32, verdict: Verdict },
+    /// A settled run's steps are checked against downstream systems again
+    /// at `not_before_ms` (its flow's `reconcile:` window); `attempt` counts
+    /// the checks in a row that got no answer (1 after an answer).
+    RecheckScheduled { not_before_ms: u64, attempt: u32 },
+    /// No more checks of this settled run: its window closed, or an
+    /// operator accepted what downstream systems say.
+    RechecksEnded { reason: String },
     /// A plugin asked for something the operator has not granted it.
     CapabilityDenied { capability: String, detail: String },
     /// Terminal: completed and confirmed.
@@ -232,6 +241,9 @@ pub enum OperatorAction {
     Pause,
     /// Ran the run again from a step (the command's `step`).
     Restart,
+    /// Accepted what downstream systems say of a drifted run: it counts as
+    /// settled again, and is no longer checked.
+    AcceptDrift,
 }
 
 impl OperatorAction {
@@ -243,6 +255,7 @@ impl OperatorAction {
             OperatorAction::Cancel => "cancel",
             OperatorAction::Pause => "pause",
             OperatorAction::Restart => "restart",
+            OperatorAction::AcceptDrift => "accept-drift",
         }
     }
 }
@@ -260,6 +273,8 @@ impl EventKind {
             EventKind::CompensationFailed { .. } => "compensation-failed",
             EventKind::ReconciliationScheduled { .. } => "reconciliation-scheduled",
             EventKind::StepReconciled { .. } => "step-reconciled",
+            EventKind::RecheckScheduled { .. } => "recheck-scheduled",
+            EventKind::RechecksEnded { .. } => "rechecks-ended",
             EventKind::CapabilityDenied { .. } => "capability-denied",
             EventKind::RunSettled => "run-settled",
             EventKind::RunCompensated => "run-compensated",

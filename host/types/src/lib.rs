@@ -25,6 +25,6 @@ pub use event::{
 };
 pub use ids::{Action, OperationId, RunId, step_id};
 pub use state::{RunState, Stage};
-pub use summary::{Next, RunSummary};
+pub use summary::{Next, Recheck, RunSummary};
 
 pub use clock::now_ms;

@@ -9,9 +9,12 @@
 //! new events together with the index entries they imply (summary, active set,
 //! idempotency claim) atomically, and returns only once all of it is on disk.
 //!
-//! There is no timer index: a run's next due time is in its summary, the
-//! engine keeps its timers in memory, and on start it re-arms them from the
-//! active set (a run whose time has passed runs at once).
+//! There is no timer index for runs in flight: a run's next due time is in
+//! its summary, the engine keeps its timers in memory, and on start it
+//! re-arms them from the active set (a run whose time has passed runs at
+//! once). Settled runs checked again later are many more and wait long: a
+//! commit whose summary has a `recheck` also writes a (due time, run) entry
+//! of a time-ordered index, read with [`RunLog::due_rechecks`].
 //!
 //! Reads that list many records skip a record that cannot be read, report it
 //! in [`Scan::unreadable`] and count it, so one bad record never stops
@@ -57,6 +60,9 @@ pub struct ReindexReport {
     pub events: u64,
     pub active: u64,
     pub idempotency_keys: u64,
+    /// Settled runs with a check due later.
+    #[serde(default)]
+    pub rechecks: u64,
     /// Index entries of the old indexes that the rebuild dropped.
     pub dropped: u64,
 }
@@ -196,6 +202,23 @@ pub trait RunLog: Send + Sync + 'static {
         &self,
         digest: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Settled runs whose next check against downstream systems is due at
+    /// or before `now_ms`, earliest first, at most `limit`, as (due, run):
+    /// a range read of a time-ordered index, never a scan of every run. An
+    /// entry may be stale (the run moved on since it was written): the
+    /// caller compares it with the summary's `recheck` and drops it.
+    fn due_rechecks(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, RunId)>, StoreError>> + Send;
+    /// Removes one entry of the recheck index (processed, or stale). Need
+    /// not be durable: an entry that comes back is stale and dropped again.
+    fn drop_recheck(
+        &self,
+        due_ms: u64,
+        run: RunId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Reads for people and programs watching runs (API, CLI, dashboard).

@@ -94,6 +94,10 @@ pub struct RunSummary {
     /// Times an operator restarted the run from a step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// When a settled run is next checked against downstream systems, and
+    /// how many checks in a row got no answer; `None` when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Recheck>,
     /// Per step, the restart whose run of it counts (0: the first). Empty
     /// until the run is first restarted; read it with
     /// [`RunSummary::generation`].
@@ -107,6 +111,14 @@ pub struct RunSummary {
     pub next_seq: u64,
     /// The last event recorded, the causation of the next.
     pub last_event: Uuid,
+}
+
+/// The next periodic check of a settled run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recheck {
+    pub due_ms: u64,
+    /// Checks in a row that got no answer, plus one.
+    pub attempt: u32,
 }
 
 /// How a step that completed with output `null` is written in a summary
@@ -192,6 +204,7 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            recheck: None,
             generations: Vec::new(),
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
@@ -226,6 +239,7 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            recheck: None,
             generations: Vec::new(),
             accepted_at_ms: 0,
             updated_at_ms: 0,
@@ -352,7 +366,21 @@ impl RunSummary {
                 generation,
             } if from_index < n => self.restart(from_index as usize, generation),
             EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
+            &EventKind::RecheckScheduled {
+                not_before_ms,
+                attempt,
+            } if self.state == RunState::Settled => {
+                self.recheck = Some(Recheck {
+                    due_ms: not_before_ms,
+                    attempt,
+                });
+            }
+            EventKind::RechecksEnded { .. } => self.recheck = None,
             _ => {}
+        }
+        // Only a settled run is checked again: any other state ends that.
+        if self.state != RunState::Settled {
+            self.recheck = None;
         }
     }
 

@@ -118,6 +118,9 @@ enum Command {
     /// Run an ended or held run again from a step, with its flow version:
     /// that step and those after run again; nothing is undone first.
     Restart(operator::RestartArgs),
+    /// Accept what downstream systems say of a drifted run: it counts as
+    /// settled again and is no longer checked.
+    AcceptDrift(operator::ActArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -139,6 +142,10 @@ enum Command {
     DemoService {
         #[arg(long, default_value = "127.0.0.1:7300")]
         listen: SocketAddr,
+        /// Serve `POST /drift/transfers`, which changes the world behind
+        /// Settle's back (tests and drills only).
+        #[arg(long)]
+        drift_hooks: bool,
     },
 }
 
@@ -224,6 +231,9 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
         }
         Command::Cancel(args) => server().and_then(|s| remote::act(&s, A::Cancel, args, None)),
         Command::Pause(args) => server().and_then(|s| remote::act(&s, A::Pause, args, None)),
+        Command::AcceptDrift(args) => {
+            server().and_then(|s| remote::act(&s, A::AcceptDrift, args, None))
+        }
         Command::Resume(args) => match resume_one(args) {
             Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
             None => Err(anyhow::anyhow!(
@@ -285,18 +295,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => {
             operator::act(&config(&cli)?, crate::model::OperatorAction::Pause, args).await
         }
+        Command::AcceptDrift(args) => {
+            operator::act(
+                &config(&cli)?,
+                crate::model::OperatorAction::AcceptDrift,
+                args,
+            )
+            .await
+        }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Token {
             command: TokenCommand::New { role, name },
         } => serve::token_new(role, name),
         Command::Demo => demo::demo(&config(&cli)?).await,
         Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
-        Command::DemoService { listen } => {
+        Command::DemoService {
+            listen,
+            drift_hooks,
+        } => {
             let data = cli
                 .data
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("demo-service needs --data DIR"))?;
-            settle_demo_service::serve(*listen, &data).await?;
+            settle_demo_service::serve(*listen, &data, *drift_hooks).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -75,6 +75,9 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
             eprintln!("warning: run {run} cannot be resumed: {why}");
         }
         tracing::info!(runs = resumed.runs.len(), %addr, "serving");
+        // Settled runs are checked again while their flows' windows last;
+        // it stops with the engine.
+        host.engine.start_rechecks();
     }
     api.set_ready(true);
     let drain = config.api.drain;

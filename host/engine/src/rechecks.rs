@@ -1,0 +1,158 @@
+//! The reconciler of settled runs: checks each one against downstream
+//! systems again while its flow's `reconcile:` window lasts.
+//!
+//! Work comes from the store's time-ordered recheck index, read up to now
+//! in batches ([`RunLog::due_rechecks`]): the cost is a range read plus the
+//! checks that are due, never a scan of every settled run. A batch's checks
+//! run concurrently, each holding one of the engine's run permits, so
+//! checks and runs in flight share the same bound on plugin calls.
+
+use crate::Engine;
+use settle_types::executor::Executor;
+use settle_types::store::{RunQueries, StoreError};
+use settle_types::{EventKind, RunId, RunState, Source};
+use std::time::Duration;
+
+/// Most due checks taken from the index in one pass.
+pub const BATCH: usize = 256;
+/// How long the reconciler sleeps when nothing is due.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Index entries read.
+    pub due: usize,
+    /// Runs checked against downstream systems.
+    pub checked: usize,
+    /// Entries that no longer matched their run (it moved on): dropped.
+    pub stale: usize,
+    /// Runs being driven or acted on right now: left for the next pass.
+    pub busy: usize,
+}
+
+impl<S: RunQueries, X: Executor> Engine<S, X> {
+    /// Checks every settled run whose check is due now (at most `limit`),
+    /// and waits for those checks to be recorded.
+    pub async fn recheck_due(&self, limit: usize) -> Result<Pass, StoreError> {
+        let due = self
+            .inner
+            .store
+            .due_rechecks(self.now(), limit.max(1))
+            .await?;
+        let mut pass = Pass {
+            due: due.len(),
+            ..Pass::default()
+        };
+        let mut checks = tokio::task::JoinSet::new();
+        for (due_ms, run) in due {
+            if !self.claim(run) {
+                pass.busy += 1;
+                continue;
+            }
+            let engine = self.clone();
+            checks.spawn(async move { engine.recheck_claimed(run, due_ms).await });
+        }
+        while let Some(joined) = checks.join_next().await {
+            match joined {
+                Ok(Ok(true)) => pass.checked += 1,
+                Ok(Ok(false)) => pass.stale += 1,
+                Ok(Err(e)) => tracing::error!("a check of a settled run failed: {e}"),
+                // A panic in one check is that check's alone.
+                Err(e) => tracing::error!("a check of a settled run panicked: {e}"),
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Runs the reconciler until the engine shuts down: a pass, then
+    /// another at once while whole batches come back, else a short sleep.
+    pub fn start_rechecks(&self) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                let idle = if engine.is_paused() {
+                    true
+                } else {
+                    match engine.recheck_due(BATCH).await {
+                        Ok(pass) => pass.due < BATCH,
+                        Err(e) => {
+                            tracing::error!("the reconciler cannot read what is due: {e}");
+                            true
+                        }
+                    }
+                };
+                if idle {
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+        })
+    }
+
+    /// One check of a run this task has claimed; releases it, or hands it
+    /// to a driver when the check set more in motion (undoing a drift).
+    /// False when the index entry was stale.
+    async fn recheck_claimed(&self, run: RunId, due_ms: u64) -> Result<bool, StoreError> {
+        let outcome = self.recheck_one(run, due_ms).await;
+        let _ = self.inner.store.drop_recheck(due_ms, run).await;
+        match outcome {
+            Ok(Some((summary, flow)))
+                if !summary.state.is_terminal() && !*self.inner.shutdown.borrow() =>
+            {
+                self.spawn(summary, flow, false);
+                Ok(true)
+            }
+            Ok(checked) => {
+                self.release(run);
+                Ok(checked.is_some())
+            }
+            Err(e) => {
+                self.release(run);
+                Err(e)
+            }
+        }
+    }
+
+    async fn recheck_one(
+        &self,
+        run: RunId,
+        due_ms: u64,
+    ) -> Result<Option<(settle_types::RunSummary, std::sync::Arc<settle_flow::Flow>)>, StoreError>
+    {
+        let Some(mut summary) = self.inner.store.summary(run).await? else {
+            return Ok(None);
+        };
+        let Some(recheck) = summary.recheck.filter(|r| r.due_ms == due_ms) else {
+            return Ok(None);
+        };
+        if summary.state != RunState::Settled {
+            return Ok(None);
+        }
+        let flow = match self.flow_for(&summary).await {
+            Ok(flow) => flow,
+            Err(why) => {
+                let ended = EventKind::RechecksEnded {
+                    reason: settle_types::bounds::cut_detail(&format!(
+                        "its flow cannot be read ({why}); not checked any more"
+                    )),
+                };
+                self.record(
+                    &mut summary,
+                    vec![(ended, None, Source::host())],
+                    self.now(),
+                )
+                .await?;
+                return Ok(None);
+            }
+        };
+        self.recheck(&mut summary, &flow, recheck.attempt).await?;
+        Ok(Some((summary, flow)))
+    }
+}
