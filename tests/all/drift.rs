@@ -75,6 +75,8 @@ async fn start(
 async fn drift_found_by_a_later_check_is_alerted_then_accepted() {
     let dir = support::tempdir();
     let (service, host, flow) = start(dir.path(), &paid("")).await;
+    let metrics = std::sync::Arc::new(settle::telemetry::metrics::Metrics::new());
+    host.engine.observe(metrics.clone());
     let run = support::run_to_end(&host, &flow, json!({})).await;
     assert_eq!(run.state, RunState::Settled, "{run:#?}");
     assert!(run.recheck.is_some(), "a check is scheduled: {run:#?}");
@@ -117,6 +119,18 @@ async fn drift_found_by_a_later_check_is_alerted_then_accepted() {
         "{detail}"
     );
     assert_eq!(drifted.recheck, None, "a drifted run is not checked on");
+    assert_eq!(metrics.drifts.with_label_values(&["paid"]).get(), 1);
+    let verdicts = |v: &str| {
+        metrics
+            .verdicts
+            .with_label_values(&["paid", "charge", v])
+            .get()
+    };
+    assert_eq!(verdicts("drifted"), 1);
+    assert!(
+        verdicts("in-sync") >= 2,
+        "the confirmation and a later check"
+    );
 
     // An operator accepts it: settled again, no longer checked.
     let accepted = host
@@ -247,4 +261,54 @@ steps:
     // fall after 1.5 s.
     assert_eq!(reconciled(&events).len(), 3, "confirmation plus two checks");
     host.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_server_checks_settled_runs_and_an_operator_accepts_the_drift_over_http() {
+    let dir = support::tempdir();
+    let service = Service::start(&dir.path().join("world"));
+    let grants = format!(
+        "[plugins.transfer]\nallowed_outbound_hosts = [\"{}\"]\n[plugins.transfer.config]\nbase_url = \"{}\"\n",
+        service.addr, service.base_url
+    );
+    let server = support::Server::start(dir.path(), &[("paid", &paid(""))], &grants);
+    let reply = server.post("/v1/flows/paid/runs?wait=10s", &json!({}));
+    assert_eq!(reply.status, 200, "{reply}");
+    assert_eq!(reply.json["state"], "settled", "{reply}");
+    let run = reply.json["run_id"].as_str().unwrap().to_string();
+    let summary: RunSummary = {
+        let events = server.get(&format!("/v1/runs/{run}/events")).json;
+        let events: Vec<Event> = serde_json::from_value(events["events"].clone()).unwrap();
+        RunSummary::fold(&events).unwrap()
+    };
+    drift(&service, &summary, json!({"refunded": true}));
+    let drifted = server.poll(&format!("/v1/runs/{run}"), PATIENCE, |s| {
+        s["state"] == "drifted"
+    });
+    let phrase = drifted["phrase"].as_str().unwrap();
+    assert!(
+        phrase.starts_with(
+            "Completed, but a downstream system disagrees (found by a later check: charge: transfer"
+        ) && phrase.contains("was refunded on the ledger")
+            && phrase.ends_with("waiting for an operator to decide"),
+        "{phrase}"
+    );
+    assert_eq!(drifted["stage"], "done");
+
+    let reply = server.post(
+        &format!("/v1/runs/{run}/accept-drift"),
+        &json!({"reason": "refunded by support on purpose"}),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    let accepted = server.get(&format!("/v1/runs/{run}")).json;
+    assert_eq!(accepted["state"], "settled", "{accepted}");
+    assert_eq!(
+        accepted["phrase"], "Completed (not independently confirmed)",
+        "it is settled by decision, not confirmed"
+    );
+    let again = server.post(
+        &format!("/v1/runs/{run}/accept-drift"),
+        &json!({"reason": "twice"}),
+    );
+    assert_eq!(again.status, 409, "{again}");
 }

@@ -207,6 +207,54 @@ fn durations_that_would_overflow_are_refused() {
     assert!(error(&text).to_string().contains("365 days"));
 }
 
+/// `reconcile:` windows are bounded and located like every other duration.
+#[test]
+fn reconcile_windows_are_checked_and_located() {
+    let flow = |reconcile: &str| {
+        format!(
+            "name: x\nreconcile: {reconcile}\non_drift: compensate\nsteps: [{{name: a, plugin: noop}}]\n"
+        )
+    };
+    let ok = Flow::parse(&flow("{ after: 2s, every: 1h, for: 7d }"), "ok.yaml").unwrap();
+    let rechecks = ok.rechecks.expect("rechecks");
+    assert_eq!(rechecks.after, std::time::Duration::from_secs(2));
+    assert_eq!(rechecks.every, std::time::Duration::from_secs(3600));
+    assert_eq!(
+        rechecks.window,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(ok.on_drift, settle::flow::OnDrift::Compensate);
+    let defaults = Flow::parse(&flow("{ every: 1m }"), "ok.yaml").unwrap();
+    let rechecks = defaults.rechecks.unwrap();
+    assert_eq!(rechecks.after, rechecks.every, "after defaults to every");
+    assert_eq!(
+        rechecks.window,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
+
+    let e = error(&flow("{ every: 10ms }"));
+    assert!(e.to_string().contains("at least 1s"), "{e}");
+    assert_eq!(
+        e.at,
+        Location {
+            line: 2,
+            column: 20
+        }
+    );
+    let e = error(&flow("{ every: 1h, for: 500000000000years }"));
+    assert!(e.to_string().contains("365 days"), "{e}");
+    let e = error(&flow("{ every: 1h, forr: 7d }"));
+    assert!(e.to_string().contains("forr"), "{e}");
+    let e = error(&flow("{ for: 7d }"));
+    assert!(e.to_string().contains("needs `every`"), "{e}");
+    let e = error("name: x\non_drift: shrug\nsteps: [{name: a, plugin: noop}]\n");
+    assert!(
+        e.to_string()
+            .contains("`on_drift` must be `alert` or `compensate`"),
+        "{e}"
+    );
+}
+
 /// YAML takes a lone CR as a line break: a file nested with CR-only lines
 /// must be refused, not overflow the stack (found by a review).
 #[test]

@@ -27,7 +27,7 @@ use prometheus::{
 };
 use settle_types::executor::CallKind;
 use settle_types::observe::Observer;
-use settle_types::{Event, EventKind, FailureClass, RunState, RunSummary, Stage};
+use settle_types::{Event, EventKind, FailureClass, RunState, RunSummary, Stage, Verdict};
 use std::time::Duration;
 
 /// The states a run waits or works in: the `settle_runs` gauge has one
@@ -82,6 +82,12 @@ pub struct Metrics {
     /// `settle_reports_total{flow}`: reports by people that what they see
     /// is not what they expected.
     pub reports: IntCounterVec,
+    /// `settle_verdicts_total{flow,step,verdict}`: answers of downstream
+    /// systems when a run was checked (`in-sync`, `drifted`, `unknown`),
+    /// right after its steps and later in its `reconcile:` window.
+    pub verdicts: IntCounterVec,
+    /// `settle_drifts_total{flow}`: runs found drifted.
+    pub drifts: IntCounterVec,
     /// `settle_operator_actions_total{flow,action}`: operators' commands
     /// applied (resume, retry, compensate, cancel, pause).
     pub operator_actions: IntCounterVec,
@@ -242,6 +248,16 @@ impl Metrics {
                 "Reports by people that a run is not what they expected.",
                 &["flow"],
             ),
+            verdicts: counter(
+                "settle_verdicts_total",
+                "Answers of downstream systems when a run was checked.",
+                &["flow", "step", "verdict"],
+            ),
+            drifts: counter(
+                "settle_drifts_total",
+                "Runs found drifted (downstream disagrees).",
+                &["flow"],
+            ),
             operator_actions: counter(
                 "settle_operator_actions_total",
                 "Operators' commands applied, by action.",
@@ -369,6 +385,19 @@ impl Observer for Metrics {
                 }
                 EventKind::UserReported { .. } => {
                     self.reports.with_label_values(&[flow]).inc();
+                }
+                EventKind::StepReconciled { verdict, .. } => {
+                    let verdict = match verdict {
+                        Verdict::InSync => "in-sync",
+                        Verdict::Drifted(_) => "drifted",
+                        Verdict::Unknown => "unknown",
+                    };
+                    self.verdicts
+                        .with_label_values(&[flow, step_of(event), verdict])
+                        .inc();
+                }
+                EventKind::RunDrifted { .. } => {
+                    self.drifts.with_label_values(&[flow]).inc();
                 }
                 EventKind::OperatorActed { action, .. } => {
                     self.operator_actions

@@ -534,9 +534,13 @@ impl RunSummary {
             (RunState::Settled, _) if self.confirmed() => "Completed and confirmed".into(),
             (RunState::Settled, _) => "Completed (not independently confirmed)".into(),
             (RunState::Compensated, _) => self.compensated_phrase(),
-            (RunState::Drifted, _) => {
-                "Completed, but a downstream system disagrees: under review".into()
-            }
+            (RunState::Drifted, _) => match &self.detail {
+                Some(detail) => format!(
+                    "Completed, but a downstream system disagrees ({detail}); waiting for an operator to decide"
+                ),
+                None => "Completed, but a downstream system disagrees; waiting for an operator to decide"
+                    .into(),
+            },
             (RunState::NeedsAttention, _) => match &self.detail {
                 Some(reason) => format!("Stopped: an operator must act: {reason}"),
                 None => "Stopped: an operator must act".into(),
