@@ -238,8 +238,9 @@ fn reconcile_windows_are_checked_and_located() {
         e.at,
         Location {
             line: 2,
-            column: 20
-        }
+            column: 21
+        },
+        "at the value"
     );
     let e = error(&flow("{ every: 1h, for: 500000000000years }"));
     assert!(e.to_string().contains("365 days"), "{e}");
