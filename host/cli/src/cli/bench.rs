@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Over HTTP: start a `settle serve` and measure it as its clients see it.
     #[arg(long)]
     http: bool,
+    /// What checking settled runs again costs: 100,000 runs in their
+    /// `reconcile:` window, each checked once.
+    #[arg(long, conflicts_with = "http")]
+    rechecks: bool,
 }
 
 pub(super) const FLOW: &str = r#"
@@ -125,6 +129,9 @@ impl Executor for Timed {
 pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.http {
         return super::bench_http::bench(base, args).await;
+    }
+    if args.rechecks {
+        return super::bench_rechecks::bench(base, args).await;
     }
     let dir = std::env::temp_dir().join(format!("settle-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -245,7 +252,7 @@ async fn start_again(config: &Config) -> anyhow::Result<Host> {
     }
 }
 
-async fn submit_all<X: Executor>(
+pub(super) async fn submit_all<X: Executor>(
     engine: &Engine<crate::store::SledStore, X>,
     flow: &Arc<Flow>,
     runs: usize,

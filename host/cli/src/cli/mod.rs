@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_http;
+mod bench_rechecks;
 mod demo;
 pub mod jsonl;
 mod operator;
