@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod crash;
 mod drift;
+mod expectations;
 mod flow_limits;
 mod fuzz;
 mod holds;

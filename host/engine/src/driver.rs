@@ -456,6 +456,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             claim: None,
         };
         self.inner.store.commit(commit).await?;
+        // A run that settled on its first pass is a sample of how long
+        // runs of its flow take (not one restarted, nor one whose drift an
+        // operator accepted).
+        if next.state == settle_types::RunState::Settled
+            && before != settle_types::RunState::Settled
+            && before != settle_types::RunState::Drifted
+            && next.restarts == 0
+            && let Some(finished) = next.finished_at_ms
+        {
+            self.inner
+                .expectations
+                .record(&next.flow, finished.saturating_sub(next.accepted_at_ms));
+        }
         if let (Some(o), Some(events)) = (self.observer(), &observed) {
             o.committed(Some(before), events, &next);
         }

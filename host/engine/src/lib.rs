@@ -12,6 +12,7 @@
 mod driver;
 pub use settle_types::retry;
 pub mod catalog;
+pub mod expectations;
 pub mod queries;
 pub mod rechecks;
 pub mod status;
@@ -190,6 +191,8 @@ struct Inner<S, X> {
     /// Told what was committed and called, once set (metrics).
     observer: std::sync::OnceLock<SharedObserver>,
     clock: Arc<dyn Clock>,
+    /// How long runs usually take, per flow (statuses say it).
+    expectations: Arc<expectations::Expectations>,
 }
 
 /// What only the driving process knows about a run.
@@ -254,6 +257,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 shutdown: watch::channel(false).0,
                 observer: std::sync::OnceLock::new(),
                 clock: options.clock.0,
+                expectations: Arc::default(),
             }),
         }
     }
@@ -935,6 +939,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 }
 
 impl<S: RunQueries, X: Executor> queries::LiveView for Inner<S, X> {
+    fn expectations(&self) -> Arc<expectations::Expectations> {
+        self.expectations.clone()
+    }
+
     fn live(&self, run: RunId) -> Option<(bool, Option<Progress>)> {
         self.live
             .lock()

@@ -3,6 +3,7 @@
 //! The HTTP API and the CLI both read through [`Queries`], so a status
 //! looks the same wherever it is read.
 
+use crate::expectations::{Expectation, Expectations};
 use crate::status::{Progress, RunStatus};
 use settle_types::store::{RunFilter, RunQueries, StoreError, Unreadable};
 use settle_types::{Event, RunId, RunState, Stage};
@@ -15,6 +16,8 @@ pub const MAX_PAGE: usize = 500;
 /// an attempt is running now, and its last progress report.
 pub trait LiveView: Send + Sync + 'static {
     fn live(&self, run: RunId) -> Option<(bool, Option<Progress>)>;
+    /// How long runs usually take, as the engine keeps it.
+    fn expectations(&self) -> Arc<Expectations>;
 }
 
 /// Which runs a listing wants, as clients ask for them.
@@ -45,6 +48,7 @@ pub struct RunPage {
 pub struct Queries<S> {
     store: S,
     live: Option<Arc<dyn LiveView>>,
+    expectations: Arc<Expectations>,
 }
 
 impl<S: Clone> Clone for Queries<S> {
@@ -52,6 +56,7 @@ impl<S: Clone> Clone for Queries<S> {
         Queries {
             store: self.store.clone(),
             live: self.live.clone(),
+            expectations: self.expectations.clone(),
         }
     }
 }
@@ -59,30 +64,72 @@ impl<S: Clone> Clone for Queries<S> {
 impl<S: RunQueries> Queries<S> {
     /// Reads over the store alone (no engine in this process).
     pub fn offline(store: S) -> Self {
-        Queries { store, live: None }
+        Queries {
+            store,
+            live: None,
+            expectations: Arc::default(),
+        }
     }
 
     /// Reads over the store, with what `live` knows of the runs it drives.
     pub fn with_live(store: S, live: Arc<dyn LiveView>) -> Self {
         Queries {
             store,
+            expectations: live.expectations(),
             live: Some(live),
         }
     }
 
-    fn status_of(&self, summary: &settle_types::RunSummary) -> RunStatus {
+    async fn status_of(&self, summary: &settle_types::RunSummary) -> RunStatus {
         let (running, progress) = self
             .live
             .as_ref()
             .filter(|_| !summary.state.is_terminal())
             .and_then(|l| l.live(summary.run_id))
             .unwrap_or((false, None));
-        RunStatus::new(summary, running, progress)
+        let expectation = self.expectation(summary).await;
+        RunStatus::new(summary, running, progress, expectation)
+    }
+
+    /// How long a run still moving usually takes; `None` once it stopped.
+    async fn expectation(&self, summary: &settle_types::RunSummary) -> Option<Expectation> {
+        if summary.state.is_terminal() {
+            return None;
+        }
+        if !self.expectations.loaded(&summary.flow) {
+            // Read back once per flow: the newest runs that settled on
+            // their first pass. A store that cannot answer leaves it for
+            // the next status.
+            let filter = RunFilter {
+                states: vec![RunState::Settled],
+                flow: Some(summary.flow.clone()),
+                ..RunFilter::default()
+            };
+            match self
+                .store
+                .list_runs(&filter, crate::expectations::WINDOW)
+                .await
+            {
+                Ok(scan) => self.expectations.load(
+                    &summary.flow,
+                    scan.items
+                        .iter()
+                        .filter(|s| s.restarts == 0)
+                        .filter_map(|s| Some(s.finished_at_ms?.saturating_sub(s.accepted_at_ms))),
+                ),
+                Err(e) => tracing::warn!(flow = %summary.flow, "cannot read past runs: {e}"),
+            }
+        }
+        let elapsed = settle_types::now_ms().saturating_sub(summary.accepted_at_ms);
+        Some(self.expectations.expect(&summary.flow, elapsed))
     }
 
     /// Where a run stands.
     pub async fn status(&self, run: RunId) -> Result<Option<RunStatus>, StoreError> {
-        Ok(self.store.summary(run).await?.map(|s| self.status_of(&s)))
+        match self.store.summary(run).await? {
+            Some(s) => Ok(Some(self.status_of(&s).await)),
+            None => Ok(None),
+        }
     }
 
     /// A run's events, in order; empty for an unknown run.
@@ -128,7 +175,7 @@ impl<S: RunQueries> Queries<S> {
             budget = budget.saturating_sub(read);
             for summary in scan.items {
                 filter.before = Some(summary.run_id);
-                let status = self.status_of(&summary);
+                let status = self.status_of(&summary).await;
                 if listing.stage.is_some_and(|st| st != status.stage) {
                     continue;
                 }

@@ -1,6 +1,7 @@
 //! Run status as people and programs see it: the state, its phrase, where
 //! the run stands, and what the plugin last reported.
 
+use crate::expectations::Expectation;
 use serde::{Deserialize, Serialize};
 use settle_types::{Failure, HoldCause, Next, RunId, RunState, RunSummary, Stage, now_ms};
 
@@ -44,6 +45,10 @@ pub struct RunStatus {
     pub updated_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
+    /// For a run still moving: how long runs of its flow usually take, or
+    /// that there is not yet enough history to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectation: Option<Expectation>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -97,7 +102,12 @@ pub struct Progress {
 impl RunStatus {
     /// Status from the stored summary, plus what the host driving the run
     /// knows live (whether an attempt is running, its last progress report).
-    pub fn new(summary: &RunSummary, running: bool, progress: Option<Progress>) -> Self {
+    pub fn new(
+        summary: &RunSummary,
+        running: bool,
+        progress: Option<Progress>,
+        expectation: Option<Expectation>,
+    ) -> Self {
         let now = now_ms();
         let name = |i: u32| summary.steps.get(i as usize).cloned().unwrap_or_default();
         let step = match summary.next {
@@ -135,7 +145,7 @@ impl RunStatus {
                 .state
                 .stage(summary.next.due_ms().is_some_and(|d| d > now) && !running),
             hold: summary.hold,
-            phrase: summary.phrase(now, running),
+            phrase: with_expectation(summary.phrase(now, running), expectation.as_ref()),
             step,
             completed_steps: summary.completed_steps(),
             step_count: summary.steps.len(),
@@ -149,7 +159,26 @@ impl RunStatus {
             accepted_at_ms: summary.accepted_at_ms,
             updated_at_ms: summary.updated_at_ms,
             finished_at_ms: summary.finished_at_ms,
+            expectation,
         }
+    }
+}
+
+/// The phrase with what is known of time: "…; usually completes within
+/// 8 s (…)", or "Taking longer than usual (…): …" for a run past that.
+/// Without enough history the phrase promises nothing (the status's
+/// `expectation` says why).
+fn with_expectation(phrase: String, expectation: Option<&Expectation>) -> String {
+    match expectation {
+        Some(e) if e.usually_within_ms.is_some() && e.overdue => {
+            let mut text = e.text.clone();
+            if let Some(first) = text.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            format!("{text}: {phrase}")
+        }
+        Some(e) if e.usually_within_ms.is_some() => format!("{phrase}; {}", e.text),
+        _ => phrase,
     }
 }
 

@@ -56,7 +56,7 @@ impl RunReport {
             .filter_map(|(name, out)| out.clone().map(|o| (name.clone(), o)))
             .collect();
         RunReport {
-            status: RunStatus::new(summary, false, None),
+            status: RunStatus::new(summary, false, None, None),
             existing,
             outputs,
         }

@@ -1,0 +1,209 @@
+//! Honest timing: how long runs of a flow usually take, from the runs that
+//! actually settled, so a status can say "usually completes within 8 s
+//! (90 % of the last 500 runs)" — and says nothing of the kind until enough
+//! runs have settled to know.
+//!
+//! The window is the last [`WINDOW`] runs of the flow that settled on their
+//! first pass (a restarted run, or one settled by accepting its drift, is
+//! not a sample). It is read back from the store the first time a flow is
+//! asked about (so it survives restarts: the log is the record), then kept
+//! up to date in memory as runs settle.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Runs of a flow the expectation is taken from.
+pub const WINDOW: usize = 500;
+/// Runs of a flow that must have settled before anything is promised.
+pub const MIN_RUNS: usize = 20;
+/// The share of runs the announced time covers.
+pub const PERCENT: usize = 90;
+
+/// What a status says about time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expectation {
+    /// 90 % of the runs counted settled within this long of being accepted;
+    /// absent while too few have settled to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usually_within_ms: Option<u64>,
+    /// Runs it is taken from.
+    pub of_runs: usize,
+    /// Whether this run has taken longer than that already.
+    #[serde(default)]
+    pub overdue: bool,
+    /// The sentence for people.
+    pub text: String,
+}
+
+/// Settle times of recent runs, per flow.
+#[derive(Default)]
+pub struct Expectations {
+    flows: Mutex<HashMap<String, Window>>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Accepted → settled, milliseconds, oldest first.
+    samples: VecDeque<u64>,
+    /// Read back from the store already.
+    loaded: bool,
+}
+
+impl Window {
+    fn push(&mut self, ms: u64) {
+        if self.samples.len() == WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(ms);
+    }
+}
+
+impl Expectations {
+    /// A run of `flow` settled `ms` after it was accepted.
+    pub fn record(&self, flow: &str, ms: u64) {
+        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        flows.entry(flow.to_string()).or_default().push(ms);
+    }
+
+    /// Whether `flow`'s window has been read back from the store.
+    pub fn loaded(&self, flow: &str) -> bool {
+        let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        flows.get(flow).is_some_and(|w| w.loaded)
+    }
+
+    /// Sets `flow`'s window from the store: `newest_first` settle times.
+    pub fn load(&self, flow: &str, newest_first: impl IntoIterator<Item = u64>) {
+        let mut window = Window {
+            loaded: true,
+            ..Window::default()
+        };
+        let mut read: Vec<u64> = newest_first.into_iter().take(WINDOW).collect();
+        read.reverse();
+        for ms in read {
+            window.push(ms);
+        }
+        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        flows.insert(flow.to_string(), window);
+    }
+
+    /// What can honestly be said of a run of `flow` accepted `elapsed_ms` ago.
+    pub fn expect(&self, flow: &str, elapsed_ms: u64) -> Expectation {
+        let sorted = {
+            let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s: Vec<u64> = flows
+                .get(flow)
+                .map(|w| w.samples.iter().copied().collect())
+                .unwrap_or_default();
+            s.sort_unstable();
+            s
+        };
+        let n = sorted.len();
+        if n < MIN_RUNS {
+            return Expectation {
+                usually_within_ms: None,
+                of_runs: n,
+                overdue: false,
+                text: format!(
+                    "no estimate yet: {n} run(s) of this flow have settled, {MIN_RUNS} are needed"
+                ),
+            };
+        }
+        // Nearest rank: the smallest time that covers PERCENT % of the runs.
+        let rank = (n * PERCENT).div_ceil(100).clamp(1, n);
+        let within = sorted[rank - 1];
+        let overdue = elapsed_ms > within;
+        let text = if overdue {
+            format!(
+                "taking longer than usual ({PERCENT} % of the last {n} runs completed within {})",
+                human(within)
+            )
+        } else {
+            format!(
+                "usually completes within {} ({PERCENT} % of the last {n} runs)",
+                human(within)
+            )
+        };
+        Expectation {
+            usually_within_ms: Some(within),
+            of_runs: n,
+            overdue,
+            text,
+        }
+    }
+}
+
+/// `ms` for people, rounded up: "450 ms", "8 s", "3 min", "2 h".
+pub fn human(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..120_000 => format!("{} s", ms.div_ceil(1_000)),
+        120_000..7_200_000 => format!("{} min", ms.div_ceil(60_000)),
+        _ => format!("{} h", ms.div_ceil(3_600_000)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_promised_before_enough_runs_have_settled() {
+        let e = Expectations::default();
+        for _ in 0..MIN_RUNS - 1 {
+            e.record("f", 100);
+        }
+        let said = e.expect("f", 0);
+        assert_eq!(said.usually_within_ms, None);
+        assert!(
+            said.text.starts_with("no estimate yet: 19 run(s)"),
+            "{}",
+            said.text
+        );
+        e.record("f", 100);
+        assert_eq!(e.expect("f", 0).usually_within_ms, Some(100));
+        assert_eq!(e.expect("other", 0).of_runs, 0);
+    }
+
+    #[test]
+    fn the_time_covers_ninety_percent_and_a_late_run_is_told_so() {
+        let e = Expectations::default();
+        // 1..=100 s: the 90th is 90 s.
+        e.load("f", (1..=100).rev().map(|s| s * 1_000));
+        let said = e.expect("f", 5_000);
+        assert_eq!(said.usually_within_ms, Some(90_000));
+        assert_eq!(said.of_runs, 100);
+        assert_eq!(
+            said.text,
+            "usually completes within 90 s (90 % of the last 100 runs)"
+        );
+        let late = e.expect("f", 95_000);
+        assert!(late.overdue);
+        assert!(
+            late.text.starts_with("taking longer than usual"),
+            "{}",
+            late.text
+        );
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_runs() {
+        let e = Expectations::default();
+        e.load("f", std::iter::repeat_n(60_000, WINDOW));
+        for _ in 0..WINDOW {
+            e.record("f", 10);
+        }
+        assert_eq!(e.expect("f", 0).usually_within_ms, Some(10));
+        assert_eq!(e.expect("f", 0).of_runs, WINDOW);
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human(450), "450 ms");
+        assert_eq!(human(7_200), "8 s");
+        assert_eq!(human(150_000), "3 min");
+        assert_eq!(
+            human(u64::MAX),
+            format!("{} h", u64::MAX.div_ceil(3_600_000))
+        );
+    }
+}
