@@ -47,6 +47,9 @@ struct Window {
     samples: VecDeque<u64>,
     /// Read back from the store already.
     loaded: bool,
+    /// The time covering PERCENT % of `samples`, while they have not
+    /// changed: statuses are read far more often than runs settle.
+    within: Option<u64>,
 }
 
 impl Window {
@@ -55,6 +58,22 @@ impl Window {
             self.samples.pop_front();
         }
         self.samples.push_back(ms);
+        self.within = None;
+    }
+
+    /// Nearest rank: the smallest time that covers PERCENT % of the runs.
+    fn within(&mut self) -> Option<u64> {
+        let n = self.samples.len();
+        if n == 0 {
+            return None;
+        }
+        if self.within.is_none() {
+            let mut sorted: Vec<u64> = self.samples.iter().copied().collect();
+            sorted.sort_unstable();
+            let rank = (n * PERCENT).div_ceil(100).clamp(1, n);
+            self.within = Some(sorted[rank - 1]);
+        }
+        self.within
     }
 }
 
@@ -88,29 +107,26 @@ impl Expectations {
 
     /// What can honestly be said of a run of `flow` accepted `elapsed_ms` ago.
     pub fn expect(&self, flow: &str, elapsed_ms: u64) -> Expectation {
-        let sorted = {
-            let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
-            let mut s: Vec<u64> = flows
-                .get(flow)
-                .map(|w| w.samples.iter().copied().collect())
-                .unwrap_or_default();
-            s.sort_unstable();
-            s
+        let (n, within) = {
+            let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+            match flows.get_mut(flow) {
+                Some(w) => (w.samples.len(), w.within()),
+                None => (0, None),
+            }
         };
-        let n = sorted.len();
-        if n < MIN_RUNS {
-            return Expectation {
-                usually_within_ms: None,
-                of_runs: n,
-                overdue: false,
-                text: format!(
-                    "no estimate yet: {n} run(s) of this flow have settled, {MIN_RUNS} are needed"
-                ),
-            };
-        }
-        // Nearest rank: the smallest time that covers PERCENT % of the runs.
-        let rank = (n * PERCENT).div_ceil(100).clamp(1, n);
-        let within = sorted[rank - 1];
+        let within = match within {
+            Some(within) if n >= MIN_RUNS => within,
+            _ => {
+                return Expectation {
+                    usually_within_ms: None,
+                    of_runs: n,
+                    overdue: false,
+                    text: format!(
+                        "no estimate yet: {n} run(s) of this flow have settled, {MIN_RUNS} are needed"
+                    ),
+                };
+            }
+        };
         let overdue = elapsed_ms > within;
         let text = if overdue {
             format!(
