@@ -5,6 +5,7 @@
 mod api;
 mod bad_input;
 mod bounds;
+mod breakers;
 mod browser;
 mod cli;
 mod client;

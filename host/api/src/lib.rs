@@ -215,6 +215,7 @@ where
         | "restart_run" | "accept_drift" => post(actions::act::<S, X>),
         "bulk_action" => post(actions::bulk::<S, X>),
         "overview" => get(overview::overview::<S, X>),
+        "list_breakers" => get(overview::breakers::<S, X>),
         "list_flows" => get(flows::list::<S, X>),
         "put_flow" => put(flows::put::<S, X>),
         "flow_versions" => get(flows::versions::<S, X>),

@@ -96,6 +96,13 @@ struct StepSums {
 }
 
 /// `GET /v1/overview`.
+/// `GET /v1/breakers`: every circuit breaker and its state.
+pub async fn breakers<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+) -> Response {
+    Json(json!({ "breakers": api.engine.breakers() })).into_response()
+}
+
 pub async fn overview<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
 ) -> Result<Response, Problem> {
@@ -250,6 +257,7 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
         "by_state": by_state,
         "by_stage": by_stage,
         "in_flight": api.engine.in_flight(),
+        "breakers": api.engine.breakers(),
         "flows": flow_list,
         "held": held.runs,
         "held_complete": held.next_cursor.is_none(),

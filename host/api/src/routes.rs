@@ -201,6 +201,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/v1/breakers",
+        "list_breakers",
+        "Every circuit breaker (`[breakers.PLUGIN]` in settle.toml): state (`closed`, `open`, `half-open`), attempts and failures in its window, when an open one lets a probe through.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
         "/v1/overview",
         "overview",
         "At a glance, over the 500 most recent runs: counts by state and stage, runs in flight, per-flow latency (p50/p90), failure and retry rates, per-step times from the newest 50 finished runs; held runs and runs with user reports.",

@@ -71,6 +71,11 @@ impl Host {
             runtime.clone(),
             EngineOptions {
                 max_runs_in_flight: config.engine.max_runs_in_flight,
+                breakers: config
+                    .breakers
+                    .iter()
+                    .map(|(plugin, policy)| (plugin.clone(), *policy))
+                    .collect(),
                 ..EngineOptions::default()
             },
         );

@@ -35,6 +35,9 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `settle serve`: address, tokens, bounds.
     pub api: settle_api::ApiConfig,
+    /// Circuit breakers, by plugin name: `[breakers.transfer]` with
+    /// `failure_rate`, `min_calls`, `window`, `open_for` (none by default).
+    pub breakers: BTreeMap<String, settle_engine::breakers::BreakerPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl Default for Config {
             limits: Limits::default(),
             plugins: BTreeMap::new(),
             api: settle_api::ApiConfig::default(),
+            breakers: BTreeMap::new(),
         }
     }
 }

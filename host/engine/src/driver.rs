@@ -6,6 +6,7 @@
 //! same operation id. A plugin call may therefore happen again after a crash
 //! (at least once); its completion is recorded at most once.
 
+use crate::breakers::Admission;
 use crate::status::Progress;
 use crate::transitions;
 use crate::{Engine, Live};
@@ -71,7 +72,8 @@ fn action_of(kind: &EventKind, next: &Next) -> Option<Action> {
     match kind {
         EventKind::StepScheduled { .. }
         | EventKind::StepCompleted { .. }
-        | EventKind::StepFailed { .. } => Some(Action::Run),
+        | EventKind::StepFailed { .. }
+        | EventKind::StepDeferred { .. } => Some(Action::Run),
         EventKind::CompensationScheduled { .. }
         | EventKind::CompensationCompleted { .. }
         | EventKind::CompensationFailed { .. } => Some(Action::Compensate),
@@ -358,13 +360,28 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // a timer or a worker stay small.
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {
-                    let interrupted = std::mem::take(&mut maybe_interrupted);
-                    let span = attempt_span(&summary, &flow, index, attempt, Action::Run);
-                    Box::pin(
-                        self.run_step(&mut summary, &flow, index, attempt, interrupted)
-                            .instrument(span),
-                    )
-                    .await
+                    match self.admit(&mut summary, &flow, index, attempt).await {
+                        Ok(Some(probe)) => {
+                            // Taken only by an attempt actually made: a
+                            // deferred one keeps the doubt for the next.
+                            let interrupted = std::mem::take(&mut maybe_interrupted);
+                            let span = attempt_span(&summary, &flow, index, attempt, Action::Run);
+                            Box::pin(
+                                self.run_step(
+                                    &mut summary,
+                                    &flow,
+                                    index,
+                                    attempt,
+                                    interrupted,
+                                    probe,
+                                )
+                                .instrument(span),
+                            )
+                            .await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
                 }
                 Next::Compensate { index, attempt, .. } => {
                     maybe_interrupted = false;
@@ -661,12 +678,20 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
         maybe_interrupted: bool,
+        probe: bool,
     ) -> Result<(), settle_types::store::StoreError> {
+        let plugin = &flow.steps[index as usize].plugin;
         let (report, mut events) = self
             .call(summary, flow, index, attempt, CallKind::Run)
             .await;
         let source = Source(report.source.clone());
         let now = self.now();
+        let failed = report
+            .result
+            .as_ref()
+            .is_err_and(|f| crate::breakers::counts_against_domain(f.class));
+        let change = self.inner.breakers.record(plugin, now, failed, probe);
+        self.breaker_changed(change);
         let denials = report.denials;
         // (output, whether a failure may have had its effect)
         let output = match report.result {
@@ -724,6 +749,52 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         events.extend(attribute(decided, index, &source));
         self.record(summary, events, now).await
+    }
+
+    /// Asks the step's circuit breaker whether the attempt may start: with
+    /// `Some(probe)` it may; with `None` it was deferred (recorded, no
+    /// attempt spent) and waits.
+    async fn admit(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+    ) -> Result<Option<bool>, settle_types::store::StoreError> {
+        let plugin = &flow.steps[index as usize].plugin;
+        let (admission, change) = self.inner.breakers.admit(plugin, self.now());
+        self.breaker_changed(change);
+        match admission {
+            Admission::Go => Ok(Some(false)),
+            Admission::Probe => Ok(Some(true)),
+            Admission::Wait { until_ms, reason } => {
+                let deferred = EventKind::StepDeferred {
+                    index,
+                    attempt,
+                    until_ms,
+                    reason: bounds::cut_detail(&reason),
+                };
+                let now = self.now();
+                self.record(summary, vec![(deferred, Some(index), Source::host())], now)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Says that a breaker changed: in the host's log and to the observer.
+    fn breaker_changed(&self, change: Option<crate::breakers::Change>) {
+        let Some(change) = change else { return };
+        tracing::warn!(
+            domain = %change.domain,
+            state = change.state,
+            "circuit breaker {}: {}",
+            change.state,
+            change.detail
+        );
+        if let Some(o) = self.observer() {
+            o.breaker_changed(&change.domain, change.state);
+        }
     }
 
     async fn compensate_step(

@@ -11,6 +11,7 @@
 
 mod driver;
 pub use settle_types::retry;
+pub mod breakers;
 pub mod catalog;
 pub mod expectations;
 pub mod queries;
@@ -43,6 +44,8 @@ pub struct EngineOptions {
     /// Where the engine reads the time of its decisions (event times, due
     /// times of retries): the wall clock, or a test's own.
     pub clock: EngineClock,
+    /// Circuit breakers, by plugin name (none by default).
+    pub breakers: Vec<(String, breakers::BreakerPolicy)>,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +53,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_runs_in_flight: 1024,
             clock: EngineClock::default(),
+            breakers: Vec::new(),
         }
     }
 }
@@ -193,6 +197,7 @@ struct Inner<S, X> {
     clock: Arc<dyn Clock>,
     /// How long runs usually take, per flow (statuses say it).
     expectations: Arc<expectations::Expectations>,
+    breakers: breakers::Breakers,
 }
 
 /// What only the driving process knows about a run.
@@ -258,6 +263,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 observer: std::sync::OnceLock::new(),
                 clock: options.clock.0,
                 expectations: Arc::default(),
+                breakers: breakers::Breakers::new(options.breakers),
             }),
         }
     }
@@ -926,6 +932,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         while self.live_runs() > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+
+    /// Every circuit breaker and its state now.
+    pub fn breakers(&self) -> Vec<breakers::BreakerView> {
+        self.inner.breakers.views(self.now())
     }
 
     /// Runs this process is driving now.

@@ -110,6 +110,12 @@ pub struct Metrics {
     pub pool_slots: IntGauge,
     /// `settle_runs_driven`: runs this process is driving now.
     pub runs_driven: IntGauge,
+    /// `settle_breaker_open{domain}`: 1 while the circuit breaker of a
+    /// plugin is open or half-open, else 0.
+    pub breaker_open: IntGaugeVec,
+    /// `settle_breaker_transitions_total{domain,state}`: circuit breaker
+    /// changes, by the state entered.
+    pub breaker_transitions: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +180,17 @@ impl Metrics {
                 .expect("metric registered once");
             g
         };
+        let breaker_open = IntGaugeVec::new(
+            Opts::new(
+                "settle_breaker_open",
+                "1 while a plugin's circuit breaker is open or half-open.",
+            ),
+            &["domain"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(breaker_open.clone()))
+            .expect("metric registered once");
         let runs = IntGaugeVec::new(
             Opts::new("settle_runs", "Runs in each non-terminal state now."),
             &["state"],
@@ -285,6 +302,12 @@ impl Metrics {
             ),
             pool_slots: gauge("settle_pool_slots", "Instance slots in all."),
             runs_driven: gauge("settle_runs_driven", "Runs this process is driving now."),
+            breaker_open,
+            breaker_transitions: counter(
+                "settle_breaker_transitions_total",
+                "Circuit breaker changes, by the state entered.",
+                &["domain", "state"],
+            ),
             runs,
             registry,
         }
@@ -415,6 +438,15 @@ impl Observer for Metrics {
                 .observe(seconds);
         }
         self.state_changed(before, after.state);
+    }
+
+    fn breaker_changed(&self, domain: &str, state: &str) {
+        self.breaker_open
+            .with_label_values(&[domain])
+            .set(i64::from(state != "closed"));
+        self.breaker_transitions
+            .with_label_values(&[domain, state])
+            .inc();
     }
 
     fn idempotent_repeat(&self, flow: &str) {

@@ -21,7 +21,8 @@ use uuid::Uuid;
 ///   `recheck-scheduled` and `rechecks-ended` (periodic reconciliation of
 ///   settled runs); the operator action `accept-drift`;
 ///   operation ids of re-run steps carry their generation; `step-failed`
-///   says how long the attempt spent in the plugin.
+///   says how long the attempt spent in the plugin; `step-deferred` (an
+///   attempt that waits for a plugin's circuit breaker).
 pub const SCHEMA_VERSION: u16 = 3;
 
 /// One immutable record in a run's log, with its lineage.
@@ -117,6 +118,15 @@ pub enum EventKind {
         /// since schema 3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<u64>,
+    },
+    /// Attempt `attempt` of step `index` was not made: the plugin's circuit
+    /// breaker is open (its downstream is failing), so it waits until
+    /// `until_ms` without spending an attempt.
+    StepDeferred {
+        index: u32,
+        attempt: u32,
+        until_ms: u64,
+        reason: String,
     },
     /// Undoing completed step `index`: attempt `attempt` (of at most
     /// `max_attempts`) is due at `not_before_ms`.
@@ -268,6 +278,7 @@ impl EventKind {
             EventKind::StepScheduled { .. } => "step-scheduled",
             EventKind::StepCompleted { .. } => "step-completed",
             EventKind::StepFailed { .. } => "step-failed",
+            EventKind::StepDeferred { .. } => "step-deferred",
             EventKind::CompensationScheduled { .. } => "compensation-scheduled",
             EventKind::CompensationCompleted { .. } => "compensation-completed",
             EventKind::CompensationFailed { .. } => "compensation-failed",

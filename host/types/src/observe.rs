@@ -45,6 +45,12 @@ pub trait Observer: Send + Sync + 'static {
     fn group_committed(&self, commits: usize, events: usize, latency: Duration) {
         let _ = (commits, events, latency);
     }
+
+    /// The circuit breaker of `domain` changed to `state` (`closed`,
+    /// `open`, `half-open`).
+    fn breaker_changed(&self, domain: &str, state: &str) {
+        let _ = (domain, state);
+    }
 }
 
 /// Copies of `events` for an observer, without the payloads an observer

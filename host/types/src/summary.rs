@@ -94,6 +94,10 @@ pub struct RunSummary {
     /// Times an operator restarted the run from a step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// Why the next attempt waits without being made (a circuit breaker is
+    /// open), while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
     /// When a settled run is next checked against downstream systems, and
     /// how many checks in a row got no answer; `None` when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +208,7 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            waiting_on: None,
             recheck: None,
             generations: Vec::new(),
             accepted_at_ms: event.at_ms,
@@ -239,6 +244,7 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            waiting_on: None,
             recheck: None,
             generations: Vec::new(),
             accepted_at_ms: 0,
@@ -266,8 +272,32 @@ impl RunSummary {
         self.last_event = event.id;
         self.updated_at_ms = event.at_ms;
         let n = self.steps.len() as u32;
+        if !matches!(
+            event.kind,
+            EventKind::StepDeferred { .. } | EventKind::UserReported { .. }
+        ) {
+            self.waiting_on = None;
+        }
         match &event.kind {
             EventKind::RunAccepted { .. } => {}
+            EventKind::StepDeferred {
+                index,
+                attempt,
+                until_ms,
+                reason,
+            } if *index < n => {
+                let max_attempts = match self.next {
+                    Next::Step { max_attempts, .. } => max_attempts,
+                    _ => *attempt,
+                };
+                self.next = Next::Step {
+                    index: *index,
+                    attempt: *attempt,
+                    max_attempts,
+                    not_before_ms: *until_ms,
+                };
+                self.waiting_on = Some(reason.clone());
+            }
             &EventKind::StepScheduled {
                 index,
                 attempt,
@@ -500,6 +530,15 @@ impl RunSummary {
                 .unwrap_or("?")
         };
         match (&self.state, &self.next) {
+            (_, Next::Step { not_before_ms, .. })
+                if self.waiting_on.is_some() && now_ms < *not_before_ms =>
+            {
+                let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
+                format!(
+                    "Waiting: {}; next try in {wait_s} s",
+                    self.waiting_on.as_deref().unwrap_or_default()
+                )
+            }
             (RunState::Accepted, _) if !running => "Request accepted".into(),
             (
                 RunState::Retrying,

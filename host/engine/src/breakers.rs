@@ -1,0 +1,392 @@
+//! Circuit breakers, one per plugin that the operator gives one
+//! (`[breakers.NAME]` in settle.toml): when too many recent attempts of a
+//! plugin fail the way a failing downstream fails (`retryable`, `timeout`),
+//! the breaker opens and new attempts wait instead of spending their retry
+//! budget against it; after `open_for` one probe goes through, and its
+//! answer closes the breaker or opens it again.
+//!
+//! A deferred attempt is recorded in the run's log (`step-deferred`) and
+//! does not count against `max_attempts`. Breaker state lives in memory: a
+//! restarted host starts with every breaker closed.
+
+use serde::{Deserialize, Serialize};
+use settle_types::FailureClass;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// When a plugin's breaker opens, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerPolicy {
+    /// Share of failed attempts in `window` that opens it (0–1).
+    pub failure_rate: f64,
+    /// Attempts in `window` before the rate counts at all.
+    pub min_calls: u32,
+    #[serde(with = "duration_text")]
+    pub window: Duration,
+    /// How long it stays open before one probe is let through.
+    #[serde(with = "duration_text")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            failure_rate: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BreakerPolicy {
+    /// The policy within sane bounds: a rate in (0, 1], at least one call,
+    /// a window and an open time of at least 100 ms and at most a day.
+    pub fn bounded(self) -> Self {
+        let clamp = |d: Duration| d.clamp(Duration::from_millis(100), Duration::from_secs(86_400));
+        BreakerPolicy {
+            failure_rate: if self.failure_rate.is_finite() {
+                self.failure_rate.clamp(0.01, 1.0)
+            } else {
+                0.5
+            },
+            min_calls: self.min_calls.clamp(1, 100_000),
+            window: clamp(self.window),
+            open_for: clamp(self.open_for),
+        }
+    }
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether a failure of this class counts against the plugin's downstream:
+/// the ones a failing or overloaded service causes. A refused input, a
+/// permanent no, a trap or the host's own setup say nothing of it.
+pub fn counts_against_domain(class: FailureClass) -> bool {
+    matches!(class, FailureClass::Retryable | FailureClass::Timeout)
+}
+
+/// What a breaker says to an attempt about to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Go,
+    /// Go ahead as the one probe of a half-open breaker.
+    Probe,
+    /// Wait until `until_ms`: the breaker is open (or its probe is out).
+    Wait { until_ms: u64, reason: String },
+}
+
+/// A breaker's state, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BreakerView {
+    pub domain: String,
+    /// `closed`, `open` or `half-open`.
+    pub state: &'static str,
+    /// Attempts and failures counted in the window now.
+    pub calls: usize,
+    pub failures: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_until_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed,
+    Open {
+        until_ms: u64,
+    },
+    /// One probe is out; the rest wait.
+    HalfOpen {
+        probe_since_ms: u64,
+    },
+}
+
+struct Breaker {
+    policy: BreakerPolicy,
+    /// (time, failed) of recent attempts, oldest first.
+    outcomes: VecDeque<(u64, bool)>,
+    state: State,
+}
+
+/// Most outcomes one breaker keeps: the window is a time, this bounds it.
+const MAX_OUTCOMES: usize = 10_000;
+
+impl Breaker {
+    fn trim(&mut self, now_ms: u64) {
+        let window = u64::try_from(self.policy.window.as_millis()).unwrap_or(u64::MAX);
+        let from = now_ms.saturating_sub(window);
+        while self.outcomes.front().is_some_and(|(at, _)| *at < from) {
+            self.outcomes.pop_front();
+        }
+        while self.outcomes.len() > MAX_OUTCOMES {
+            self.outcomes.pop_front();
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let failures = self.outcomes.iter().filter(|(_, f)| *f).count();
+        (self.outcomes.len(), failures)
+    }
+
+    fn open_ms(&self) -> u64 {
+        u64::try_from(self.policy.open_for.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Every breaker of a host: what changed, for the log and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub domain: String,
+    pub state: &'static str,
+    pub detail: String,
+}
+
+#[derive(Default)]
+pub struct Breakers {
+    breakers: Mutex<HashMap<String, Breaker>>,
+}
+
+impl Breakers {
+    /// Breakers for the plugins the operator named.
+    pub fn new(policies: impl IntoIterator<Item = (String, BreakerPolicy)>) -> Self {
+        let breakers = policies
+            .into_iter()
+            .map(|(domain, policy)| {
+                let breaker = Breaker {
+                    policy: policy.bounded(),
+                    outcomes: VecDeque::new(),
+                    state: State::Closed,
+                };
+                (domain, breaker)
+            })
+            .collect();
+        Breakers {
+            breakers: Mutex::new(breakers),
+        }
+    }
+
+    /// Whether an attempt of a step of `domain` may start now.
+    pub fn admit(&self, domain: &str, now_ms: u64) -> (Admission, Option<Change>) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(b) = breakers.get_mut(domain) else {
+            return (Admission::Go, None);
+        };
+        let open_ms = b.open_ms();
+        match b.state {
+            State::Closed => (Admission::Go, None),
+            State::Open { until_ms } if now_ms < until_ms => (
+                Admission::Wait {
+                    until_ms,
+                    reason: format!("plugin '{domain}' is failing; its circuit breaker is open"),
+                },
+                None,
+            ),
+            State::Open { .. } => {
+                b.state = State::HalfOpen {
+                    probe_since_ms: now_ms,
+                };
+                let change = Change {
+                    domain: domain.to_string(),
+                    state: "half-open",
+                    detail: "one attempt goes through to see whether it recovered".into(),
+                };
+                (Admission::Probe, Some(change))
+            }
+            // A probe that never answered (its host stopped) is replaced
+            // after `open_for`.
+            State::HalfOpen { probe_since_ms }
+                if now_ms >= probe_since_ms.saturating_add(open_ms) =>
+            {
+                b.state = State::HalfOpen {
+                    probe_since_ms: now_ms,
+                };
+                (Admission::Probe, None)
+            }
+            State::HalfOpen { probe_since_ms } => (
+                Admission::Wait {
+                    until_ms: probe_since_ms
+                        .saturating_add(open_ms)
+                        .min(now_ms.saturating_add(1_000)),
+                    reason: format!(
+                        "plugin '{domain}' was failing; one attempt is checking whether it recovered"
+                    ),
+                },
+                None,
+            ),
+        }
+    }
+
+    /// What an admitted attempt of `domain` came to: `failed` when it
+    /// failed in a way that counts against the domain.
+    pub fn record(&self, domain: &str, now_ms: u64, failed: bool, probe: bool) -> Option<Change> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.get_mut(domain)?;
+        b.outcomes.push_back((now_ms, failed));
+        b.trim(now_ms);
+        let open_ms = b.open_ms();
+        let (calls, failures) = b.counts();
+        let open = |b: &mut Breaker, detail: String| {
+            b.state = State::Open {
+                until_ms: now_ms.saturating_add(open_ms),
+            };
+            Some(Change {
+                domain: domain.to_string(),
+                state: "open",
+                detail,
+            })
+        };
+        match b.state {
+            State::HalfOpen { .. } if probe && failed => {
+                open(b, "the probe failed too".to_string())
+            }
+            State::HalfOpen { .. } if probe => {
+                b.state = State::Closed;
+                b.outcomes.clear();
+                Some(Change {
+                    domain: domain.to_string(),
+                    state: "closed",
+                    detail: "the probe succeeded".into(),
+                })
+            }
+            State::Closed
+                if calls >= b.policy.min_calls as usize
+                    && failures as f64 >= b.policy.failure_rate * calls as f64 =>
+            {
+                open(
+                    b,
+                    format!(
+                        "{failures} of the last {calls} attempts failed within {}",
+                        humantime::format_duration(b.policy.window)
+                    ),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// Every breaker, for the API and the dashboard.
+    pub fn views(&self, now_ms: u64) -> Vec<BreakerView> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views: Vec<BreakerView> = breakers
+            .iter_mut()
+            .map(|(domain, b)| {
+                b.trim(now_ms);
+                let (calls, failures) = b.counts();
+                let (state, open_until_ms) = match b.state {
+                    State::Closed => ("closed", None),
+                    State::Open { until_ms } => ("open", Some(until_ms)),
+                    State::HalfOpen { .. } => ("half-open", None),
+                };
+                BreakerView {
+                    domain: domain.clone(),
+                    state,
+                    calls,
+                    failures,
+                    open_until_ms,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.domain.cmp(&b.domain));
+        views
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breakers() -> Breakers {
+        Breakers::new([(
+            "pay".to_string(),
+            BreakerPolicy {
+                failure_rate: 0.5,
+                min_calls: 4,
+                window: Duration::from_secs(10),
+                open_for: Duration::from_secs(5),
+            },
+        )])
+    }
+
+    #[test]
+    fn it_opens_on_the_failure_rate_and_a_probe_closes_it() {
+        let b = breakers();
+        assert_eq!(b.admit("other", 0).0, Admission::Go, "no breaker, no wait");
+        for t in 0..3 {
+            assert_eq!(b.record("pay", t, true, false), None, "below min_calls");
+        }
+        let opened = b.record("pay", 3, true, false).expect("opens");
+        assert_eq!(opened.state, "open");
+        assert!(
+            opened.detail.starts_with("4 of the last 4 attempts failed"),
+            "{}",
+            opened.detail
+        );
+        match b.admit("pay", 100).0 {
+            Admission::Wait { until_ms, .. } => assert_eq!(until_ms, 5_003),
+            other => panic!("{other:?}"),
+        }
+        // After open_for: one probe, the others wait for it.
+        assert_eq!(b.admit("pay", 5_003).0, Admission::Probe);
+        assert!(matches!(b.admit("pay", 5_004).0, Admission::Wait { .. }));
+        assert_eq!(b.record("pay", 5_010, false, true).unwrap().state, "closed");
+        assert_eq!(b.admit("pay", 5_011).0, Admission::Go);
+    }
+
+    #[test]
+    fn a_failed_probe_opens_it_again_and_old_failures_age_out() {
+        let b = breakers();
+        for t in 0..4 {
+            b.record("pay", t, true, false);
+        }
+        assert_eq!(b.admit("pay", 6_000).0, Admission::Probe);
+        assert_eq!(b.record("pay", 6_001, true, true).unwrap().state, "open");
+        assert!(matches!(
+            b.admit("pay", 7_000).0,
+            Admission::Wait {
+                until_ms: 11_001,
+                ..
+            }
+        ));
+        // Successes dilute, and failures older than the window do not count.
+        let b = breakers();
+        for t in 0..3 {
+            b.record("pay", t, true, false);
+        }
+        assert_eq!(
+            b.record("pay", 20_000, true, false),
+            None,
+            "the old three aged out"
+        );
+        assert_eq!(b.views(20_000)[0].calls, 1);
+    }
+
+    #[test]
+    fn policies_are_bounded() {
+        let p = BreakerPolicy {
+            failure_rate: f64::NAN,
+            min_calls: 0,
+            window: Duration::ZERO,
+            open_for: Duration::from_secs(u64::MAX),
+        }
+        .bounded();
+        assert_eq!(p.failure_rate, 0.5);
+        assert_eq!(p.min_calls, 1);
+        assert_eq!(p.window, Duration::from_millis(100));
+        assert_eq!(p.open_for, Duration::from_secs(86_400));
+    }
+}
