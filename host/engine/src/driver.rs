@@ -844,12 +844,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
-        let (verdicts, mut events) = self.ask_downstream(summary, flow, attempt).await;
-        let now = self.now();
-        let decided =
-            transitions::after_reconciliation(flow, summary, strip(&verdicts), attempt, now);
-        events.extend(attribute_verdicts(decided, &verdicts));
-        self.record(summary, events, now).await
+        self.confirm(summary, flow, attempt, transitions::after_reconciliation)
+            .await
     }
 
     /// A periodic check of a settled run (its flow's `reconcile:` window):
@@ -861,9 +857,21 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
+        self.confirm(summary, flow, attempt, transitions::after_recheck)
+            .await
+    }
+
+    /// Asks downstream, lets `decide` say what follows, records it all.
+    async fn confirm(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        attempt: u32,
+        decide: fn(&Flow, &RunSummary, Vec<transitions::Confirmation>, u32, u64) -> Vec<EventKind>,
+    ) -> Result<(), settle_types::store::StoreError> {
         let (verdicts, mut events) = self.ask_downstream(summary, flow, attempt).await;
         let now = self.now();
-        let decided = transitions::after_recheck(flow, summary, strip(&verdicts), attempt, now);
+        let decided = decide(flow, summary, strip(&verdicts), attempt, now);
         events.extend(attribute_verdicts(decided, &verdicts));
         self.record(summary, events, now).await
     }

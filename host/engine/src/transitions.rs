@@ -255,6 +255,44 @@ pub fn after_compensation_failed(
 /// What one confirmation pass found for one step.
 pub type Confirmation = (u32, Result<Verdict, Failure>);
 
+/// One pass's answers, sorted: the verdict events, what disagreed, what
+/// gave no answer, and the first failure of the host's own setup.
+struct Answers {
+    events: Vec<EventKind>,
+    drifted: Vec<String>,
+    unanswered: Vec<String>,
+    setup: Option<Failure>,
+}
+
+fn sort_answers(flow: &Flow, verdicts: Vec<Confirmation>) -> Answers {
+    let mut answers = Answers {
+        events: Vec::new(),
+        drifted: Vec::new(),
+        unanswered: Vec::new(),
+        setup: None,
+    };
+    for (index, verdict) in verdicts {
+        let name = &flow.steps[index as usize].name;
+        match verdict {
+            Ok(v) => {
+                match &v {
+                    Verdict::InSync => {}
+                    Verdict::Drifted(d) => answers.drifted.push(format!("{name}: {d}")),
+                    Verdict::Unknown => answers.unanswered.push(format!("{name}: no answer")),
+                }
+                answers
+                    .events
+                    .push(EventKind::StepReconciled { index, verdict: v });
+            }
+            Err(f) if f.class.is_host_setup() => {
+                answers.setup.get_or_insert(f);
+            }
+            Err(f) => answers.unanswered.push(format!("{name}: {}", f.message)),
+        }
+    }
+    answers
+}
+
 /// The verdicts of one confirmation pass: settle, drift, hold, or ask again.
 pub fn after_reconciliation(
     flow: &Flow,
@@ -263,27 +301,12 @@ pub fn after_reconciliation(
     attempt: u32,
     now_ms: u64,
 ) -> Vec<EventKind> {
-    let mut events = Vec::new();
-    let mut drifted = Vec::new();
-    let mut undecided = Vec::new();
-    let mut setup: Option<Failure> = None;
-    for (index, verdict) in verdicts {
-        let name = &flow.steps[index as usize].name;
-        match verdict {
-            Ok(v) => {
-                match &v {
-                    Verdict::InSync => {}
-                    Verdict::Drifted(d) => drifted.push(format!("{name}: {d}")),
-                    Verdict::Unknown => undecided.push(format!("{name}: no answer")),
-                }
-                events.push(EventKind::StepReconciled { index, verdict: v });
-            }
-            Err(f) if f.class.is_host_setup() => {
-                setup.get_or_insert(f);
-            }
-            Err(f) => undecided.push(format!("{name}: {}", f.message)),
-        }
-    }
+    let Answers {
+        mut events,
+        drifted,
+        unanswered: undecided,
+        setup,
+    } = sort_answers(flow, verdicts);
     if !drifted.is_empty() {
         events.push(EventKind::RunDrifted {
             detail: bounds::cut_detail(&drifted.join("; ")),
@@ -334,23 +357,14 @@ pub fn after_recheck(
             reason: "its flow no longer asks for checks".into(),
         }];
     };
-    let mut events = Vec::new();
-    let mut drifted = Vec::new();
-    let mut unanswered = Vec::new();
-    for (index, verdict) in verdicts {
-        let name = &flow.steps[index as usize].name;
-        match verdict {
-            Ok(v) => {
-                match &v {
-                    Verdict::InSync => {}
-                    Verdict::Drifted(d) => drifted.push(format!("{name}: {d}")),
-                    Verdict::Unknown => unanswered.push(format!("{name}: no answer")),
-                }
-                events.push(EventKind::StepReconciled { index, verdict: v });
-            }
-            Err(f) => unanswered.push(format!("{name}: {}", f.message)),
-        }
-    }
+    let Answers {
+        mut events,
+        drifted,
+        mut unanswered,
+        setup,
+    } = sort_answers(flow, verdicts);
+    // A check the host's own setup stopped is no answer either: asked again.
+    unanswered.extend(setup.map(|f| f.message));
     if !drifted.is_empty() {
         events.push(EventKind::RunDrifted {
             detail: bounds::cut_detail(&format!("found by a later check: {}", drifted.join("; "))),
