@@ -230,6 +230,11 @@ async fn a_check_without_an_answer_never_counts_as_in_sync() {
     );
     let summary = host.store.summary_now(run.run_id).unwrap().unwrap();
     assert_eq!(summary.state, RunState::Settled);
+    assert_eq!(
+        summary.phrase(0, false),
+        "Completed (not independently confirmed)",
+        "confirmed before, but the latest check got no answer"
+    );
     host.shutdown().await.unwrap();
 }
 
@@ -238,7 +243,7 @@ async fn checks_end_when_the_window_closes() {
     let dir = support::tempdir();
     let flow = "
 name: short
-reconcile: { after: 100ms, every: 1s, for: 1500ms }
+reconcile: { after: 100ms, every: 1s, for: 1800ms }
 steps:
   - { name: charge, plugin: transfer, input: { from: ann, to: shop, amount: 5 } }
 ";
@@ -252,13 +257,14 @@ steps:
     let ended = events
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::RechecksEnded { reason } => Some(reason.clone()),
+            EventKind::RechecksEnded { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .expect("rechecks-ended recorded");
     assert_eq!(ended, "its reconcile window closed");
-    // Checked at ~0.1 s and ~1.1–1.2 s after it settled; the next would
-    // fall after 1.5 s.
+    // Checked first 0.1–0.35 s after it settled (the reconciler polls every
+    // 250 ms), again 1–1.1 s after that; the next would fall after 2.1 s,
+    // past the 1.8 s window.
     assert_eq!(reconciled(&events).len(), 3, "confirmation plus two checks");
     host.shutdown().await.unwrap();
 }
@@ -311,4 +317,30 @@ fn a_server_checks_settled_runs_and_an_operator_accepts_the_drift_over_http() {
         &json!({"reason": "twice"}),
     );
     assert_eq!(again.status, 409, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_due_while_the_host_was_down_runs_after_it_starts_again() {
+    let dir = support::tempdir();
+    let service = Service::start(&dir.path().join("world"));
+    let mut config = support::config(dir.path());
+    service.grant(&mut config);
+    let flow = support::flow(&paid("").replace("after: 200ms", "after: 1s"));
+    let run = {
+        // No reconciler here: the host stops before the check is due.
+        let host = Host::start(&config).await.unwrap();
+        let run = support::run_to_end(&host, &flow, json!({})).await;
+        assert!(run.recheck.is_some());
+        host.shutdown().await.unwrap();
+        run
+    };
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let host = crate::idempotency::reopen(&config).await;
+    host.engine.start_rechecks();
+    let before = reconciled(&support::events(&host, run.run_id)).len();
+    until(&host, run.run_id, "the check read from the index", |s| {
+        reconciled(&support::events(&host, s.run_id)).len() > before
+    })
+    .await;
+    host.shutdown().await.unwrap();
 }

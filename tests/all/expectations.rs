@@ -81,7 +81,8 @@ async fn statuses_say_how_long_runs_usually_take_once_enough_have_settled() {
     // A finished run carries no expectation.
     let done = host.engine.status(waiting).await.unwrap().unwrap();
     assert!(done.expectation.is_none());
-    // Cancelled, it is no sample: the window stays the twenty.
+    // Cancelled, so the restarted host does not finish it (and add a
+    // sample) before the history is read back.
     host.engine
         .act(
             fresh,

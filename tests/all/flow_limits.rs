@@ -224,7 +224,7 @@ fn reconcile_windows_are_checked_and_located() {
         std::time::Duration::from_secs(7 * 24 * 3600)
     );
     assert_eq!(ok.on_drift, settle::flow::OnDrift::Compensate);
-    let defaults = Flow::parse(&flow("{ every: 1m }"), "ok.yaml").unwrap();
+    let defaults = Flow::parse(&flow("{ every: 1h }"), "ok.yaml").unwrap();
     let rechecks = defaults.rechecks.unwrap();
     assert_eq!(rechecks.after, rechecks.every, "after defaults to every");
     assert_eq!(
@@ -248,6 +248,15 @@ fn reconcile_windows_are_checked_and_located() {
     assert!(e.to_string().contains("forr"), "{e}");
     let e = error(&flow("{ for: 7d }"));
     assert!(e.to_string().contains("needs `every`"), "{e}");
+    // `every` taken from `after` is held to the same bounds, and named.
+    let e = error(&flow("{ after: 500ms }"));
+    assert!(e.to_string().contains("`reconcile: after`"), "{e}");
+    let e = error(&flow("{ after: 100d, for: 200d }"));
+    assert!(e.to_string().contains("at most 30 days"), "{e}");
+    let e = error(&flow("{ after: 8d, every: 1h, for: 7d }"));
+    assert!(e.to_string().contains("longer than `for`"), "{e}");
+    let e = error(&flow("{ every: 1s, for: 365d }"));
+    assert!(e.to_string().contains("at most 1000"), "{e}");
     let e = error("name: x\non_drift: shrug\nsteps: [{name: a, plugin: noop}]\n");
     assert!(
         e.to_string()

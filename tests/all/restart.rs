@@ -60,6 +60,9 @@ async fn a_restart_reruns_from_the_step_under_new_ids_and_keeps_what_came_before
     let again = host.engine.wait(run).await.unwrap().unwrap();
     assert_eq!(again.state, RunState::Settled, "{again:#?}");
     assert_eq!(again.restarts, 1);
+    // What the first runs of b and c did was not undone: the summary
+    // keeps saying so, for the phrases.
+    assert_eq!(again.superseded, ["b (run 1)", "c (run 1)"]);
     // `a` kept its output; `b` ran a second time; `c` ran again as a new
     // operation, so a downstream system does not replay the old answer.
     assert_eq!(again.outputs[0], first.outputs[0], "step a is not re-run");
@@ -125,6 +128,7 @@ async fn a_restart_reruns_from_the_step_under_new_ids_and_keeps_what_came_before
     assert_eq!(third.state, RunState::Settled, "{third:#?}");
     assert_eq!(seen_operation_id(&third.outputs[2]), format!("{run}/c~2"));
     assert_eq!(third.outputs[1], again.outputs[1], "b is not re-run");
+    assert_eq!(third.superseded, ["b (run 1)", "c (run 1)", "c (run 2)"]);
     host.shutdown().await.unwrap();
 }
 
@@ -192,8 +196,13 @@ steps:
         .unwrap();
     let again = host.engine.wait(run).await.unwrap().unwrap();
     // `b` still fails for good: it is undone again, this time under the
-    // new generation's compensation ids.
+    // new generation's compensation ids; nothing earlier was left behind.
     assert_eq!(again.state, RunState::Compensated, "{again:#?}");
+    assert!(again.superseded.is_empty(), "{again:#?}");
+    assert_eq!(
+        again.phrase(0, false),
+        "Could not complete; all changes were undone"
+    );
     let undo_ids: Vec<String> = support::events(&host, run)
         .iter()
         .filter(|e| matches!(e.kind, EventKind::CompensationCompleted { index: 0, .. }))

@@ -73,11 +73,26 @@ mod duration_text {
     }
 }
 
-/// Whether a failure of this class counts against the plugin's downstream:
-/// the ones a failing or overloaded service causes. A refused input, a
-/// permanent no, a trap or the host's own setup say nothing of it.
-pub fn counts_against_domain(class: FailureClass) -> bool {
-    matches!(class, FailureClass::Retryable | FailureClass::Timeout)
+/// What an attempt says about its plugin's downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered (a result, or a clear no: permanent, invalid input).
+    Answered,
+    /// It failed the way a failing or overloaded service fails.
+    Failed,
+    /// Nothing: a trap, a limit, the host's own setup.
+    Silent,
+}
+
+impl Outcome {
+    pub fn of(result: Result<(), FailureClass>) -> Self {
+        match result {
+            Ok(()) => Outcome::Answered,
+            Err(FailureClass::Retryable | FailureClass::Timeout) => Outcome::Failed,
+            Err(FailureClass::Permanent | FailureClass::InvalidInput) => Outcome::Answered,
+            Err(_) => Outcome::Silent,
+        }
+    }
 }
 
 /// What a breaker says to an attempt about to start.
@@ -231,11 +246,24 @@ impl Breakers {
         }
     }
 
-    /// What an admitted attempt of `domain` came to: `failed` when it
-    /// failed in a way that counts against the domain.
-    pub fn record(&self, domain: &str, now_ms: u64, failed: bool, probe: bool) -> Option<Change> {
+    /// What an admitted attempt of `domain` came to.
+    pub fn record(
+        &self,
+        domain: &str,
+        now_ms: u64,
+        outcome: Outcome,
+        probe: bool,
+    ) -> Option<Change> {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let b = breakers.get_mut(domain)?;
+        if outcome == Outcome::Silent {
+            // A probe that learnt nothing lets the next one through at once.
+            if probe && matches!(b.state, State::HalfOpen { .. }) {
+                b.state = State::Open { until_ms: now_ms };
+            }
+            return None;
+        }
+        let failed = outcome == Outcome::Failed;
         b.outcomes.push_back((now_ms, failed));
         b.trim(now_ms);
         let open_ms = b.open_ms();
@@ -327,9 +355,13 @@ mod tests {
         let b = breakers();
         assert_eq!(b.admit("other", 0).0, Admission::Go, "no breaker, no wait");
         for t in 0..3 {
-            assert_eq!(b.record("pay", t, true, false), None, "below min_calls");
+            assert_eq!(
+                b.record("pay", t, Outcome::Failed, false),
+                None,
+                "below min_calls"
+            );
         }
-        let opened = b.record("pay", 3, true, false).expect("opens");
+        let opened = b.record("pay", 3, Outcome::Failed, false).expect("opens");
         assert_eq!(opened.state, "open");
         assert!(
             opened.detail.starts_with("4 of the last 4 attempts failed"),
@@ -343,7 +375,12 @@ mod tests {
         // After open_for: one probe, the others wait for it.
         assert_eq!(b.admit("pay", 5_003).0, Admission::Probe);
         assert!(matches!(b.admit("pay", 5_004).0, Admission::Wait { .. }));
-        assert_eq!(b.record("pay", 5_010, false, true).unwrap().state, "closed");
+        assert_eq!(
+            b.record("pay", 5_010, Outcome::Answered, true)
+                .unwrap()
+                .state,
+            "closed"
+        );
         assert_eq!(b.admit("pay", 5_011).0, Admission::Go);
     }
 
@@ -351,10 +388,13 @@ mod tests {
     fn a_failed_probe_opens_it_again_and_old_failures_age_out() {
         let b = breakers();
         for t in 0..4 {
-            b.record("pay", t, true, false);
+            b.record("pay", t, Outcome::Failed, false);
         }
         assert_eq!(b.admit("pay", 6_000).0, Admission::Probe);
-        assert_eq!(b.record("pay", 6_001, true, true).unwrap().state, "open");
+        assert_eq!(
+            b.record("pay", 6_001, Outcome::Failed, true).unwrap().state,
+            "open"
+        );
         assert!(matches!(
             b.admit("pay", 7_000).0,
             Admission::Wait {
@@ -365,14 +405,31 @@ mod tests {
         // Successes dilute, and failures older than the window do not count.
         let b = breakers();
         for t in 0..3 {
-            b.record("pay", t, true, false);
+            b.record("pay", t, Outcome::Failed, false);
         }
         assert_eq!(
-            b.record("pay", 20_000, true, false),
+            b.record("pay", 20_000, Outcome::Failed, false),
             None,
             "the old three aged out"
         );
         assert_eq!(b.views(20_000)[0].calls, 1);
+    }
+
+    #[test]
+    fn a_probe_that_learns_nothing_or_never_answers_is_replaced() {
+        let b = breakers();
+        for t in 0..4 {
+            b.record("pay", t, Outcome::Failed, false);
+        }
+        assert_eq!(b.admit("pay", 6_000).0, Admission::Probe);
+        // It trapped: no word on the downstream, the breaker stays shut to
+        // others, and the next attempt is the new probe.
+        assert_eq!(b.record("pay", 6_001, Outcome::Silent, true), None);
+        assert_eq!(b.views(6_002)[0].state, "open");
+        assert_eq!(b.admit("pay", 6_002).0, Admission::Probe);
+        // This one never reports: after open_for another goes.
+        assert!(matches!(b.admit("pay", 6_003).0, Admission::Wait { .. }));
+        assert_eq!(b.admit("pay", 11_002).0, Admission::Probe);
     }
 
     #[test]

@@ -302,6 +302,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let run = summary.run_id;
         let mut stop = self.inner.shutdown.subscribe();
         let mut maybe_interrupted = resumed;
+        // A breaker's wait beyond the one recorded (see `admit`).
+        let mut deferred_until: Option<u64> = None;
         let wake = self.wake_of(run);
         while !summary.state.is_terminal() {
             let notes = self.take_notes(run);
@@ -331,6 +333,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             let Some(due) = summary.next.due_ms() else {
                 break;
             };
+            let due = due.max(deferred_until.unwrap_or(0));
             if *stop.borrow() {
                 break;
             }
@@ -360,8 +363,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // a timer or a worker stay small.
             let result = match summary.next.clone() {
                 Next::Step { index, attempt, .. } => {
-                    match self.admit(&mut summary, &flow, index, attempt).await {
+                    match self
+                        .admit(&mut summary, &flow, index, attempt, &mut deferred_until)
+                        .await
+                    {
                         Ok(Some(probe)) => {
+                            deferred_until = None;
                             // Taken only by an attempt actually made: a
                             // deferred one keeps the doubt for the next.
                             let interrupted = std::mem::take(&mut maybe_interrupted);
@@ -686,11 +693,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .await;
         let source = Source(report.source.clone());
         let now = self.now();
-        let failed = report
-            .result
-            .as_ref()
-            .is_err_and(|f| crate::breakers::counts_against_domain(f.class));
-        let change = self.inner.breakers.record(plugin, now, failed, probe);
+        let outcome =
+            crate::breakers::Outcome::of(report.result.as_ref().map(|_| ()).map_err(|f| f.class));
+        let change = self.inner.breakers.record(plugin, now, outcome, probe);
         self.breaker_changed(change);
         let denials = report.denials;
         // (output, whether a failure may have had its effect)
@@ -760,6 +765,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         index: u32,
         attempt: u32,
+        deferred_until: &mut Option<u64>,
     ) -> Result<Option<bool>, settle_types::store::StoreError> {
         let plugin = &flow.steps[index as usize].plugin;
         let (admission, change) = self.inner.breakers.admit(plugin, self.now());
@@ -767,6 +773,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         match admission {
             Admission::Go => Ok(Some(false)),
             Admission::Probe => Ok(Some(true)),
+            // Already recorded as waiting for this attempt: the rest of
+            // the wait is kept in memory, so a long outage adds one event
+            // per attempt, not one per probe.
+            Admission::Wait { until_ms, .. } if summary.waiting_on.is_some() => {
+                *deferred_until = Some(until_ms);
+                Ok(None)
+            }
             Admission::Wait { until_ms, reason } => {
                 let deferred = EventKind::StepDeferred {
                     index,

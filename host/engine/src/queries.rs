@@ -93,7 +93,9 @@ impl<S: RunQueries> Queries<S> {
 
     /// How long a run still moving usually takes; `None` once it stopped.
     async fn expectation(&self, summary: &settle_types::RunSummary) -> Option<Expectation> {
-        if summary.state.is_terminal() {
+        // A restarted run is measured against runs that were not: no
+        // honest expectation can be given.
+        if summary.state.is_terminal() || summary.restarts > 0 {
             return None;
         }
         if !self.expectations.loaded(&summary.flow) {
@@ -114,7 +116,17 @@ impl<S: RunQueries> Queries<S> {
                     &summary.flow,
                     scan.items
                         .iter()
-                        .filter(|s| s.restarts == 0)
+                        // As the engine counts them: settled on their
+                        // first pass, not restarted, not by accepting a
+                        // drift.
+                        .filter(|s| {
+                            s.restarts == 0
+                                && !s
+                                    .verdicts
+                                    .iter()
+                                    .flatten()
+                                    .any(|v| matches!(v, settle_types::Verdict::Drifted(_)))
+                        })
                         .filter_map(|s| Some(s.finished_at_ms?.saturating_sub(s.accepted_at_ms))),
                 ),
                 Err(e) => tracing::warn!(flow = %summary.flow, "cannot read past runs: {e}"),

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const BATCH: usize = 256;
 /// How long the reconciler sleeps when nothing is due.
 const IDLE: Duration = Duration::from_millis(250);
+/// When a run whose flow cannot be read is asked about again.
+const FLOW_UNREADABLE_RETRY_MS: u64 = 60_000;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,8 +48,24 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         let mut checks = tokio::task::JoinSet::new();
         for (due_ms, run) in due {
+            if *self.inner.shutdown.borrow() {
+                break;
+            }
             if !self.claim(run) {
-                pass.busy += 1;
+                // Driven or acted on right now: an entry its summary no
+                // longer names is dropped here, so busy runs cannot keep
+                // filling every batch.
+                let stale = match self.inner.store.summary(run).await {
+                    Ok(Some(s)) => s.recheck.is_none_or(|r| r.due_ms != due_ms),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if stale {
+                    let _ = self.inner.store.drop_recheck(due_ms, run).await;
+                    pass.stale += 1;
+                } else {
+                    pass.busy += 1;
+                }
                 continue;
             }
             let engine = self.clone();
@@ -79,7 +97,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     true
                 } else {
                     match engine.recheck_due(BATCH).await {
-                        Ok(pass) => pass.due < BATCH,
+                        // Only a full batch that moved something is
+                        // followed at once: entries that stay (busy runs,
+                        // failed checks) never make the loop spin.
+                        Ok(pass) => pass.due < BATCH || pass.checked + pass.stale == 0,
                         Err(e) => {
                             tracing::error!("the reconciler cannot read what is due: {e}");
                             true
@@ -100,8 +121,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// to a driver when the check set more in motion (undoing a drift).
     /// False when the index entry was stale.
     async fn recheck_claimed(&self, run: RunId, due_ms: u64) -> Result<bool, StoreError> {
-        let outcome = self.recheck_one(run, due_ms).await;
-        let _ = self.inner.store.drop_recheck(due_ms, run).await;
+        // A check calls plugins: it holds a run permit like any attempt.
+        let outcome = match self.inner.permits.acquire().await {
+            Ok(_permit) => self.recheck_one(run, due_ms).await,
+            Err(_) => Err(StoreError::Closed),
+        };
+        // Dropped only once the check is recorded (or the entry was stale):
+        // after a failure the entry stays, and the next pass asks again.
+        if outcome.is_ok() {
+            let _ = self.inner.store.drop_recheck(due_ms, run).await;
+        }
         match outcome {
             Ok(Some((summary, flow)))
                 if !summary.state.is_terminal() && !*self.inner.shutdown.borrow() =>
@@ -138,14 +167,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let flow = match self.flow_for(&summary).await {
             Ok(flow) => flow,
             Err(why) => {
-                let ended = EventKind::RechecksEnded {
-                    reason: settle_types::bounds::cut_detail(&format!(
-                        "its flow cannot be read ({why}); not checked any more"
-                    )),
+                // Whatever the cause (a store that did not answer, a flow
+                // that does not parse), the run is asked about again later,
+                // never given up on.
+                tracing::warn!(run = %run, "cannot check the run, its flow cannot be read: {why}");
+                let later = EventKind::RecheckScheduled {
+                    not_before_ms: self.now().saturating_add(FLOW_UNREADABLE_RETRY_MS),
+                    attempt: recheck.attempt,
                 };
                 self.record(
                     &mut summary,
-                    vec![(ended, None, Source::host())],
+                    vec![(later, None, Source::host())],
                     self.now(),
                 )
                 .await?;

@@ -141,9 +141,10 @@ impl RunStatus {
             run_id: summary.run_id,
             flow: format!("{}@{}", summary.flow, summary.flow_version),
             state: summary.state,
-            stage: summary
-                .state
-                .stage(summary.next.due_ms().is_some_and(|d| d > now) && !running),
+            stage: summary.state.stage(
+                (summary.next.due_ms().is_some_and(|d| d > now) || summary.waiting_on.is_some())
+                    && !running,
+            ),
             hold: summary.hold,
             phrase: with_expectation(summary.phrase(now, running), expectation.as_ref()),
             step,

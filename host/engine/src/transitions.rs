@@ -355,6 +355,7 @@ pub fn after_recheck(
     let Some(rechecks) = flow.rechecks else {
         return vec![EventKind::RechecksEnded {
             reason: "its flow no longer asks for checks".into(),
+            unanswered: false,
         }];
     };
     let Answers {
@@ -401,7 +402,10 @@ pub fn after_recheck(
                 unanswered.join("; ")
             ))
         };
-        events.push(EventKind::RechecksEnded { reason });
+        events.push(EventKind::RechecksEnded {
+            reason,
+            unanswered: !unanswered.is_empty(),
+        });
     } else {
         events.push(EventKind::RecheckScheduled {
             not_before_ms: due,

@@ -11,7 +11,8 @@
 //! | `initial_interval`, `max_interval` | [`MAX_RETRY_INTERVAL`] (7 days) | retry delays are computed in floating point and added to `now` |
 //! | `idempotency_window` | [`MAX_IDEMPOTENCY_WINDOW`] (365 days) | stored as milliseconds and added to the acceptance time |
 //! | `reconcile: every` | [`MIN_RECHECK_EVERY`] (1 s) to [`MAX_RECHECK_EVERY`] (30 days) | each check calls every reconciling step of the run: more often than once a second per run is load, not assurance |
-//! | `reconcile: after`, `for` | [`MAX_RECHECK_WINDOW`] (365 days) | added to the settle time |
+//! | `reconcile: after`, `for` | [`MAX_RECHECK_WINDOW`] (365 days), `after` ≤ `for` | added to the settle time |
+//! | `reconcile: for` / `every` | [`MAX_RECHECKS`] (1,000 checks) | each check appends two events to the run's log |
 //!
 //! The pre-scan is one linear pass over the text. It follows YAML's rules
 //! for quotes, comments, block scalars (`|`, `>`), anchors and tags closely
@@ -45,6 +46,9 @@ pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600
 pub const MIN_RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// The longest `reconcile: every`.
 pub const MAX_RECHECK_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most checks of one run a `reconcile:` window may imply (`for` /
+/// `every`): each appends events to the run's log.
+pub const MAX_RECHECKS: u32 = 1_000;
 /// The longest `reconcile: after` or `for`.
 pub const MAX_RECHECK_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -468,26 +468,56 @@ impl Cx<'_> {
         let every = self.duration(map, "every", &RECHECK_EVERY);
         let after = self.duration(map, "after", &RECHECK_WINDOW);
         let window = self.duration(map, "for", &RECHECK_WINDOW);
-        let every = match (every, after) {
-            (Some(e), _) => e,
-            (None, Some(a)) => a,
-            (None, None) => {
-                self.error(
-                    map.span(),
-                    "`reconcile` needs `every` (how often a settled run is checked), e.g. { every: 1h, for: 7d }",
-                );
+        let span_of = |key: &str| map.get_node(key).map_or(*map.span(), |n| *n.span());
+        // `every` defaults to `after`: then `after` is held to its bounds,
+        // and a message names the key that was written.
+        let (every, every_key) = match (every, after) {
+            (Some(e), _) => (e, "every"),
+            (None, Some(a)) if map.get_node("every").is_none() => (a, "after"),
+            (None, _) if map.get_node("every").is_some() => return None,
+            (None, _) => {
+                if map.get_node("after").is_none() {
+                    self.error(
+                        map.span(),
+                        "`reconcile` needs `every` (how often a settled run is checked), e.g. { every: 1h, for: 7d }",
+                    );
+                }
                 return None;
             }
         };
-        if every < limits::MIN_RECHECK_EVERY {
-            let span = map.get_node("every").map_or(*map.span(), |n| *n.span());
-            self.error(&span, "`reconcile: every` must be at least 1s");
+        if every < limits::MIN_RECHECK_EVERY || every > limits::MAX_RECHECK_EVERY {
+            self.error(
+                &span_of(every_key),
+                format!(
+                    "`reconcile: {every_key}` sets how often a run is checked: at least 1s and at most 30 days"
+                ),
+            );
+            return None;
+        }
+        let after = after.unwrap_or(every);
+        let window = window.unwrap_or(Duration::from_secs(7 * 24 * 3600));
+        if after > window {
+            self.error(
+                &span_of("after"),
+                "`reconcile: after` is longer than `for`: no check would fall inside the window",
+            );
+            return None;
+        }
+        let checks = window.as_millis() / every.as_millis().max(1);
+        if checks > limits::MAX_RECHECKS as u128 {
+            self.error(
+                &span_of("for"),
+                format!(
+                    "`reconcile` would check each run {checks} times (`for` / `every`); at most {} (each check is kept in the run's log)",
+                    limits::MAX_RECHECKS
+                ),
+            );
             return None;
         }
         Some(Rechecks {
-            after: after.unwrap_or(every),
+            after,
             every,
-            window: window.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            window,
         })
     }
 

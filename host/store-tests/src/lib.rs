@@ -577,6 +577,7 @@ pub async fn due_rechecks_come_in_due_order_and_only_when_due<S: Store>(store: &
         third,
         vec![EventKind::RechecksEnded {
             reason: "window closed".into(),
+            unanswered: false,
         }],
         base,
     );

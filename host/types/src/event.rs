@@ -159,7 +159,12 @@ pub enum EventKind {
     RecheckScheduled { not_before_ms: u64, attempt: u32 },
     /// No more checks of this settled run: its window closed, or an
     /// operator accepted what downstream systems say.
-    RechecksEnded { reason: String },
+    RechecksEnded {
+        reason: String,
+        /// The last checks got no answer: the run is not confirmed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unanswered: bool,
+    },
     /// A plugin asked for something the operator has not granted it.
     CapabilityDenied { capability: String, detail: String },
     /// Terminal: completed and confirmed.

@@ -102,6 +102,15 @@ pub struct RunSummary {
     /// how many checks in a row got no answer; `None` when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck: Option<Recheck>,
+    /// The latest check of a settled run got no answer: what it confirmed
+    /// earlier is no longer known to hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_unanswered: bool,
+    /// Effects of earlier runs of restarted steps that were not undone
+    /// (`charge (run 1)`): a restart forgets them in its outputs, the
+    /// phrases do not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
     /// Per step, the restart whose run of it counts (0: the first). Empty
     /// until the run is first restarted; read it with
     /// [`RunSummary::generation`].
@@ -208,8 +217,10 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            superseded: Vec::new(),
             waiting_on: None,
             recheck: None,
+            check_unanswered: false,
             generations: Vec::new(),
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
@@ -244,8 +255,10 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            superseded: Vec::new(),
             waiting_on: None,
             recheck: None,
+            check_unanswered: false,
             generations: Vec::new(),
             accepted_at_ms: 0,
             updated_at_ms: 0,
@@ -404,8 +417,12 @@ impl RunSummary {
                     due_ms: not_before_ms,
                     attempt,
                 });
+                self.check_unanswered = attempt > 1;
             }
-            EventKind::RechecksEnded { .. } => self.recheck = None,
+            EventKind::RechecksEnded { unanswered, .. } => {
+                self.recheck = None;
+                self.check_unanswered = *unanswered;
+            }
             _ => {}
         }
         // Only a settled run is checked again: any other state ends that.
@@ -422,6 +439,11 @@ impl RunSummary {
         self.generations.resize(n, 0);
         self.uncertain.resize(n, false);
         for i in from..n {
+            if self.may_have_effect(i) && !self.compensated[i] {
+                let run = self.generation(i).saturating_add(1);
+                self.superseded
+                    .push(format!("{} (run {run})", self.steps[i]));
+            }
             self.outputs[i] = None;
             self.compensated[i] = false;
             self.uncertain[i] = false;
@@ -496,6 +518,12 @@ impl RunSummary {
                 maybe.join(", ")
             ));
         }
+        if !self.superseded.is_empty() {
+            clause.push_str(&format!(
+                "; earlier runs left in place: {}",
+                self.superseded.join(", ")
+            ));
+        }
         clause
     }
 
@@ -503,7 +531,9 @@ impl RunSummary {
     /// least one did: only then is a settled run "confirmed".
     pub fn confirmed(&self) -> bool {
         let answered: Vec<&Verdict> = self.verdicts.iter().flatten().collect();
-        !answered.is_empty() && answered.iter().all(|v| **v == Verdict::InSync)
+        !self.check_unanswered
+            && !answered.is_empty()
+            && answered.iter().all(|v| **v == Verdict::InSync)
     }
 
     fn finish(&mut self, event: &Event, state: RunState, detail: Option<&String>) {
@@ -530,14 +560,14 @@ impl RunSummary {
                 .unwrap_or("?")
         };
         match (&self.state, &self.next) {
-            (_, Next::Step { not_before_ms, .. })
-                if self.waiting_on.is_some() && now_ms < *not_before_ms =>
-            {
-                let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
-                format!(
-                    "Waiting: {}; next try in {wait_s} s",
-                    self.waiting_on.as_deref().unwrap_or_default()
-                )
+            (_, Next::Step { not_before_ms, .. }) if self.waiting_on.is_some() => {
+                let reason = self.waiting_on.as_deref().unwrap_or_default();
+                if now_ms < *not_before_ms {
+                    let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
+                    format!("Waiting: {reason}; next try in {wait_s} s")
+                } else {
+                    format!("Waiting: {reason}; the next try goes once it lets one through")
+                }
             }
             (RunState::Accepted, _) if !running => "Request accepted".into(),
             (
