@@ -265,6 +265,51 @@ fn reconcile_windows_are_checked_and_located() {
     );
 }
 
+/// `objective:` is checked and located like the rest of a flow.
+#[test]
+fn objectives_are_checked() {
+    let flow = |objective: &str| {
+        format!("name: x\nobjective: {objective}\nsteps: [{{name: a, plugin: noop}}]\n")
+    };
+    let ok = Flow::parse(&flow("{ settled_within: 30s, target: 99.5% }"), "ok.yaml").unwrap();
+    let objective = ok.objective.unwrap();
+    assert!((objective.target - 0.995).abs() < 1e-12);
+    assert_eq!(
+        objective.window,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
+    let ok = Flow::parse(
+        &flow("{ settled_within: 1m, target: 0.9, window: 1d }"),
+        "ok.yaml",
+    )
+    .unwrap();
+    assert!((ok.objective.unwrap().target - 0.9).abs() < 1e-12);
+    for (bad, says) in [
+        (
+            "{ settled_within: 30s, target: 100% }",
+            "between 0 and 100 %",
+        ),
+        (
+            "{ settled_within: 30s, target: lots }",
+            "between 0 and 100 %",
+        ),
+        ("{ settled_within: 30s }", "needs `target`"),
+        ("{ target: 99% }", "needs `settled_within`"),
+        (
+            "{ settled_within: 2d, target: 99%, window: 1d }",
+            "no longer than `window`",
+        ),
+        ("{ settled_within: 0s, target: 99% }", "must be more than 0"),
+        (
+            "{ settled_within: 30s, target: 99%, budget: 1 }",
+            "unknown key 'budget'",
+        ),
+    ] {
+        let e = error(&flow(bad)).to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
 /// YAML takes a lone CR as a line break: a file nested with CR-only lines
 /// must be refused, not overflow the stack (found by a review).
 #[test]

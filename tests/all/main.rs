@@ -18,6 +18,7 @@ mod holds;
 mod hostile;
 mod idempotency;
 mod logs;
+mod objectives;
 mod restart;
 mod retries;
 mod runtime;

@@ -166,6 +166,28 @@ pub async fn delete_version<S: RunQueries + Clone, X: Executor>(
 }
 
 /// `GET /v1/plugins`.
+/// `GET /v1/flows/{flow}/guarantees`: how the current version converges,
+/// in plain words, with its measured timing and objective.
+pub async fn guarantees<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let flow = api
+        .catalog
+        .current(&name)
+        .ok_or_else(|| Problem::not_found(format!("no flow '{}'", bounds::cut(&name, 64))))?;
+    let expectation = api.queries.usual_time(&flow.name).await;
+    let objective = api.queries.objective(&flow).await?;
+    let executor = api.engine.executor();
+    let reconciles = |plugin: &str| {
+        executor
+            .plugin(plugin)
+            .is_some_and(|p| p.manifest.supports_reconcile)
+    };
+    let explained = settle_engine::guarantees::explain(&flow, &reconciles, expectation, objective);
+    Ok(Json(explained).into_response())
+}
+
 pub async fn plugins<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
 ) -> Response {

@@ -216,6 +216,7 @@ where
         "bulk_action" => post(actions::bulk::<S, X>),
         "overview" => get(overview::overview::<S, X>),
         "list_breakers" => get(overview::breakers::<S, X>),
+        "flow_guarantees" => get(flows::guarantees::<S, X>),
         "list_flows" => get(flows::list::<S, X>),
         "put_flow" => put(flows::put::<S, X>),
         "flow_versions" => get(flows::versions::<S, X>),

@@ -201,6 +201,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/v1/flows/{flow}/guarantees",
+        "flow_guarantees",
+        "How the current version of a flow converges, in plain words for the people waiting: its steps, retries, what is undone, how the outside world is checked, how long runs usually take, and how well it keeps its objective.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
         "/v1/breakers",
         "list_breakers",
         "Every circuit breaker (`[breakers.PLUGIN]` in settle.toml): state (`closed`, `open`, `half-open`), attempts and failures in its window, when an open one lets a probe through.",

@@ -89,6 +89,14 @@ fn action_of(kind: &EventKind, next: &Next) -> Option<Action> {
     }
 }
 
+/// When a run of `flow` misses its objective, unless it already did: its
+/// acceptance plus `settled_within`.
+fn breach_due(flow: &Flow, summary: &RunSummary) -> Option<u64> {
+    let objective = flow.objective.filter(|_| !summary.breached)?;
+    let within = u64::try_from(objective.settled_within.as_millis()).unwrap_or(u64::MAX);
+    Some(summary.accepted_at_ms.saturating_add(within))
+}
+
 /// Lineage for the events decided after a call to step `index`: the first
 /// (what the plugin answered) comes from the plugin, the rest from the host;
 /// each concerns the step it schedules, or none when it ends the run.
@@ -330,6 +338,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 }
                 continue;
             }
+            // The flow's objective passed while the run still moves: said
+            // once, when it passes, not when the run ends.
+            let breach_at = breach_due(&flow, &summary);
+            if breach_at.is_some_and(|at| self.now() >= at) {
+                if let Err(e) = self.record_breach(&mut summary, &flow).await {
+                    tracing::error!(run = %run, "cannot record the missed objective: {e}");
+                    break;
+                }
+                continue;
+            }
             let Some(due) = summary.next.due_ms() else {
                 break;
             };
@@ -338,6 +356,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 break;
             }
             let now = self.now();
+            // A wait ends at the objective's deadline too, to record it.
+            let due = breach_at.map_or(due, |at| due.min(at));
             // Waiting (for a timer or a free worker) ends early on shutdown;
             // an action already started is finished and recorded.
             let permit = tokio::select! {
@@ -357,6 +377,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 } => continue,
             };
             let Ok(_permit) = permit else { break };
+            // Woken by the objective's deadline: record that first.
+            if breach_at.is_some_and(|at| self.now() >= at) {
+                continue;
+            }
             self.set_running(run, true);
             // Boxed: the call's state (a few KiB, wasmtime's included) lives
             // on the heap only while it runs, so the many runs that wait for
@@ -419,6 +443,39 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+        // Ended otherwise than settled (undone, drifted, cancelled): it did
+        // not settle within its objective either. A hold is not an end.
+        let ended_unsettled = matches!(
+            summary.state,
+            settle_types::RunState::Compensated
+                | settle_types::RunState::Drifted
+                | settle_types::RunState::Cancelled
+        );
+        if ended_unsettled
+            && breach_due(&flow, &summary).is_some()
+            && let Err(e) = self.record_breach(&mut summary, &flow).await
+        {
+            tracing::error!(run = %run, "cannot record the missed objective: {e}");
+        }
+    }
+
+    /// Records that the run missed its flow's objective.
+    async fn record_breach(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let Some(objective) = flow.objective else {
+            return Ok(());
+        };
+        let now = self.now();
+        let breach = EventKind::ObjectiveBreached {
+            settled_within_ms: u64::try_from(objective.settled_within.as_millis())
+                .unwrap_or(u64::MAX),
+            elapsed_ms: now.saturating_sub(summary.accepted_at_ms),
+        };
+        self.record(summary, vec![(breach, None, Source::host())], now)
+            .await
     }
 
     fn set_running(&self, run: settle_types::RunId, running: bool) {

@@ -148,8 +148,17 @@ impl Expectations {
     }
 }
 
-/// `ms` for people, rounded up: "450 ms", "8 s", "3 min", "2 h".
+/// `ms` for people, rounded up: "450 ms", "8 s", "3 min", "2 h", and
+/// whole hours and days as such ("1 h", "7 days").
 pub fn human(ms: u64) -> String {
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 24 * HOUR;
+    if ms >= 2 * DAY && ms.is_multiple_of(DAY) {
+        return format!("{} days", ms / DAY);
+    }
+    if ms >= HOUR && ms.is_multiple_of(HOUR) {
+        return format!("{} h", ms / HOUR);
+    }
     match ms {
         0..1_000 => format!("{ms} ms"),
         1_000..120_000 => format!("{} s", ms.div_ceil(1_000)),
@@ -217,6 +226,8 @@ mod tests {
         assert_eq!(human(450), "450 ms");
         assert_eq!(human(7_200), "8 s");
         assert_eq!(human(150_000), "3 min");
+        assert_eq!(human(3_600_000), "1 h");
+        assert_eq!(human(7 * 24 * 3_600_000), "7 days");
         assert_eq!(
             human(u64::MAX),
             format!("{} h", u64::MAX.div_ceil(3_600_000))

@@ -14,6 +14,7 @@ pub use settle_types::retry;
 pub mod breakers;
 pub mod catalog;
 pub mod expectations;
+pub mod guarantees;
 pub mod queries;
 pub mod rechecks;
 pub mod status;

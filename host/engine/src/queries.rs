@@ -98,13 +98,24 @@ impl<S: RunQueries> Queries<S> {
         if summary.state.is_terminal() || summary.restarts > 0 {
             return None;
         }
-        if !self.expectations.loaded(&summary.flow) {
-            // Read back once per flow: the newest runs that settled on
-            // their first pass. A store that cannot answer leaves it for
-            // the next status.
+        self.load_expectations(&summary.flow).await;
+        let elapsed = settle_types::now_ms().saturating_sub(summary.accepted_at_ms);
+        Some(self.expectations.expect(&summary.flow, elapsed))
+    }
+
+    /// How long runs of `flow` usually take, for a run accepted now.
+    pub async fn usual_time(&self, flow: &str) -> Expectation {
+        self.load_expectations(flow).await;
+        self.expectations.expect(flow, 0)
+    }
+
+    /// Reads `flow`'s history back once: the newest runs that settled on
+    /// their first pass. A store that cannot answer leaves it for later.
+    async fn load_expectations(&self, flow: &str) {
+        if !self.expectations.loaded(flow) {
             let filter = RunFilter {
                 states: vec![RunState::Settled],
-                flow: Some(summary.flow.clone()),
+                flow: Some(flow.to_string()),
                 ..RunFilter::default()
             };
             match self
@@ -113,7 +124,7 @@ impl<S: RunQueries> Queries<S> {
                 .await
             {
                 Ok(scan) => self.expectations.load(
-                    &summary.flow,
+                    flow,
                     scan.items
                         .iter()
                         // As the engine counts them: settled on their
@@ -129,11 +140,9 @@ impl<S: RunQueries> Queries<S> {
                         })
                         .filter_map(|s| Some(s.finished_at_ms?.saturating_sub(s.accepted_at_ms))),
                 ),
-                Err(e) => tracing::warn!(flow = %summary.flow, "cannot read past runs: {e}"),
+                Err(e) => tracing::warn!(flow = %flow, "cannot read past runs: {e}"),
             }
         }
-        let elapsed = settle_types::now_ms().saturating_sub(summary.accepted_at_ms);
-        Some(self.expectations.expect(&summary.flow, elapsed))
     }
 
     /// Where a run stands.
@@ -380,5 +389,115 @@ impl<S: RunQueries> Queries<S> {
             }
         }
         Ok(counts)
+    }
+}
+
+/// How a flow meets its objective, from its recent runs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ObjectiveReport {
+    pub settled_within_ms: u64,
+    /// The share of runs that should settle in time, 0–1.
+    pub target: f64,
+    pub window_ms: u64,
+    /// Runs accepted in the window that settled in time.
+    pub met: usize,
+    /// Runs accepted in the window that did not: ended otherwise, settled
+    /// late, or still moving past the time.
+    pub missed: usize,
+    /// Runs still moving within their time: not counted yet.
+    pub pending: usize,
+    /// `met / (met + missed)`; absent before any run counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attainment: Option<f64>,
+    /// Share of the error budget (`1 - target` of the runs) left over the
+    /// window; negative once spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_left: Option<f64>,
+    /// How fast the last hour spent the budget: 1.0 spends exactly the
+    /// budget over the window; 14.4 spends a 30-day budget in two days
+    /// (the SRE workbook's fast-burn threshold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burn_rate_1h: Option<f64>,
+    /// Runs read for this (at most [`OBJECTIVE_SAMPLE`]).
+    pub runs_read: usize,
+}
+
+/// Most runs one objective report reads.
+pub const OBJECTIVE_SAMPLE: usize = 10_000;
+
+/// Whether `summary` met `within_ms`, missed it, or cannot tell yet.
+fn verdict_on_time(
+    summary: &settle_types::RunSummary,
+    within_ms: u64,
+    now_ms: u64,
+) -> Option<bool> {
+    let deadline = summary.accepted_at_ms.saturating_add(within_ms);
+    match summary.state {
+        RunState::Settled if !summary.breached => {
+            Some(summary.finished_at_ms.is_some_and(|f| f <= deadline))
+        }
+        RunState::Settled => Some(false),
+        _ if summary.breached || now_ms > deadline => Some(false),
+        s if s.is_terminal() && s != RunState::NeedsAttention => Some(false),
+        _ => None,
+    }
+}
+
+impl<S: RunQueries> Queries<S> {
+    /// The objective of `flow` and how its recent runs meet it.
+    pub async fn objective(
+        &self,
+        flow: &settle_flow::Flow,
+    ) -> Result<Option<ObjectiveReport>, StoreError> {
+        let Some(objective) = flow.objective else {
+            return Ok(None);
+        };
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (within, window) = (ms(objective.settled_within), ms(objective.window));
+        let now = settle_types::now_ms();
+        let runs = self
+            .store
+            .list_runs(
+                &RunFilter {
+                    flow: Some(flow.name.clone()),
+                    since_ms: Some(now.saturating_sub(window)),
+                    ..RunFilter::default()
+                },
+                OBJECTIVE_SAMPLE,
+            )
+            .await?
+            .items;
+        let hour_ago = now.saturating_sub(3_600_000);
+        let (mut met, mut missed, mut pending) = (0usize, 0usize, 0usize);
+        let (mut hour_met, mut hour_missed) = (0usize, 0usize);
+        for run in &runs {
+            match verdict_on_time(run, within, now) {
+                Some(true) => met += 1,
+                Some(false) => missed += 1,
+                None => pending += 1,
+            }
+            if run.accepted_at_ms >= hour_ago {
+                match verdict_on_time(run, within, now) {
+                    Some(true) => hour_met += 1,
+                    Some(false) => hour_missed += 1,
+                    None => {}
+                }
+            }
+        }
+        let budget = (1.0 - objective.target).max(f64::EPSILON);
+        let share = |missed: usize, total: usize| (total > 0).then(|| missed as f64 / total as f64);
+        let miss_rate = share(missed, met + missed);
+        Ok(Some(ObjectiveReport {
+            settled_within_ms: within,
+            target: objective.target,
+            window_ms: window,
+            met,
+            missed,
+            pending,
+            attainment: miss_rate.map(|m| 1.0 - m),
+            budget_left: miss_rate.map(|m| 1.0 - m / budget),
+            burn_rate_1h: share(hour_missed, hour_met + hour_missed).map(|m| m / budget),
+            runs_read: runs.len(),
+        }))
     }
 }

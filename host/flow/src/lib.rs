@@ -9,6 +9,7 @@
 //!   retry: { max_attempts: 5, initial_interval: 200ms }
 //! reconcile: { after: 10m, every: 1h, for: 7d }
 //! on_drift: alert
+//! objective: { settled_within: 30s, target: 99%, window: 7d }
 //! steps:
 //!   - name: charge
 //!     plugin: transfer
@@ -55,6 +56,19 @@ pub struct Flow {
     pub rechecks: Option<Rechecks>,
     /// `on_drift:`: what the host does when a check finds drift.
     pub on_drift: OnDrift,
+    /// `objective:`: how soon runs should settle, and how often.
+    pub objective: Option<Objective>,
+}
+
+/// `objective: { settled_within: 30s, target: 99%, window: 7d }`: at least
+/// `target` of the runs accepted in the last `window` settle within
+/// `settled_within` of being accepted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Objective {
+    pub settled_within: Duration,
+    /// Share of runs, in (0, 1).
+    pub target: f64,
+    pub window: Duration,
 }
 
 /// `reconcile: { after: 2s, every: 1h, for: 7d }`: the first check of a

@@ -6,7 +6,9 @@
 
 use crate::limits::{self, MAX_NAME_CHARS, MAX_STEPS};
 use crate::template::{Template, shown};
-use crate::{Flow, FlowError, FlowErrors, Location, OnDrift, OnExhausted, Rechecks, StepDef};
+use crate::{
+    Flow, FlowError, FlowErrors, Location, Objective, OnDrift, OnExhausted, Rechecks, StepDef,
+};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 use serde_json::Value;
@@ -24,8 +26,10 @@ const FLOW_KEYS: &[&str] = &[
     "steps",
     "reconcile",
     "on_drift",
+    "objective",
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
+const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
     "name",
@@ -72,6 +76,11 @@ const RECHECK_WINDOW: Bound = Bound {
     max: limits::MAX_RECHECK_WINDOW,
     text: "365 days",
     nonzero: false,
+};
+const OBJECTIVE_TIME: Bound = Bound {
+    max: limits::MAX_RECHECK_WINDOW,
+    text: "365 days",
+    nonzero: true,
 };
 const IDEMPOTENCY_WINDOW: Bound = Bound {
     max: limits::MAX_IDEMPOTENCY_WINDOW,
@@ -157,6 +166,9 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         .optional_mapping(map, "reconcile")
         .and_then(|r| cx.rechecks(r));
     let on_drift = cx.on_drift(map).unwrap_or_default();
+    let objective = cx
+        .optional_mapping(map, "objective")
+        .and_then(|o| cx.objective(o));
 
     let mut defaults = StepDefaults::default();
     if let Some(map) = cx.optional_mapping(map, "defaults") {
@@ -207,6 +219,7 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         steps,
         rechecks,
         on_drift,
+        objective,
     })
 }
 
@@ -517,6 +530,59 @@ impl Cx<'_> {
         Some(Rechecks {
             after,
             every,
+            window,
+        })
+    }
+
+    /// `objective: { settled_within, target, window }`.
+    fn objective(&mut self, map: &MarkedMappingNode) -> Option<Objective> {
+        self.known_keys(map, OBJECTIVE_KEYS, "objective");
+        let within = self.duration(map, "settled_within", &OBJECTIVE_TIME);
+        let window = self
+            .duration(map, "window", &OBJECTIVE_TIME)
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600));
+        let target = match self.optional_scalar(map, "target") {
+            None => {
+                self.error(map.span(), "`objective` needs `target`, e.g. 99%");
+                None
+            }
+            Some(value) => {
+                let text = value.as_str().trim();
+                let (number, scale) = match text.strip_suffix('%') {
+                    Some(n) => (n.trim(), 100.0),
+                    None => (text, 1.0),
+                };
+                match number.parse::<f64>().map(|n| n / scale) {
+                    Ok(t) if t > 0.0 && t < 1.0 => Some(t),
+                    _ => {
+                        self.error(
+                            value.span(),
+                            format!(
+                                "`objective: target` must be a share between 0 and 100 % (exclusive), like 99% or 0.99, not '{}'",
+                                shown(text, 40)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let Some(within) = within else {
+            if map.get_node("settled_within").is_none() {
+                self.error(map.span(), "`objective` needs `settled_within`, e.g. 30s");
+            }
+            return None;
+        };
+        if within.is_zero() || window < within {
+            self.error(
+                map.span(),
+                "`objective`: `settled_within` must be more than 0 and no longer than `window`",
+            );
+            return None;
+        }
+        Some(Objective {
+            settled_within: within,
+            target: target?,
             window,
         })
     }

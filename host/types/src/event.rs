@@ -22,7 +22,8 @@ use uuid::Uuid;
 ///   settled runs); the operator action `accept-drift`;
 ///   operation ids of re-run steps carry their generation; `step-failed`
 ///   says how long the attempt spent in the plugin; `step-deferred` (an
-///   attempt that waits for a plugin's circuit breaker).
+///   attempt that waits for a plugin's circuit breaker);
+///   `objective-breached`.
 pub const SCHEMA_VERSION: u16 = 3;
 
 /// One immutable record in a run's log, with its lineage.
@@ -118,6 +119,13 @@ pub enum EventKind {
         /// since schema 3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<u64>,
+    },
+    /// The run did not settle within its flow's objective
+    /// (`settled_within`): recorded once, when that time passed or the run
+    /// ended otherwise.
+    ObjectiveBreached {
+        settled_within_ms: u64,
+        elapsed_ms: u64,
     },
     /// Attempt `attempt` of step `index` was not made: the plugin's circuit
     /// breaker is open (its downstream is failing), so it waits until
@@ -284,6 +292,7 @@ impl EventKind {
             EventKind::StepCompleted { .. } => "step-completed",
             EventKind::StepFailed { .. } => "step-failed",
             EventKind::StepDeferred { .. } => "step-deferred",
+            EventKind::ObjectiveBreached { .. } => "objective-breached",
             EventKind::CompensationScheduled { .. } => "compensation-scheduled",
             EventKind::CompensationCompleted { .. } => "compensation-completed",
             EventKind::CompensationFailed { .. } => "compensation-failed",

@@ -102,6 +102,9 @@ pub struct RunSummary {
     /// how many checks in a row got no answer; `None` when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck: Option<Recheck>,
+    /// The run missed its flow's objective (`objective-breached`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breached: bool,
     /// The latest check of a settled run got no answer: what it confirmed
     /// earlier is no longer known to hold.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -221,6 +224,7 @@ impl RunSummary {
             waiting_on: None,
             recheck: None,
             check_unanswered: false,
+            breached: false,
             generations: Vec::new(),
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
@@ -259,6 +263,7 @@ impl RunSummary {
             waiting_on: None,
             recheck: None,
             check_unanswered: false,
+            breached: false,
             generations: Vec::new(),
             accepted_at_ms: 0,
             updated_at_ms: 0,
@@ -287,7 +292,9 @@ impl RunSummary {
         let n = self.steps.len() as u32;
         if !matches!(
             event.kind,
-            EventKind::StepDeferred { .. } | EventKind::UserReported { .. }
+            EventKind::StepDeferred { .. }
+                | EventKind::UserReported { .. }
+                | EventKind::ObjectiveBreached { .. }
         ) {
             self.waiting_on = None;
         }
@@ -419,6 +426,7 @@ impl RunSummary {
                 });
                 self.check_unanswered = attempt > 1;
             }
+            EventKind::ObjectiveBreached { .. } => self.breached = true,
             EventKind::RechecksEnded { unanswered, .. } => {
                 self.recheck = None;
                 self.check_unanswered = *unanswered;

@@ -1,0 +1,110 @@
+//! A flow's objective: a run that has not settled in time records one
+//! breach, when the time passes; the guarantees page explains the flow in
+//! plain words and reports how well it keeps its objective.
+
+use crate::support::{self, Server};
+use serde_json::{Value, json};
+
+const FAST: &str = "
+name: fast
+objective: { settled_within: 5s, target: 90%, window: 1h }
+steps:
+  - { name: one, plugin: noop }
+";
+
+/// Fails once, then waits 1.5 s before the retry: misses 500 ms.
+const LATE: &str = "
+name: late
+objective: { settled_within: 500ms, target: 90%, window: 1h }
+steps:
+  - name: pay
+    plugin: flaky
+    input: { mode: fail-times, times: 1 }
+    retry: { max_attempts: 3, initial_interval: 1500ms, backoff_coefficient: 1, jitter: 0 }
+";
+
+fn kinds(server: &Server, run: &str) -> Vec<String> {
+    server.get(&format!("/v1/runs/{run}/events")).json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_missed_objective_is_recorded_once_when_it_passes_and_the_guarantees_say_so() {
+    let dir = support::tempdir();
+    let server = Server::start(dir.path(), &[("fast", FAST), ("late", LATE)], "");
+    for _ in 0..3 {
+        let reply = server.post("/v1/flows/fast/runs?wait=10s", &json!({}));
+        assert_eq!(reply.json["state"], "settled", "{reply}");
+    }
+    let reply = server.post("/v1/flows/late/runs?wait=10s", &json!({}));
+    assert_eq!(reply.json["state"], "settled", "{reply}");
+    let late = reply.json["run_id"].as_str().unwrap().to_string();
+    let names = kinds(&server, &late);
+    let breaches: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| *k == "objective-breached")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(breaches.len(), 1, "exactly one breach per run: {names:?}");
+    // Recorded while the run waited for its retry, not at its end.
+    let completed = names.iter().position(|k| k == "step-completed").unwrap();
+    assert!(breaches[0] < completed, "{names:?}");
+    let events = server.get(&format!("/v1/runs/{late}/events")).json;
+    let breach = &events["events"][breaches[0]]["kind"];
+    assert_eq!(breach["settled_within_ms"], 500);
+    assert!(breach["elapsed_ms"].as_u64().unwrap() >= 500, "{breach}");
+
+    let fast = server.get("/v1/flows/fast/guarantees");
+    assert_eq!(fast.status, 200, "{fast}");
+    let objective = &fast.json["objective"];
+    assert_eq!(
+        (objective["met"].clone(), objective["missed"].clone()),
+        (json!(3), json!(0))
+    );
+    assert_eq!(objective["attainment"], 1.0);
+    let text = sentences(&fast.json);
+    for expected in [
+        "Your request is recorded on disk before you get an answer",
+        "It goes through 1 step(s), in order: one.",
+        "The goal: 90 % of requests settle within 5 s; over the last 1 h, 100 % did (3 of 3).",
+        "No estimate yet: 3 run(s) of this flow have settled, 20 are needed.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let late = server.get("/v1/flows/late/guarantees").json;
+    let objective = &late["objective"];
+    assert_eq!(
+        (objective["met"].clone(), objective["missed"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(objective["attainment"], 0.0);
+    let burn = objective["burn_rate_1h"].as_f64().unwrap();
+    assert!(
+        (burn - 10.0).abs() < 1e-9,
+        "all of a 10 % budget missed: {burn}"
+    );
+    let text = sentences(&late);
+    assert!(
+        text.contains(
+            "If pay fails for a reason that may pass, it is tried up to 3 times, waiting 2 s to"
+        ),
+        "{text}"
+    );
+    assert_eq!(server.get("/v1/flows/nope/guarantees").status, 404);
+}
+
+fn sentences(guarantees: &Value) -> String {
+    guarantees["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
