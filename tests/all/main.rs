@@ -2,6 +2,7 @@
 //! Everything is real: sled on disk, components built from example-plugins/,
 //! the demo service as its own process on loopback.
 
+mod alerts;
 mod api;
 mod bad_input;
 mod bounds;

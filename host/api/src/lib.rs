@@ -98,6 +98,8 @@ pub struct Api<S: RunQueries, X: Executor> {
     pub config: ApiConfig,
     /// Prometheus text, rendered by whoever owns the metrics.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The host's recent alerts, newest first, for `GET /v1/alerts`.
+    pub alerts: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     ready: AtomicBool,
     /// Set once on SIGTERM/SIGINT: `?wait`s answer with what is known and
     /// streams end, so the requests in flight finish within the drain.
@@ -124,9 +126,21 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
             auth,
             config,
             metrics: None,
+            alerts: None,
             ready: AtomicBool::new(false),
             draining: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// With the host's alerts for `GET /v1/alerts`.
+    pub fn with_alerts(
+        mut self: Arc<Self>,
+        alerts: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    ) -> Arc<Self> {
+        if let Some(api) = Arc::get_mut(&mut self) {
+            api.alerts = Some(alerts);
+        }
+        self
     }
 
     /// With a metrics renderer for `/metrics`.
@@ -216,6 +230,7 @@ where
         "bulk_action" => post(actions::bulk::<S, X>),
         "overview" => get(overview::overview::<S, X>),
         "list_breakers" => get(overview::breakers::<S, X>),
+        "list_alerts" => get(overview::alerts::<S, X>),
         "flow_guarantees" => get(flows::guarantees::<S, X>),
         "list_flows" => get(flows::list::<S, X>),
         "put_flow" => put(flows::put::<S, X>),

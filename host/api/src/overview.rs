@@ -96,6 +96,14 @@ struct StepSums {
 }
 
 /// `GET /v1/overview`.
+/// `GET /v1/alerts`: the host's recent alerts, newest first.
+pub async fn alerts<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+) -> Response {
+    let alerts = api.alerts.as_ref().map_or(json!([]), |list| list());
+    Json(json!({ "alerts": alerts })).into_response()
+}
+
 /// `GET /v1/breakers`: every circuit breaker and its state.
 pub async fn breakers<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
@@ -258,6 +266,7 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
         "by_stage": by_stage,
         "in_flight": api.engine.in_flight(),
         "breakers": api.engine.breakers(),
+        "alerts": api.alerts.as_ref().map_or(json!([]), |list| list()),
         "flows": flow_list,
         "held": held.runs,
         "held_complete": held.next_cursor.is_none(),

@@ -209,6 +209,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/v1/alerts",
+        "list_alerts",
+        "The host's recent alerts (at most 200), newest first: rule, kind, subject, run, detail, owner, escalation and mitigation (`[[alerts.rules]]` in settle.toml).",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
         "/v1/breakers",
         "list_breakers",
         "Every circuit breaker (`[breakers.PLUGIN]` in settle.toml): state (`closed`, `open`, `half-open`), attempts and failures in its window, when an open one lets a probe through.",

@@ -38,6 +38,8 @@ pub struct Config {
     /// Circuit breakers, by plugin name: `[breakers.transfer]` with
     /// `failure_rate`, `min_calls`, `window`, `open_for` (none by default).
     pub breakers: BTreeMap<String, settle_engine::breakers::BreakerPolicy>,
+    /// Alert rules and where alerts go (`settle serve`).
+    pub alerts: settle_telemetry::alerts::AlertConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +83,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             api: settle_api::ApiConfig::default(),
             breakers: BTreeMap::new(),
+            alerts: Default::default(),
         }
     }
 }

@@ -27,6 +27,7 @@
 //!
 //! **Metrics**: [`metrics::Metrics`], rendered by `GET /metrics`.
 
+pub mod alerts;
 pub mod metrics;
 mod trace_ids;
 

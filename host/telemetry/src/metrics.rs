@@ -116,6 +116,8 @@ pub struct Metrics {
     /// `settle_breaker_transitions_total{domain,state}`: circuit breaker
     /// changes, by the state entered.
     pub breaker_transitions: IntCounterVec,
+    /// `settle_alerts_total{rule}`: alerts raised, by rule.
+    pub alerts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -308,6 +310,7 @@ impl Metrics {
                 "Circuit breaker changes, by the state entered.",
                 &["domain", "state"],
             ),
+            alerts: counter("settle_alerts_total", "Alerts raised, by rule.", &["rule"]),
             runs,
             registry,
         }

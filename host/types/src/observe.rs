@@ -113,3 +113,45 @@ impl Observer for NoObserver {}
 
 /// A shared observer.
 pub type SharedObserver = Arc<dyn Observer>;
+
+/// Several observers, each told everything, in order.
+pub struct Fanout(pub Vec<SharedObserver>);
+
+impl Observer for Fanout {
+    fn committed(&self, before: Option<RunState>, events: &[Event], after: &RunSummary) {
+        for o in &self.0 {
+            o.committed(before, events, after);
+        }
+    }
+
+    fn idempotent_repeat(&self, flow: &str) {
+        for o in &self.0 {
+            o.idempotent_repeat(flow);
+        }
+    }
+
+    fn called(
+        &self,
+        flow: &str,
+        step: &str,
+        kind: CallKind,
+        duration: Duration,
+        outcome: Result<(), FailureClass>,
+    ) {
+        for o in &self.0 {
+            o.called(flow, step, kind, duration, outcome);
+        }
+    }
+
+    fn group_committed(&self, commits: usize, events: usize, latency: Duration) {
+        for o in &self.0 {
+            o.group_committed(commits, events, latency);
+        }
+    }
+
+    fn breaker_changed(&self, domain: &str, state: &str) {
+        for o in &self.0 {
+            o.breaker_changed(domain, state);
+        }
+    }
+}

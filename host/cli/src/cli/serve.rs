@@ -59,10 +59,13 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
-    let render = observe(&host).await?;
+    let (render, alerts) = observe(&host, &config.alerts).await?;
     let api = settle_api::Api::new(host.engine.clone(), catalog, config.api.clone())
         .map_err(anyhow::Error::msg)?
-        .with_metrics(render);
+        .with_metrics(render)
+        .with_alerts(Arc::new(move || {
+            serde_json::to_value(alerts.recent()).unwrap_or_default()
+        }));
     let router = settle_api::router(api.clone());
     // The address goes out first, so scripts can start on port 0 and read it.
     outln!("listening on {addr}");
@@ -115,7 +118,16 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
 
 /// Hands the host's metrics to the engine and the store, counts the runs
 /// already waiting in each state, and returns what renders `/metrics`.
-async fn observe(host: &Host) -> anyhow::Result<Arc<dyn Fn() -> String + Send + Sync>> {
+/// Metrics and alerts, told everything the engine commits.
+type Observed = (
+    Arc<dyn Fn() -> String + Send + Sync>,
+    Arc<settle_telemetry::alerts::Alerts>,
+);
+
+async fn observe(
+    host: &Host,
+    alerting: &settle_telemetry::alerts::AlertConfig,
+) -> anyhow::Result<Observed> {
     use settle_telemetry::metrics::{Metrics, NON_TERMINAL};
     use settle_types::store::{RunFilter, RunQueries};
     let metrics = Arc::new(Metrics::new());
@@ -129,11 +141,19 @@ async fn observe(host: &Host) -> anyhow::Result<Arc<dyn Fn() -> String + Send + 
         let runs = host.engine.store().list_runs(&filter, usize::MAX).await?;
         metrics.set_runs(state, i64::try_from(runs.items.len()).unwrap_or(i64::MAX));
     }
-    host.engine.observe(metrics.clone());
+    let alerts = Arc::new(settle_telemetry::alerts::Alerts::start(
+        alerting,
+        Some(metrics.alerts.clone()),
+    ));
+    host.engine
+        .observe(Arc::new(settle_types::observe::Fanout(vec![
+            metrics.clone(),
+            alerts.clone(),
+        ])));
     host.store.observe(metrics.clone());
     let engine = host.engine.clone();
     let runtime = host.runtime.clone();
-    Ok(Arc::new(move || {
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
         let (in_use, total) = runtime.slots();
         metrics
             .pool_slots_in_use
@@ -150,7 +170,8 @@ async fn observe(host: &Host) -> anyhow::Result<Arc<dyn Fn() -> String + Send + 
         Metrics::catch_up(&metrics.pool_exhausted, load(&stats.pool_exhausted));
         Metrics::catch_up(&metrics.log_lines_dropped, load(&stats.log_lines_dropped));
         metrics.render()
-    }))
+    });
+    Ok((render, alerts))
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).
