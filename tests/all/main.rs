@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod crash;
 mod drift;
+mod drill;
 mod expectations;
 mod flow_limits;
 mod fuzz;

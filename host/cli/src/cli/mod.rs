@@ -22,6 +22,7 @@ mod bench;
 mod bench_http;
 mod bench_rechecks;
 mod demo;
+mod drill;
 pub mod jsonl;
 mod operator;
 mod read;
@@ -138,6 +139,9 @@ enum Command {
     Demo,
     /// Measure throughput, overhead, latency and recovery; prints figures.
     Bench(bench::BenchArgs),
+    /// Run a synthetic workload with injected faults against a host it
+    /// starts; report what happened, exit 1 when a threshold is missed.
+    Drill(drill::DrillArgs),
     /// The demo's outside world: a ledger, stock table and outbox over HTTP.
     /// Its state is journaled under `--data DIR`.
     DemoService {
@@ -310,6 +314,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => serve::token_new(role, name),
         Command::Demo => demo::demo(&config(&cli)?).await,
         Command::Bench(args) => bench::bench(&config(&cli)?, args).await,
+        Command::Drill(args) => drill::drill(&config(&cli)?, args).await,
         Command::DemoService {
             listen,
             drift_hooks,

@@ -1,0 +1,660 @@
+//! `settle drill --scenario FILE`: a synthetic workload against a host the
+//! drill starts itself (`settle serve` as a child process, the demo service
+//! with its drift hooks), with faults injected on a timetable: the host
+//! killed with SIGKILL and started again, the downstream service down for a
+//! while, records changed behind Settle's back. It then waits for every run
+//! to stop moving and reports what happened — runs by end state, drift
+//! injected / detected / repaired, time to settle, objective attainment,
+//! duplicate effects found downstream, how often the announced expectation
+//! held — and fails (exit 1) when a threshold of the scenario is missed.
+//!
+//! A scenario is TOML (see `example-plugins/drills/`):
+//!
+//! ```toml
+//! name = "smoke"
+//! duration = "4s"        # how long runs arrive
+//! rate = 10              # runs per second
+//! [[flow]]
+//! file = "pay.yaml"      # next to the scenario
+//! input = { customer = "ann", amount = 5 }
+//! [[fault]]
+//! at = "1s"
+//! kind = "crash-host"    # crash-host | outage | drift
+//! down = "500ms"
+//! [thresholds]
+//! min_settled = 0.9      # share of runs that settled
+//! max_duplicates = 0
+//! ```
+
+use super::demo::grant_demo_service;
+use crate::config::Config;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use settle_demo_service::{DemoService, Launcher};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct DrillArgs {
+    /// The scenario (TOML).
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// Also write the report here, as JSON.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    name: String,
+    #[serde(with = "duration_text")]
+    duration: Duration,
+    /// Runs per second (at most 1,000).
+    rate: f64,
+    #[serde(default = "default_settle_within", with = "duration_text")]
+    settle_timeout: Duration,
+    #[serde(rename = "flow")]
+    flows: Vec<FlowMix>,
+    #[serde(default, rename = "fault")]
+    faults: Vec<Fault>,
+    #[serde(default)]
+    thresholds: Thresholds,
+}
+
+fn default_settle_within() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowMix {
+    file: PathBuf,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    input: toml::Table,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fault {
+    #[serde(with = "duration_text")]
+    at: Duration,
+    kind: FaultKind,
+    /// crash-host, outage: how long it stays down.
+    #[serde(default, with = "duration_text_opt")]
+    down: Option<Duration>,
+    /// drift: how many settled runs to change behind Settle's back.
+    #[serde(default)]
+    count: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FaultKind {
+    CrashHost,
+    Outage,
+    Drift,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    /// Share of runs that must settle.
+    min_settled: Option<f64>,
+    /// Most effects applied twice downstream (0 unless broken).
+    max_duplicates: Option<u64>,
+    /// Share of injected drift that must be detected.
+    min_drift_detected: Option<f64>,
+    /// Longest p99 accepted → finished, milliseconds.
+    max_p99_ms: Option<u64>,
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+mod duration_text_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(t) => humantime::parse_duration(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What the drill found.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    scenario: String,
+    submitted: usize,
+    settled: usize,
+    compensated: usize,
+    drifted: usize,
+    held: usize,
+    cancelled: usize,
+    still_moving: usize,
+    host_crashes: usize,
+    outages: usize,
+    drift_injected: usize,
+    drift_detected: usize,
+    drift_repaired: usize,
+    settle_p50_ms: u64,
+    settle_p90_ms: u64,
+    settle_p99_ms: u64,
+    /// Effects applied more than once downstream (must be 0).
+    duplicate_effects: u64,
+    /// Of the runs that were told how long runs usually take, the share
+    /// that finished within it.
+    eta_told: usize,
+    eta_accuracy: Option<f64>,
+    /// Per flow, from its guarantees (when it declares an objective).
+    objective_attainment: std::collections::BTreeMap<String, Option<f64>>,
+    thresholds: Thresholds,
+    missed: Vec<String>,
+}
+
+pub async fn drill(config: &Config, args: &DrillArgs) -> anyhow::Result<ExitCode> {
+    let config = config.clone();
+    let scenario_path = args.scenario.clone();
+    let report_path = args.report.clone();
+    tokio::task::spawn_blocking(move || run(&config, &scenario_path, report_path.as_deref()))
+        .await
+        .context("the drill stopped")?
+}
+
+fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the scenario {}", path.display()))?;
+    let scenario: Scenario =
+        toml::from_str(&text).with_context(|| format!("scenario {}", path.display()))?;
+    anyhow::ensure!(
+        scenario.rate > 0.0 && scenario.rate <= 1_000.0,
+        "scenario {}: rate must be more than 0 and at most 1000 runs per second",
+        path.display()
+    );
+    anyhow::ensure!(
+        !scenario.flows.is_empty(),
+        "scenario {}: no [[flow]]",
+        path.display()
+    );
+    anyhow::ensure!(
+        scenario.duration <= Duration::from_secs(3_600),
+        "scenario {}: duration is at most 1h",
+        path.display()
+    );
+    let base = path.parent().unwrap_or(Path::new("."));
+    let dir = std::env::temp_dir().join(format!("settle-drill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("flows"))?;
+    let mut names = Vec::new();
+    for mix in &scenario.flows {
+        let file = base.join(&mix.file);
+        let flow = settle_flow::Flow::load(&file)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("scenario {}: flow {}", path.display(), file.display()))?;
+        std::fs::copy(&file, dir.join("flows").join(format!("{}.yaml", flow.name)))?;
+        names.push(flow.name);
+    }
+
+    let exe = std::env::current_exe().context("cannot find this settle binary")?;
+    let mut service = DemoService::start(
+        Launcher {
+            program: exe.clone(),
+            args: vec!["demo-service".into(), "--drift-hooks".into()],
+        },
+        &dir.join("world"),
+    )?;
+    let mut serve_config = config.clone();
+    serve_config.data_dir = dir.join("data");
+    serve_config.cache_dir = Some(config.cache_dir());
+    grant_demo_service(&mut serve_config, &service.base_url);
+    std::fs::write(dir.join("settle.toml"), toml::to_string(&serve_config)?)?;
+    let mut host = Serve::start(&exe, &dir, "127.0.0.1:0")?;
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        ..Report::default()
+    };
+    // (run, flow, accepted at, announced usual time)
+    let mut runs: Vec<(String, String, Option<u64>)> = Vec::new();
+    let mut faults: Vec<&Fault> = scenario.faults.iter().collect();
+    faults.sort_by_key(|f| f.at);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let total_weight: u32 = scenario.flows.iter().map(|f| f.weight.max(1)).sum();
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / scenario.rate);
+    let mut next = started;
+    let mut drifted_runs: Vec<String> = Vec::new();
+    let mut i = 0usize;
+    while started.elapsed() < scenario.duration {
+        while let Some(f) = faults.first().filter(|f| started.elapsed() >= f.at) {
+            inject(
+                f,
+                &mut host,
+                &mut service,
+                &exe,
+                &dir,
+                &http,
+                &runs,
+                &mut drifted_runs,
+                &mut report,
+            )?;
+            faults.remove(0);
+        }
+        let mut pick = rng.u32(0..total_weight);
+        let (mix, flow) = scenario
+            .flows
+            .iter()
+            .zip(&names)
+            .find(|(m, _)| {
+                let w = m.weight.max(1);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or((&scenario.flows[0], &names[0]));
+        let input = serde_json::to_value(&mix.input)?;
+        let key = format!("drill-{i}");
+        i += 1;
+        if let Some(run) = submit(&http, &host, flow, &key, &input)? {
+            let told = status(&http, &host, &run)
+                .ok()
+                .and_then(|s| s["expectation"]["usually_within_ms"].as_u64());
+            runs.push((run, flow.to_string(), told));
+        }
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    for f in faults {
+        inject(
+            f,
+            &mut host,
+            &mut service,
+            &exe,
+            &dir,
+            &http,
+            &runs,
+            &mut drifted_runs,
+            &mut report,
+        )?;
+    }
+    report.submitted = runs.len();
+
+    // Every run stops moving, and every injected drift is found (or time
+    // runs out).
+    let deadline = Instant::now() + scenario.settle_timeout;
+    let finals: Vec<Value> = loop {
+        let finals: Vec<Value> = runs
+            .iter()
+            .map(|(run, _, _)| status(&http, &host, run).unwrap_or(Value::Null))
+            .collect();
+        let moving = finals
+            .iter()
+            .filter(|s| s["stage"] != "done" && s["stage"] != "waiting")
+            .count();
+        let undetected = drifted_runs
+            .iter()
+            .filter(|r| {
+                status(&http, &host, r)
+                    .map(|s| {
+                        s["state"] != "drifted"
+                            && s["state"] != "compensated"
+                            && s["state"] != "compensating"
+                    })
+                    .unwrap_or(true)
+            })
+            .count();
+        if (moving == 0 && undetected == 0) || Instant::now() > deadline {
+            break finals;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut latencies = Vec::new();
+    let (mut told, mut kept) = (0usize, 0usize);
+    for (s, (_, _, announced)) in finals.iter().zip(&runs) {
+        match s["state"].as_str().unwrap_or("") {
+            "settled" => report.settled += 1,
+            "compensated" => report.compensated += 1,
+            "drifted" => report.drifted += 1,
+            "needs-attention" => report.held += 1,
+            "cancelled" => report.cancelled += 1,
+            _ => report.still_moving += 1,
+        }
+        if let (Some(a), Some(f)) = (s["accepted_at_ms"].as_u64(), s["finished_at_ms"].as_u64()) {
+            let took = f.saturating_sub(a);
+            latencies.push(took);
+            if let Some(within) = announced {
+                told += 1;
+                kept += usize::from(took <= *within);
+            }
+        }
+    }
+    report.eta_told = told;
+    report.eta_accuracy = (told > 0).then(|| kept as f64 / told as f64);
+    latencies.sort_unstable();
+    let pct = |p: usize| {
+        latencies
+            .get((latencies.len() * p).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    (
+        report.settle_p50_ms,
+        report.settle_p90_ms,
+        report.settle_p99_ms,
+    ) = (pct(50), pct(90), pct(99));
+    for run in &drifted_runs {
+        let s = status(&http, &host, run).unwrap_or(Value::Null);
+        if matches!(
+            s["state"].as_str(),
+            Some("drifted" | "compensating" | "compensated")
+        ) {
+            report.drift_detected += 1;
+        }
+        if s["state"] == "compensated" {
+            report.drift_repaired += 1;
+        }
+    }
+    report.duplicate_effects = service
+        .requests()?
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["applied"].as_u64().unwrap_or(0) > 1)
+                .count() as u64
+        })
+        .unwrap_or(0);
+    for flow in &names {
+        let g = get(&http, &host, &format!("/v1/flows/{flow}/guarantees")).unwrap_or(Value::Null);
+        report
+            .objective_attainment
+            .insert(flow.clone(), g["objective"]["attainment"].as_f64());
+    }
+    report.thresholds = scenario.thresholds;
+    judge(&mut report);
+    drop(host);
+    print(&report);
+    if let Some(p) = report_path {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if report.missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inject(
+    fault: &Fault,
+    host: &mut Serve,
+    service: &mut DemoService,
+    exe: &Path,
+    dir: &Path,
+    http: &ureq::Agent,
+    runs: &[(String, String, Option<u64>)],
+    drifted: &mut Vec<String>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let down = fault.down.unwrap_or(Duration::from_millis(500));
+    match fault.kind {
+        FaultKind::CrashHost => {
+            let addr = host.addr.clone();
+            host.kill9();
+            std::thread::sleep(down);
+            *host = Serve::start(exe, dir, &addr)?;
+            report.host_crashes += 1;
+        }
+        FaultKind::Outage => {
+            service.crash_and_restart(down)?;
+            report.outages += 1;
+        }
+        FaultKind::Drift => {
+            let want = fault.count.unwrap_or(1);
+            for (run, _, _) in runs.iter().rev() {
+                if drifted.len() >= want + report.drift_injected {
+                    break;
+                }
+                let s = status(http, host, run).unwrap_or(Value::Null);
+                if s["state"] != "settled" || drifted.contains(run) {
+                    continue;
+                }
+                let id = s["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|st| st["output"]["transfer_id"].as_str().map(str::to_string));
+                let Some(id) = id else { continue };
+                let reply = http
+                    .post(&format!("{}/drift/transfers", service.base_url))
+                    .header("Idempotency-Key", &format!("drill-drift-{run}"))
+                    .send_json(json!({"transfer_id": id, "amount": 1}))?;
+                if reply.status().is_success() {
+                    drifted.push(run.clone());
+                }
+            }
+            report.drift_injected = drifted.len();
+        }
+    }
+    Ok(())
+}
+
+fn judge(report: &mut Report) {
+    let t = &report.thresholds;
+    let mut missed = Vec::new();
+    let share = |n: usize, of: usize| if of == 0 { 1.0 } else { n as f64 / of as f64 };
+    if let Some(min) = t.min_settled {
+        let got = share(report.settled, report.submitted);
+        if got < min {
+            missed.push(format!("settled {got:.3} of the runs, below {min}"));
+        }
+    }
+    if let Some(max) = t.max_duplicates
+        && report.duplicate_effects > max
+    {
+        missed.push(format!(
+            "{} duplicate effects downstream, above {max}",
+            report.duplicate_effects
+        ));
+    }
+    if let Some(min) = t.min_drift_detected {
+        let got = share(report.drift_detected, report.drift_injected);
+        if got < min {
+            missed.push(format!(
+                "detected {got:.3} of the injected drift, below {min}"
+            ));
+        }
+    }
+    if let Some(max) = t.max_p99_ms
+        && report.settle_p99_ms > max
+    {
+        missed.push(format!(
+            "p99 time to finish {} ms, above {max} ms",
+            report.settle_p99_ms
+        ));
+    }
+    if report.submitted == 0 {
+        missed.push("no run was submitted".into());
+    }
+    report.missed = missed;
+}
+
+fn print(r: &Report) {
+    outln!("drill {}: {} runs submitted", r.scenario, r.submitted);
+    outln!(
+        "  settled {}, compensated {}, drifted {}, held {}, cancelled {}, still moving {}",
+        r.settled,
+        r.compensated,
+        r.drifted,
+        r.held,
+        r.cancelled,
+        r.still_moving
+    );
+    outln!(
+        "  faults: {} host crash(es), {} downstream outage(s)",
+        r.host_crashes,
+        r.outages
+    );
+    outln!(
+        "  drift: injected {}, detected {}, repaired {}",
+        r.drift_injected,
+        r.drift_detected,
+        r.drift_repaired
+    );
+    outln!(
+        "  time to finish: p50 {} ms, p90 {} ms, p99 {} ms",
+        r.settle_p50_ms,
+        r.settle_p90_ms,
+        r.settle_p99_ms
+    );
+    outln!("  duplicate effects downstream: {}", r.duplicate_effects);
+    match r.eta_accuracy {
+        Some(a) => outln!(
+            "  expectation kept: {:.1} % of {} runs told one",
+            a * 100.0,
+            r.eta_told
+        ),
+        None => outln!("  expectation kept: no run was told one (too little history)"),
+    }
+    for (flow, a) in &r.objective_attainment {
+        if let Some(a) = a {
+            outln!("  objective of {flow}: {:.1} % attained", a * 100.0);
+        }
+    }
+    if r.missed.is_empty() {
+        outln!("  every threshold met");
+    } else {
+        for m in &r.missed {
+            outln!("  MISSED: {m}");
+        }
+    }
+}
+
+fn submit(
+    http: &ureq::Agent,
+    host: &Serve,
+    flow: &str,
+    key: &str,
+    input: &Value,
+) -> anyhow::Result<Option<String>> {
+    // A client retries with the same key while the host is away: one run.
+    for _ in 0..200 {
+        let sent = http
+            .post(&format!("http://{}/v1/flows/{flow}/runs", host.addr))
+            .header("Idempotency-Key", key)
+            .send_json(input);
+        match sent {
+            Ok(mut r) if r.status().is_success() => {
+                let body: Value = r.body_mut().read_json()?;
+                return Ok(body["run_id"].as_str().map(str::to_string));
+            }
+            Ok(r) if r.status().as_u16() < 500 && r.status().as_u16() != 429 => {
+                bail!("POST /v1/flows/{flow}/runs answered {}", r.status())
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    Ok(None)
+}
+
+fn status(http: &ureq::Agent, host: &Serve, run: &str) -> anyhow::Result<Value> {
+    get(http, host, &format!("/v1/runs/{run}"))
+}
+
+fn get(http: &ureq::Agent, host: &Serve, path: &str) -> anyhow::Result<Value> {
+    for _ in 0..100 {
+        if let Ok(mut r) = http.get(&format!("http://{}{path}", host.addr)).call()
+            && r.status().is_success()
+        {
+            return Ok(r.body_mut().read_json()?);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("GET {path}: no answer")
+}
+
+/// `settle serve` as a child process of the drill.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(exe: &Path, dir: &Path, listen: &str) -> anyhow::Result<Serve> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("settle.toml"))
+            .args(["--listen", listen, "--flows"])
+            .arg(dir.join("flows"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("cannot start settle serve")?;
+        let stdout = child.stdout.take().context("settle serve's stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(addr) = line.strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "settle serve did not start (it said '{line}'); see {}",
+                dir.join("serve.log").display()
+            );
+        };
+        Ok(Serve {
+            addr: addr.trim().to_string(),
+            child,
+        })
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
