@@ -44,6 +44,8 @@ fn the_smoke_drill_meets_its_thresholds() {
     assert_eq!(r["drift_injected"], 3, "{r}");
     assert_eq!(r["drift_detected"], 3, "{r}");
     assert_eq!(r["duplicate_effects"], 0);
+    assert_eq!(r["duplicate_runs"], 0);
+    assert_eq!(r["drift_asked"], 3);
     assert_eq!(r["still_moving"], 0, "{r}");
     assert_eq!(r["missed"], serde_json::json!([]));
 }

@@ -23,6 +23,63 @@ steps:
     retry: { max_attempts: 3, initial_interval: 1500ms, backoff_coefficient: 1, jitter: 0 }
 ";
 
+/// Settles at once; its objective is short.
+const BRIEF: &str = "
+name: brief
+objective: { settled_within: 300ms, target: 90%, window: 1h }
+steps:
+  - { name: one, plugin: noop }
+";
+
+/// Held for an operator at once.
+const STUCK: &str = "
+name: stuck
+objective: { settled_within: 1h, target: 90%, window: 1h }
+defaults:
+  on_exhausted: hold
+steps:
+  - name: pay
+    plugin: flaky
+    input: { mode: fail-times, times: 9 }
+    retry: { max_attempts: 1 }
+";
+
+#[test]
+fn a_restart_after_settling_in_time_is_no_breach_and_a_cancel_is_one() {
+    let dir = support::tempdir();
+    let server = Server::start(dir.path(), &[("brief", BRIEF), ("stuck", STUCK)], "");
+    let settled = server.post("/v1/flows/brief/runs?wait=10s", &json!({}));
+    assert_eq!(settled.json["state"], "settled", "{settled}");
+    let run = settled.json["run_id"].as_str().unwrap().to_string();
+    // Well past its 300 ms, an operator runs it again: it met its
+    // objective the first time, and that stands.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let reply = server.post(
+        &format!("/v1/runs/{run}/restart?from_step=one"),
+        &json!({"reason": "again"}),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    server.wait_done(&run, std::time::Duration::from_secs(10));
+    assert!(!kinds(&server, &run).contains(&"objective-breached".to_string()));
+    let objective = &server.get("/v1/flows/brief/guarantees").json["objective"];
+    assert_eq!(objective["met"], 1, "{objective}");
+
+    // Held, then cancelled by an operator: it never settled, one breach.
+    let held = server.post("/v1/flows/stuck/runs?wait=10s", &json!({}));
+    assert_eq!(held.json["state"], "needs-attention", "{held}");
+    let run = held.json["run_id"].as_str().unwrap().to_string();
+    let reply = server.post(
+        &format!("/v1/runs/{run}/cancel"),
+        &json!({"reason": "gone"}),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    let breaches = kinds(&server, &run)
+        .iter()
+        .filter(|k| *k == "objective-breached")
+        .count();
+    assert_eq!(breaches, 1);
+}
+
 fn kinds(server: &Server, run: &str) -> Vec<String> {
     server.get(&format!("/v1/runs/{run}/events")).json["events"]
         .as_array()

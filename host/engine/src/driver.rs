@@ -89,10 +89,15 @@ fn action_of(kind: &EventKind, next: &Next) -> Option<Action> {
     }
 }
 
-/// When a run of `flow` misses its objective, unless it already did: its
+/// When a run of `flow` misses its objective, unless it already did (or
+/// settled): its
 /// acceptance plus `settled_within`.
-fn breach_due(flow: &Flow, summary: &RunSummary) -> Option<u64> {
-    let objective = flow.objective.filter(|_| !summary.breached)?;
+pub(crate) fn breach_due(flow: &Flow, summary: &RunSummary) -> Option<u64> {
+    // A run that settled once met its objective or recorded its breach
+    // already: a restart or a later drift is judged apart.
+    let objective = flow
+        .objective
+        .filter(|_| !summary.breached && summary.first_settled_at_ms.is_none())?;
     let within = u64::try_from(objective.settled_within.as_millis()).unwrap_or(u64::MAX);
     Some(summary.accepted_at_ms.saturating_add(within))
 }
@@ -343,8 +348,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             let breach_at = breach_due(&flow, &summary);
             if breach_at.is_some_and(|at| self.now() >= at) {
                 if let Err(e) = self.record_breach(&mut summary, &flow).await {
-                    tracing::error!(run = %run, "cannot record the missed objective: {e}");
-                    break;
+                    if e.is_fatal() {
+                        tracing::error!(run = %run, "cannot record the missed objective, stopping: {e}");
+                        break;
+                    }
+                    tracing::error!(run = %run, "cannot record the missed objective, retrying in 1 s: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 continue;
             }
@@ -356,16 +365,21 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 break;
             }
             let now = self.now();
-            // A wait ends at the objective's deadline too, to record it.
-            let due = breach_at.map_or(due, |at| due.min(at));
+            // A wait ends at the objective's deadline too, to record it
+            // (without waiting for a worker: that is when objectives are
+            // missed).
+            let wake_at = breach_at.map_or(due, |at| due.min(at));
             // Waiting (for a timer or a free worker) ends early on shutdown;
             // an action already started is finished and recorded.
             let permit = tokio::select! {
                 permit = async {
-                    if due > now {
-                        tokio::time::sleep(Duration::from_millis(due - now)).await;
+                    if wake_at > now {
+                        tokio::time::sleep(Duration::from_millis(wake_at - now)).await;
                     }
-                    self.inner.permits.acquire().await
+                    if breach_at.is_some_and(|at| self.now() >= at) {
+                        return None;
+                    }
+                    Some(self.inner.permits.acquire().await)
                 } => permit,
                 _ = stop.changed() => break,
                 // A pause or cancel arrived: apply it before waiting on.
@@ -376,9 +390,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     }
                 } => continue,
             };
-            let Ok(_permit) = permit else { break };
             // Woken by the objective's deadline: record that first.
-            if breach_at.is_some_and(|at| self.now() >= at) {
+            let Some(permit) = permit else { continue };
+            let Ok(_permit) = permit else { break };
+            // Woken for the deadline, but the clock says it has not come
+            // (it lags the timer): the action still waits for its own time.
+            if wake_at < due && self.now() < due {
                 continue;
             }
             self.set_running(run, true);

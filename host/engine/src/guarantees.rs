@@ -78,7 +78,10 @@ pub fn explain(
             .join(", ")
     };
     let mut sentences = vec![
-        "Your request is recorded on disk before you get an answer: it is never lost, and sending it again with the same key never starts a second one.".to_string(),
+        format!(
+            "Your request is recorded on disk before you get an answer: it is never lost, and sending it again with the same key within {} never starts a second one.",
+            human(u64::try_from(flow.idempotency_window.as_millis()).unwrap_or(u64::MAX))
+        ),
         format!(
             "It goes through {} step(s), in order: {}.",
             steps.len(),
@@ -146,10 +149,14 @@ pub fn explain(
             percent(o.target),
             human(o.settled_within_ms)
         );
+        let over = if o.runs_read >= crate::queries::OBJECTIVE_SAMPLE {
+            format!("of the newest {} runs", o.runs_read)
+        } else {
+            format!("over the last {}", human(o.window_ms))
+        };
         sentences.push(match o.attainment {
             Some(a) => format!(
-                "{goal}; over the last {}, {} did ({} of {}).",
-                human(o.window_ms),
+                "{goal}; {over}, {} did ({} of {}).",
                 percent(a),
                 o.met,
                 o.met + o.missed
@@ -166,9 +173,9 @@ pub fn explain(
     }
 }
 
-/// "99 %", "99.5 %".
+/// "99 %", "99.5 %", rounded down: 99.96 % is not "100 %".
 fn percent(share: f64) -> String {
-    let p = (share * 1000.0).round() / 10.0;
+    let p = (share * 1000.0 + 1e-9).floor() / 10.0;
     if p.fract() == 0.0 {
         format!("{p:.0} %")
     } else {
@@ -210,5 +217,6 @@ mod tests {
         assert!(!g.steps[1].confirmed_with_downstream);
         assert_eq!(percent(0.99), "99 %");
         assert_eq!(percent(0.995), "99.5 %");
+        assert_eq!(percent(0.99996), "99.9 %", "never rounded up to 100 %");
     }
 }

@@ -432,6 +432,9 @@ fn verdict_on_time(
     now_ms: u64,
 ) -> Option<bool> {
     let deadline = summary.accepted_at_ms.saturating_add(within_ms);
+    if let Some(first) = summary.first_settled_at_ms {
+        return Some(!summary.breached && first <= deadline);
+    }
     match summary.state {
         RunState::Settled if !summary.breached => {
             Some(summary.finished_at_ms.is_some_and(|f| f <= deadline))

@@ -30,6 +30,34 @@ pub struct AlertConfig {
     pub rules: Vec<AlertRule>,
 }
 
+impl AlertConfig {
+    /// What is wrong with it, if anything: a webhook needs a secret (an
+    /// unsigned alert can be forged) and an `http://` address (TLS is not
+    /// built in); rule names are unique (they are part of alert ids).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(url) = &self.webhook {
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "[alerts] webhook '{url}': only http:// is supported (put a TLS proxy in front for https)"
+                ));
+            }
+            if self.secret.as_deref().is_none_or(str::is_empty) {
+                return Err("[alerts] webhook needs a `secret`: alerts are signed with it".into());
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for rule in &self.rules {
+            if rule.name.trim().is_empty() || !names.insert(rule.name.as_str()) {
+                return Err(format!(
+                    "[[alerts.rules]]: every rule needs a name of its own ('{}' is empty or repeated)",
+                    rule.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One rule: which happening raises an alert, and who is told what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +116,7 @@ pub struct Alert {
 
 /// Most alerts kept for the dashboard.
 const KEPT: usize = 200;
-/// Most alerts waiting for delivery; more are dropped (and counted).
+/// Most alerts waiting for delivery; more are dropped (and logged).
 const QUEUE: usize = 1_000;
 /// Most delivery attempts of one alert.
 pub const MAX_TRIES: u32 = 8;
@@ -282,6 +310,31 @@ async fn deliver(mut rx: tokio::sync::mpsc::Receiver<Alert>, url: String, secret
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_needs_a_secret_and_rules_their_own_names() {
+        let rule = |name: &str| AlertRule {
+            name: name.into(),
+            when: AlertKind::Held,
+            only: None,
+            owner: "ops".into(),
+            escalation: String::new(),
+            mitigation: String::new(),
+        };
+        let mut c = AlertConfig {
+            webhook: Some("http://127.0.0.1:1/h".into()),
+            secret: None,
+            rules: vec![rule("a")],
+        };
+        assert!(c.check().unwrap_err().contains("needs a `secret`"));
+        c.secret = Some("k".into());
+        assert_eq!(c.check(), Ok(()));
+        c.webhook = Some("https://example.invalid/h".into());
+        assert!(c.check().unwrap_err().contains("only http://"));
+        c.webhook = None;
+        c.rules.push(rule("a"));
+        assert!(c.check().unwrap_err().contains("repeated"));
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_of_the_body() {

@@ -102,6 +102,10 @@ pub struct RunSummary {
     /// how many checks in a row got no answer; `None` when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck: Option<Recheck>,
+    /// When the run first settled: what its objective is judged by, even
+    /// after a restart or an accepted drift settles it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_settled_at_ms: Option<u64>,
     /// The run missed its flow's objective (`objective-breached`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub breached: bool,
@@ -224,6 +228,7 @@ impl RunSummary {
             waiting_on: None,
             recheck: None,
             check_unanswered: false,
+            first_settled_at_ms: None,
             breached: false,
             generations: Vec::new(),
             accepted_at_ms: event.at_ms,
@@ -263,6 +268,7 @@ impl RunSummary {
             waiting_on: None,
             recheck: None,
             check_unanswered: false,
+            first_settled_at_ms: None,
             breached: false,
             generations: Vec::new(),
             accepted_at_ms: 0,
@@ -394,7 +400,10 @@ impl RunSummary {
             EventKind::StepReconciled { index, verdict } if *index < n => {
                 self.verdicts[*index as usize] = Some(verdict.clone());
             }
-            EventKind::RunSettled => self.finish(event, RunState::Settled, None),
+            EventKind::RunSettled => {
+                self.finish(event, RunState::Settled, None);
+                self.first_settled_at_ms.get_or_insert(event.at_ms);
+            }
             EventKind::RunCompensated => self.finish(event, RunState::Compensated, None),
             EventKind::RunDrifted { detail } => self.finish(event, RunState::Drifted, Some(detail)),
             EventKind::RunNeedsAttention { reason } => {

@@ -152,14 +152,19 @@ struct Report {
     still_moving: usize,
     host_crashes: usize,
     outages: usize,
+    /// Drift the scenario asked for, and how much could be injected.
+    drift_asked: usize,
     drift_injected: usize,
     drift_detected: usize,
     drift_repaired: usize,
     settle_p50_ms: u64,
     settle_p90_ms: u64,
     settle_p99_ms: u64,
-    /// Effects applied more than once downstream (must be 0).
+    /// Transfers on the ledger beyond those the runs own, plus requests
+    /// applied twice under one key (must be 0).
     duplicate_effects: u64,
+    /// Runs beyond one per idempotency key submitted (must be 0).
+    duplicate_runs: u64,
     /// Of the runs that were told how long runs usually take, the share
     /// that finished within it.
     eta_told: usize,
@@ -195,6 +200,27 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         path.display()
     );
     anyhow::ensure!(
+        scenario
+            .flows
+            .iter()
+            .all(|f| (1..=1_000).contains(&f.weight)),
+        "scenario {}: a flow's weight is 1 to 1000",
+        path.display()
+    );
+    anyhow::ensure!(
+        scenario.settle_timeout <= Duration::from_secs(3_600),
+        "scenario {}: settle_timeout is at most 1h",
+        path.display()
+    );
+    for f in &scenario.faults {
+        anyhow::ensure!(
+            f.down.is_none_or(|d| d <= Duration::from_secs(600))
+                && f.count.is_none_or(|c| (1..=10_000).contains(&c)),
+            "scenario {}: a fault's `down` is at most 10m and its `count` 1 to 10000",
+            path.display()
+        );
+    }
+    anyhow::ensure!(
         scenario.duration <= Duration::from_secs(3_600),
         "scenario {}: duration is at most 1h",
         path.display()
@@ -225,7 +251,9 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     serve_config.data_dir = dir.join("data");
     serve_config.cache_dir = Some(config.cache_dir());
     grant_demo_service(&mut serve_config, &service.base_url);
-    std::fs::write(dir.join("settle.toml"), toml::to_string(&serve_config)?)?;
+    // The drill's own crashes and drift must not page anyone.
+    serve_config.alerts = Default::default();
+    write_private(&dir.join("settle.toml"), &toml::to_string(&serve_config)?)?;
     let mut host = Serve::start(&exe, &dir, "127.0.0.1:0")?;
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -242,7 +270,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     let mut faults: Vec<&Fault> = scenario.faults.iter().collect();
     faults.sort_by_key(|f| f.at);
     let mut rng = fastrand::Rng::with_seed(7);
-    let total_weight: u32 = scenario.flows.iter().map(|f| f.weight.max(1)).sum();
+    let total_weight: u32 = scenario.flows.iter().map(|f| f.weight).sum();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / scenario.rate);
     let mut next = started;
@@ -269,7 +297,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
             .iter()
             .zip(&names)
             .find(|(m, _)| {
-                let w = m.weight.max(1);
+                let w = m.weight;
                 if pick < w {
                     true
                 } else {
@@ -311,13 +339,19 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     // runs out).
     let deadline = Instant::now() + scenario.settle_timeout;
     let finals: Vec<Value> = loop {
-        let finals: Vec<Value> = runs
-            .iter()
-            .map(|(run, _, _)| status(&http, &host, run).unwrap_or(Value::Null))
-            .collect();
+        let mut finals: Vec<Value> = Vec::with_capacity(runs.len());
+        for (run, _, _) in &runs {
+            if Instant::now() > deadline {
+                break;
+            }
+            finals.push(status(&http, &host, run).unwrap_or(Value::Null));
+        }
+        finals.resize(runs.len(), Value::Null);
         let moving = finals
             .iter()
-            .filter(|s| s["stage"] != "done" && s["stage"] != "waiting")
+            // Stopped: ended, or held for an operator (a pending retry
+            // timer is "waiting" too, and still moving).
+            .filter(|s| s["stage"] != "done" && s["state"] != "needs-attention")
             .count();
         let undetected = drifted_runs
             .iter()
@@ -347,7 +381,11 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
             "cancelled" => report.cancelled += 1,
             _ => report.still_moving += 1,
         }
-        if let (Some(a), Some(f)) = (s["accepted_at_ms"].as_u64(), s["finished_at_ms"].as_u64()) {
+        if let (Some(a), Some(f), true) = (
+            s["accepted_at_ms"].as_u64(),
+            s["finished_at_ms"].as_u64(),
+            s["state"] == "settled",
+        ) {
             let took = f.saturating_sub(a);
             latencies.push(took);
             if let Some(within) = announced {
@@ -382,15 +420,32 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
             report.drift_repaired += 1;
         }
     }
-    report.duplicate_effects = service
-        .requests()?
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["applied"].as_u64().unwrap_or(0) > 1)
-                .count() as u64
+    // Duplicates, seen from both sides: a key that started a second run
+    // (the store), and transfers on the ledger that no run owns.
+    let mut listed = 0usize;
+    for flow in &names {
+        listed += count_runs(&http, &host, flow)?;
+    }
+    report.duplicate_runs = listed.saturating_sub(runs.len()) as u64;
+    let owned = finals
+        .iter()
+        .filter(|s| {
+            s["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|st| st["output"]["transfer_id"].is_string())
         })
-        .unwrap_or(0);
+        .count();
+    let on_ledger = service.state()?["transfers"]
+        .as_object()
+        .map_or(0, serde_json::Map::len);
+    let applied_twice = service.requests()?.as_array().map_or(0, |rows| {
+        rows.iter()
+            .filter(|r| r["applied"].as_u64().unwrap_or(0) > 1)
+            .count()
+    });
+    report.duplicate_effects = (on_ledger.saturating_sub(owned) + applied_twice) as u64;
     for flow in &names {
         let g = get(&http, &host, &format!("/v1/flows/{flow}/guarantees")).unwrap_or(Value::Null);
         report
@@ -440,6 +495,7 @@ fn inject(
         }
         FaultKind::Drift => {
             let want = fault.count.unwrap_or(1);
+            report.drift_asked += want;
             for (run, _, _) in runs.iter().rev() {
                 if drifted.len() >= want + report.drift_injected {
                     break;
@@ -479,11 +535,11 @@ fn judge(report: &mut Report) {
         }
     }
     if let Some(max) = t.max_duplicates
-        && report.duplicate_effects > max
+        && report.duplicate_effects + report.duplicate_runs > max
     {
         missed.push(format!(
-            "{} duplicate effects downstream, above {max}",
-            report.duplicate_effects
+            "{} duplicate effects downstream and {} duplicate runs, above {max}",
+            report.duplicate_effects, report.duplicate_runs
         ));
     }
     if let Some(min) = t.min_drift_detected {
@@ -493,6 +549,12 @@ fn judge(report: &mut Report) {
                 "detected {got:.3} of the injected drift, below {min}"
             ));
         }
+    }
+    if report.drift_injected < report.drift_asked {
+        missed.push(format!(
+            "injected {} of the {} drifts asked for (too few settled runs with a transfer)",
+            report.drift_injected, report.drift_asked
+        ));
     }
     if let Some(max) = t.max_p99_ms
         && report.settle_p99_ms > max
@@ -536,7 +598,11 @@ fn print(r: &Report) {
         r.settle_p90_ms,
         r.settle_p99_ms
     );
-    outln!("  duplicate effects downstream: {}", r.duplicate_effects);
+    outln!(
+        "  duplicates: {} effects downstream, {} runs for one key",
+        r.duplicate_effects,
+        r.duplicate_runs
+    );
     match r.eta_accuracy {
         Some(a) => outln!(
             "  expectation kept: {:.1} % of {} runs told one",
@@ -586,6 +652,25 @@ fn submit(
     Ok(None)
 }
 
+/// Runs of `flow` in the store, every page.
+fn count_runs(http: &ureq::Agent, host: &Serve, flow: &str) -> anyhow::Result<usize> {
+    let mut count = 0;
+    let mut cursor = String::new();
+    for _ in 0..10_000 {
+        let page = get(
+            http,
+            host,
+            &format!("/v1/runs?flow={flow}&limit=500{cursor}"),
+        )?;
+        count += page["runs"].as_array().map_or(0, Vec::len);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return Ok(count),
+        }
+    }
+    bail!("too many pages of runs of {flow}")
+}
+
 fn status(http: &ureq::Agent, host: &Serve, run: &str) -> anyhow::Result<Value> {
     get(http, host, &format!("/v1/runs/{run}"))
 }
@@ -600,6 +685,21 @@ fn get(http: &ureq::Agent, host: &Serve, path: &str) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("GET {path}: no answer")
+}
+
+/// Writes `text` readable by this user only (it may hold grants).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// `settle serve` as a child process of the drill.

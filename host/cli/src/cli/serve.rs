@@ -59,6 +59,7 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
+    config.alerts.check().map_err(anyhow::Error::msg)?;
     let (render, alerts) = observe(&host, &config.alerts).await?;
     let api = settle_api::Api::new(host.engine.clone(), catalog, config.api.clone())
         .map_err(anyhow::Error::msg)?
