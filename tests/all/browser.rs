@@ -295,13 +295,26 @@ impl Browser {
     }
 
     /// Clicks the element `css` selects, as a person would (waiting for it).
+    /// A page that redrew it between the finding and the click is asked
+    /// again, a few times; any other refusal fails the test.
     fn click(&self, css: &str) {
-        let element = wait_for(&format!("'{css}' on the page"), PATIENCE, || self.find(css));
-        self.command(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        );
+        for _ in 0..5 {
+            let element = wait_for(&format!("'{css}' on the page"), PATIENCE, || self.find(css));
+            let (status, answer) = call(
+                &self.agent,
+                "POST",
+                &format!("{}/element/{element}/click", self.session),
+                Some(&json!({})),
+            );
+            if status == 200 {
+                return;
+            }
+            assert_eq!(
+                answer["value"]["error"], "stale element reference",
+                "WebDriver click on '{css}': {status} {answer}"
+            );
+        }
+        panic!("'{css}' was redrawn under every click");
     }
 
     /// Types `text` into the element `css` selects.
