@@ -139,6 +139,9 @@ mod duration_text_opt {
     }
 }
 
+/// Shared between the arrivals and the fault injector.
+type Shared<T> = std::sync::Arc<std::sync::Mutex<T>>;
+
 /// What the drill found.
 #[derive(Debug, Default, Serialize)]
 struct Report {
@@ -265,32 +268,47 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         scenario: scenario.name.clone(),
         ..Report::default()
     };
-    // (run, flow, accepted at, announced usual time)
-    let mut runs: Vec<(String, String, Option<u64>)> = Vec::new();
-    let mut faults: Vec<&Fault> = scenario.faults.iter().collect();
+    // (run, flow, announced usual time), shared with the faults.
+    let runs: Shared<Vec<(String, String, Option<u64>)>> = Shared::default();
+    let addr = host.addr.clone();
+    let mut faults: Vec<Fault> = scenario.faults;
     faults.sort_by_key(|f| f.at);
+    let started = Instant::now();
+    // Faults run on their own thread, on their timetable, while runs keep
+    // arriving: a crash finds runs in flight, as it would in production.
+    let injector = {
+        let (runs, http, exe, dir) = (runs.clone(), http.clone(), exe.clone(), dir.clone());
+        std::thread::spawn(
+            move || -> anyhow::Result<(Serve, DemoService, Report, Vec<String>)> {
+                let mut tally = Report::default();
+                let mut drifted = Vec::new();
+                for f in &faults {
+                    if let Some(wait) = f.at.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let snapshot = runs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    inject(
+                        f,
+                        &mut host,
+                        &mut service,
+                        &exe,
+                        &dir,
+                        &http,
+                        &snapshot,
+                        &mut drifted,
+                        &mut tally,
+                    )?;
+                }
+                Ok((host, service, tally, drifted))
+            },
+        )
+    };
     let mut rng = fastrand::Rng::with_seed(7);
     let total_weight: u32 = scenario.flows.iter().map(|f| f.weight).sum();
-    let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / scenario.rate);
     let mut next = started;
-    let mut drifted_runs: Vec<String> = Vec::new();
     let mut i = 0usize;
     while started.elapsed() < scenario.duration {
-        while let Some(f) = faults.first().filter(|f| started.elapsed() >= f.at) {
-            inject(
-                f,
-                &mut host,
-                &mut service,
-                &exe,
-                &dir,
-                &http,
-                &runs,
-                &mut drifted_runs,
-                &mut report,
-            )?;
-            faults.remove(0);
-        }
         let mut pick = rng.u32(0..total_weight);
         let (mix, flow) = scenario
             .flows
@@ -309,30 +327,27 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         let input = serde_json::to_value(&mix.input)?;
         let key = format!("drill-{i}");
         i += 1;
-        if let Some(run) = submit(&http, &host, flow, &key, &input)? {
-            let told = status(&http, &host, &run)
+        if let Some(run) = submit(&http, &addr, flow, &key, &input)? {
+            let told = status(&http, &addr, &run)
                 .ok()
                 .and_then(|s| s["expectation"]["usually_within_ms"].as_u64());
-            runs.push((run, flow.to_string(), told));
+            runs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((run, flow.to_string(), told));
         }
         next += interval;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
     }
-    for f in faults {
-        inject(
-            f,
-            &mut host,
-            &mut service,
-            &exe,
-            &dir,
-            &http,
-            &runs,
-            &mut drifted_runs,
-            &mut report,
-        )?;
-    }
+    let (host, service, tally, drifted_runs) = injector
+        .join()
+        .map_err(|_| anyhow::anyhow!("the fault injector panicked"))??;
+    report.host_crashes = tally.host_crashes;
+    report.outages = tally.outages;
+    report.drift_asked = tally.drift_asked;
+    report.drift_injected = tally.drift_injected;
+    let runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|p| p.into_inner()));
     report.submitted = runs.len();
 
     // Every run stops moving, and every injected drift is found (or time
@@ -344,7 +359,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
             if Instant::now() > deadline {
                 break;
             }
-            finals.push(status(&http, &host, run).unwrap_or(Value::Null));
+            finals.push(status(&http, &addr, run).unwrap_or(Value::Null));
         }
         finals.resize(runs.len(), Value::Null);
         let moving = finals
@@ -356,7 +371,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         let undetected = drifted_runs
             .iter()
             .filter(|r| {
-                status(&http, &host, r)
+                status(&http, &addr, r)
                     .map(|s| {
                         s["state"] != "drifted"
                             && s["state"] != "compensated"
@@ -409,7 +424,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         report.settle_p99_ms,
     ) = (pct(50), pct(90), pct(99));
     for run in &drifted_runs {
-        let s = status(&http, &host, run).unwrap_or(Value::Null);
+        let s = status(&http, &addr, run).unwrap_or(Value::Null);
         if matches!(
             s["state"].as_str(),
             Some("drifted" | "compensating" | "compensated")
@@ -424,7 +439,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     // (the store), and transfers on the ledger that no run owns.
     let mut listed = 0usize;
     for flow in &names {
-        listed += count_runs(&http, &host, flow)?;
+        listed += count_runs(&http, &addr, flow)?;
     }
     report.duplicate_runs = listed.saturating_sub(runs.len()) as u64;
     let owned = finals
@@ -447,7 +462,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     });
     report.duplicate_effects = (on_ledger.saturating_sub(owned) + applied_twice) as u64;
     for flow in &names {
-        let g = get(&http, &host, &format!("/v1/flows/{flow}/guarantees")).unwrap_or(Value::Null);
+        let g = get(&http, &addr, &format!("/v1/flows/{flow}/guarantees")).unwrap_or(Value::Null);
         report
             .objective_attainment
             .insert(flow.clone(), g["objective"]["attainment"].as_f64());
@@ -500,7 +515,7 @@ fn inject(
                 if drifted.len() >= want + report.drift_injected {
                     break;
                 }
-                let s = status(http, host, run).unwrap_or(Value::Null);
+                let s = status(http, &host.addr, run).unwrap_or(Value::Null);
                 if s["state"] != "settled" || drifted.contains(run) {
                     continue;
                 }
@@ -627,7 +642,7 @@ fn print(r: &Report) {
 
 fn submit(
     http: &ureq::Agent,
-    host: &Serve,
+    addr: &str,
     flow: &str,
     key: &str,
     input: &Value,
@@ -635,7 +650,7 @@ fn submit(
     // A client retries with the same key while the host is away: one run.
     for _ in 0..200 {
         let sent = http
-            .post(&format!("http://{}/v1/flows/{flow}/runs", host.addr))
+            .post(&format!("http://{addr}/v1/flows/{flow}/runs"))
             .header("Idempotency-Key", key)
             .send_json(input);
         match sent {
@@ -653,13 +668,13 @@ fn submit(
 }
 
 /// Runs of `flow` in the store, every page.
-fn count_runs(http: &ureq::Agent, host: &Serve, flow: &str) -> anyhow::Result<usize> {
+fn count_runs(http: &ureq::Agent, addr: &str, flow: &str) -> anyhow::Result<usize> {
     let mut count = 0;
     let mut cursor = String::new();
     for _ in 0..10_000 {
         let page = get(
             http,
-            host,
+            addr,
             &format!("/v1/runs?flow={flow}&limit=500{cursor}"),
         )?;
         count += page["runs"].as_array().map_or(0, Vec::len);
@@ -671,13 +686,13 @@ fn count_runs(http: &ureq::Agent, host: &Serve, flow: &str) -> anyhow::Result<us
     bail!("too many pages of runs of {flow}")
 }
 
-fn status(http: &ureq::Agent, host: &Serve, run: &str) -> anyhow::Result<Value> {
-    get(http, host, &format!("/v1/runs/{run}"))
+fn status(http: &ureq::Agent, addr: &str, run: &str) -> anyhow::Result<Value> {
+    get(http, addr, &format!("/v1/runs/{run}"))
 }
 
-fn get(http: &ureq::Agent, host: &Serve, path: &str) -> anyhow::Result<Value> {
+fn get(http: &ureq::Agent, addr: &str, path: &str) -> anyhow::Result<Value> {
     for _ in 0..100 {
-        if let Ok(mut r) = http.get(&format!("http://{}{path}", host.addr)).call()
+        if let Ok(mut r) = http.get(&format!("http://{addr}{path}")).call()
             && r.status().is_success()
         {
             return Ok(r.body_mut().read_json()?);
