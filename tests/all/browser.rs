@@ -577,6 +577,17 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
 
     save_screenshot(&browser, "dashboard.png");
 
+    // How a flow converges, in the words the API gives its users.
+    browser.click("a.guarantees-link[data-flow='stuck']");
+    let (_, guarantees) = call(&api, "GET", &serve.url("/v1/flows/stuck/guarantees"), None);
+    let first = guarantees["sentences"][1].as_str().unwrap().to_string();
+    wait_for("the flow's guarantees on the page", PATIENCE, || {
+        text_of(&browser, "#guarantees-list")
+            .contains(&first)
+            .then_some(())
+    });
+    assert!(first.starts_with("It goes through 1 step(s)"), "{first}");
+
     // The settled run, restarted from its step on the page: the step runs
     // again (its two planned failures hold it once more), and the page and
     // the log both say so.
