@@ -24,10 +24,9 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -76,10 +75,10 @@ struct Phase {
     failed: usize,
 }
 
-/// A `settle serve` child process, killed (by its PID, through the kept
-/// `Child`) and its store removed when dropped.
+/// A `settle serve` child process over a temporary store, killed (by its
+/// PID) and its store removed when dropped.
 struct ServeChild {
-    child: Child,
+    process: super::serve_child::ServeChild,
     addr: SocketAddr,
     dir: PathBuf,
 }
@@ -92,55 +91,27 @@ impl ServeChild {
         std::fs::create_dir_all(dir.join("flows"))
             .with_context(|| format!("cannot create {}", dir.display()))?;
         std::fs::write(dir.join("flows/bench.yaml"), FLOW)?;
-        let exe = std::env::current_exe().context("cannot find this settle binary")?;
-        let mut command = Command::new(exe);
-        command
-            .arg("serve")
-            .arg("--data")
-            .arg(dir.join("data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--flows")
-            .arg(dir.join("flows"));
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--data".into(),
+            dir.join("data").into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--flows".into(),
+            dir.join("flows").into(),
+        ];
         for plugins in &config.plugin_dirs {
-            command.arg("--plugins").arg(plugins);
+            args.push("--plugins".into());
+            args.push(plugins.into());
         }
         if accept_only {
-            command.arg("--accept-only");
+            args.push("--accept-only".into());
         }
-        let log = std::fs::File::create(dir.join("serve.log"))?;
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("cannot start settle serve")?;
-        let stdout = child.stdout.take().context("settle serve's stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the address, then drains stdout to its end so the server
-        // never finds it closed.
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        let mut server = ServeChild {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            dir,
-        };
-        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-        server.addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| {
-                format!(
-                    "settle serve did not say where it listens (it said '{line}'); its log:\n{}",
-                    std::fs::read_to_string(server.dir.join("serve.log")).unwrap_or_default()
-                )
-            })?;
-        Ok(server)
+        let process = super::serve_child::ServeChild::start(&args, &dir.join("serve.log"))?;
+        let addr = process
+            .addr
+            .parse()
+            .with_context(|| format!("settle serve listens on '{}'", process.addr))?;
+        Ok(ServeChild { process, addr, dir })
     }
 
     /// Waits until the server has resumed its runs and serves.
@@ -164,8 +135,7 @@ impl ServeChild {
 
 impl Drop for ServeChild {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -27,14 +27,14 @@
 //! ```
 
 use super::demo::grant_demo_service;
+use super::serve_child::ServeChild as Serve;
 use crate::config::Config;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use settle_demo_service::{DemoService, Launcher};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -257,7 +257,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     // The drill's own crashes and drift must not page anyone.
     serve_config.alerts = Default::default();
     write_private(&dir.join("settle.toml"), &toml::to_string(&serve_config)?)?;
-    let mut host = Serve::start(&exe, &dir, "127.0.0.1:0")?;
+    let mut host = serve(&dir, "127.0.0.1:0")?;
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -277,7 +277,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     // Faults run on their own thread, on their timetable, while runs keep
     // arriving: a crash finds runs in flight, as it would in production.
     let injector = {
-        let (runs, http, exe, dir) = (runs.clone(), http.clone(), exe.clone(), dir.clone());
+        let (runs, http, dir) = (runs.clone(), http.clone(), dir.clone());
         std::thread::spawn(
             move || -> anyhow::Result<(Serve, DemoService, Report, Vec<String>)> {
                 let mut tally = Report::default();
@@ -291,7 +291,6 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
                         f,
                         &mut host,
                         &mut service,
-                        &exe,
                         &dir,
                         &http,
                         &snapshot,
@@ -488,7 +487,6 @@ fn inject(
     fault: &Fault,
     host: &mut Serve,
     service: &mut DemoService,
-    exe: &Path,
     dir: &Path,
     http: &ureq::Agent,
     runs: &[(String, String, Option<u64>)],
@@ -501,7 +499,7 @@ fn inject(
             let addr = host.addr.clone();
             host.kill9();
             std::thread::sleep(down);
-            *host = Serve::start(exe, dir, &addr)?;
+            *host = serve(dir, &addr)?;
             report.host_crashes += 1;
         }
         FaultKind::Outage => {
@@ -717,59 +715,15 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `settle serve` as a child process of the drill.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(exe: &Path, dir: &Path, listen: &str) -> anyhow::Result<Serve> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("serve.log"))?;
-        let mut child = Command::new(exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("settle.toml"))
-            .args(["--listen", listen, "--flows"])
-            .arg(dir.join("flows"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("cannot start settle serve")?;
-        let stdout = child.stdout.take().context("settle serve's stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(addr) = line.strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "settle serve did not start (it said '{line}'); see {}",
-                dir.join("serve.log").display()
-            );
-        };
-        Ok(Serve {
-            addr: addr.trim().to_string(),
-            child,
-        })
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// `settle serve` over the drill's directory, listening on `listen`.
+fn serve(dir: &Path, listen: &str) -> anyhow::Result<Serve> {
+    let args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        dir.join("settle.toml").into(),
+        "--listen".into(),
+        listen.into(),
+        "--flows".into(),
+        dir.join("flows").into(),
+    ];
+    Serve::start(&args, &dir.join("serve.log"))
 }

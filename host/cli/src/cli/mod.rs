@@ -29,6 +29,7 @@ mod read;
 mod remote;
 mod run;
 mod serve;
+mod serve_child;
 
 /// Exit code: a run waits for an operator (state `needs-attention`).
 pub const EXIT_HELD: u8 = 3;
