@@ -38,6 +38,8 @@ async fn an_open_breaker_defers_attempts_without_spending_them_and_spares_other_
         },
     );
     let host = Host::start(&config).await.unwrap();
+    let metrics = std::sync::Arc::new(settle::telemetry::metrics::Metrics::new());
+    host.engine.observe(metrics.clone());
     let (shaky, quick) = (support::flow(SHAKY), support::flow(QUICK));
     let mut runs = Vec::new();
     for _ in 0..8 {
@@ -107,15 +109,16 @@ async fn an_open_breaker_defers_attempts_without_spending_them_and_spares_other_
             .count();
     }
     assert!(deferred > 0, "some attempts waited on the breaker");
-    let flaky = host
-        .engine
-        .breakers()
-        .into_iter()
-        .find(|b| b.domain == "flaky")
-        .unwrap();
-    assert_eq!(
-        flaky.state, "closed",
-        "a successful probe closed it: {flaky:?}"
-    );
+    // A successful probe closed it (it may have opened again after, on
+    // the failures still planned: what state it ends in is timing).
+    let transitions = |state: &str| {
+        metrics
+            .breaker_transitions
+            .with_label_values(&["flaky", state])
+            .get()
+    };
+    assert!(transitions("open") >= 1, "it opened");
+    assert!(transitions("half-open") >= 1, "a probe went through");
+    assert!(transitions("closed") >= 1, "a successful probe closed it");
     host.shutdown().await.unwrap();
 }
