@@ -52,11 +52,11 @@ pub struct ApiConfig {
     /// Largest request body, bytes (a run input is at most 1 MiB of JSON).
     pub max_body_bytes: usize,
     /// Longest `?wait=` a client may ask for.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "settle_types::duration_text")]
     pub max_wait: Duration,
     /// How long `settle serve` lets in-flight requests and attempts finish
     /// after SIGTERM/SIGINT.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "settle_types::duration_text")]
     pub drain: Duration,
     /// Bearer tokens (hashes). None: no authentication, loopback only.
     pub tokens: Vec<auth::TokenConfig>,
@@ -71,21 +71,6 @@ impl Default for ApiConfig {
             drain: Duration::from_secs(10),
             tokens: Vec::new(),
         }
-    }
-}
-
-/// Durations as `humantime` text (`"30s"`).
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

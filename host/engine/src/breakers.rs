@@ -23,10 +23,10 @@ pub struct BreakerPolicy {
     pub failure_rate: f64,
     /// Attempts in `window` before the rate counts at all.
     pub min_calls: u32,
-    #[serde(with = "duration_text")]
+    #[serde(with = "settle_types::duration_text")]
     pub window: Duration,
     /// How long it stays open before one probe is let through.
-    #[serde(with = "duration_text")]
+    #[serde(with = "settle_types::duration_text")]
     pub open_for: Duration,
 }
 
@@ -56,20 +56,6 @@ impl BreakerPolicy {
             window: clamp(self.window),
             open_for: clamp(self.open_for),
         }
-    }
-}
-
-mod duration_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -54,7 +54,7 @@ pub struct Limits {
     /// Linear memory one call may grow to, in MiB.
     pub memory_mib: u64,
     /// Wall-clock time one call may take (CPU and waiting alike).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "settle_types::duration_text")]
     pub timeout: Duration,
     /// Largest output (JSON text) a call may return, in KiB.
     pub max_output_kib: u64,
@@ -243,23 +243,6 @@ impl wasmtime::ResourceLimiter for CallLimiter {
 /// A deadline so far away it is never reached (a timeout too large to add).
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
-/// serde for durations written as "10s", "250ms".
-pub mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("'{text}' is not a duration like 10s or 250ms: {e}"))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod bounds;
 pub mod clock;
+pub mod duration_text;
 pub mod event;
 pub mod executor;
 pub mod ids;

@@ -51,11 +51,14 @@ pub struct DrillArgs {
 #[serde(deny_unknown_fields)]
 struct Scenario {
     name: String,
-    #[serde(with = "duration_text")]
+    #[serde(with = "settle_types::duration_text")]
     duration: Duration,
     /// Runs per second (at most 1,000).
     rate: f64,
-    #[serde(default = "default_settle_within", with = "duration_text")]
+    #[serde(
+        default = "default_settle_within",
+        with = "settle_types::duration_text"
+    )]
     settle_timeout: Duration,
     #[serde(rename = "flow")]
     flows: Vec<FlowMix>,
@@ -86,11 +89,11 @@ fn one() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fault {
-    #[serde(with = "duration_text")]
+    #[serde(with = "settle_types::duration_text")]
     at: Duration,
     kind: FaultKind,
     /// crash-host, outage: how long it stays down.
-    #[serde(default, with = "duration_text_opt")]
+    #[serde(default, with = "settle_types::duration_text::opt")]
     down: Option<Duration>,
     /// drift: how many settled runs to change behind Settle's back.
     #[serde(default)]
@@ -116,27 +119,6 @@ struct Thresholds {
     min_drift_detected: Option<f64>,
     /// Longest p99 accepted → finished, milliseconds.
     max_p99_ms: Option<u64>,
-}
-
-mod duration_text {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-mod duration_text_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(t) => humantime::parse_duration(&t)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Shared between the arrivals and the fault injector.
