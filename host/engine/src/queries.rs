@@ -235,13 +235,9 @@ pub struct StepView {
     pub may_have_effect: bool,
     /// Which run of the step this is: 0 for the first, N after the Nth
     /// restart that re-ran it (what is shown is that run's alone).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "settle_types::summary::is_zero")]
     pub generation: u32,
     pub timing: StepTiming,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// Where a step's time went, milliseconds: waiting between attempts

@@ -36,10 +36,10 @@ pub struct RunStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Reports from people that what they see is not what they expected.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "settle_types::summary::is_zero")]
     pub reports: u32,
     /// Times an operator restarted the run from a step.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "settle_types::summary::is_zero")]
     pub restarts: u32,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
@@ -181,8 +181,4 @@ fn with_expectation(phrase: String, expectation: Option<&Expectation>) -> String
         Some(e) if e.usually_within_ms.is_some() => format!("{phrase}; {}", e.text),
         _ => phrase,
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }

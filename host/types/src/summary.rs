@@ -203,8 +203,9 @@ impl RunSummary {
             return None;
         };
         let n = steps.len();
-        let mut s = RunSummary {
-            run_id: event.run_id,
+        // Everything not named here starts as nothing known, as in a
+        // placeholder: one list of a summary's fields to keep up to date.
+        Some(RunSummary {
             flow: flow.clone(),
             flow_version: flow_version.clone(),
             flow_digest: flow_digest.clone(),
@@ -212,33 +213,16 @@ impl RunSummary {
             input: input.clone(),
             idempotency_key: idempotency_key.clone(),
             submitted_by: submitted_by.clone(),
-            state: RunState::Accepted,
-            next: Next::Nothing,
             outputs: vec![None; n],
             compensated: vec![false; n],
             uncertain: vec![false; n],
             verdicts: vec![None; n],
-            last_failure: None,
-            detail: None,
-            hold: None,
-            attempts_total: 0,
-            reports: 0,
-            restarts: 0,
-            superseded: Vec::new(),
-            waiting_on: None,
-            recheck: None,
-            check_unanswered: false,
-            first_settled_at_ms: None,
-            breached: false,
-            generations: Vec::new(),
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
-            finished_at_ms: None,
             next_seq: event.seq.saturating_add(1),
             last_event: event.id,
-        };
-        s.updated_at_ms = event.at_ms;
-        Some(s)
+            ..RunSummary::placeholder(event.run_id)
+        })
     }
 
     /// A stand-in for a run about to be read or written, with nothing known.
@@ -652,7 +636,8 @@ impl RunSummary {
     }
 }
 
-fn is_zero(n: &u32) -> bool {
+/// For `skip_serializing_if` of counters that are mostly zero.
+pub fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
