@@ -279,11 +279,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             tracing::error!(run = %run, "the host failed while driving the run: {message}");
             self.hold_after_panic(run, &message).await;
         }
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run);
+        self.inner.lock_live().remove(&run);
     }
 
     /// Records that the host failed on this run, from what the store says
@@ -496,13 +492,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     fn set_running(&self, run: settle_types::RunId, running: bool) {
-        if let Some(live) = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&run)
-        {
+        if let Some(live) = self.inner.lock_live().get_mut(&run) {
             live.running = running;
             if !running {
                 live.progress = None;
@@ -571,13 +561,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             o.committed(Some(before), events, &next);
         }
         *summary = next;
-        if let Some(Live { updates, .. }) = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&summary.run_id)
-        {
+        if let Some(Live { updates, .. }) = self.inner.lock_live().get(&summary.run_id) {
             updates.send_replace(Arc::new(summary.clone()));
         }
         Ok(())

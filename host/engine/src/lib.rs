@@ -288,12 +288,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// one of `max_runs_in_flight` permits) and runs it drives at all
     /// (executing or waiting on a timer).
     pub fn in_flight(&self) -> InFlight {
-        let driven = self
-            .inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let driven = self.inner.lock_live().len();
         InFlight {
             executing: self
                 .inner
@@ -639,7 +634,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let interruptible = matches!(command.action, Pause | Cancel);
         match self.act(run, command.clone()).await {
             Err(ActError::Busy(_)) if interruptible => {
-                let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+                let mut live = self.inner.lock_live();
                 match live.get_mut(&run) {
                     Some(l) => {
                         l.interrupt = Some(command);
@@ -723,7 +718,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             {
-                let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+                let mut live = self.inner.lock_live();
                 let Some(l) = live.get_mut(&run) else {
                     continue;
                 };
@@ -758,9 +753,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         run: RunId,
     ) -> Vec<(EventKind, tokio::sync::oneshot::Sender<Result<(), String>>)> {
         self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_live()
             .get_mut(&run)
             .map(|l| std::mem::take(&mut l.notes))
             .unwrap_or_default()
@@ -769,21 +762,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// The command waiting for the driver of `run`, taken.
     pub(crate) fn take_interrupt(&self, run: RunId) -> Option<OperatorCommand> {
         self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_live()
             .get_mut(&run)
             .and_then(|l| l.interrupt.take())
     }
 
     /// What wakes the driver of `run` when a command arrives.
     pub(crate) fn wake_of(&self, run: RunId) -> Option<Arc<tokio::sync::Notify>> {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&run)
-            .map(|l| l.wake.clone())
+        self.inner.lock_live().get(&run).map(|l| l.wake.clone())
     }
 
     async fn act_claimed(
@@ -841,7 +827,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     /// Marks `run` as driven by this process, unless it already is.
     fn claim(&self, run: RunId) -> bool {
-        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.inner.lock_live();
         if live.contains_key(&run) {
             return false;
         }
@@ -850,11 +836,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     fn release(&self, run: RunId) {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run);
+        self.inner.lock_live().remove(&run);
     }
 
     /// Runs waiting for an operator because the host's setup failed, which
@@ -880,9 +862,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     fn spawn(&self, summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
         self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_live()
             .insert(summary.run_id, Live::new(Arc::new(summary.clone())));
         let engine = self.clone();
         // Every line logged while driving the run (the plugin's own too)
@@ -905,7 +885,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// for a run not driven here, returns what the store says now.
     pub async fn wait(&self, run: RunId) -> Result<Option<RunSummary>, StoreError> {
         let receiver = {
-            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = self.inner.lock_live();
             live.get(&run).map(|l| l.updates.subscribe())
         };
         // The driver drops the sender when it stops: the run ended, waits
@@ -920,9 +900,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// Subscribes to summary updates of a run driven by this process.
     pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Arc<RunSummary>>> {
         self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_live()
             .get(&run)
             .map(|l| l.updates.subscribe())
     }
@@ -960,11 +938,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     /// Runs this process is driving now.
     pub fn live_runs(&self) -> usize {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.inner.lock_live().len()
+    }
+}
+
+impl<S, X> Inner<S, X> {
+    /// The runs this process drives. A panic while it was held left
+    /// nothing half-written (each use is one insert, remove or field
+    /// update), so a poisoned lock is used as it is.
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -974,9 +957,7 @@ impl<S: RunQueries, X: Executor> queries::LiveView for Inner<S, X> {
     }
 
     fn live(&self, run: RunId) -> Option<(bool, Option<Progress>)> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock_live()
             .get(&run)
             .map(|l| (l.running, l.progress.clone()))
     }
