@@ -1416,7 +1416,7 @@ fn with_body<'s>(call: support::Call<'s>, operation: &str) -> support::Call<'s> 
         "submit_run" => call.json(&json!({})),
         "report_run" => call.json(&json!({"message": "seen from the table"})),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
-        | "restart_run" | "accept_drift" => {
+        | "restart_run" | "accept_drift" | "reapply_run" => {
             call.json(&json!({"reason": "from the table"}))
         }
         "bulk_action" => call.json(&json!({

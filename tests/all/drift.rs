@@ -210,6 +210,72 @@ async fn on_drift_compensate_undoes_the_run_when_a_check_finds_drift() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_drift_reapply_puts_the_transfer_back_under_the_same_operation_id() {
+    let dir = support::tempdir();
+    let (service, host, flow) = start(dir.path(), &paid("on_drift: reapply")).await;
+    let run = support::run_to_end(&host, &flow, json!({})).await;
+    assert_eq!(run.state, RunState::Settled, "{run:#?}");
+    let transfer = run.outputs[0].as_ref().unwrap()["transfer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drift(&service, &run, json!({"amount": 1}));
+    until(&host, run.run_id, "repaired and confirmed again", |s| {
+        s.reapplies == 1 && s.state == RunState::Settled && s.confirmed()
+    })
+    .await;
+    let events = support::events(&host, run.run_id);
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    let drifted = names.iter().position(|n| *n == "run-drifted").unwrap();
+    assert_eq!(
+        &names[drifted..drifted + 7],
+        [
+            "run-drifted",
+            "run-reapplied",
+            "step-scheduled",
+            "step-completed",
+            "reconciliation-scheduled",
+            "step-reconciled",
+            "run-settled"
+        ]
+    );
+    // The step ran again under the operation id of its first run.
+    let ops: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind.name() == "step-completed")
+        .filter_map(|e| e.operation_id.as_ref().map(|o| o.to_string()))
+        .collect();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!(ops[0], ops[1], "same operation id");
+    assert!(
+        matches!(
+            events[drifted + 1].kind,
+            EventKind::RunReapplied {
+                from_index: 0,
+                automatic: true
+            }
+        ),
+        "{:?}",
+        events[drifted + 1]
+    );
+    // The ledger shows the amount asked for again, put back once, and the
+    // transfer request itself was applied once.
+    let state = service.state();
+    assert_eq!(state["transfers"][&transfer]["amount"], 700, "{state}");
+    assert_eq!(state["restored"], 1);
+    let applied: Vec<u64> = service
+        .requests()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/ledger/transfers")
+        .map(|r| r["applied"].as_u64().unwrap())
+        .collect();
+    assert_eq!(applied, [1], "one transfer applied once");
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_without_an_answer_never_counts_as_in_sync() {
     let dir = support::tempdir();
     let (service, host, flow) = start(dir.path(), &paid("")).await;
@@ -317,6 +383,44 @@ fn a_server_checks_settled_runs_and_an_operator_accepts_the_drift_over_http() {
         &json!({"reason": "twice"}),
     );
     assert_eq!(again.status, 409, "{again}");
+
+    // A second run drifts; an operator re-applies it instead.
+    let reply = server.post("/v1/flows/paid/runs?wait=10s", &json!({}));
+    assert_eq!(reply.json["state"], "settled", "{reply}");
+    let run = reply.json["run_id"].as_str().unwrap().to_string();
+    let events = server.get(&format!("/v1/runs/{run}/events")).json;
+    let events: Vec<Event> = serde_json::from_value(events["events"].clone()).unwrap();
+    drift(
+        &service,
+        &RunSummary::fold(&events).unwrap(),
+        json!({"amount": 3}),
+    );
+    server.poll(&format!("/v1/runs/{run}"), PATIENCE, |s| {
+        s["state"] == "drifted"
+    });
+    let refused = server.post(
+        &format!("/v1/runs/{settled}/reapply", settled = summary.run_id),
+        &json!({"reason": "not drifted"}),
+    );
+    assert_eq!(refused.status, 409, "{refused}");
+    let reply = server.post(
+        &format!("/v1/runs/{run}/reapply"),
+        &json!({"reason": "the ledger edit was a mistake"}),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    let repaired = server.poll(&format!("/v1/runs/{run}"), PATIENCE, |s| {
+        s["state"] == "settled"
+    });
+    assert_eq!(repaired["phrase"], "Completed and confirmed", "{repaired}");
+    assert_eq!(repaired["reapplies"], 1, "{repaired}");
+    let events = server.get(&format!("/v1/runs/{run}/events")).json;
+    let audit = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"]["type"] == "operator-acted")
+        .expect("the re-apply is audited");
+    assert_eq!(audit["kind"]["action"], "reapply", "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

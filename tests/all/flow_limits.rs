@@ -260,7 +260,7 @@ fn reconcile_windows_are_checked_and_located() {
     let e = error("name: x\non_drift: shrug\nsteps: [{name: a, plugin: noop}]\n");
     assert!(
         e.to_string()
-            .contains("`on_drift` must be `alert` or `compensate`"),
+            .contains("`on_drift` must be `alert`, `compensate` or `reapply`"),
         "{e}"
     );
 }

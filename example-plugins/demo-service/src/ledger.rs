@@ -11,6 +11,12 @@ use std::collections::BTreeMap;
 /// started with `--drift-hooks`; always replayed from the journal.
 pub const DRIFT_TRANSFER: &str = "/drift/transfers";
 
+/// Journal-only path: a transfer request repeated under its idempotency
+/// key after the transfer was edited behind Settle's back (a re-apply)
+/// puts the transfer back as it was asked for. Never served to clients;
+/// [`World::edited_under`] tells when a repeat needs it.
+pub const RESTORE_TRANSFER: &str = "/ledger/transfers:restore";
+
 /// Everything the outside world holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct World {
@@ -29,6 +35,13 @@ pub struct World {
     pub requests: u64,
     /// Repeated requests answered from the idempotency record, not applied again.
     pub deduplicated: u64,
+    /// Transfers edited behind Settle's back, as they were before the
+    /// first edit: what a re-applied request puts back.
+    #[serde(default)]
+    pub edited: BTreeMap<String, Transfer>,
+    /// Transfers put back by a re-applied request.
+    #[serde(default)]
+    pub restored: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -144,6 +157,7 @@ impl World {
             DRIFT_TRANSFER => match text("transfer_id") {
                 Some(id) => match self.transfers.get_mut(&id) {
                     Some(t) => {
+                        self.edited.entry(id.clone()).or_insert_with(|| t.clone());
                         if let Some(amount) = int("amount") {
                             t.amount = amount;
                         }
@@ -155,6 +169,16 @@ impl World {
                     None => problem(404, format!("no transfer {id}")),
                 },
                 None => problem(422, "need transfer_id, and amount or refunded"),
+            },
+            RESTORE_TRANSFER => match self.edited_under(key) {
+                Some(id) => {
+                    let original = self.edited.remove(&id).expect("edited_under found it");
+                    let body = json!(original);
+                    self.transfers.insert(id, original);
+                    self.restored += 1;
+                    reply(201, body)
+                }
+                None => problem(404, format!("no edited transfer under key '{key}'")),
             },
             "/ledger/refunds" => match (text("transfer_id"), text("transfer_key")) {
                 (Some(id), _) => self.refund(&id),
@@ -234,6 +258,15 @@ impl World {
         reply
     }
 
+    /// The transfer made under idempotency key `key`, if it was edited
+    /// behind Settle's back since.
+    pub fn edited_under(&self, key: &str) -> Option<String> {
+        self.edited
+            .values()
+            .find(|t| t.idempotency_key == key)
+            .map(|t| t.id.clone())
+    }
+
     /// A compensation found nothing under `key`: a request arriving later
     /// with it is refused, so it cannot take effect after the undo.
     fn void(&mut self, key: String) -> Reply {
@@ -247,6 +280,8 @@ impl World {
             None => problem(404, "no such transfer"),
             Some(t) if t.refunded => reply(200, json!(t)),
             Some(t) => {
+                // Refunded for real: nothing of it is put back any more.
+                self.edited.remove(id);
                 t.refunded = true;
                 let t = t.clone();
                 *self.accounts.entry(t.from.clone()).or_default() += t.amount;

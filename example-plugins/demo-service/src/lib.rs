@@ -14,7 +14,10 @@
 //!   be written, nothing is applied and the caller gets a 503.
 //! - `POST /drift/transfers` (`{transfer_id, amount?, refunded?}`) edits a
 //!   recorded transfer behind Settle's back, so drift is real and testable;
-//!   only when started with `--drift-hooks`.
+//!   only when started with `--drift-hooks`. A transfer request repeated
+//!   under its key after such an edit (a re-apply) puts the transfer back
+//!   as it was asked for, journaled as `/ledger/transfers:restore`, and
+//!   counted in `restored`, not as a second application of the request.
 //! - `GET /state` shows the world; `GET /requests` counts, per path and
 //!   idempotency key, the requests received and the changes applied, so a
 //!   test can see an effect made twice (or a retry that never got through).
@@ -102,6 +105,16 @@ impl Service {
                     body: json!({"error": "Idempotency-Key already used with a different request"}),
                 });
             }
+            if path == "/ledger/transfers" && self.world.edited_under(key).is_some() {
+                // A re-apply: put back what the request asked for.
+                let entry = Entry {
+                    path: ledger::RESTORE_TRANSFER.into(),
+                    key: key.into(),
+                    body,
+                };
+                self.journal.append(&entry)?;
+                return Ok(self.apply(entry));
+            }
             self.world.deduplicated += 1;
             return Ok(first_reply.clone());
         }
@@ -125,7 +138,8 @@ impl Service {
     /// change nothing and are not remembered, so a retry is judged afresh.
     fn apply(&mut self, entry: Entry) -> Reply {
         let reply = self.world.apply(&entry.path, &entry.key, &entry.body);
-        if reply.status < 300 {
+        // A restore is not a request of its own: its key's request counts.
+        if reply.status < 300 && entry.path != ledger::RESTORE_TRANSFER {
             self.requests
                 .entry((entry.path.clone(), entry.key.clone()))
                 .or_default()
@@ -386,5 +400,28 @@ mod tests {
         // Replayed from the journal even by a service started without it.
         let s = Service::open(dir.path(), false).unwrap();
         assert_eq!(s.world.transfers["t-000001"].amount, 1);
+    }
+
+    #[test]
+    fn a_repeated_request_puts_an_edited_transfer_back_once_and_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let drift = json!({"transfer_id": "t-000001", "amount": 1, "refunded": true});
+        {
+            let mut s = Service::open(dir.path(), true).unwrap();
+            s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
+            s.post(ledger::DRIFT_TRANSFER, "d1", drift).unwrap();
+            let again = s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
+            assert_eq!(again.status, 201, "{again:?}");
+            let t = &s.world.transfers["t-000001"];
+            assert_eq!((t.amount, t.refunded), (5, false));
+            assert_eq!(s.world.accounts["alice"], -5, "money moved once");
+            // Nothing edited any more: a further repeat is a plain repeat.
+            s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
+            assert_eq!(s.world.restored, 1);
+            assert_eq!(s.requests[&("/ledger/transfers".into(), "k1".into())].applied, 1);
+        }
+        let s = Service::open(dir.path(), false).unwrap();
+        assert_eq!(s.world.transfers["t-000001"].amount, 5, "replayed");
+        assert_eq!(s.world.restored, 1);
     }
 }

@@ -30,6 +30,7 @@ fn action_named(name: &str) -> Option<OperatorAction> {
         "resume" => OperatorAction::Resume,
         "restart" => OperatorAction::Restart,
         "accept-drift" => OperatorAction::AcceptDrift,
+        "reapply" => OperatorAction::Reapply,
         _ => return None,
     })
 }
@@ -153,7 +154,7 @@ pub async fn bulk<S: RunQueries + Clone, X: Executor>(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown-action",
             format!(
-                "unknown action '{}' (retry, compensate, cancel, pause, resume, restart, accept-drift)",
+                "unknown action '{}' (retry, compensate, cancel, pause, resume, restart, accept-drift, reapply)",
                 bounds::cut(&name, 32)
             ),
         )

@@ -211,7 +211,7 @@ where
         "run_stream" => get(stream::stream::<S, X>),
         "report_run" => post(actions::report::<S, X>),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
-        | "restart_run" | "accept_drift" => post(actions::act::<S, X>),
+        | "restart_run" | "accept_drift" | "reapply_run" => post(actions::act::<S, X>),
         "bulk_action" => post(actions::bulk::<S, X>),
         "overview" => get(overview::overview::<S, X>),
         "list_breakers" => get(overview::breakers::<S, X>),

@@ -193,6 +193,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/runs/{id}/reapply",
+        "reapply_run",
+        "Repair a drifted run by running its steps again from the first drifted one, under their same operation ids (a downstream puts back what the step asked for), then confirming them again. Body: `{reason}`.",
+        Need::Operate,
+        &[200],
+    ),
+    route(
+        "POST",
         "/v1/runs/actions",
         "bulk_action",
         "One action on every run a filter selects: `{action, reason, filter: {state, stage, flow, since}, dry_run, from_step?}`; a dry run only counts.",

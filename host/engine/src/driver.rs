@@ -550,7 +550,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         if next.state == settle_types::RunState::Settled
             && before != settle_types::RunState::Settled
             && before != settle_types::RunState::Drifted
-            && next.restarts == 0
+            && next.on_first_pass()
             && let Some(finished) = next.finished_at_ms
         {
             self.inner

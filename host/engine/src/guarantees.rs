@@ -130,6 +130,9 @@ pub fn explain(
             let then = match flow.on_drift {
                 OnDrift::Alert => "a person decides what to do, and your status says it disagrees",
                 OnDrift::Compensate => "its changes are undone, and your status says so",
+                OnDrift::Reapply => {
+                    "the step is done again to put things back (up to 3 times), then a person decides"
+                }
             };
             sentences.push(format!(
                 "After it completes, it is checked again every {} for {}; if the outside world no longer agrees, {then}.",

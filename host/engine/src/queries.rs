@@ -93,9 +93,9 @@ impl<S: RunQueries> Queries<S> {
 
     /// How long a run still moving usually takes; `None` once it stopped.
     async fn expectation(&self, summary: &settle_types::RunSummary) -> Option<Expectation> {
-        // A restarted run is measured against runs that were not: no
-        // honest expectation can be given.
-        if summary.state.is_terminal() || summary.restarts > 0 {
+        // A restarted or re-applied run is measured against runs that
+        // were not: no honest expectation can be given.
+        if summary.state.is_terminal() || !summary.on_first_pass() {
             return None;
         }
         self.load_expectations(&summary.flow).await;
@@ -131,7 +131,7 @@ impl<S: RunQueries> Queries<S> {
                         // first pass, not restarted, not by accepting a
                         // drift.
                         .filter(|s| {
-                            s.restarts == 0
+                            s.on_first_pass()
                                 && !s
                                     .verdicts
                                     .iter()

@@ -41,6 +41,9 @@ pub struct RunStatus {
     /// Times an operator restarted the run from a step.
     #[serde(default, skip_serializing_if = "settle_types::summary::is_zero")]
     pub restarts: u32,
+    /// Times its drifted steps were run again to repair it.
+    #[serde(default, skip_serializing_if = "settle_types::summary::is_zero")]
+    pub reapplies: u32,
     pub accepted_at_ms: u64,
     pub updated_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +160,7 @@ impl RunStatus {
             detail: summary.detail.clone(),
             reports: summary.reports,
             restarts: summary.restarts,
+            reapplies: summary.reapplies,
             accepted_at_ms: summary.accepted_at_ms,
             updated_at_ms: summary.updated_at_ms,
             finished_at_ms: summary.finished_at_ms,

@@ -260,6 +260,8 @@ pub type Confirmation = (u32, Result<Verdict, Failure>);
 struct Answers {
     events: Vec<EventKind>,
     drifted: Vec<String>,
+    /// The first step found drifted.
+    first_drifted: Option<u32>,
     unanswered: Vec<String>,
     setup: Option<Failure>,
 }
@@ -268,6 +270,7 @@ fn sort_answers(flow: &Flow, verdicts: Vec<Confirmation>) -> Answers {
     let mut answers = Answers {
         events: Vec::new(),
         drifted: Vec::new(),
+        first_drifted: None,
         unanswered: Vec::new(),
         setup: None,
     };
@@ -277,7 +280,11 @@ fn sort_answers(flow: &Flow, verdicts: Vec<Confirmation>) -> Answers {
             Ok(v) => {
                 match &v {
                     Verdict::InSync => {}
-                    Verdict::Drifted(d) => answers.drifted.push(format!("{name}: {d}")),
+                    Verdict::Drifted(d) => {
+                        answers.drifted.push(format!("{name}: {d}"));
+                        answers.first_drifted =
+                            Some(answers.first_drifted.map_or(index, |f| f.min(index)));
+                    }
                     Verdict::Unknown => answers.unanswered.push(format!("{name}: no answer")),
                 }
                 answers
@@ -304,13 +311,15 @@ pub fn after_reconciliation(
     let Answers {
         mut events,
         drifted,
+        first_drifted,
         unanswered: undecided,
         setup,
     } = sort_answers(flow, verdicts);
-    if !drifted.is_empty() {
+    if let Some(first) = first_drifted {
         events.push(EventKind::RunDrifted {
             detail: bounds::cut_detail(&drifted.join("; ")),
         });
+        events.extend(drift_repair(flow, summary, first, now_ms));
     } else if let Some(failure) = setup {
         events.push(host_setup_hold(&failure));
     } else if undecided.is_empty() {
@@ -361,23 +370,17 @@ pub fn after_recheck(
     let Answers {
         mut events,
         drifted,
+        first_drifted,
         mut unanswered,
         setup,
     } = sort_answers(flow, verdicts);
     // A check the host's own setup stopped is no answer either: asked again.
     unanswered.extend(setup.map(|f| f.message));
-    if !drifted.is_empty() {
+    if let Some(first) = first_drifted {
         events.push(EventKind::RunDrifted {
             detail: bounds::cut_detail(&format!("found by a later check: {}", drifted.join("; "))),
         });
-        if flow.on_drift == settle_flow::OnDrift::Compensate {
-            events.push(next_compensation(
-                flow,
-                summary,
-                flow.steps.len() as u32,
-                now_ms,
-            ));
-        }
+        events.extend(drift_repair(flow, summary, first, now_ms));
         return events;
     }
     let settled_at = summary.finished_at_ms.unwrap_or(now_ms);
@@ -517,6 +520,82 @@ pub fn operator_command(
             }
             Ok(vec![EventKind::RunSettled])
         }
+        OperatorAction::Reapply => {
+            if summary.state != settle_types::RunState::Drifted {
+                return Err(refuse("only a drifted run can be re-applied"));
+            }
+            if summary.reapplies >= bounds::MAX_RESTARTS {
+                return Err(refuse(
+                    "its steps were re-applied the most times one run takes; compensate it or accept the drift",
+                ));
+            }
+            let from = first_drifted(summary).ok_or_else(|| {
+                refuse("no step of it is recorded as drifted (its last checks found none)")
+            })?;
+            Ok(reapply(flow, from, false, now_ms))
+        }
+    }
+}
+
+/// Most times a flow's `on_drift: reapply` runs a run's steps again by
+/// itself; after that the drift waits for an operator.
+pub const MAX_AUTO_REAPPLIES: u32 = 3;
+
+/// Running a drifted run's steps again from its first drifted step, under
+/// the same operation ids (its generation stays): what the step asked of
+/// a downstream system is asked again, and the steps after it, still in
+/// sync, are answered from the downstream's idempotency records.
+fn reapply(flow: &Flow, from: u32, automatic: bool, now_ms: u64) -> Vec<EventKind> {
+    let max_attempts = flow
+        .steps
+        .get(from as usize)
+        .map_or(1, |step| step.retry.max_attempts);
+    vec![
+        EventKind::RunReapplied {
+            from_index: from,
+            automatic,
+        },
+        EventKind::StepScheduled {
+            index: from,
+            attempt: 1,
+            max_attempts,
+            not_before_ms: now_ms,
+        },
+    ]
+}
+
+/// The first step the run's last checks found drifted.
+fn first_drifted(summary: &RunSummary) -> Option<u32> {
+    let i = summary
+        .verdicts
+        .iter()
+        .position(|v| matches!(v, Some(Verdict::Drifted(_))))?;
+    u32::try_from(i).ok()
+}
+
+/// What a flow's `on_drift:` does by itself once drift is recorded (after
+/// the `run-drifted` event): nothing for `alert`, the run undone for
+/// `compensate`, its drifted steps from `first_drifted` run again for
+/// `reapply` (at most [`MAX_AUTO_REAPPLIES`] times; then an operator
+/// decides).
+fn drift_repair(
+    flow: &Flow,
+    summary: &RunSummary,
+    first_drifted: u32,
+    now_ms: u64,
+) -> Vec<EventKind> {
+    match flow.on_drift {
+        settle_flow::OnDrift::Alert => Vec::new(),
+        settle_flow::OnDrift::Compensate => vec![next_compensation(
+            flow,
+            summary,
+            flow.steps.len() as u32,
+            now_ms,
+        )],
+        settle_flow::OnDrift::Reapply if summary.auto_reapplies < MAX_AUTO_REAPPLIES => {
+            reapply(flow, first_drifted, true, now_ms)
+        }
+        settle_flow::OnDrift::Reapply => Vec::new(),
     }
 }
 
@@ -715,6 +794,69 @@ mod tests {
         run.outputs = vec![Some(serde_json::json!({})); flow.steps.len()];
         run.state = RunState::Settled;
         run
+    }
+
+    #[test]
+    fn on_drift_reapply_repairs_a_run_at_most_max_auto_reapplies_times() {
+        let flow = Flow::parse(
+            "name: f\non_drift: reapply\nreconcile: { every: 1h, for: 1d }\nsteps:\n  - { name: a, plugin: p }\n  - { name: b, plugin: p }\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let mut run = settled_run(&flow);
+        let found = || {
+            vec![
+                (0, Ok(Verdict::InSync)),
+                (1, Ok(Verdict::Drifted("moved".into()))),
+            ]
+        };
+        let names = |events: &[EventKind]| events.iter().map(EventKind::name).collect::<Vec<_>>();
+        run.auto_reapplies = MAX_AUTO_REAPPLIES - 1;
+        let events = after_recheck(&flow, &run, found(), 1, 5);
+        assert_eq!(
+            names(&events),
+            [
+                "step-reconciled",
+                "step-reconciled",
+                "run-drifted",
+                "run-reapplied",
+                "step-scheduled"
+            ]
+        );
+        assert_eq!(
+            events[3],
+            EventKind::RunReapplied {
+                from_index: 1,
+                automatic: true
+            },
+            "from the first drifted step"
+        );
+        // The same on the first confirmation.
+        let first = after_reconciliation(&flow, &run, found(), 1, 5);
+        assert_eq!(
+            names(&first)[2..],
+            ["run-drifted", "run-reapplied", "step-scheduled"]
+        );
+        run.auto_reapplies = MAX_AUTO_REAPPLIES;
+        let events = after_recheck(&flow, &run, found(), 1, 5);
+        assert_eq!(
+            names(&events)[2..],
+            ["run-drifted"],
+            "then an operator decides"
+        );
+        // An operator may still re-apply it, but not without a drifted step.
+        run.state = RunState::Drifted;
+        run.verdicts = vec![None, Some(Verdict::Drifted("moved".into()))];
+        let by_hand = operator_command(&flow, &run, OperatorAction::Reapply, None, 5).unwrap();
+        assert_eq!(
+            by_hand[0],
+            EventKind::RunReapplied {
+                from_index: 1,
+                automatic: false
+            }
+        );
+        run.verdicts = vec![None, None];
+        assert!(operator_command(&flow, &run, OperatorAction::Reapply, None, 5).is_err());
     }
 
     #[test]

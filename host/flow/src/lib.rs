@@ -91,6 +91,10 @@ pub enum OnDrift {
     Alert,
     /// The run becomes `drifted`, then its completed steps are undone.
     Compensate,
+    /// The run becomes `drifted`, then its steps run again from the first
+    /// drifted one, under their same operation ids, and are confirmed
+    /// again; at most 3 times per run, then it waits for an operator.
+    Reapply,
 }
 
 /// One step of a flow.

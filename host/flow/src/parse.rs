@@ -592,10 +592,11 @@ impl Cx<'_> {
         match value.as_str() {
             "alert" => Some(OnDrift::Alert),
             "compensate" => Some(OnDrift::Compensate),
+            "reapply" => Some(OnDrift::Reapply),
             other => {
                 self.error(
                     value.span(),
-                    format!("`on_drift` must be `alert` or `compensate`, not '{other}'"),
+                    format!("`on_drift` must be `alert`, `compensate` or `reapply`, not '{other}'"),
                 );
                 None
             }

@@ -24,7 +24,9 @@ use uuid::Uuid;
 ///   says how long the attempt spent in the plugin; `step-deferred` (an
 ///   attempt that waits for a plugin's circuit breaker);
 ///   `objective-breached`.
-pub const SCHEMA_VERSION: u16 = 3;
+/// - 4: `run-reapplied` (a drifted run's steps are run again under their
+///   same operation ids) and the operator action `reapply`.
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +205,17 @@ pub enum EventKind {
     /// operation ids, so a downstream system does not answer with the
     /// earlier call's reply. Steps before it keep their outputs.
     RunRestarted { from_index: u32, generation: u32 },
+    /// A drifted run is repaired by running its steps again from
+    /// `from_index` (its first drifted step) under their same operation
+    /// ids: a downstream system puts back what the step asked for, and
+    /// answers the steps still in sync from its idempotency records.
+    /// `automatic`: the flow's `on_drift: reapply` asked for it, not an
+    /// operator.
+    RunReapplied {
+        from_index: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        automatic: bool,
+    },
     /// A person said that what they see is not what they expected. Changes
     /// nothing in the run; counted and shown to operators.
     UserReported {
@@ -267,6 +280,9 @@ pub enum OperatorAction {
     /// Accepted what downstream systems say of a drifted run: it counts as
     /// settled again, and is no longer checked.
     AcceptDrift,
+    /// Ran a drifted run's steps again from its first drifted step, under
+    /// their same operation ids, then confirmed them again.
+    Reapply,
 }
 
 impl OperatorAction {
@@ -279,6 +295,7 @@ impl OperatorAction {
             OperatorAction::Pause => "pause",
             OperatorAction::Restart => "restart",
             OperatorAction::AcceptDrift => "accept-drift",
+            OperatorAction::Reapply => "reapply",
         }
     }
 }
@@ -309,6 +326,7 @@ impl EventKind {
             EventKind::OperatorActed { .. } => "operator-acted",
             EventKind::RunCancelled => "run-cancelled",
             EventKind::RunRestarted { .. } => "run-restarted",
+            EventKind::RunReapplied { .. } => "run-reapplied",
             EventKind::UserReported { .. } => "user-reported",
         }
     }

@@ -94,6 +94,14 @@ pub struct RunSummary {
     /// Times an operator restarted the run from a step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// Times the run's drifted steps were run again (`run-reapplied`), by
+    /// an operator or by its flow's `on_drift: reapply`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reapplies: u32,
+    /// Of those, the ones the flow asked for without an operator: bounded,
+    /// so a downstream that keeps drifting is not written to forever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub auto_reapplies: u32,
     /// Why the next attempt waits without being made (a circuit breaker is
     /// open), while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +256,8 @@ impl RunSummary {
             attempts_total: 0,
             reports: 0,
             restarts: 0,
+            reapplies: 0,
+            auto_reapplies: 0,
             superseded: Vec::new(),
             waiting_on: None,
             recheck: None,
@@ -408,6 +418,22 @@ impl RunSummary {
                 from_index,
                 generation,
             } if from_index < n => self.restart(from_index as usize, generation),
+            &EventKind::RunReapplied {
+                from_index,
+                automatic,
+            } if from_index < n => {
+                self.reapplies = self.reapplies.saturating_add(1);
+                if automatic {
+                    self.auto_reapplies = self.auto_reapplies.saturating_add(1);
+                }
+                // Moving again: the steps keep their outputs until the
+                // runs of them replace those; every verdict is asked anew.
+                self.state = RunState::Processing;
+                self.verdicts = vec![None; n as usize];
+                self.finished_at_ms = None;
+                self.detail = None;
+                self.hold = None;
+            }
             EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
             &EventKind::RecheckScheduled {
                 not_before_ms,
@@ -545,6 +571,13 @@ impl RunSummary {
         self.hold = None;
     }
 
+    /// Whether the run is still on its first pass: never restarted from a
+    /// step nor re-applied after a drift. Only such runs say how long runs
+    /// of their flow take.
+    pub fn on_first_pass(&self) -> bool {
+        self.restarts == 0 && self.reapplies == 0
+    }
+
     /// Number of steps that completed.
     pub fn completed_steps(&self) -> usize {
         self.outputs.iter().filter(|o| o.is_some()).count()
@@ -584,6 +617,16 @@ impl RunSummary {
                 format!(
                     "Retrying {} (attempt {attempt} of {max_attempts}) in {wait_s} s",
                     step_name(*index)
+                )
+            }
+            (RunState::Processing | RunState::Retrying, Next::Step { index, .. })
+                if self.reapplies > 0 && self.verdicts.iter().all(Option::is_none) =>
+            {
+                format!(
+                    "Repairing: a downstream system disagreed, so {} runs again (step {} of {})",
+                    step_name(*index),
+                    index.saturating_add(1),
+                    self.steps.len()
                 )
             }
             (

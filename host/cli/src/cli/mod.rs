@@ -124,6 +124,9 @@ enum Command {
     /// Accept what downstream systems say of a drifted run: it counts as
     /// settled again and is no longer checked.
     AcceptDrift(operator::ActArgs),
+    /// Repair a drifted run: run its steps again from the first drifted
+    /// one, under their same operation ids, then confirm them again.
+    Reapply(operator::ActArgs),
     /// Rebuild every index from the event log.
     Reindex {
         #[arg(long)]
@@ -240,6 +243,7 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
         Command::AcceptDrift(args) => {
             server().and_then(|s| remote::act(&s, A::AcceptDrift, args, None))
         }
+        Command::Reapply(args) => server().and_then(|s| remote::act(&s, A::Reapply, args, None)),
         Command::Resume(args) => match resume_one(args) {
             Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
             None => Err(anyhow::anyhow!(
@@ -308,6 +312,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 args,
             )
             .await
+        }
+        Command::Reapply(args) => {
+            operator::act(&config(&cli)?, crate::model::OperatorAction::Reapply, args).await
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Token {
