@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod client;
 mod crash;
+mod domains;
 mod drift;
 mod drill;
 mod expectations;

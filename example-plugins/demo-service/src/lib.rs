@@ -418,7 +418,10 @@ mod tests {
             // Nothing edited any more: a further repeat is a plain repeat.
             s.post("/ledger/transfers", "k1", transfer(5)).unwrap();
             assert_eq!(s.world.restored, 1);
-            assert_eq!(s.requests[&("/ledger/transfers".into(), "k1".into())].applied, 1);
+            assert_eq!(
+                s.requests[&("/ledger/transfers".into(), "k1".into())].applied,
+                1
+            );
         }
         let s = Service::open(dir.path(), false).unwrap();
         assert_eq!(s.world.transfers["t-000001"].amount, 5, "replayed");

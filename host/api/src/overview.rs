@@ -104,11 +104,12 @@ pub async fn alerts<S: RunQueries + Clone, X: Executor>(
     Json(json!({ "alerts": alerts })).into_response()
 }
 
-/// `GET /v1/breakers`: every circuit breaker and its state.
+/// `GET /v1/breakers`: every failure domain's guards: circuit breakers,
+/// retry budgets and bulkheads.
 pub async fn breakers<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
 ) -> Response {
-    Json(json!({ "breakers": api.engine.breakers() })).into_response()
+    Json(api.engine.domains()).into_response()
 }
 
 pub async fn overview<S: RunQueries + Clone, X: Executor>(
@@ -265,7 +266,7 @@ pub async fn overview<S: RunQueries + Clone, X: Executor>(
         "by_state": by_state,
         "by_stage": by_stage,
         "in_flight": api.engine.in_flight(),
-        "breakers": api.engine.breakers(),
+        "domains": api.engine.domains(),
         "alerts": api.alerts.as_ref().map_or(json!([]), |list| list()),
         "flows": flow_list,
         "held": held.runs,

@@ -227,7 +227,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/v1/breakers",
         "list_breakers",
-        "Every circuit breaker (`[breakers.PLUGIN]` in settle.toml): state (`closed`, `open`, `half-open`), attempts and failures in its window, when an open one lets a probe through.",
+        "Every failure domain's guards: `breakers` (`[breakers.DOMAIN]` in settle.toml, a plugin or `host:AUTHORITY`): state (`closed`, `open`, `half-open`), attempts and failures in its window, when an open one lets a probe through; `retry_budgets`: first attempts and retries in the window and the retries it allows; `bulkheads`: calls of a plugin in flight and the most allowed.",
         Need::Read,
         &[200],
     ),

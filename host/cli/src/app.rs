@@ -71,11 +71,23 @@ impl Host {
             runtime.clone(),
             EngineOptions {
                 max_runs_in_flight: config.engine.max_runs_in_flight,
-                breakers: config
-                    .breakers
-                    .iter()
-                    .map(|(plugin, policy)| (plugin.clone(), *policy))
-                    .collect(),
+                domains: settle_engine::domains::DomainPolicies {
+                    breakers: config
+                        .breakers
+                        .iter()
+                        .map(|(domain, policy)| (domain.clone(), *policy))
+                        .collect(),
+                    retry_budgets: config
+                        .retry_budgets
+                        .iter()
+                        .map(|(domain, policy)| (domain.clone(), *policy))
+                        .collect(),
+                    bulkheads: config
+                        .bulkheads
+                        .iter()
+                        .map(|(plugin, max)| (plugin.clone(), *max))
+                        .collect(),
+                },
                 ..EngineOptions::default()
             },
         );

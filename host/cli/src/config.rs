@@ -35,9 +35,17 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// `settle serve`: address, tokens, bounds.
     pub api: settle_api::ApiConfig,
-    /// Circuit breakers, by plugin name: `[breakers.transfer]` with
-    /// `failure_rate`, `min_calls`, `window`, `open_for` (none by default).
+    /// Circuit breakers, by failure domain: a plugin (`[breakers.transfer]`),
+    /// a downstream host (`[breakers."host:ledger.example:443"]`), or every
+    /// downstream host (`[breakers."host:*"]`), with `failure_rate`,
+    /// `min_calls`, `window`, `open_for` (none by default).
     pub breakers: BTreeMap<String, settle_engine::breakers::BreakerPolicy>,
+    /// Retry budgets, by failure domain as for breakers, with `share`,
+    /// `min_retries`, `window` (none by default).
+    pub retry_budgets: BTreeMap<String, settle_engine::retry_budget::RetryBudgetPolicy>,
+    /// Bulkheads: plugin name → most calls of it in flight at once (none
+    /// by default).
+    pub bulkheads: BTreeMap<String, u32>,
     /// Alert rules and where alerts go (`settle serve`).
     pub alerts: settle_telemetry::alerts::AlertConfig,
 }
@@ -83,6 +91,8 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             api: settle_api::ApiConfig::default(),
             breakers: BTreeMap::new(),
+            retry_budgets: BTreeMap::new(),
+            bulkheads: BTreeMap::new(),
             alerts: Default::default(),
         }
     }

@@ -1,7 +1,11 @@
-//! Circuit breakers, one per plugin that the operator gives one
-//! (`[breakers.NAME]` in settle.toml): when too many recent attempts of a
-//! plugin fail the way a failing downstream fails (`retryable`, `timeout`),
-//! the breaker opens and new attempts wait instead of spending their retry
+//! Circuit breakers, one per failure domain the operator gives one in
+//! settle.toml: a plugin (`[breakers.NAME]`) or a downstream host, by the
+//! `wasi:http` authority its plugins send requests to
+//! (`[breakers."host:ledger.example:443"]`, or `[breakers."host:*"]` for a
+//! breaker of its own for every host). When too many recent attempts fail
+//! the way a failing downstream fails (for a plugin: `retryable`,
+//! `timeout`; for a host: no connection, no answer, a 5xx or 429), the
+//! breaker opens and new attempts wait instead of spending their retry
 //! budget against it; after `open_for` one probe goes through, and its
 //! answer closes the breaker or opens it again.
 //!
@@ -157,28 +161,76 @@ pub struct Change {
     pub detail: String,
 }
 
+/// The domain name of downstream host `authority` (`host:port`).
+pub fn host_domain(authority: &str) -> String {
+    format!("{HOST_PREFIX}{authority}")
+}
+
+/// Domain names of downstream hosts start with this.
+pub const HOST_PREFIX: &str = "host:";
+
+/// The key of the policy every downstream host without one of its own gets.
+pub const EVERY_HOST: &str = "host:*";
+
+/// Most breakers one host keeps: hosts get theirs as they are first seen,
+/// and a plugin may send requests to many.
+const MAX_BREAKERS: usize = 1024;
+
+/// A domain as people read it: "plugin 'pay'", "downstream host 'ledger:443'".
+pub fn describe(domain: &str) -> String {
+    match domain.strip_prefix(HOST_PREFIX) {
+        Some(authority) => format!("downstream host '{authority}'"),
+        None => format!("plugin '{domain}'"),
+    }
+}
+
 #[derive(Default)]
 pub struct Breakers {
     breakers: Mutex<HashMap<String, Breaker>>,
+    /// The policy of a downstream host without one of its own.
+    every_host: Option<BreakerPolicy>,
+}
+
+impl Breaker {
+    fn new(policy: BreakerPolicy) -> Self {
+        Breaker {
+            policy: policy.bounded(),
+            outcomes: VecDeque::new(),
+            state: State::Closed,
+        }
+    }
 }
 
 impl Breakers {
-    /// Breakers for the plugins the operator named.
+    /// Breakers for the domains the operator named; `host:*` is the
+    /// policy of every downstream host not named.
     pub fn new(policies: impl IntoIterator<Item = (String, BreakerPolicy)>) -> Self {
+        let mut every_host = None;
         let breakers = policies
             .into_iter()
-            .map(|(domain, policy)| {
-                let breaker = Breaker {
-                    policy: policy.bounded(),
-                    outcomes: VecDeque::new(),
-                    state: State::Closed,
-                };
-                (domain, breaker)
+            .filter_map(|(domain, policy)| {
+                if domain == EVERY_HOST {
+                    every_host = Some(policy);
+                    return None;
+                }
+                Some((domain, Breaker::new(policy)))
             })
+            .take(MAX_BREAKERS)
             .collect();
         Breakers {
             breakers: Mutex::new(breakers),
+            every_host,
         }
+    }
+
+    /// Whether `domain` has (or would get) a breaker.
+    pub fn guards(&self, domain: &str) -> bool {
+        (self.every_host.is_some() && domain.starts_with(HOST_PREFIX))
+            || self
+                .breakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(domain)
     }
 
     /// Whether an attempt of a step of `domain` may start now.
@@ -193,7 +245,10 @@ impl Breakers {
             State::Open { until_ms } if now_ms < until_ms => (
                 Admission::Wait {
                     until_ms,
-                    reason: format!("plugin '{domain}' is failing; its circuit breaker is open"),
+                    reason: format!(
+                        "{} is failing; its circuit breaker is open",
+                        describe(domain)
+                    ),
                 },
                 None,
             ),
@@ -224,7 +279,8 @@ impl Breakers {
                         .saturating_add(open_ms)
                         .min(now_ms.saturating_add(1_000)),
                     reason: format!(
-                        "plugin '{domain}' was failing; one attempt is checking whether it recovered"
+                        "{} was failing; one attempt is checking whether it recovered",
+                        describe(domain)
                     ),
                 },
                 None,
@@ -241,6 +297,13 @@ impl Breakers {
         probe: bool,
     ) -> Option<Change> {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !breakers.contains_key(domain)
+            && domain.starts_with(HOST_PREFIX)
+            && breakers.len() < MAX_BREAKERS
+            && let Some(policy) = self.every_host
+        {
+            breakers.insert(domain.to_string(), Breaker::new(policy));
+        }
         let b = breakers.get_mut(domain)?;
         if outcome == Outcome::Silent {
             // A probe that learnt nothing lets the next one through at once.

@@ -6,7 +6,7 @@
 //! same operation id. A plugin call may therefore happen again after a crash
 //! (at least once); its completion is recorded at most once.
 
-use crate::breakers::Admission;
+use crate::domains::Admit;
 use crate::status::Progress;
 use crate::transitions;
 use crate::{Engine, Live};
@@ -240,6 +240,18 @@ fn outcome_unknown(class: FailureClass) -> bool {
     )
 }
 
+/// The plugin the run's next action calls, when it calls one plugin (a
+/// step or its compensation): the one whose bulkhead it waits for.
+fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
+    match *next {
+        Next::Step { index, .. } | Next::Compensate { index, .. } => flow
+            .steps
+            .get(index as usize)
+            .map(|step| step.plugin.as_str()),
+        Next::Reconcile { .. } | Next::Nothing => None,
+    }
+}
+
 /// Runs a driver future, turning a panic into `Err(message)` so that one
 /// run's bug cannot take down the task, leave `wait` hanging or keep
 /// `shutdown` waiting for a run that will never report.
@@ -375,7 +387,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     if breach_at.is_some_and(|at| self.now() >= at) {
                         return None;
                     }
-                    Some(self.inner.permits.acquire().await)
+                    // A slot of the plugin's bulkhead first, then a
+                    // worker: runs queued behind a slow plugin hold no
+                    // worker while they wait.
+                    let slot = match plugin_of(&flow, &summary.next) {
+                        Some(plugin) => self.inner.domains.bulkhead(plugin).await,
+                        None => None,
+                    };
+                    Some((slot, self.inner.permits.acquire().await))
                 } => permit,
                 _ = stop.changed() => break,
                 // A pause or cancel arrived: apply it before waiting on.
@@ -387,7 +406,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 } => continue,
             };
             // Woken by the objective's deadline: record that first.
-            let Some(permit) = permit else { continue };
+            let Some((_bulkhead_slot, permit)) = permit else {
+                continue;
+            };
             let Ok(_permit) = permit else { break };
             // Woken for the deadline, but the clock says it has not come
             // (it lags the timer): the action still waits for its own time.
@@ -404,7 +425,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         .admit(&mut summary, &flow, index, attempt, &mut deferred_until)
                         .await
                     {
-                        Ok(Some(probe)) => {
+                        Ok(Some(probes)) => {
                             deferred_until = None;
                             // Taken only by an attempt actually made: a
                             // deferred one keeps the doubt for the next.
@@ -417,7 +438,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                                     index,
                                     attempt,
                                     interrupted,
-                                    probe,
+                                    &probes,
                                 )
                                 .instrument(span),
                             )
@@ -682,6 +703,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 result: Err(failure),
                 denials: Vec::new(),
                 duration: Duration::ZERO,
+                downstream: Vec::new(),
             },
             Ok(input) => {
                 let output = match kind {
@@ -743,7 +765,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
         maybe_interrupted: bool,
-        probe: bool,
+        probes: &[String],
     ) -> Result<(), settle_types::store::StoreError> {
         let plugin = &flow.steps[index as usize].plugin;
         let (report, mut events) = self
@@ -753,8 +775,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let now = self.now();
         let outcome =
             crate::breakers::Outcome::of(report.result.as_ref().map(|_| ()).map_err(|f| f.class));
-        let change = self.inner.breakers.record(plugin, now, outcome, probe);
-        self.breaker_changed(change);
+        for change in self
+            .inner
+            .domains
+            .record(plugin, outcome, &report.downstream, probes, now)
+        {
+            self.breaker_changed(change);
+        }
         let denials = report.denials;
         // (output, whether a failure may have had its effect)
         let output = match report.result {
@@ -814,9 +841,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         self.record(summary, events, now).await
     }
 
-    /// Asks the step's circuit breaker whether the attempt may start: with
-    /// `Some(probe)` it may; with `None` it was deferred (recorded, no
-    /// attempt spent) and waits.
+    /// Asks the step's failure domains (circuit breakers, retry budgets)
+    /// whether the attempt may start: with `Some(probes)` it may (as the
+    /// probe of those half-open breakers); with `None` it was deferred
+    /// (recorded, no attempt spent) and waits.
     async fn admit(
         &self,
         summary: &mut RunSummary,
@@ -824,21 +852,22 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
         deferred_until: &mut Option<u64>,
-    ) -> Result<Option<bool>, settle_types::store::StoreError> {
+    ) -> Result<Option<Vec<String>>, settle_types::store::StoreError> {
         let plugin = &flow.steps[index as usize].plugin;
-        let (admission, change) = self.inner.breakers.admit(plugin, self.now());
-        self.breaker_changed(change);
+        let (admission, changes) = self.inner.domains.admit(plugin, attempt, self.now());
+        for change in changes {
+            self.breaker_changed(change);
+        }
         match admission {
-            Admission::Go => Ok(Some(false)),
-            Admission::Probe => Ok(Some(true)),
+            Admit::Go { probes } => Ok(Some(probes)),
             // Already recorded as waiting for this attempt: the rest of
             // the wait is kept in memory, so a long outage adds one event
             // per attempt, not one per probe.
-            Admission::Wait { until_ms, .. } if summary.waiting_on.is_some() => {
+            Admit::Wait { until_ms, .. } if summary.waiting_on.is_some() => {
                 *deferred_until = Some(until_ms);
                 Ok(None)
             }
-            Admission::Wait { until_ms, reason } => {
+            Admit::Wait { until_ms, reason } => {
                 let deferred = EventKind::StepDeferred {
                     index,
                     attempt,
@@ -854,8 +883,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     /// Says that a breaker changed: in the host's log and to the observer.
-    fn breaker_changed(&self, change: Option<crate::breakers::Change>) {
-        let Some(change) = change else { return };
+    fn breaker_changed(&self, change: crate::breakers::Change) {
         tracing::warn!(
             domain = %change.domain,
             state = change.state,

@@ -13,10 +13,12 @@ mod driver;
 pub use settle_types::retry;
 pub mod breakers;
 pub mod catalog;
+pub mod domains;
 pub mod expectations;
 pub mod guarantees;
 pub mod queries;
 pub mod rechecks;
+pub mod retry_budget;
 pub mod status;
 pub mod transitions;
 
@@ -45,8 +47,8 @@ pub struct EngineOptions {
     /// Where the engine reads the time of its decisions (event times, due
     /// times of retries): the wall clock, or a test's own.
     pub clock: EngineClock,
-    /// Circuit breakers, by plugin name (none by default).
-    pub breakers: Vec<(String, breakers::BreakerPolicy)>,
+    /// Circuit breakers, retry budgets and bulkheads (none by default).
+    pub domains: domains::DomainPolicies,
 }
 
 impl Default for EngineOptions {
@@ -54,7 +56,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_runs_in_flight: 1024,
             clock: EngineClock::default(),
-            breakers: Vec::new(),
+            domains: domains::DomainPolicies::default(),
         }
     }
 }
@@ -198,7 +200,7 @@ struct Inner<S, X> {
     clock: Arc<dyn Clock>,
     /// How long runs usually take, per flow (statuses say it).
     expectations: Arc<expectations::Expectations>,
-    breakers: breakers::Breakers,
+    domains: domains::Domains,
 }
 
 /// What only the driving process knows about a run.
@@ -264,7 +266,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 observer: std::sync::OnceLock::new(),
                 clock: options.clock.0,
                 expectations: Arc::default(),
-                breakers: breakers::Breakers::new(options.breakers),
+                domains: domains::Domains::new(options.domains),
             }),
         }
     }
@@ -933,7 +935,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     /// Every circuit breaker and its state now.
     pub fn breakers(&self) -> Vec<breakers::BreakerView> {
-        self.inner.breakers.views(self.now())
+        self.inner.domains.views(self.now()).breakers
+    }
+
+    /// Every failure domain's guards now: breakers, retry budgets, bulkheads.
+    pub fn domains(&self) -> domains::DomainViews {
+        self.inner.domains.views(self.now())
     }
 
     /// Runs this process is driving now.

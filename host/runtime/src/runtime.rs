@@ -433,6 +433,7 @@ impl Runtime {
                 )),
                 denials: Vec::new(),
                 duration: started.elapsed(),
+                downstream: Vec::new(),
             };
         };
         let _slot = self.acquire_slot().await;
@@ -501,6 +502,7 @@ impl Runtime {
             result,
             denials: leftovers.denials,
             duration: started.elapsed(),
+            downstream: leftovers.downstream,
         }
     }
 

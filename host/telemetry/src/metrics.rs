@@ -116,6 +116,18 @@ pub struct Metrics {
     /// `settle_breaker_transitions_total{domain,state}`: circuit breaker
     /// changes, by the state entered.
     pub breaker_transitions: IntCounterVec,
+    /// `settle_deferred_attempts_total{flow,step}`: attempts that waited
+    /// on a failure domain (an open breaker, a spent retry budget) instead
+    /// of being made.
+    pub deferred_attempts: IntCounterVec,
+    /// `settle_retry_budget_retries{domain}`: retries in the budget's
+    /// window now; `settle_retry_budget_allowed{domain}`: retries it allows.
+    pub retry_budget_retries: IntGaugeVec,
+    pub retry_budget_allowed: IntGaugeVec,
+    /// `settle_bulkhead_in_flight{plugin}`: calls of the plugin in flight
+    /// now; `settle_bulkhead_limit{plugin}`: the most allowed.
+    pub bulkhead_in_flight: IntGaugeVec,
+    pub bulkhead_limit: IntGaugeVec,
     /// `settle_alerts_total{rule}`: alerts raised, by rule.
     pub alerts: IntCounterVec,
 }
@@ -182,6 +194,33 @@ impl Metrics {
                 .expect("metric registered once");
             g
         };
+        let gauges = |name: &str, help: &str, label: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let retry_budget_retries = gauges(
+            "settle_retry_budget_retries",
+            "Retries in a retry budget's window now.",
+            "domain",
+        );
+        let retry_budget_allowed = gauges(
+            "settle_retry_budget_allowed",
+            "Retries a retry budget allows in its window now.",
+            "domain",
+        );
+        let bulkhead_in_flight = gauges(
+            "settle_bulkhead_in_flight",
+            "Calls of a plugin with a bulkhead in flight now.",
+            "plugin",
+        );
+        let bulkhead_limit = gauges(
+            "settle_bulkhead_limit",
+            "Most calls of a plugin in flight at once (its bulkhead).",
+            "plugin",
+        );
         let breaker_open = IntGaugeVec::new(
             Opts::new(
                 "settle_breaker_open",
@@ -310,6 +349,15 @@ impl Metrics {
                 "Circuit breaker changes, by the state entered.",
                 &["domain", "state"],
             ),
+            deferred_attempts: counter(
+                "settle_deferred_attempts_total",
+                "Attempts that waited on an open circuit breaker or a spent retry budget instead of being made.",
+                &["flow", "step"],
+            ),
+            retry_budget_retries,
+            retry_budget_allowed,
+            bulkhead_in_flight,
+            bulkhead_limit,
             alerts: counter("settle_alerts_total", "Alerts raised, by rule.", &["rule"]),
             runs,
             registry,
@@ -424,6 +472,11 @@ impl Observer for Metrics {
                 }
                 EventKind::RunDrifted { .. } => {
                     self.drifts.with_label_values(&[flow]).inc();
+                }
+                EventKind::StepDeferred { .. } => {
+                    self.deferred_attempts
+                        .with_label_values(&[flow, step_of(event)])
+                        .inc();
                 }
                 EventKind::OperatorActed { action, .. } => {
                     self.operator_actions

@@ -90,6 +90,20 @@ pub struct Denial {
     pub detail: String,
 }
 
+/// Most downstream hosts one call reports.
+pub const MAX_DOWNSTREAMS: usize = 8;
+
+/// How a downstream host (a `wasi:http` authority) fared in one call, as
+/// the host saw it on the wire: what its circuit breaker counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downstream {
+    /// `host:port`, lower case.
+    pub authority: String,
+    /// A request to it failed: no connection, no answer before the call
+    /// ended, or a 5xx or 429 answer.
+    pub failed: bool,
+}
+
 /// Everything the engine needs to know about a call.
 #[derive(Clone, Debug)]
 pub struct CallReport {
@@ -98,6 +112,9 @@ pub struct CallReport {
     pub result: Result<CallOutput, CallFailure>,
     pub denials: Vec<Denial>,
     pub duration: Duration,
+    /// The downstream hosts the call sent requests to (allowed ones only),
+    /// each once, at most [`MAX_DOWNSTREAMS`].
+    pub downstream: Vec<Downstream>,
 }
 
 /// What a plugin says about itself, in host types.

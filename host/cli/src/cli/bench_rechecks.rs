@@ -48,6 +48,7 @@ impl Executor for InSync {
                 result: Ok(CallOutput::Reconciled(crate::model::Verdict::InSync)),
                 denials: Vec::new(),
                 duration: Duration::ZERO,
+                downstream: Vec::new(),
             };
         }
         self.inner.invoke(request).await

@@ -87,9 +87,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Where a run stands: state, phrase, current step and attempts.
+    /// Where a run stands: state, phrase, current step and attempts. With
+    /// no run and `--server`: the server's failure domains (circuit
+    /// breakers, retry budgets, bulkheads).
     Status {
-        run: String,
+        run: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -231,7 +233,11 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
         Command::Runs { state, limit, json } => {
             server().and_then(|s| remote::runs(&s, *state, *limit, *json))
         }
-        Command::Status { run, json } => server().and_then(|s| remote::status(&s, run, *json)),
+        Command::Status {
+            run: Some(run),
+            json,
+        } => server().and_then(|s| remote::status(&s, run, *json)),
+        Command::Status { run: None, json } => server().and_then(|s| remote::domains(&s, *json)),
         Command::Events { run, json } => server().and_then(|s| remote::events(&s, run, *json)),
         Command::Retry(args) => server().and_then(|s| remote::retry(&s, args)),
         Command::Restart(args) => server().and_then(|s| remote::restart(&s, args)),
@@ -278,7 +284,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { state, limit, json } => {
             read::runs(&config(&cli)?, *state, *limit, *json).await
         }
-        Command::Status { run, json } => read::status(&config(&cli)?, run, *json).await,
+        Command::Status {
+            run: Some(run),
+            json,
+        } => read::status(&config(&cli)?, run, *json).await,
+        Command::Status { run: None, .. } => anyhow::bail!(
+            "name a run (settle status RUN), or give --server URL to see the server's failure domains: breakers, retry budgets and bulkheads live in the serving host"
+        ),
         Command::Events { run, json } => read::events(&config(&cli)?, run, *json).await,
         Command::Plugins { json } => read::plugins(&config(&cli)?, *json).await,
         Command::Validate { flow } => read::validate(&config(&cli)?, flow).await,

@@ -391,6 +391,49 @@ pub fn status(server: &Server, run: &str, json: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `settle status --server URL` without a run: the failure domains.
+pub fn domains(server: &Server, json: bool) -> anyhow::Result<ExitCode> {
+    let views: serde_json::Value = server.get("failure domains", "/v1/breakers")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |key: &str| views[key].as_array().cloned().unwrap_or_default();
+    let (breakers, budgets, bulkheads) =
+        (list("breakers"), list("retry_budgets"), list("bulkheads"));
+    if breakers.is_empty() && budgets.is_empty() && bulkheads.is_empty() {
+        println!("no circuit breaker, retry budget or bulkhead is configured");
+    }
+    for b in &breakers {
+        println!(
+            "breaker  {:<32} {:<9} {} of {} recent attempts failed",
+            b["domain"].as_str().unwrap_or("?"),
+            b["state"].as_str().unwrap_or("?"),
+            b["failures"],
+            b["calls"]
+        );
+    }
+    for b in &budgets {
+        println!(
+            "budget   {:<32} {} retries of {} allowed for {} first attempts in {} s",
+            b["domain"].as_str().unwrap_or("?"),
+            b["retries"],
+            b["allowed"].as_f64().unwrap_or_default().floor(),
+            b["first_attempts"],
+            b["window_ms"].as_u64().unwrap_or_default() / 1000
+        );
+    }
+    for b in &bulkheads {
+        println!(
+            "bulkhead {:<32} {} of at most {} calls in flight",
+            b["plugin"].as_str().unwrap_or("?"),
+            b["in_flight"],
+            b["max_in_flight"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn events(server: &Server, run: &str, json: bool) -> anyhow::Result<ExitCode> {
     let run = parse_run(run)?;
     #[derive(Deserialize)]

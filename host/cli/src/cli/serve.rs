@@ -165,6 +165,27 @@ async fn observe(
         metrics
             .runs_driven
             .set(i64::try_from(engine.live_runs()).unwrap_or(i64::MAX));
+        let domains = engine.domains();
+        for b in &domains.retry_budgets {
+            let (retries, allowed) = (&metrics.retry_budget_retries, &metrics.retry_budget_allowed);
+            let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            retries
+                .with_label_values(&[&b.domain])
+                .set(as_i64(b.retries));
+            allowed
+                .with_label_values(&[&b.domain])
+                .set(b.allowed.floor() as i64);
+        }
+        for b in &domains.bulkheads {
+            metrics
+                .bulkhead_in_flight
+                .with_label_values(&[&b.plugin])
+                .set(i64::from(b.in_flight));
+            metrics
+                .bulkhead_limit
+                .with_label_values(&[&b.plugin])
+                .set(i64::from(b.max_in_flight));
+        }
         let stats = runtime.stats();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         Metrics::catch_up(&metrics.pool_waits, load(&stats.pool_waits));

@@ -4,7 +4,8 @@
 use super::{CallState, QUOTE_BYTES};
 use crate::budget::{Denials, cut};
 use crate::grants::Grants;
-use std::sync::Arc;
+use settle_types::executor::{Downstream, MAX_DOWNSTREAMS};
+use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 impl WasiHttpView for CallState {
@@ -21,6 +22,34 @@ impl WasiHttpView for CallState {
 pub(crate) struct OutboundPolicy {
     grants: Arc<Grants>,
     pub(crate) denials: Denials,
+    /// How each downstream host answered, shared with the requests' futures.
+    downstream: Arc<Mutex<Answers>>,
+}
+
+/// Per downstream host: requests sent, answered well, and failed.
+#[derive(Default)]
+struct Answers(Vec<(String, Tally)>);
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    sent: u32,
+    answered: u32,
+    failed: u32,
+}
+
+impl Answers {
+    /// The tally of `authority`; `None` past [`MAX_DOWNSTREAMS`] hosts.
+    fn of(&mut self, authority: &str) -> Option<&mut Tally> {
+        let at = match self.0.iter().position(|(a, _)| a == authority) {
+            Some(at) => at,
+            None if self.0.len() < MAX_DOWNSTREAMS => {
+                self.0.push((authority.to_string(), Tally::default()));
+                self.0.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.0[at].1)
+    }
 }
 
 impl OutboundPolicy {
@@ -28,7 +57,24 @@ impl OutboundPolicy {
         OutboundPolicy {
             grants,
             denials: Denials::default(),
+            downstream: Arc::default(),
         }
+    }
+
+    /// How each host the call sent requests to fared: a request still
+    /// without an answer when the call ended counts as failed (the call
+    /// timed out waiting for it).
+    pub(crate) fn take_downstream(&mut self) -> Vec<Downstream> {
+        let answers =
+            std::mem::take(&mut *self.downstream.lock().unwrap_or_else(|p| p.into_inner()));
+        answers
+            .0
+            .into_iter()
+            .map(|(authority, t)| Downstream {
+                authority,
+                failed: t.failed > 0 || t.answered.saturating_add(t.failed) < t.sent,
+            })
+            .collect()
     }
 }
 
@@ -63,9 +109,28 @@ impl WasiHttpHooks for OutboundPolicy {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let authority = format!("{}:{port}", host.to_ascii_lowercase());
+        let downstream = self.downstream.clone();
+        let tally = move |outcome: Option<bool>| {
+            let mut answers = downstream.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = answers.of(&authority) {
+                match outcome {
+                    None => t.sent = t.sent.saturating_add(1),
+                    Some(false) => t.answered = t.answered.saturating_add(1),
+                    Some(true) => t.failed = t.failed.saturating_add(1),
+                }
+            }
+        };
+        tally(None);
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            // A host that cannot be reached, is failing or sheds load.
+            let failed = sent.as_ref().map_or(true, |(r, _)| {
+                r.status().is_server_error() || r.status() == http::StatusCode::TOO_MANY_REQUESTS
+            });
+            tally(Some(failed));
+            let (response, io) = sent?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
