@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod crash;
 mod domains;
+mod messages;
 mod drift;
 mod drill;
 mod expectations;

@@ -51,12 +51,15 @@ fn act_problem(e: ActError) -> Problem {
 }
 
 /// `POST /v1/runs/{id}/{action}`.
+// Each argument is one axum extractor: what the request carries.
+#[allow(clippy::too_many_arguments)]
 pub async fn act<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
     Extension(caller): Extension<Caller>,
     matched: MatchedPath,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
+    lang: crate::language::Language,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Problem> {
@@ -75,7 +78,10 @@ pub async fn act<S: RunQueries + Clone, X: Executor>(
     match api.engine.request(summary.run_id, command).await.map_err(act_problem)? {
         Requested::Applied(_) => {
             let status = api.queries.status(summary.run_id).await?;
-            Ok(Json(json!({ "applied": true, "status": status })).into_response())
+            let status = status.map(|s| s.localized(lang.0));
+            Ok(lang.mark(
+                Json(json!({ "applied": true, "status": status })).into_response(),
+            ))
         }
         Requested::Deferred => Ok((
             StatusCode::ACCEPTED,

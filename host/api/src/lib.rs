@@ -19,6 +19,7 @@ pub mod auth;
 mod body;
 mod dashboard;
 mod flows;
+mod language;
 mod overview;
 pub mod problem;
 pub mod routes;

@@ -2,6 +2,7 @@
 //! `GET /v1/runs`, `GET /v1/runs/{id}`, its events, and lookup by key.
 
 use crate::auth::{Caller, Role};
+use crate::language::Language;
 use crate::problem::Problem;
 use crate::{Shared, body};
 use axum::Json;
@@ -113,8 +114,9 @@ fn location(run: RunId) -> Value {
     })
 }
 
-fn status_body(status: &RunStatus, existing: Option<bool>) -> Value {
-    let mut body = serde_json::to_value(status).unwrap_or(Value::Null);
+fn status_body(status: RunStatus, existing: Option<bool>, lang: Language) -> Value {
+    let status = status.localized(lang.0);
+    let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
     if let (Some(map), Value::Object(links)) = (body.as_object_mut(), location(status.run_id)) {
         map.extend(links);
         if let Some(existing) = existing {
@@ -130,6 +132,7 @@ pub async fn submit<S: RunQueries + Clone, X: Executor>(
     Extension(caller): Extension<Caller>,
     Path(flow_name): Path<String>,
     RawQuery(raw): RawQuery,
+    lang: Language,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Problem> {
@@ -218,7 +221,8 @@ pub async fn submit<S: RunQueries + Clone, X: Executor>(
     if wait.is_some() && status.stage == Stage::Done {
         code = StatusCode::OK;
     }
-    let mut response = (code, Json(status_body(&status, Some(submitted.existing)))).into_response();
+    let body = status_body(status, Some(submitted.existing), lang);
+    let mut response = lang.mark((code, Json(body)).into_response());
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{run}")) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -274,6 +278,7 @@ pub async fn get<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    lang: Language,
 ) -> Result<Response, Problem> {
     let summary = visible_run(&api, &caller, &id).await?;
     let run = summary.run_id;
@@ -283,7 +288,7 @@ pub async fn get<S: RunQueries + Clone, X: Executor>(
         .await?
         .ok_or_else(|| Problem::not_found(format!("no run {run}")))?;
     let events = api.queries.events(run).await?;
-    let mut body = status_body(&status, None);
+    let mut body = status_body(status, None, lang);
     if let Some(map) = body.as_object_mut() {
         map.insert("steps".into(), json!(step_views(&summary.steps, &events)));
         map.insert("reports".into(), json!(summary.reports));
@@ -291,7 +296,7 @@ pub async fn get<S: RunQueries + Clone, X: Executor>(
             map.insert("idempotency_key".into(), json!(key));
         }
     }
-    Ok(Json(body).into_response())
+    Ok(lang.mark(Json(body).into_response()))
 }
 
 /// `GET /v1/runs/{id}/events`.
@@ -310,6 +315,7 @@ pub async fn by_key<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
     Extension(caller): Extension<Caller>,
     Path((flow, key)): Path<(String, String)>,
+    lang: Language,
 ) -> Result<Response, Problem> {
     if key.len() > bounds::MAX_IDEMPOTENCY_KEY_BYTES {
         return Err(Problem::bad_request(
@@ -337,7 +343,7 @@ pub async fn by_key<S: RunQueries + Clone, X: Executor>(
     if !visible(&caller, summary.submitted_by.as_deref()) {
         return Err(not_found());
     }
-    Ok(Json(status_body(&status, None)).into_response())
+    Ok(lang.mark(Json(status_body(status, None, lang)).into_response()))
 }
 
 /// The listing a query string asks for.
@@ -414,8 +420,10 @@ pub fn listing(pairs: &[(String, String)]) -> Result<RunListing, Problem> {
 pub async fn list<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
     RawQuery(raw): RawQuery,
+    lang: Language,
 ) -> Result<Response, Problem> {
     let listing = listing(&query_pairs(raw.as_deref())?)?;
-    let page = api.queries.list(&listing).await?;
-    Ok(Json(page).into_response())
+    let mut page = api.queries.list(&listing).await?;
+    page.runs = page.runs.into_iter().map(|s| s.localized(lang.0)).collect();
+    Ok(lang.mark(Json(page).into_response()))
 }

@@ -33,6 +33,7 @@ pub async fn stream<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    lang: crate::language::Language,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let summary = visible_run(&api, &caller, &id).await?;
@@ -76,6 +77,7 @@ pub async fn stream<S: RunQueries + Clone, X: Executor>(
             let Ok(Some(status)) = api.queries.status(run).await else {
                 break;
             };
+            let status = status.localized(lang.0);
             let progress = status
                 .progress
                 .as_ref()
@@ -116,7 +118,9 @@ pub async fn stream<S: RunQueries + Clone, X: Executor>(
             }
         }
     });
-    Ok(axum::response::Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(lang.mark(
+        axum::response::Sse::new(ReceiverStream::new(rx))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response(),
+    ))
 }

@@ -19,6 +19,8 @@ pub const MIN_RUNS: usize = 20;
 /// The share of runs the announced time covers.
 pub const PERCENT: usize = 90;
 
+use settle_types::messages::{CATALOG_VERSION, Lang, Message};
+
 /// What a status says about time.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expectation {
@@ -31,8 +33,10 @@ pub struct Expectation {
     /// Whether this run has taken longer than that already.
     #[serde(default)]
     pub overdue: bool,
-    /// The sentence for people.
+    /// The sentence for people, in English.
     pub text: String,
+    /// The same as a catalog message, to render in any language.
+    pub message: Message,
 }
 
 /// Settle times of recent runs, per flow.
@@ -117,33 +121,33 @@ impl Expectations {
         let within = match within {
             Some(within) if n >= MIN_RUNS => within,
             _ => {
+                let message = Message::new("expect.no-estimate")
+                    .with("runs", n)
+                    .with("needed", MIN_RUNS);
                 return Expectation {
                     usually_within_ms: None,
                     of_runs: n,
                     overdue: false,
-                    text: format!(
-                        "no estimate yet: {n} run(s) of this flow have settled, {MIN_RUNS} are needed"
-                    ),
+                    text: message.render(Lang::En, CATALOG_VERSION),
+                    message,
                 };
             }
         };
         let overdue = elapsed_ms > within;
-        let text = if overdue {
-            format!(
-                "taking longer than usual ({PERCENT} % of the last {n} runs completed within {})",
-                human(within)
-            )
+        let message = Message::new(if overdue {
+            "expect.overdue"
         } else {
-            format!(
-                "usually completes within {} ({PERCENT} % of the last {n} runs)",
-                human(within)
-            )
-        };
+            "expect.usually"
+        })
+        .with("percent", PERCENT)
+        .with("runs", n)
+        .with("within", human(within));
         Expectation {
             usually_within_ms: Some(within),
             of_runs: n,
             overdue,
-            text,
+            text: message.render(Lang::En, CATALOG_VERSION),
+            message,
         }
     }
 }

@@ -202,6 +202,7 @@ mod tests {
             of_runs: 500,
             overdue: false,
             text: "usually completes within 8 s (90 % of the last 500 runs)".into(),
+            message: settle_types::messages::Message::new("expect.usually"),
         };
         let g = explain(&flow, &|p| p == "transfer", expectation, None);
         let text = g.sentences.join("\n");

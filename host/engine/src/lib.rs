@@ -395,6 +395,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             input,
             idempotency_key: key.clone(),
             submitted_by: by.map(|b| settle_types::bounds::cut(&b, 256)),
+            catalog: settle_types::messages::CATALOG_VERSION,
         };
         let first = Event {
             v: SCHEMA_VERSION,

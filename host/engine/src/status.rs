@@ -3,6 +3,7 @@
 
 use crate::expectations::Expectation;
 use serde::{Deserialize, Serialize};
+use settle_types::messages::{Lang, Message};
 use settle_types::{Failure, HoldCause, Next, RunId, RunState, RunSummary, Stage, now_ms};
 
 /// What is known about a run right now. Deserializable too: the CLI reads
@@ -17,8 +18,18 @@ pub struct RunStatus {
     /// Why the run waits for an operator, while it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldCause>,
-    /// The sentence shown to people, e.g. "Retrying reserve-stock (attempt 3 of 5) in 4 s".
+    /// The sentence shown to people, in `language`, e.g. "Retrying
+    /// reserve-stock (attempt 3 of 5) in 4 s".
     pub phrase: String,
+    /// The phrase as a catalog message (an id and its parameters), to
+    /// render in another language or to match on.
+    pub message: Message,
+    /// The message catalog version the run's phrases are rendered with.
+    #[serde(default)]
+    pub catalog: u32,
+    /// The language of `phrase` (`Accept-Language` chooses it).
+    #[serde(default)]
+    pub language: Lang,
     /// The step the run is at (or undoing), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepPosition>,
@@ -112,6 +123,7 @@ impl RunStatus {
         expectation: Option<Expectation>,
     ) -> Self {
         let now = now_ms();
+        let message = with_expectation(summary.message(now, running), expectation.as_ref());
         let name = |i: u32| summary.steps.get(i as usize).cloned().unwrap_or_default();
         let step = match summary.next {
             Next::Step {
@@ -149,7 +161,10 @@ impl RunStatus {
                     && !running,
             ),
             hold: summary.hold,
-            phrase: with_expectation(summary.phrase(now, running), expectation.as_ref()),
+            phrase: message.render(Lang::En, summary.catalog),
+            message,
+            catalog: summary.catalog,
+            language: Lang::En,
             step,
             completed_steps: summary.completed_steps(),
             step_count: summary.steps.len(),
@@ -173,16 +188,29 @@ impl RunStatus {
 /// 8 s (…)", or "Taking longer than usual (…): …" for a run past that.
 /// Without enough history the phrase promises nothing (the status's
 /// `expectation` says why).
-fn with_expectation(phrase: String, expectation: Option<&Expectation>) -> String {
+fn with_expectation(phrase: Message, expectation: Option<&Expectation>) -> Message {
     match expectation {
         Some(e) if e.usually_within_ms.is_some() && e.overdue => {
-            let mut text = e.text.clone();
-            if let Some(first) = text.get_mut(..1) {
-                first.make_ascii_uppercase();
-            }
-            format!("{text}: {phrase}")
+            let mut overdue = e.message.clone();
+            overdue.id = "status.overdue".into();
+            overdue.with_messages("phrase", vec![phrase])
         }
-        Some(e) if e.usually_within_ms.is_some() => format!("{phrase}; {}", e.text),
+        Some(e) if e.usually_within_ms.is_some() => Message::new("status.with-expectation")
+            .with_messages("phrase", vec![phrase])
+            .with_messages("expectation", vec![e.message.clone()]),
         _ => phrase,
+    }
+}
+
+impl RunStatus {
+    /// The status with its phrases in `lang` (they are in English until
+    /// then), rendered with the run's own catalog version.
+    pub fn localized(mut self, lang: Lang) -> Self {
+        self.phrase = self.message.render(lang, self.catalog);
+        if let Some(e) = &mut self.expectation {
+            e.text = e.message.render(lang, self.catalog);
+        }
+        self.language = lang;
+        self
     }
 }

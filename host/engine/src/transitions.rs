@@ -781,6 +781,7 @@ mod tests {
             causation: None,
             trace_id: String::new(),
             kind: EventKind::RunAccepted {
+                catalog: 1,
                 flow: flow.name.clone(),
                 flow_version: flow.version.clone(),
                 flow_digest: String::new(),

@@ -65,6 +65,7 @@ pub fn first_commit(flow: &str, key: Option<&str>, at_ms: u64) -> Commit {
         0,
         at_ms,
         EventKind::RunAccepted {
+            catalog: 1,
             flow: flow.into(),
             flow_version: "1".into(),
             flow_digest: format!("digest-of-{flow}"),

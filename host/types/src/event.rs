@@ -25,7 +25,8 @@ use uuid::Uuid;
 ///   attempt that waits for a plugin's circuit breaker);
 ///   `objective-breached`.
 /// - 4: `run-reapplied` (a drifted run's steps are run again under their
-///   same operation ids) and the operator action `reapply`.
+///   same operation ids) and the operator action `reapply`; `run-accepted`
+///   records the message catalog version (`catalog`).
 pub const SCHEMA_VERSION: u16 = 4;
 
 /// One immutable record in a run's log, with its lineage.
@@ -90,6 +91,10 @@ pub enum EventKind {
         /// Who submitted it (the API token's name), when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         submitted_by: Option<String>,
+        /// The message catalog version its phrases are rendered with
+        /// ([`crate::messages`]); 0 for runs accepted before catalogs.
+        #[serde(default, skip_serializing_if = "crate::summary::is_zero")]
+        catalog: u32,
     },
     /// Attempt `attempt` (of at most `max_attempts`) of step `index` is due
     /// at `not_before_ms`.

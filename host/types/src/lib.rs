@@ -14,6 +14,7 @@ pub mod duration_text;
 pub mod event;
 pub mod executor;
 pub mod ids;
+pub mod messages;
 pub mod observe;
 pub mod retry;
 pub mod state;

@@ -75,8 +75,10 @@ pub fn without_payloads(events: &[Event]) -> Vec<Event> {
                     steps,
                     idempotency_key,
                     submitted_by,
+                    catalog,
                     ..
                 } => EventKind::RunAccepted {
+                    catalog: *catalog,
                     flow: flow.clone(),
                     flow_version: flow_version.clone(),
                     flow_digest: flow_digest.clone(),

@@ -3,6 +3,7 @@
 //! fold in memory for the run it drives; status phrases are read from it.
 
 use super::event::{Event, EventKind, Failure, HoldCause, Verdict};
+use super::messages::Message;
 use super::{RunId, RunState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -61,6 +62,9 @@ pub struct RunSummary {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+    /// The message catalog version its phrases are rendered with.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub catalog: u32,
     pub state: RunState,
     pub next: Next,
     /// Output of each completed step (None: not completed). A step that
@@ -206,6 +210,7 @@ impl RunSummary {
             input,
             idempotency_key,
             submitted_by,
+            catalog,
         } = &event.kind
         else {
             return None;
@@ -221,6 +226,7 @@ impl RunSummary {
             input: input.clone(),
             idempotency_key: idempotency_key.clone(),
             submitted_by: submitted_by.clone(),
+            catalog: *catalog,
             outputs: vec![None; n],
             compensated: vec![false; n],
             uncertain: vec![false; n],
@@ -244,6 +250,7 @@ impl RunSummary {
             input: Value::Null,
             idempotency_key: None,
             submitted_by: None,
+            catalog: 0,
             state: RunState::Accepted,
             next: Next::Nothing,
             outputs: Vec::new(),
@@ -531,29 +538,6 @@ impl RunSummary {
             .collect()
     }
 
-    /// "; left in place: a; may have been left in place: b", or "".
-    fn left_clause(&self) -> String {
-        let mut clause = String::new();
-        let left = self.left_in_place();
-        if !left.is_empty() {
-            clause.push_str(&format!("; left in place: {}", left.join(", ")));
-        }
-        let maybe = self.maybe_left_in_place();
-        if !maybe.is_empty() {
-            clause.push_str(&format!(
-                "; may have been left in place: {}",
-                maybe.join(", ")
-            ));
-        }
-        if !self.superseded.is_empty() {
-            clause.push_str(&format!(
-                "; earlier runs left in place: {}",
-                self.superseded.join(", ")
-            ));
-        }
-        clause
-    }
-
     /// Whether every step that answered a confirmation said in-sync, and at
     /// least one did: only then is a settled run "confirmed".
     pub fn confirmed(&self) -> bool {
@@ -583,27 +567,35 @@ impl RunSummary {
         self.outputs.iter().filter(|o| o.is_some()).count()
     }
 
-    /// The phrase shown to people for this run's state. It says what is
-    /// known, never more. `running` tells whether an attempt is in progress
-    /// right now (only the host driving the run knows that).
+    /// The phrase shown to people for this run's state, in English. It says
+    /// what is known, never more. `running` tells whether an attempt is in
+    /// progress right now (only the host driving the run knows that).
     pub fn phrase(&self, now_ms: u64, running: bool) -> String {
+        self.message(now_ms, running)
+            .render(crate::messages::Lang::En, self.catalog)
+    }
+
+    /// The phrase as a catalog message, to render in any language.
+    pub fn message(&self, now_ms: u64, running: bool) -> Message {
         let step_name = |i: u32| {
             self.steps
                 .get(i as usize)
                 .map(String::as_str)
                 .unwrap_or("?")
         };
+        let seconds = |until: u64| until.saturating_sub(now_ms).div_ceil(1000);
         match (&self.state, &self.next) {
             (_, Next::Step { not_before_ms, .. }) if self.waiting_on.is_some() => {
                 let reason = self.waiting_on.as_deref().unwrap_or_default();
                 if now_ms < *not_before_ms {
-                    let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
-                    format!("Waiting: {reason}; next try in {wait_s} s")
+                    Message::new("run.waiting")
+                        .with("reason", reason)
+                        .with("seconds", seconds(*not_before_ms))
                 } else {
-                    format!("Waiting: {reason}; the next try goes once it lets one through")
+                    Message::new("run.waiting-for-go").with("reason", reason)
                 }
             }
-            (RunState::Accepted, _) if !running => "Request accepted".into(),
+            (RunState::Accepted, _) if !running => Message::new("run.accepted"),
             (
                 RunState::Retrying,
                 Next::Step {
@@ -612,69 +604,79 @@ impl RunSummary {
                     max_attempts,
                     not_before_ms,
                 },
-            ) if !running || now_ms < *not_before_ms => {
-                let wait_s = not_before_ms.saturating_sub(now_ms).div_ceil(1000);
-                format!(
-                    "Retrying {} (attempt {attempt} of {max_attempts}) in {wait_s} s",
-                    step_name(*index)
-                )
-            }
+            ) if !running || now_ms < *not_before_ms => Message::new("run.retrying")
+                .with("step", step_name(*index))
+                .with("attempt", attempt)
+                .with("max_attempts", max_attempts)
+                .with("seconds", seconds(*not_before_ms)),
             (RunState::Processing | RunState::Retrying, Next::Step { index, .. })
                 if self.reapplies > 0 && self.verdicts.iter().all(Option::is_none) =>
             {
-                format!(
-                    "Repairing: a downstream system disagreed, so {} runs again (step {} of {})",
-                    step_name(*index),
-                    index.saturating_add(1),
-                    self.steps.len()
-                )
+                Message::new("run.repairing")
+                    .with("step", step_name(*index))
+                    .with("number", index.saturating_add(1))
+                    .with("count", self.steps.len())
             }
             (
                 RunState::Accepted | RunState::Processing | RunState::Retrying,
                 Next::Step { index, .. },
-            ) => {
-                format!(
-                    "Processing: step {} of {} ({})",
-                    index.saturating_add(1),
-                    self.steps.len(),
-                    step_name(*index)
-                )
-            }
-            (RunState::Compensating, _) => "Undoing completed steps".into(),
-            (RunState::PendingReconciliation, _) => {
-                "Done; confirming with downstream systems".into()
-            }
-            (RunState::Settled, _) if self.confirmed() => "Completed and confirmed".into(),
-            (RunState::Settled, _) => "Completed (not independently confirmed)".into(),
-            (RunState::Compensated, _) => self.compensated_phrase(),
+            ) => Message::new("run.processing")
+                .with("number", index.saturating_add(1))
+                .with("count", self.steps.len())
+                .with("step", step_name(*index)),
+            (RunState::Compensating, _) => Message::new("run.compensating"),
+            (RunState::PendingReconciliation, _) => Message::new("run.confirming"),
+            (RunState::Settled, _) if self.confirmed() => Message::new("run.settled-confirmed"),
+            (RunState::Settled, _) => Message::new("run.settled-unconfirmed"),
+            (RunState::Compensated, _) => self.compensated_message(),
             (RunState::Drifted, _) => match &self.detail {
-                Some(detail) => format!(
-                    "Completed, but a downstream system disagrees ({detail}); waiting for an operator to decide"
-                ),
-                None => "Completed, but a downstream system disagrees; waiting for an operator to decide"
-                    .into(),
+                Some(detail) => Message::new("run.drifted").with("detail", detail),
+                None => Message::new("run.drifted-no-detail"),
             },
             (RunState::NeedsAttention, _) => match &self.detail {
-                Some(reason) => format!("Stopped: an operator must act: {reason}"),
-                None => "Stopped: an operator must act".into(),
+                Some(reason) => Message::new("run.held").with("reason", reason),
+                None => Message::new("run.held-no-reason"),
             },
-            (RunState::Cancelled, _) => format!("Cancelled{}", self.left_clause()),
-            (state, _) => format!("{state}"),
+            (RunState::Cancelled, _) => {
+                Message::new("run.cancelled").with_messages("left", self.left_clauses())
+            }
+            (state, _) => Message::new("run.state").with("state", state),
         }
     }
 
+    /// What was left in place, as clauses ("; left in place: charge").
+    fn left_clauses(&self) -> Vec<Message> {
+        let mut clauses = Vec::new();
+        let mut clause = |id: &str, steps: Vec<&str>| {
+            if !steps.is_empty() {
+                clauses.push(Message::new(id).with("steps", steps.join(", ")));
+            }
+        };
+        clause("clause.left-in-place", self.left_in_place());
+        clause("clause.maybe-left-in-place", self.maybe_left_in_place());
+        clause(
+            "clause.earlier-runs-left",
+            self.superseded.iter().map(String::as_str).collect(),
+        );
+        clauses
+    }
+
     /// "Could not complete; …": what was undone and what was left, as the log says.
-    fn compensated_phrase(&self) -> String {
+    fn compensated_message(&self) -> Message {
         let undone: Vec<&str> = (0..self.steps.len())
             .filter(|&i| self.compensated[i])
             .map(|i| self.steps[i].as_str())
             .collect();
-        let left = self.left_clause();
+        let left = self.left_clauses();
         match (undone.is_empty(), left.is_empty()) {
-            (true, true) => "Could not complete; nothing had been changed".into(),
-            (false, true) => "Could not complete; all changes were undone".into(),
-            (true, false) => format!("Could not complete; nothing was undone{left}"),
-            (false, false) => format!("Could not complete; undone: {}{left}", undone.join(", ")),
+            (true, true) => Message::new("run.compensated-nothing-changed"),
+            (false, true) => Message::new("run.compensated-all-undone"),
+            (true, false) => {
+                Message::new("run.compensated-none-undone").with_messages("left", left)
+            }
+            (false, false) => Message::new("run.compensated-some-undone")
+                .with("undone", undone.join(", "))
+                .with_messages("left", left),
         }
     }
 }
@@ -710,6 +712,7 @@ mod tests {
     fn phrases_say_what_is_known_and_no_more() {
         let run = RunId::new();
         let accepted = EventKind::RunAccepted {
+            catalog: 1,
             flow: "order".into(),
             flow_version: "1".into(),
             flow_digest: "d".into(),
