@@ -155,3 +155,175 @@ owner = "nobody"
         "{metrics}"
     );
 }
+
+/// The hold flow with an objective it cannot meet (its run waits for an
+/// operator), for the burn-rate rule.
+const HOLD_WITH_OBJECTIVE: &str = "
+name: hold
+objective: { settled_within: 300ms, target: 99% }
+defaults:
+  on_exhausted: hold
+steps:
+  - name: pay
+    plugin: flaky
+    input: { mode: fail-times, times: 9 }
+    retry: { max_attempts: 2, initial_interval: 10ms, jitter: 0 }
+";
+
+/// Polls `/v1/alerts` until `rule` has raised `n` alerts; returns them.
+fn alerts_of(server: &Server, rule: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alerts = server.get("/v1/alerts").json;
+        let of_rule: Vec<Value> = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .cloned()
+            .collect();
+        if of_rule.len() >= n {
+            return of_rule;
+        }
+        assert!(Instant::now() < deadline, "{rule}: {alerts}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rate_count_burn_and_stuck_rules_raise_one_alert_each_when_crossed() {
+    let dir = support::tempdir();
+    let extra = r#"
+[[alerts.rules]]
+name = "pay-failing"
+when = "step-failure-rate"
+only = "hold"
+step = "pay"
+threshold = 0.5
+window = "1m"
+min_events = 2
+owner = "payments-team"
+mitigation = "look at the provider's status page"
+
+[[alerts.rules]]
+name = "people-unhappy"
+when = "reports"
+threshold = 2
+window = "1m"
+owner = "support"
+
+[[alerts.rules]]
+name = "budget-burning"
+when = "burn-rate"
+threshold = 10
+window = "1h"
+min_events = 1
+owner = "sre"
+
+[[alerts.rules]]
+name = "held-too-long"
+when = "stuck"
+state = "needs-attention"
+longer_than = "1s"
+owner = "ops"
+escalation = "page ops after 2 alerts"
+"#;
+    let server = Server::start(dir.path(), &[("hold", HOLD_WITH_OBJECTIVE)], extra);
+    let reply = server.post("/v1/flows/hold/runs?wait=10s", &json!({}));
+    assert_eq!(reply.json["state"], "needs-attention", "{reply}");
+    let run = reply.json["run_id"].as_str().unwrap().to_string();
+
+    // Both attempts failed: 2 of 2 over a threshold of half.
+    let failing = alerts_of(&server, "pay-failing", 1);
+    let detail = failing[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("step 'pay' of flow 'hold': 2 of 2 attempts failed in the last 1m"),
+        "{detail}"
+    );
+    assert_eq!(
+        failing[0]["mitigation"],
+        "look at the provider's status page"
+    );
+
+    // The objective (300 ms) passes while the run waits: one bad run of
+    // one is a burn rate of 100.
+    let burning = alerts_of(&server, "budget-burning", 1);
+    let detail = burning[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("spending its error budget 100.0× as fast"),
+        "{detail}"
+    );
+
+    // Held for more than a second: one stuck alert naming the run.
+    let stuck = alerts_of(&server, "held-too-long", 1);
+    assert_eq!(stuck[0]["run_id"], run.as_str());
+    assert!(
+        stuck[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the run has been needs-attention for"),
+        "{}",
+        stuck[0]
+    );
+
+    // Two reports reach the count; a third does not raise it again.
+    for n in 0..3 {
+        let r = server.post(
+            &format!("/v1/runs/{run}/reports"),
+            &json!({"message": format!("still not paid ({n})")}),
+        );
+        assert!(r.status < 300, "{r}");
+    }
+    let unhappy = alerts_of(&server, "people-unhappy", 1);
+    assert!(
+        unhappy[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 user reports on runs of flow 'hold' in the last 1m"),
+        "{}",
+        unhappy[0]
+    );
+
+    // Later sweeps and events raise nothing more: one alert per crossing.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let all = server.get("/v1/alerts").json;
+    let count = |rule: &str| {
+        all["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .count()
+    };
+    for rule in [
+        "pay-failing",
+        "people-unhappy",
+        "budget-burning",
+        "held-too-long",
+    ] {
+        assert_eq!(count(rule), 1, "{rule}: {all}");
+    }
+}
+
+#[test]
+fn a_windowed_rule_without_its_threshold_is_refused_at_start() {
+    let dir = support::tempdir();
+    let config = Server::setup(
+        dir.path(),
+        &[("hold", HOLD)],
+        "[[alerts.rules]]\nname = \"r\"\nwhen = \"step-failure-rate\"\nowner = \"o\"\nwindow = \"1m\"\n",
+    );
+    let (code, _, err) = support::settle(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("rule 'r' (step-failure-rate) needs `threshold`"),
+        "{err}"
+    );
+}

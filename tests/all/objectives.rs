@@ -165,3 +165,60 @@ fn sentences(guarantees: &Value) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Held at once; misses its short objective while it waits.
+const HELD_SHORT: &str = "
+name: heldshort
+objective: { settled_within: 700ms, target: 90%, window: 1h }
+defaults:
+  on_exhausted: hold
+steps:
+  - name: pay
+    plugin: flaky
+    input: { mode: fail-times, times: 9 }
+    retry: { max_attempts: 1 }
+";
+
+#[test]
+fn a_held_run_records_its_missed_objective_without_anyone_acting_even_across_a_restart() {
+    let dir = support::tempdir();
+    let mut server = Server::start(dir.path(), &[("heldshort", HELD_SHORT)], "");
+    let first = server.post("/v1/flows/heldshort/runs?wait=10s", &json!({}));
+    assert_eq!(first.json["state"], "needs-attention", "{first}");
+    let first = first.json["run_id"].as_str().unwrap().to_string();
+    let breached = |server: &Server, run: &str| {
+        kinds(server, run)
+            .iter()
+            .filter(|k| *k == "objective-breached")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while breached(&server, &first) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            kinds(&server, &first)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A second held run; the host crashes before its deadline, and the
+    // restarted host watches it from the store.
+    let second = server.post("/v1/flows/heldshort/runs?wait=10s", &json!({}));
+    assert_eq!(second.json["state"], "needs-attention", "{second}");
+    let second = second.json["run_id"].as_str().unwrap().to_string();
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while breached(&server, &second) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            kinds(&server, &second)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(breached(&server, &first), 1, "once");
+    assert_eq!(breached(&server, &second), 1, "once");
+    let status = server.get(&format!("/v1/runs/{second}")).json;
+    assert_eq!(status["state"], "needs-attention", "still held: {status}");
+}

@@ -166,8 +166,8 @@ pub fn host_domain(authority: &str) -> String {
     format!("{HOST_PREFIX}{authority}")
 }
 
-/// Domain names of downstream hosts start with this.
-pub const HOST_PREFIX: &str = "host:";
+pub use settle_types::observe::HOST_DOMAIN_PREFIX as HOST_PREFIX;
+pub use settle_types::observe::domain_in_words as describe;
 
 /// The key of the policy every downstream host without one of its own gets.
 pub const EVERY_HOST: &str = "host:*";
@@ -175,14 +175,6 @@ pub const EVERY_HOST: &str = "host:*";
 /// Most breakers one host keeps: hosts get theirs as they are first seen,
 /// and a plugin may send requests to many.
 const MAX_BREAKERS: usize = 1024;
-
-/// A domain as people read it: "plugin 'pay'", "downstream host 'ledger:443'".
-pub fn describe(domain: &str) -> String {
-    match domain.strip_prefix(HOST_PREFIX) {
-        Some(authority) => format!("downstream host '{authority}'"),
-        None => format!("plugin '{domain}'"),
-    }
-}
 
 #[derive(Default)]
 pub struct Breakers {

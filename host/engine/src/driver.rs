@@ -491,10 +491,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         {
             tracing::error!(run = %run, "cannot record the missed objective: {e}");
         }
+        // Held for an operator: no driver will see its objective pass.
+        if summary.state == settle_types::RunState::NeedsAttention
+            && let Some(at) = breach_due(&flow, &summary)
+        {
+            self.watch_held_objective(run, at);
+        }
     }
 
     /// Records that the run missed its flow's objective.
-    async fn record_breach(
+    pub(crate) async fn record_breach(
         &self,
         summary: &mut RunSummary,
         flow: &Flow,

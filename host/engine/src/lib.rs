@@ -838,7 +838,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         true
     }
 
-    fn release(&self, run: RunId) {
+    pub(crate) fn release(&self, run: RunId) {
         self.inner.lock_live().remove(&run);
     }
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const BATCH: usize = 256;
 /// How long the reconciler sleeps when nothing is due.
 const IDLE: Duration = Duration::from_millis(250);
+/// Most held runs whose objectives are watched from the start.
+const HELD_WATCHED: usize = 100_000;
 /// When a run whose flow cannot be read is asked about again.
 const FLOW_UNREADABLE_RETRY_MS: u64 = 60_000;
 
@@ -83,12 +85,94 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         Ok(pass)
     }
 
+    /// Watches every run held for an operator whose objective has not
+    /// passed or been recorded yet (see [`Engine::watch_held_objective`]);
+    /// run once at start, when no driver is there to have set a watch.
+    /// Reads at most `limit` held runs; returns how many it watches.
+    pub async fn watch_held_runs(&self, limit: usize) -> Result<usize, StoreError> {
+        let filter = settle_types::store::RunFilter {
+            states: vec![RunState::NeedsAttention],
+            ..Default::default()
+        };
+        let held = self.inner.store.list_runs(&filter, limit).await?;
+        let mut watched = 0;
+        for summary in held.items {
+            let Ok(flow) = self.flow_for(&summary).await else {
+                continue;
+            };
+            if let Some(at) = crate::driver::breach_due(&flow, &summary) {
+                self.watch_held_objective(summary.run_id, at);
+                watched += 1;
+            }
+        }
+        Ok(watched)
+    }
+
+    /// Records, at `at_ms`, that held run `run` missed its objective, if it
+    /// is still held then and nothing recorded it meanwhile: no driver is
+    /// there to notice the deadline pass. Stops at shutdown.
+    pub(crate) fn watch_held_objective(&self, run: RunId, at_ms: u64) {
+        let engine = self.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(at_ms.saturating_sub(engine.now()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            // A driver letting go, or an operator acting, holds the run
+            // for a moment: ask again a few times.
+            for _ in 0..20 {
+                if *stop.borrow() {
+                    return;
+                }
+                match engine.record_missed_objective(run).await {
+                    Ok(Some(_)) => return,
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    Err(e) => {
+                        tracing::error!(run = %run, "cannot record the missed objective: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Records a held run's missed objective now, under a claim: `Some(true)`
+    /// when recorded, `Some(false)` when there is nothing to record (it moved
+    /// on, or it was recorded), `None` when the run is busy.
+    async fn record_missed_objective(&self, run: RunId) -> Result<Option<bool>, StoreError> {
+        if !self.claim(run) {
+            return Ok(None);
+        }
+        let outcome = async {
+            let Some(mut summary) = self.inner.store.summary(run).await? else {
+                return Ok(false);
+            };
+            let Ok(flow) = self.flow_for(&summary).await else {
+                return Ok(false);
+            };
+            let due = crate::driver::breach_due(&flow, &summary);
+            if summary.state != RunState::NeedsAttention || due.is_none_or(|at| self.now() < at) {
+                return Ok(false);
+            }
+            self.record_breach(&mut summary, &flow).await.map(|()| true)
+        }
+        .await;
+        self.release(run);
+        outcome.map(Some)
+    }
+
     /// Runs the reconciler until the engine shuts down: a pass, then
     /// another at once while whole batches come back, else a short sleep.
+    /// It first watches the objectives of the runs held when it starts.
     pub fn start_rechecks(&self) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         let mut stop = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
+            if let Err(e) = engine.watch_held_runs(HELD_WATCHED).await {
+                tracing::error!("cannot read the held runs to watch their objectives: {e}");
+            }
             loop {
                 if *stop.borrow() {
                     break;

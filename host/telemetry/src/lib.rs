@@ -27,6 +27,7 @@
 //!
 //! **Metrics**: [`metrics::Metrics`], rendered by `GET /metrics`.
 
+mod alert_windows;
 pub mod alerts;
 pub mod metrics;
 mod trace_ids;

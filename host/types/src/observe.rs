@@ -53,6 +53,19 @@ pub trait Observer: Send + Sync + 'static {
     }
 }
 
+/// Domain names of downstream hosts start with this (`host:psp:443`); any
+/// other failure domain is a plugin, by name.
+pub const HOST_DOMAIN_PREFIX: &str = "host:";
+
+/// A failure domain as people read it: "plugin 'pay'", "downstream host
+/// 'psp:443'".
+pub fn domain_in_words(domain: &str) -> String {
+    match domain.strip_prefix(HOST_DOMAIN_PREFIX) {
+        Some(authority) => format!("downstream host '{authority}'"),
+        None => format!("plugin '{domain}'"),
+    }
+}
+
 /// Copies of `events` for an observer, without the payloads an observer
 /// has no use for (a step's output, a run's input), so that observing a
 /// commit never copies what a plugin returned.

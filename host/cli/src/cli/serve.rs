@@ -60,7 +60,12 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
         eprintln!("warning: {e}");
     }
     config.alerts.check().map_err(anyhow::Error::msg)?;
-    let (render, alerts) = observe(&host, &config.alerts).await?;
+    let (render, alerts) = observe(&host, &config.alerts, catalog.clone()).await?;
+    let sweeping = tokio::spawn(sweep_stuck(
+        host.engine.clone(),
+        alerts.clone(),
+        config.alerts.clone(),
+    ));
     let api = settle_api::Api::new(host.engine.clone(), catalog, config.api.clone())
         .map_err(anyhow::Error::msg)?
         .with_metrics(render)
@@ -99,8 +104,10 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
         drain,
     )
     .await?;
-    // The API holds the engine, and through it the store: let go of it,
-    // so the store can close below.
+    // The API (and the sweep) hold the engine, and through it the store:
+    // let go of them, so the store can close below.
+    sweeping.abort();
+    let _ = sweeping.await;
     drop(api);
     tracing::info!("stopped accepting; letting attempts in flight finish");
     let left = drain.saturating_sub(signalled.get().map_or(Duration::ZERO, Instant::elapsed));
@@ -128,6 +135,7 @@ type Observed = (
 async fn observe(
     host: &Host,
     alerting: &settle_telemetry::alerts::AlertConfig,
+    catalog: Arc<FlowCatalog>,
 ) -> anyhow::Result<Observed> {
     use settle_telemetry::metrics::{Metrics, NON_TERMINAL};
     use settle_types::store::{RunFilter, RunQueries};
@@ -142,10 +150,18 @@ async fn observe(
         let runs = host.engine.store().list_runs(&filter, usize::MAX).await?;
         metrics.set_runs(state, i64::try_from(runs.items.len()).unwrap_or(i64::MAX));
     }
-    let alerts = Arc::new(settle_telemetry::alerts::Alerts::start(
-        alerting,
-        Some(metrics.alerts.clone()),
-    ));
+    // Burn rates are measured against the objective of the flow's
+    // current version.
+    let target = move |flow: &str| {
+        catalog
+            .current(flow)
+            .and_then(|f| f.objective)
+            .map(|o| o.target)
+    };
+    let alerts = Arc::new(
+        settle_telemetry::alerts::Alerts::start(alerting, Some(metrics.alerts.clone()))
+            .with_objectives(Box::new(target)),
+    );
     host.engine
         .observe(Arc::new(settle_types::observe::Fanout(vec![
             metrics.clone(),
@@ -194,6 +210,50 @@ async fn observe(
         metrics.render()
     });
     Ok((render, alerts))
+}
+
+/// Most runs of one state one sweep looks at.
+const SWEEP_RUNS: usize = 10_000;
+
+/// Raises `stuck` alerts: every so often (a quarter of the shortest
+/// `longer_than`, between 250 ms and 30 s) lists the runs in the states
+/// the rules watch and hands them to the alerts, which raise each once.
+async fn sweep_stuck(
+    engine: crate::engine::Engine<crate::store::SledStore, crate::runtime::Runtime>,
+    alerts: Arc<settle_telemetry::alerts::Alerts>,
+    config: settle_telemetry::alerts::AlertConfig,
+) {
+    use settle_types::store::{RunFilter, RunQueries};
+    let states = alerts.stuck_states();
+    let Some(shortest) = config.rules.iter().filter_map(|r| r.longer_than).min() else {
+        return;
+    };
+    let every = (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let filter = RunFilter {
+            states: states.clone(),
+            ..RunFilter::default()
+        };
+        match engine.store().list_runs(&filter, SWEEP_RUNS).await {
+            Ok(scan) => {
+                let runs: Vec<_> = scan
+                    .items
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.run_id.to_string(),
+                            s.flow.clone(),
+                            s.state,
+                            s.updated_at_ms,
+                        )
+                    })
+                    .collect();
+                alerts.sweep(&runs, settle_types::now_ms());
+            }
+            Err(e) => tracing::warn!("cannot list runs for the stuck-run alerts: {e}"),
+        }
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).
