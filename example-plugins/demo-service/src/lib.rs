@@ -18,6 +18,8 @@
 //!   under its key after such an edit (a re-apply) puts the transfer back
 //!   as it was asked for, journaled as `/ledger/transfers:restore`, and
 //!   counted in `restored`, not as a second application of the request.
+//! - `POST /drift/latency` (`{ms, for_ms}`, with `--drift-hooks` only)
+//!   makes every answer `ms` late for the next `for_ms`: a slow downstream.
 //! - `GET /state` shows the world; `GET /requests` counts, per path and
 //!   idempotency key, the requests received and the changes applied, so a
 //!   test can see an effect made twice (or a retry that never got through).
@@ -64,6 +66,9 @@ struct Service {
     journal: Journal,
     /// Whether `POST /drift/…` may change the world behind Settle's back.
     drift_hooks: bool,
+    /// Until when, and by how much, every answer is late (`POST
+    /// /drift/latency`); not journaled: a restart ends it.
+    slow: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 type Shared = Arc<Mutex<Service>>;
@@ -78,6 +83,7 @@ impl Service {
             requests: BTreeMap::new(),
             journal,
             drift_hooks,
+            slow: None,
         };
         for entry in entries {
             service.count_received(&entry.path, &entry.key);
@@ -186,7 +192,40 @@ async fn handle(
     let bad = |status: StatusCode, message: &str| {
         (status, axum::Json(json!({"error": message}))).into_response()
     };
+    if let Method::GET | Method::POST = method
+        && path != LATENCY_HOOK
+        && path != "/healthz"
+        && path != "/requests"
+    {
+        // A slow downstream (the latency hook): every answer is late.
+        let slow = service.lock().await.slow;
+        if let Some((until, by)) = slow
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(by).await;
+        }
+    }
     match method {
+        Method::POST if path == LATENCY_HOOK => {
+            let mut s = service.lock().await;
+            if !s.drift_hooks {
+                return bad(StatusCode::NOT_FOUND, "no such endpoint");
+            }
+            let parsed = serde_json::from_slice::<Value>(&body).ok();
+            let field = |name: &str| parsed.as_ref().and_then(|b| b.get(name)?.as_u64());
+            let (Some(ms), Some(for_ms)) = (field("ms"), field("for_ms")) else {
+                return bad(StatusCode::UNPROCESSABLE_ENTITY, "need ms and for_ms");
+            };
+            let by = std::time::Duration::from_millis(ms.min(30_000));
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(for_ms.min(3_600_000));
+            s.slow = Some((until, by));
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ms": ms, "for_ms": for_ms})),
+            )
+                .into_response()
+        }
         Method::GET if path == "/healthz" => (StatusCode::OK, "ok").into_response(),
         Method::GET if path == "/requests" => (
             StatusCode::OK,
@@ -236,6 +275,11 @@ async fn handle(
         _ => bad(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
     }
 }
+
+/// A test and drill hook (with `--drift-hooks` only): `POST
+/// /drift/latency {"ms": N, "for_ms": D}` makes every answer N ms late for
+/// the next D ms, as a slow downstream would be.
+pub const LATENCY_HOOK: &str = "/drift/latency";
 
 /// Serves until the process is stopped. With `drift_hooks`, `POST
 /// /drift/transfers` changes a recorded transfer behind Settle's back (see

@@ -19,7 +19,7 @@
 //! input = { customer = "ann", amount = 5 }
 //! [[fault]]
 //! at = "1s"
-//! kind = "crash-host"    # crash-host | outage | drift
+//! kind = "crash-host"    # crash-host | outage | latency (ms = 800) | drift
 //! down = "500ms"
 //! [thresholds]
 //! min_settled = 0.9      # share of runs that settled
@@ -98,6 +98,10 @@ struct Fault {
     /// drift: how many settled runs to change behind Settle's back.
     #[serde(default)]
     count: Option<usize>,
+    /// latency: how late every answer of the downstream is, milliseconds
+    /// (for `down`).
+    #[serde(default)]
+    ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -106,6 +110,8 @@ enum FaultKind {
     CrashHost,
     Outage,
     Drift,
+    /// The downstream answers `ms` late for `down`: a slow dependency.
+    Latency,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -117,6 +123,9 @@ struct Thresholds {
     max_duplicates: Option<u64>,
     /// Share of injected drift that must be detected.
     min_drift_detected: Option<f64>,
+    /// Share of injected drift that must be repaired (undone, or re-applied
+    /// and confirmed again).
+    min_drift_repaired: Option<f64>,
     /// Longest p99 accepted → finished, milliseconds.
     max_p99_ms: Option<u64>,
 }
@@ -137,6 +146,7 @@ struct Report {
     still_moving: usize,
     host_crashes: usize,
     outages: usize,
+    slowdowns: usize,
     /// Drift the scenario asked for, and how much could be injected.
     drift_asked: usize,
     drift_injected: usize,
@@ -326,6 +336,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
         .map_err(|_| anyhow::anyhow!("the fault injector panicked"))??;
     report.host_crashes = tally.host_crashes;
     report.outages = tally.outages;
+    report.slowdowns = tally.slowdowns;
     report.drift_asked = tally.drift_asked;
     report.drift_injected = tally.drift_injected;
     let runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|p| p.into_inner()));
@@ -353,11 +364,7 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
             .iter()
             .filter(|r| {
                 status(&http, &addr, r)
-                    .map(|s| {
-                        s["state"] != "drifted"
-                            && s["state"] != "compensated"
-                            && s["state"] != "compensating"
-                    })
+                    .map(|s| !drift_found(&s))
                     .unwrap_or(true)
             })
             .count();
@@ -406,15 +413,10 @@ fn run(config: &Config, path: &Path, report_path: Option<&Path>) -> anyhow::Resu
     ) = (pct(50), pct(90), pct(99));
     for run in &drifted_runs {
         let s = status(&http, &addr, run).unwrap_or(Value::Null);
-        if matches!(
-            s["state"].as_str(),
-            Some("drifted" | "compensating" | "compensated")
-        ) {
-            report.drift_detected += 1;
-        }
-        if s["state"] == "compensated" {
-            report.drift_repaired += 1;
-        }
+        report.drift_detected += usize::from(drift_found(&s));
+        // Undone, or put back and confirmed again by a re-apply.
+        let reapplied = s["reapplies"].as_u64().unwrap_or(0) > 0 && s["state"] == "settled";
+        report.drift_repaired += usize::from(s["state"] == "compensated" || reapplied);
     }
     // Duplicates, seen from both sides: a key that started a second run
     // (the store), and transfers on the ledger that no run owns.
@@ -488,6 +490,22 @@ fn inject(
             service.crash_and_restart(down)?;
             report.outages += 1;
         }
+        FaultKind::Latency => {
+            let ms = fault.ms.unwrap_or(1_000);
+            let reply = http
+                .post(&format!(
+                    "{}{}",
+                    service.base_url,
+                    settle_demo_service::LATENCY_HOOK
+                ))
+                .send_json(json!({"ms": ms, "for_ms": down.as_millis() as u64}))?;
+            anyhow::ensure!(
+                reply.status().is_success(),
+                "the demo service refused the latency fault: {}",
+                reply.status()
+            );
+            report.slowdowns += 1;
+        }
         FaultKind::Drift => {
             let want = fault.count.unwrap_or(1);
             report.drift_asked += want;
@@ -519,6 +537,15 @@ fn inject(
     Ok(())
 }
 
+/// Whether a run whose record was changed shows the drift was found:
+/// drifted, being or been undone, or re-applied.
+fn drift_found(status: &Value) -> bool {
+    matches!(
+        status["state"].as_str(),
+        Some("drifted" | "compensating" | "compensated")
+    ) || status["reapplies"].as_u64().unwrap_or(0) > 0
+}
+
 fn judge(report: &mut Report) {
     let t = &report.thresholds;
     let mut missed = Vec::new();
@@ -542,6 +569,14 @@ fn judge(report: &mut Report) {
         if got < min {
             missed.push(format!(
                 "detected {got:.3} of the injected drift, below {min}"
+            ));
+        }
+    }
+    if let Some(min) = t.min_drift_repaired {
+        let got = share(report.drift_repaired, report.drift_injected);
+        if got < min {
+            missed.push(format!(
+                "repaired {got:.3} of the injected drift, below {min}"
             ));
         }
     }
@@ -577,9 +612,10 @@ fn print(r: &Report) {
         r.still_moving
     );
     outln!(
-        "  faults: {} host crash(es), {} downstream outage(s)",
+        "  faults: {} host crash(es), {} downstream outage(s), {} slow downstream period(s)",
         r.host_crashes,
-        r.outages
+        r.outages,
+        r.slowdowns
     );
     outln!(
         "  drift: injected {}, detected {}, repaired {}",
