@@ -328,8 +328,8 @@ steps:
         })
         .expect("rechecks-ended recorded");
     assert_eq!(ended, "its reconcile window closed");
-    // Checked first 0.1–0.35 s after it settled (the reconciler polls every
-    // 250 ms), again 1–1.1 s after that; the next would fall after 2.1 s,
+    // Checked first 0.1–0.15 s after it settled (the reconciler polls every
+    // 50 ms), again 1–1.1 s after that; the next would fall after 2.1 s,
     // past the 1.8 s window.
     assert_eq!(reconciled(&events).len(), 3, "confirmation plus two checks");
     host.shutdown().await.unwrap();

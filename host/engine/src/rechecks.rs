@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Most due checks taken from the index in one pass.
 pub const BATCH: usize = 256;
 /// How long the reconciler sleeps when nothing is due.
-const IDLE: Duration = Duration::from_millis(250);
+const IDLE: Duration = Duration::from_millis(50);
 /// Most held runs whose objectives are watched from the start.
 const HELD_WATCHED: usize = 100_000;
 /// When a run whose flow cannot be read is asked about again.

@@ -9,6 +9,13 @@
 //! figures are the host's side of a check (index read, summary read, the
 //! commit of its events, the next due entry). A real check adds one plugin
 //! call, as `instantiate + call` in the main bench measures it.
+//!
+//! Then drift detection: 2,000 runs (500 with `--quick`) of a flow checked
+//! `every: 2s`, the reconciler running as in `settle serve`; a quarter of
+//! them drift (their `reconcile` starts to answer `drifted`) at random
+//! moments over 4 s. It reports the time from drift to the `run-drifted`
+//! commit (p50/p99: bounded by `every` plus its spread, by design) and how
+//! late that commit came after the check was due (the host's own delay).
 
 use super::bench::BenchArgs;
 use crate::app::Host;
@@ -33,19 +40,41 @@ steps:
   - { name: one, plugin: noop, compensate: false }
 "#;
 
+const WATCHED: &str = r#"
+name: watched
+version: "1"
+reconcile: { after: 1s, every: 2s, for: 30m }
+steps:
+  - { name: one, plugin: noop, compensate: false }
+"#;
+
+/// Runs whose downstream now disagrees, by run id.
+type Drifted = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// The runtime, with every plugin said to reconcile and its `reconcile`
-/// answered in the host.
+/// answered in the host: in sync, unless the run is in `drifted`.
 #[derive(Clone)]
 struct InSync {
     inner: Runtime,
+    drifted: Drifted,
 }
 
 impl Executor for InSync {
     async fn call(&self, request: CallRequest) -> CallReport {
         if request.kind == CallKind::Reconcile {
+            let drifted = self
+                .drifted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&request.ctx.run_id);
+            let verdict = if drifted {
+                crate::model::Verdict::Drifted("changed behind Settle's back (bench)".into())
+            } else {
+                crate::model::Verdict::InSync
+            };
             return CallReport {
                 source: "bench-in-sync".into(),
-                result: Ok(CallOutput::Reconciled(crate::model::Verdict::InSync)),
+                result: Ok(CallOutput::Reconciled(verdict)),
                 denials: Vec::new(),
                 duration: Duration::ZERO,
                 downstream: Vec::new(),
@@ -89,6 +118,44 @@ struct Figures {
     cpu_seconds_per_hour: f64,
     /// Passes of the reconciler (up to 256 checks each).
     passes: usize,
+    detection: Detection,
+}
+
+/// How soon drift is found.
+#[derive(Serialize, Default)]
+struct Detection {
+    runs: usize,
+    every_ms: u64,
+    drifted: usize,
+    detected: usize,
+    /// Drift made → `run-drifted` committed, milliseconds.
+    found_p50_ms: u64,
+    found_p99_ms: u64,
+    /// The check's due time → `run-drifted` committed, milliseconds.
+    late_p50_ms: u64,
+    late_p99_ms: u64,
+}
+
+/// When each run's `run-drifted` was committed.
+#[derive(Default)]
+struct DriftSeen(std::sync::Mutex<std::collections::HashMap<String, Instant>>);
+
+impl crate::model::observe::Observer for DriftSeen {
+    fn committed(
+        &self,
+        _before: Option<RunState>,
+        events: &[crate::model::Event],
+        after: &crate::model::RunSummary,
+    ) {
+        if events
+            .iter()
+            .any(|e| matches!(e.kind, crate::model::EventKind::RunDrifted { .. }))
+        {
+            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            seen.entry(after.run_id.to_string())
+                .or_insert_with(Instant::now);
+        }
+    }
 }
 
 pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -97,7 +164,18 @@ pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> 
     let mut config = base.clone();
     config.data_dir = dir.clone();
     config.cache_dir = Some(base.cache_dir());
-    let result = measure(&config, if args.quick { 10_000 } else { 100_000 }).await;
+    let result = match measure(&config, if args.quick { 10_000 } else { 100_000 }).await {
+        Ok(mut f) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            detection(&config, if args.quick { 500 } else { 2_000 })
+                .await
+                .map(|d| {
+                    f.detection = d;
+                    f
+                })
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let f = result?;
     if args.json {
@@ -126,6 +204,25 @@ pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> 
             f.cpu_seconds_per_hour,
             f.cpu_seconds_per_hour / 36.0
         );
+        let d = &f.detection;
+        outln!();
+        outln!(
+            "drift detection, {} runs checked every {} ms, {} drifted: {} detected",
+            d.runs,
+            d.every_ms,
+            d.drifted,
+            d.detected
+        );
+        outln!(
+            "  drift made -> run-drifted committed: p50 {} ms, p99 {} ms (bounded by every + its spread)",
+            d.found_p50_ms,
+            d.found_p99_ms
+        );
+        outln!(
+            "  check due -> run-drifted committed: p50 {} ms, p99 {} ms (the host's own delay)",
+            d.late_p50_ms,
+            d.late_p99_ms
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -141,6 +238,7 @@ async fn measure(config: &Config, runs: usize) -> anyhow::Result<Figures> {
         host.store.clone(),
         InSync {
             inner: host.runtime.clone(),
+            drifted: Drifted::default(),
         },
         EngineOptions {
             max_runs_in_flight: 1024,
@@ -192,6 +290,96 @@ async fn measure(config: &Config, runs: usize) -> anyhow::Result<Figures> {
         checks_per_cpu_second,
         cpu_seconds_per_hour: runs as f64 / checks_per_cpu_second,
         passes,
+        detection: Detection::default(),
+    })
+}
+
+async fn detection(config: &Config, runs: usize) -> anyhow::Result<Detection> {
+    let host = Host::start(config).await?;
+    let flow = Arc::new(Flow::parse(WATCHED, "watched.yaml")?);
+    let every_ms = flow.rechecks.map_or(0, |r| r.every.as_millis() as u64);
+    let drifted = Drifted::default();
+    let engine = Engine::new(
+        host.store.clone(),
+        InSync {
+            inner: host.runtime.clone(),
+            drifted: drifted.clone(),
+        },
+        EngineOptions {
+            max_runs_in_flight: 1024,
+            ..EngineOptions::default()
+        },
+    );
+    let seen = Arc::new(DriftSeen::default());
+    engine.observe(seen.clone());
+    let ids = super::bench::submit_all(&engine, &flow, runs, 1024).await?;
+    let reconciler = engine.start_rechecks();
+    // Let the checks settle into their rhythm, then drift a quarter of the
+    // runs at random moments over 4 s.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut chosen: Vec<_> = ids.clone();
+    rng.shuffle(&mut chosen);
+    chosen.truncate(runs / 4);
+    let mut at: Vec<(Duration, crate::model::RunId)> = chosen
+        .into_iter()
+        .map(|r| (Duration::from_millis(rng.u64(0..4_000)), r))
+        .collect();
+    at.sort();
+    let started = Instant::now();
+    // (run, drift made, the check that is due next, as an instant)
+    let mut made = Vec::with_capacity(at.len());
+    for (when, run) in at {
+        if let Some(wait) = when.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let due_ms = host
+            .store
+            .summary_now(run)?
+            .and_then(|s| s.recheck)
+            .map(|r| r.due_ms);
+        let now = Instant::now();
+        let now_ms = crate::model::now_ms();
+        drifted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run.to_string());
+        let due = due_ms.map(|d| now + Duration::from_millis(d.saturating_sub(now_ms)));
+        made.push((run.to_string(), now, due));
+    }
+    // Every drifted run is found within two rounds, or it is not.
+    let deadline = Instant::now() + Duration::from_millis(2 * every_ms + 5_000);
+    while seen.0.lock().unwrap_or_else(|p| p.into_inner()).len() < made.len()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen_at = seen.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (mut found, mut late) = (Vec::new(), Vec::new());
+    for (run, made_at, due) in &made {
+        let Some(at) = seen_at.get(run) else { continue };
+        found.push(at.saturating_duration_since(*made_at));
+        // A check already under way when the drift was made answered in
+        // sync: the one after is the one that finds it.
+        if let Some(due) = due.filter(|d| d >= made_at) {
+            late.push(at.saturating_duration_since(due));
+        }
+    }
+    engine.shutdown().await;
+    let _ = reconciler.await;
+    drop(engine);
+    host.shutdown().await?;
+    let found = super::bench::percentiles(found);
+    let late = super::bench::percentiles(late);
+    Ok(Detection {
+        runs,
+        every_ms,
+        drifted: made.len(),
+        detected: found.samples,
+        found_p50_ms: found.p50 / 1000,
+        found_p99_ms: found.p99 / 1000,
+        late_p50_ms: late.p50 / 1000,
+        late_p99_ms: late.p99 / 1000,
     })
 }
 
