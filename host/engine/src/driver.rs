@@ -477,20 +477,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        // Ended otherwise than settled (undone, drifted, cancelled): it did
-        // not settle within its objective either. A hold is not an end.
-        let ended_unsettled = matches!(
-            summary.state,
-            settle_types::RunState::Compensated
-                | settle_types::RunState::Drifted
-                | settle_types::RunState::Cancelled
-        );
-        if ended_unsettled
-            && breach_due(&flow, &summary).is_some()
-            && let Err(e) = self.record_breach(&mut summary, &flow).await
-        {
-            tracing::error!(run = %run, "cannot record the missed objective: {e}");
-        }
         // Held for an operator: no driver will see its objective pass.
         if summary.state == settle_types::RunState::NeedsAttention
             && let Some(at) = breach_due(&flow, &summary)
@@ -557,6 +543,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut events = Vec::with_capacity(kinds.len());
         for (kind, step, source) in kinds {
             let event = draft(&next, kind, step, source, now);
+            next.apply(&event);
+            events.push(event);
+        }
+        // Ended otherwise than settled (undone, drifted, cancelled) before
+        // it ever settled: it missed its flow's objective, said in the same
+        // commit, so a crash cannot lose it between the two.
+        if matches!(
+            next.state,
+            settle_types::RunState::Compensated
+                | settle_types::RunState::Drifted
+                | settle_types::RunState::Cancelled
+        ) && let Ok(flow) = self.flow_for(&next).await
+            && let (Some(objective), Some(_)) = (flow.objective, breach_due(&flow, &next))
+        {
+            let breach = EventKind::ObjectiveBreached {
+                settled_within_ms: u64::try_from(objective.settled_within.as_millis())
+                    .unwrap_or(u64::MAX),
+                elapsed_ms: now.saturating_sub(next.accepted_at_ms),
+            };
+            let event = draft(&next, breach, None, Source::host(), now);
             next.apply(&event);
             events.push(event);
         }

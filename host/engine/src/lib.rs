@@ -799,31 +799,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     .map_err(|why| ActError::FlowUnreadable { run, action, why })?,
             )
         };
-        let mut events =
-            Self::decide(flow.as_deref(), &summary, &command, now).map_err(|refused| {
-                ActError::Refused {
-                    run,
-                    action,
-                    refused,
-                }
-            })?;
-        // Cancelled before it settled: it missed its flow's objective, in
-        // the same commit (a driver is not there to say so).
-        if command.action == settle_types::OperatorAction::Cancel
-            && let Ok(flow) = self.flow_for(&summary).await
-            && let (Some(objective), Some(_)) =
-                (flow.objective, driver::breach_due(&flow, &summary))
-        {
-            events.push((
-                EventKind::ObjectiveBreached {
-                    settled_within_ms: u64::try_from(objective.settled_within.as_millis())
-                        .unwrap_or(u64::MAX),
-                    elapsed_ms: now.saturating_sub(summary.accepted_at_ms),
-                },
-                None,
-                Source::host(),
-            ));
-        }
+        let events = Self::decide(flow.as_deref(), &summary, &command, now).map_err(|refused| {
+            ActError::Refused {
+                run,
+                action,
+                refused,
+            }
+        })?;
         self.record(&mut summary, events, now).await?;
         Ok((summary, flow))
     }

@@ -219,6 +219,8 @@ pub struct Alerts {
     recent: Mutex<VecDeque<Alert>>,
     outbox: Option<tokio::sync::mpsc::Sender<Alert>>,
     raised: Option<prometheus::IntCounterVec>,
+    /// Alerts not delivered because the queue was full.
+    dropped: Option<prometheus::IntCounter>,
     /// The sliding windows of the windowed rules, by rule name.
     windows: Mutex<std::collections::HashMap<String, Windows>>,
     objective_target: Option<ObjectiveTarget>,
@@ -253,10 +255,17 @@ impl Alerts {
             recent: Mutex::new(VecDeque::new()),
             outbox,
             raised,
+            dropped: None,
             windows: Mutex::new(windows),
             objective_target: None,
             stuck_raised: Mutex::default(),
         }
+    }
+
+    /// Counting alerts the full delivery queue dropped (for `/metrics`).
+    pub fn with_dropped_counter(mut self, dropped: prometheus::IntCounter) -> Self {
+        self.dropped = Some(dropped);
+        self
     }
 
     /// With where flows' objective targets are read (for `burn-rate`).
@@ -461,6 +470,9 @@ impl Alerts {
             && tx.try_send(alert.clone()).is_err()
         {
             tracing::error!(alert = %alert.id, "the alert queue is full: not delivered");
+            if let Some(dropped) = &self.dropped {
+                dropped.inc();
+            }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == KEPT {
@@ -573,38 +585,56 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Alerts delivered at once: a receiver that hangs on one does not hold
+/// back the others (each try has a 5 s timeout).
+const DELIVERIES_IN_FLIGHT: usize = 8;
+
 async fn deliver(mut rx: tokio::sync::mpsc::Receiver<Alert>, url: String, secret: String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(DELIVERIES_IN_FLIGHT));
     while let Some(alert) = rx.recv().await {
-        let body = cloud_event(&alert).to_string();
-        let signed = signature(&secret, body.as_bytes());
-        let mut wait = Duration::from_millis(200);
-        for attempt in 1..=MAX_TRIES {
-            let (agent, url, body, signed) =
-                (agent.clone(), url.clone(), body.clone(), signed.clone());
-            let answer = tokio::task::spawn_blocking(move || {
-                agent
-                    .post(&url)
-                    .header("Content-Type", "application/cloudevents+json")
-                    .header("Settle-Signature", &signed)
-                    .send(body.as_bytes())
-                    .map(|r| r.status().as_u16())
-            })
-            .await;
-            match answer {
-                Ok(Ok(status)) if (200..300).contains(&status) => break,
-                other => {
-                    tracing::warn!(alert = %alert.id, attempt, "webhook delivery failed: {other:?}");
-                    if attempt == MAX_TRIES {
-                        tracing::error!(alert = %alert.id, "webhook delivery given up after {MAX_TRIES} tries");
-                    } else {
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(30));
-                    }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (agent, url, secret) = (agent.clone(), url.clone(), secret.clone());
+        tokio::spawn(async move {
+            deliver_one(&agent, &url, &secret, &alert).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Delivers one alert: retried with backoff until the receiver answers
+/// 2xx, at most [`MAX_TRIES`] times, always the same body and signature.
+async fn deliver_one(agent: &ureq::Agent, url: &str, secret: &str, alert: &Alert) {
+    let body = cloud_event(alert).to_string();
+    let signed = signature(secret, body.as_bytes());
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=MAX_TRIES {
+        let (agent, url, body, signed) =
+            (agent.clone(), url.to_string(), body.clone(), signed.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            agent
+                .post(&url)
+                .header("Content-Type", "application/cloudevents+json")
+                .header("Settle-Signature", &signed)
+                .send(body.as_bytes())
+                .map(|r| r.status().as_u16())
+        })
+        .await;
+        match answer {
+            Ok(Ok(status)) if (200..300).contains(&status) => return,
+            other => {
+                tracing::warn!(alert = %alert.id, attempt, "webhook delivery failed: {other:?}");
+                if attempt == MAX_TRIES {
+                    tracing::error!(alert = %alert.id, "webhook delivery given up after {MAX_TRIES} tries");
+                } else {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -130,6 +130,9 @@ pub struct Metrics {
     pub bulkhead_limit: IntGaugeVec,
     /// `settle_alerts_total{rule}`: alerts raised, by rule.
     pub alerts: IntCounterVec,
+    /// `settle_alerts_dropped_total`: alerts not delivered to the webhook
+    /// because its queue was full (they are still listed and counted).
+    pub alerts_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -359,6 +362,17 @@ impl Metrics {
             bulkhead_in_flight,
             bulkhead_limit,
             alerts: counter("settle_alerts_total", "Alerts raised, by rule.", &["rule"]),
+            alerts_dropped: {
+                let c = IntCounter::new(
+                    "settle_alerts_dropped_total",
+                    "Alerts not delivered to the webhook because its queue was full.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("metric registered once");
+                c
+            },
             runs,
             registry,
         }

@@ -160,7 +160,8 @@ async fn observe(
     };
     let alerts = Arc::new(
         settle_telemetry::alerts::Alerts::start(alerting, Some(metrics.alerts.clone()))
-            .with_objectives(Box::new(target)),
+            .with_objectives(Box::new(target))
+            .with_dropped_counter(metrics.alerts_dropped.clone()),
     );
     host.engine
         .observe(Arc::new(settle_types::observe::Fanout(vec![
