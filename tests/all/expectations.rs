@@ -54,6 +54,13 @@ async fn statuses_say_how_long_runs_usually_take_once_enough_have_settled() {
     assert!(within >= 100, "each run naps 100 ms: {within}");
     assert_eq!(said.of_runs, 20);
     assert!(!said.overdue);
+    // The step it is at has its own: nap takes its 100 ms every time.
+    let step = said.step.clone().expect("20 runs did the step");
+    assert_eq!((step.step.as_str(), step.of_runs), ("nap", 20));
+    assert!(
+        (100..within + 1).contains(&step.usually_within_ms),
+        "{step:?}"
+    );
     assert!(
         status
             .phrase
@@ -105,6 +112,11 @@ async fn statuses_say_how_long_runs_usually_take_once_enough_have_settled() {
     let said = status.expectation.unwrap();
     assert_eq!(said.of_runs, 20, "{said:?}");
     assert_eq!(said.usually_within_ms, Some(within));
+    // The step's history is read back from the runs' logs.
+    assert_eq!(
+        said.step.map(|s| (s.step, s.of_runs)),
+        Some(("nap".into(), 20))
+    );
     host.shutdown().await.unwrap();
 }
 

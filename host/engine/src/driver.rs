@@ -541,8 +541,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let before = summary.state;
         let mut next = summary.clone();
         let mut events = Vec::with_capacity(kinds.len());
+        // (step, how long it took), for the steps' usual times.
+        let mut step_times = Vec::new();
         for (kind, step, source) in kinds {
             let event = draft(&next, kind, step, source, now);
+            if let (EventKind::StepCompleted { index, .. }, Some(since)) =
+                (&event.kind, next.step_started_at_ms)
+                && let Some(name) = next.steps.get(*index as usize)
+            {
+                step_times.push((name.clone(), event.at_ms.saturating_sub(since)));
+            }
             next.apply(&event);
             events.push(event);
         }
@@ -589,6 +597,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             self.inner
                 .expectations
                 .record(&next.flow, finished.saturating_sub(next.accepted_at_ms));
+        }
+        if next.on_first_pass() {
+            for (step, ms) in step_times {
+                self.inner.expectations.record_step(&next.flow, &step, ms);
+            }
         }
         if let (Some(o), Some(events)) = (self.observer(), &observed) {
             o.committed(Some(before), events, &next);

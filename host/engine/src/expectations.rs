@@ -20,6 +20,7 @@ pub const MIN_RUNS: usize = 20;
 pub const PERCENT: usize = 90;
 
 use settle_types::messages::{CATALOG_VERSION, Lang, Message};
+use std::collections::BTreeMap;
 
 /// What a status says about time.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -37,6 +38,27 @@ pub struct Expectation {
     pub text: String,
     /// The same as a catalog message, to render in any language.
     pub message: Message,
+    /// How long the step the run is at usually takes, once enough runs
+    /// have done it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepExpectation>,
+}
+
+/// How long one step usually takes (first attempt scheduled → completed,
+/// retries included), over the runs of its flow that settled on their
+/// first pass.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepExpectation {
+    pub step: String,
+    pub usually_within_ms: u64,
+    pub of_runs: usize,
+    /// Whether the run has been at this step longer than that already.
+    pub overdue: bool,
+}
+
+/// The key of a step's window beside its flow's.
+fn step_key(flow: &str, step: &str) -> String {
+    format!("{flow}\u{1f}{step}")
 }
 
 /// Settle times of recent runs, per flow.
@@ -109,6 +131,35 @@ impl Expectations {
         flows.insert(flow.to_string(), window);
     }
 
+    /// Step `step` of a run of `flow` took `ms` (first attempt scheduled →
+    /// completed).
+    pub fn record_step(&self, flow: &str, step: &str, ms: u64) {
+        self.record(&step_key(flow, step), ms);
+    }
+
+    /// Sets the windows of `flow`'s steps from the store: per step, its
+    /// times, newest first.
+    pub fn load_steps(&self, flow: &str, steps: BTreeMap<String, Vec<u64>>) {
+        for (step, times) in steps {
+            self.load(&step_key(flow, &step), times);
+        }
+    }
+
+    /// How long step `step` of `flow` usually takes, for a run at it for
+    /// `elapsed_ms`; `None` before enough runs have done it.
+    pub fn expect_step(&self, flow: &str, step: &str, elapsed_ms: u64) -> Option<StepExpectation> {
+        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = flows.get_mut(&step_key(flow, step))?;
+        let n = window.samples.len();
+        let within = window.within().filter(|_| n >= MIN_RUNS)?;
+        Some(StepExpectation {
+            step: step.to_string(),
+            usually_within_ms: within,
+            of_runs: n,
+            overdue: elapsed_ms > within,
+        })
+    }
+
     /// What can honestly be said of a run of `flow` accepted `elapsed_ms` ago.
     pub fn expect(&self, flow: &str, elapsed_ms: u64) -> Expectation {
         let (n, within) = {
@@ -130,6 +181,7 @@ impl Expectations {
                     overdue: false,
                     text: message.render(Lang::En, CATALOG_VERSION),
                     message,
+                    step: None,
                 };
             }
         };
@@ -148,8 +200,36 @@ impl Expectations {
             overdue,
             text: message.render(Lang::En, CATALOG_VERSION),
             message,
+            step: None,
         }
     }
+}
+
+/// Per step, how long it took in a run's log: from the last `attempt 1`
+/// scheduling of it to its completion (the run that counts, after a
+/// restart of it).
+pub fn step_times(steps: &[String], events: &[settle_types::Event]) -> Vec<(String, u64)> {
+    use settle_types::EventKind;
+    let mut started: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut took = BTreeMap::new();
+    for e in events {
+        match e.kind {
+            EventKind::StepScheduled {
+                index, attempt: 1, ..
+            } => {
+                started.insert(index, e.at_ms);
+            }
+            EventKind::StepCompleted { index, .. } => {
+                if let Some(at) = started.get(&index) {
+                    took.insert(index, e.at_ms.saturating_sub(*at));
+                }
+            }
+            _ => {}
+        }
+    }
+    took.into_iter()
+        .filter_map(|(i, ms)| Some((steps.get(i as usize)?.clone(), ms)))
+        .collect()
 }
 
 /// `ms` for people, rounded up: "450 ms", "8 s", "3 min", "2 h", and

@@ -203,6 +203,7 @@ mod tests {
             overdue: false,
             text: "usually completes within 8 s (90 % of the last 500 runs)".into(),
             message: settle_types::messages::Message::new("expect.usually"),
+            step: None,
         };
         let g = explain(&flow, &|p| p == "transfer", expectation, None);
         let text = g.sentences.join("\n");

@@ -32,6 +32,9 @@ pub struct RunListing {
     pub limit: usize,
 }
 
+/// Logs of settled runs read back per flow for its steps' usual times.
+const STEP_HISTORY_READ: usize = 100;
+
 /// One page of runs, newest first.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunPage {
@@ -99,8 +102,20 @@ impl<S: RunQueries> Queries<S> {
             return None;
         }
         self.load_expectations(&summary.flow).await;
-        let elapsed = settle_types::now_ms().saturating_sub(summary.accepted_at_ms);
-        Some(self.expectations.expect(&summary.flow, elapsed))
+        let now = settle_types::now_ms();
+        let elapsed = now.saturating_sub(summary.accepted_at_ms);
+        let mut expectation = self.expectations.expect(&summary.flow, elapsed);
+        if let settle_types::Next::Step { index, .. } = summary.next
+            && let (Some(step), Some(since)) = (
+                summary.steps.get(index as usize),
+                summary.step_started_at_ms,
+            )
+        {
+            expectation.step =
+                self.expectations
+                    .expect_step(&summary.flow, step, now.saturating_sub(since));
+        }
+        Some(expectation)
     }
 
     /// How long runs of `flow` usually take, for a run accepted now.
@@ -123,13 +138,12 @@ impl<S: RunQueries> Queries<S> {
                 .list_runs(&filter, crate::expectations::WINDOW)
                 .await
             {
-                Ok(scan) => self.expectations.load(
-                    flow,
-                    scan.items
+                Ok(scan) => {
+                    // As the engine counts them: settled on their first
+                    // pass, not restarted, not by accepting a drift.
+                    let counted: Vec<&settle_types::RunSummary> = scan
+                        .items
                         .iter()
-                        // As the engine counts them: settled on their
-                        // first pass, not restarted, not by accepting a
-                        // drift.
                         .filter(|s| {
                             s.on_first_pass()
                                 && !s
@@ -138,8 +152,28 @@ impl<S: RunQueries> Queries<S> {
                                     .flatten()
                                     .any(|v| matches!(v, settle_types::Verdict::Drifted(_)))
                         })
-                        .filter_map(|s| Some(s.finished_at_ms?.saturating_sub(s.accepted_at_ms))),
-                ),
+                        .collect();
+                    self.expectations.load(
+                        flow,
+                        counted.iter().filter_map(|s| {
+                            Some(s.finished_at_ms?.saturating_sub(s.accepted_at_ms))
+                        }),
+                    );
+                    // Step times are in the logs: the newest runs' only,
+                    // so reading them back stays cheap; the windows grow
+                    // from there as runs settle.
+                    let mut steps: std::collections::BTreeMap<String, Vec<u64>> =
+                        Default::default();
+                    for s in counted.iter().take(STEP_HISTORY_READ) {
+                        let Ok(events) = self.store.events(s.run_id).await else {
+                            continue;
+                        };
+                        for (step, ms) in crate::expectations::step_times(&s.steps, &events) {
+                            steps.entry(step).or_default().push(ms);
+                        }
+                    }
+                    self.expectations.load_steps(flow, steps);
+                }
                 Err(e) => tracing::warn!(flow = %flow, "cannot read past runs: {e}"),
             }
         }

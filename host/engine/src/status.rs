@@ -195,6 +195,14 @@ fn with_expectation(phrase: Message, expectation: Option<&Expectation>) -> Messa
             overdue.id = "status.overdue".into();
             overdue.with_messages("phrase", vec![phrase])
         }
+        Some(Expectation {
+            step: Some(step), ..
+        }) if step.overdue => Message::new("status.step-overdue")
+            .with("step", &step.step)
+            .with("percent", crate::expectations::PERCENT)
+            .with("runs", step.of_runs)
+            .with("within", crate::expectations::human(step.usually_within_ms))
+            .with_messages("phrase", vec![phrase]),
         Some(e) if e.usually_within_ms.is_some() => Message::new("status.with-expectation")
             .with_messages("phrase", vec![phrase])
             .with_messages("expectation", vec![e.message.clone()]),
@@ -212,5 +220,50 @@ impl RunStatus {
         }
         self.language = lang;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expectations::StepExpectation;
+
+    #[test]
+    fn a_step_past_its_usual_time_is_said_when_the_run_is_not() {
+        let expectation = |run_overdue: bool, step_overdue: bool| Expectation {
+            usually_within_ms: Some(8_000),
+            of_runs: 500,
+            overdue: run_overdue,
+            text: String::new(),
+            message: Message::new("expect.usually")
+                .with("percent", 90)
+                .with("runs", 500)
+                .with("within", "8 s"),
+            step: Some(StepExpectation {
+                step: "charge".into(),
+                usually_within_ms: 2_000,
+                of_runs: 480,
+                overdue: step_overdue,
+            }),
+        };
+        let phrase = || {
+            Message::new("run.retrying")
+                .with("step", "charge")
+                .with("attempt", 3)
+                .with("max_attempts", 5)
+                .with("seconds", 4)
+        };
+        let said = |e: Expectation| with_expectation(phrase(), Some(&e)).render(Lang::En, 1);
+        assert_eq!(
+            said(expectation(false, true)),
+            "Taking longer than usual at charge (90 % of the last 480 runs finished it within 2 s): Retrying charge (attempt 3 of 5) in 4 s"
+        );
+        assert_eq!(
+            said(expectation(false, false)),
+            "Retrying charge (attempt 3 of 5) in 4 s; usually completes within 8 s (90 % of the last 500 runs)"
+        );
+        assert!(said(expectation(true, true)).starts_with(
+            "Taking longer than usual (90 % of the last 500 runs completed within 8 s)"
+        ));
     }
 }

@@ -322,6 +322,11 @@ const CATALOG: &[Template] = &[
         "{phrase}; {expectation}",
     ),
     t(
+        "status.step-overdue",
+        "Taking longer than usual at {step} ({percent} % of the last {runs} runs finished it within {within}): {phrase}",
+        "Dauert bei {step} länger als üblich ({percent} % der letzten {runs} Läufe waren damit innerhalb von {within} fertig): {phrase}",
+    ),
+    t(
         "status.overdue",
         "Taking longer than usual ({percent} % of the last {runs} runs completed within {within}): {phrase}",
         "Dauert länger als üblich ({percent} % der letzten {runs} Läufe waren innerhalb von {within} fertig): {phrase}",

@@ -106,6 +106,10 @@ pub struct RunSummary {
     /// so a downstream that keeps drifting is not written to forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub auto_reapplies: u32,
+    /// When the step the run is at was first scheduled (its attempt 1):
+    /// how long a step takes is measured from here to its completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at_ms: Option<u64>,
     /// Why the next attempt waits without being made (a circuit breaker is
     /// open), while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +270,7 @@ impl RunSummary {
             reapplies: 0,
             auto_reapplies: 0,
             superseded: Vec::new(),
+            step_started_at_ms: None,
             waiting_on: None,
             recheck: None,
             check_unanswered: false,
@@ -331,6 +336,9 @@ impl RunSummary {
                 max_attempts,
                 not_before_ms,
             } if index < n => {
+                if attempt == 1 {
+                    self.step_started_at_ms = Some(event.at_ms);
+                }
                 self.state = if attempt > 1 {
                     RunState::Retrying
                 } else if index == 0 {
