@@ -73,11 +73,20 @@ fn a_restart_after_settling_in_time_is_no_breach_and_a_cancel_is_one() {
         &json!({"reason": "gone"}),
     );
     assert_eq!(reply.status, 200, "{reply}");
-    let breaches = kinds(&server, &run)
-        .iter()
-        .filter(|k| *k == "objective-breached")
-        .count();
-    assert_eq!(breaches, 1);
+    let breaches = |server: &Server| {
+        kinds(server, &run)
+            .iter()
+            .filter(|k| *k == "objective-breached")
+            .count()
+    };
+    assert_eq!(breaches(&server), 1);
+    // A later report on the ended run is no second breach.
+    let reply = server.post(
+        &format!("/v1/runs/{run}/reports"),
+        &json!({"message": "still waiting for my order"}),
+    );
+    assert!(reply.status < 300, "{reply}");
+    assert_eq!(breaches(&server), 1);
 }
 
 fn kinds(server: &Server, run: &str) -> Vec<String> {

@@ -173,8 +173,9 @@ pub use settle_types::observe::domain_in_words as describe;
 pub const EVERY_HOST: &str = "host:*";
 
 /// Most breakers one host keeps: hosts get theirs as they are first seen,
-/// and a plugin may send requests to many.
-const MAX_BREAKERS: usize = 1024;
+/// and a plugin may send requests to many; when full, a closed breaker of
+/// a host with nothing in its window makes room.
+const MAX_BREAKERS: usize = 256;
 
 #[derive(Default)]
 pub struct Breakers {
@@ -223,6 +224,37 @@ impl Breakers {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(domain)
+    }
+
+    /// Whether an attempt in `domain` would have to wait now, without
+    /// changing anything: `Some((until_ms, reason))` while its breaker is
+    /// open, or half-open with its probe out.
+    pub fn check(&self, domain: &str, now_ms: u64) -> Option<(u64, String)> {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.get(domain)?;
+        match b.state {
+            State::Open { until_ms } if now_ms < until_ms => Some((
+                until_ms,
+                format!(
+                    "{} is failing; its circuit breaker is open",
+                    describe(domain)
+                ),
+            )),
+            State::HalfOpen { probe_since_ms }
+                if now_ms < probe_since_ms.saturating_add(b.open_ms()) =>
+            {
+                Some((
+                    probe_since_ms
+                        .saturating_add(b.open_ms())
+                        .min(now_ms.saturating_add(1_000)),
+                    format!(
+                        "{} was failing; one attempt is checking whether it recovered",
+                        describe(domain)
+                    ),
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Whether an attempt of a step of `domain` may start now.
@@ -291,10 +323,23 @@ impl Breakers {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         if !breakers.contains_key(domain)
             && domain.starts_with(HOST_PREFIX)
-            && breakers.len() < MAX_BREAKERS
             && let Some(policy) = self.every_host
         {
-            breakers.insert(domain.to_string(), Breaker::new(policy));
+            if breakers.len() >= MAX_BREAKERS {
+                let idle = breakers
+                    .iter_mut()
+                    .filter(|(d, b)| d.starts_with(HOST_PREFIX) && matches!(b.state, State::Closed))
+                    .find_map(|(d, b)| {
+                        b.trim(now_ms);
+                        b.outcomes.is_empty().then(|| d.clone())
+                    });
+                if let Some(idle) = idle {
+                    breakers.remove(&idle);
+                }
+            }
+            if breakers.len() < MAX_BREAKERS {
+                breakers.insert(domain.to_string(), Breaker::new(policy));
+            }
         }
         let b = breakers.get_mut(domain)?;
         if outcome == Outcome::Silent {

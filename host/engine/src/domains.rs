@@ -110,26 +110,39 @@ impl Domains {
     }
 
     /// Whether attempt `attempt` of a step of `plugin` may be made now,
-    /// and what changed in the breakers on the way.
+    /// and what changed in the breakers on the way. Every guard is asked
+    /// first; only when all let the attempt go is it counted (a retry in
+    /// the budgets, a probe handed out), so an attempt one guard holds back
+    /// spends nothing of the others.
     pub fn admit(&self, plugin: &str, attempt: u32, now_ms: u64) -> (Admit, Vec<Change>) {
+        let domains = self.of(plugin);
+        let retry = attempt > 1;
+        for domain in &domains {
+            if let Some((until_ms, reason)) = self.breakers.check(domain, now_ms) {
+                return (Admit::Wait { until_ms, reason }, Vec::new());
+            }
+        }
+        for domain in &domains {
+            if let Err((until_ms, reason)) = self.budgets.check(domain, retry, now_ms) {
+                return (Admit::Wait { until_ms, reason }, Vec::new());
+            }
+        }
         let mut changes = Vec::new();
         let mut probes = Vec::new();
-        let domains = self.of(plugin);
         for domain in &domains {
             let (admission, change) = self.breakers.admit(domain, now_ms);
             changes.extend(change);
             match admission {
                 Admission::Go => {}
                 Admission::Probe => probes.push(domain.clone()),
+                // Another attempt took the probe in between.
                 Admission::Wait { until_ms, reason } => {
                     return (Admit::Wait { until_ms, reason }, changes);
                 }
             }
         }
         for domain in &domains {
-            if let Err((until_ms, reason)) = self.budgets.admit(domain, attempt > 1, now_ms) {
-                return (Admit::Wait { until_ms, reason }, changes);
-            }
+            self.budgets.count(domain, retry, now_ms);
         }
         (Admit::Go { probes }, changes)
     }
@@ -266,6 +279,35 @@ mod tests {
         }];
         let closed = d.record("pay", Outcome::Answered, &ok, &probes, 5_003);
         assert_eq!(closed[0].state, "closed");
+    }
+
+    #[test]
+    fn a_retry_one_budget_holds_back_spends_nothing_of_the_others() {
+        let budget = |min_retries| RetryBudgetPolicy {
+            share: 0.0,
+            min_retries,
+            window: Duration::from_secs(60),
+        };
+        let d = Domains::new(DomainPolicies {
+            retry_budgets: vec![
+                ("pay".into(), budget(5)),
+                ("host:psp:443".into(), budget(1)),
+            ],
+            ..DomainPolicies::default()
+        });
+        let reached = vec![Downstream {
+            authority: "psp:443".into(),
+            failed: false,
+        }];
+        d.record("pay", Outcome::Answered, &reached, &[], 0);
+        assert!(matches!(d.admit("pay", 2, 1).0, Admit::Go { .. }));
+        // The host's budget (one retry) is spent; the plugin's (five) is not.
+        for t in 2..10 {
+            assert!(matches!(d.admit("pay", 2, t).0, Admit::Wait { .. }));
+        }
+        let views = d.views(10).retry_budgets;
+        let retries = |domain: &str| views.iter().find(|v| v.domain == domain).unwrap().retries;
+        assert_eq!((retries("pay"), retries("host:psp:443")), (1, 1));
     }
 
     #[tokio::test]

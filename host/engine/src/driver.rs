@@ -391,7 +391,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     // worker: runs queued behind a slow plugin hold no
                     // worker while they wait.
                     let slot = match plugin_of(&flow, &summary.next) {
-                        Some(plugin) => self.inner.domains.bulkhead(plugin).await,
+                        // The objective's deadline may pass while it
+                        // queues: it wakes to record that, slot or not.
+                        Some(plugin) => match breach_at {
+                            Some(at) => {
+                                let left = Duration::from_millis(at.saturating_sub(self.now()));
+                                let slot = self.inner.domains.bulkhead(plugin);
+                                match tokio::time::timeout(left, slot).await {
+                                    Ok(slot) => slot,
+                                    Err(_) => return None,
+                                }
+                            }
+                            None => self.inner.domains.bulkhead(plugin).await,
+                        },
                         None => None,
                     };
                     Some((slot, self.inner.permits.acquire().await))
@@ -557,12 +569,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         // Ended otherwise than settled (undone, drifted, cancelled) before
         // it ever settled: it missed its flow's objective, said in the same
         // commit, so a crash cannot lose it between the two.
-        if matches!(
-            next.state,
-            settle_types::RunState::Compensated
-                | settle_types::RunState::Drifted
-                | settle_types::RunState::Cancelled
-        ) && let Ok(flow) = self.flow_for(&next).await
+        let ended_unsettled = |state| {
+            matches!(
+                state,
+                settle_types::RunState::Compensated
+                    | settle_types::RunState::Drifted
+                    | settle_types::RunState::Cancelled
+            )
+        };
+        // Only the commit that ends it: a later one (a user's report on an
+        // old run) is no news about its objective.
+        if ended_unsettled(next.state)
+            && !ended_unsettled(before)
+            && let Ok(flow) = self.flow_for(&next).await
             && let (Some(objective), Some(_)) = (flow.objective, breach_due(&flow, &next))
         {
             let breach = EventKind::ObjectiveBreached {

@@ -45,8 +45,9 @@ pub struct Expectation {
 }
 
 /// How long one step usually takes (first attempt scheduled → completed,
-/// retries included), over the runs of its flow that settled on their
-/// first pass.
+/// retries included), over the steps completed by runs of its flow on
+/// their first pass; a step a hold interrupted is not measured. After a
+/// restart it is read back from the logs of runs that settled.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepExpectation {
     pub step: String,

@@ -114,6 +114,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     pub(crate) fn watch_held_objective(&self, run: RunId, at_ms: u64) {
         let engine = self.clone();
         let mut stop = self.inner.shutdown.subscribe();
+        // Subscribing marks a stop already under way as seen: ask.
+        if *stop.borrow() {
+            return;
+        }
         tokio::spawn(async move {
             let wait = Duration::from_millis(at_ms.saturating_sub(engine.now()));
             tokio::select! {

@@ -54,10 +54,12 @@ impl RetryBudgetPolicy {
     }
 }
 
-/// Most attempts one budget remembers; older ones count no more.
-const MAX_ATTEMPTS_KEPT: usize = 100_000;
-/// Most budgets of downstream hosts made from `host:*`.
-const MAX_BUDGETS: usize = 1024;
+/// Most attempts one budget remembers; older ones count no more (the
+/// share of retries among the newest stays what it was).
+const MAX_ATTEMPTS_KEPT: usize = 10_000;
+/// Most budgets one host keeps (those of hosts made from `host:*`
+/// included): at most 256 × 10,000 attempts remembered.
+const MAX_BUDGETS: usize = 256;
 
 struct Budget {
     policy: RetryBudgetPolicy,
@@ -132,38 +134,73 @@ impl RetryBudgets {
         }
     }
 
-    /// Whether an attempt in `domain` may go now: `Ok` (and counted) or
+    /// Whether an attempt in `domain` may go now: `Ok`, or
     /// `Err((wait_until_ms, reason))` for a retry over budget. A first
-    /// attempt always goes.
-    pub fn admit(&self, domain: &str, retry: bool, now_ms: u64) -> Result<(), (u64, String)> {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        if !budgets.contains_key(domain)
-            && domain.starts_with(HOST_PREFIX)
-            && budgets.len() < MAX_BUDGETS
-            && let Some(policy) = self.every_host
-        {
-            budgets.insert(domain.to_string(), Budget::new(policy));
+    /// attempt always goes. Nothing is counted: [`RetryBudgets::count`]
+    /// does, once every guard of the attempt has let it go.
+    pub fn check(&self, domain: &str, retry: bool, now_ms: u64) -> Result<(), (u64, String)> {
+        if !retry {
+            return Ok(());
         }
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
         let Some(b) = budgets.get_mut(domain) else {
             return Ok(());
         };
         b.trim(now_ms);
-        if retry && b.retries as f64 + 1.0 > b.allowed() {
-            // Room comes back as the oldest retry leaves the window, or a
-            // first attempt comes in: look again within a second or so.
-            let window = u64::try_from(b.policy.window.as_millis()).unwrap_or(u64::MAX);
-            let wait = (window / 20).clamp(250, 5_000);
-            let reason = format!(
-                "retries to {} are over their budget ({} retries for {} first attempts in {})",
-                describe(domain),
-                b.retries,
-                b.attempts.len() - b.retries,
-                humantime::format_duration(b.policy.window)
-            );
-            return Err((now_ms.saturating_add(wait), reason));
+        if b.retries as f64 + 1.0 <= b.allowed() {
+            return Ok(());
         }
+        // Room comes back as the oldest retry leaves the window, or a
+        // first attempt comes in: look again within a second or so.
+        let window = u64::try_from(b.policy.window.as_millis()).unwrap_or(u64::MAX);
+        let wait = (window / 20).clamp(250, 5_000);
+        let reason = format!(
+            "retries to {} are over their budget ({} retries for {} first attempts in {})",
+            describe(domain),
+            b.retries,
+            b.attempts.len() - b.retries,
+            humantime::format_duration(b.policy.window)
+        );
+        Err((now_ms.saturating_add(wait), reason))
+    }
+
+    /// Counts an attempt made in `domain`. A downstream host first seen
+    /// gets a budget of its own under `host:*`; when there are
+    /// [`MAX_BUDGETS`] already, an empty one of another host makes room.
+    pub fn count(&self, domain: &str, retry: bool, now_ms: u64) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if !budgets.contains_key(domain)
+            && domain.starts_with(HOST_PREFIX)
+            && let Some(policy) = self.every_host
+        {
+            if budgets.len() >= MAX_BUDGETS {
+                let idle = budgets
+                    .iter_mut()
+                    .filter(|(d, _)| d.starts_with(HOST_PREFIX))
+                    .find_map(|(d, b)| {
+                        b.trim(now_ms);
+                        b.attempts.is_empty().then(|| d.clone())
+                    });
+                if let Some(idle) = idle {
+                    budgets.remove(&idle);
+                }
+            }
+            if budgets.len() < MAX_BUDGETS {
+                budgets.insert(domain.to_string(), Budget::new(policy));
+            }
+        }
+        let Some(b) = budgets.get_mut(domain) else {
+            return;
+        };
         b.attempts.push_back((now_ms, retry));
         b.retries += usize::from(retry);
+        b.trim(now_ms);
+    }
+
+    /// [`RetryBudgets::check`], then [`RetryBudgets::count`] when it may go.
+    pub fn admit(&self, domain: &str, retry: bool, now_ms: u64) -> Result<(), (u64, String)> {
+        self.check(domain, retry, now_ms)?;
+        self.count(domain, retry, now_ms);
         Ok(())
     }
 

@@ -480,6 +480,8 @@ impl Runtime {
             }
             Ok(Ok(Ok(output))) => Ok(output),
         };
+        let timed_out = matches!(&result, Err(f) if f.class == FailureClass::Timeout);
+        let downstream = data.outbound.take_downstream(timed_out);
         // kv writes are kept only when the call succeeded.
         let result = match result {
             Ok(output) if !leftovers.kv_writes.is_empty() => self
@@ -502,7 +504,7 @@ impl Runtime {
             result,
             denials: leftovers.denials,
             duration: started.elapsed(),
-            downstream: leftovers.downstream,
+            downstream,
         }
     }
 

@@ -126,8 +126,12 @@ impl AlertRule {
                 if self.longer_than.is_none_or(|d| d.is_zero()) {
                     return Err(need("`longer_than`, e.g. \"1h\""));
                 }
+                // Held and drifted runs wait for an operator: they can stay.
                 if self.state.is_some_and(RunState::is_terminal)
-                    && self.state != Some(RunState::NeedsAttention)
+                    && !matches!(
+                        self.state,
+                        Some(RunState::NeedsAttention | RunState::Drifted)
+                    )
                 {
                     return Err(need("a `state` a run can stay stuck in (not an end state)"));
                 }
@@ -224,12 +228,9 @@ pub struct Alerts {
     /// The sliding windows of the windowed rules, by rule name.
     windows: Mutex<std::collections::HashMap<String, Windows>>,
     objective_target: Option<ObjectiveTarget>,
-    /// Ids of `stuck` alerts raised, so a sweep raises each once.
-    stuck_raised: Mutex<(std::collections::HashSet<String>, VecDeque<String>)>,
+    /// Ids of the `stuck` alerts the last sweep found (and raised once).
+    stuck_raised: Mutex<std::collections::HashSet<String>>,
 }
-
-/// Most `stuck` alert ids remembered.
-const STUCK_REMEMBERED: usize = 10_000;
 
 impl Alerts {
     /// Starts delivery (with a webhook) on the current tokio runtime.
@@ -359,50 +360,54 @@ impl Alerts {
     }
 
     /// Raises a `stuck` alert for each run that has stayed in a rule's
-    /// state for longer than it allows, once per run and state: `runs` are
-    /// (run id, flow, state, when it last changed).
+    /// state for longer than it allows, once per run and stay in the state:
+    /// `runs` are (run id, flow, state, when it entered that state). A run
+    /// is alerted on again only after a sweep no longer found it stuck.
     pub fn sweep(&self, runs: &[(String, String, RunState, u64)], now_ms: u64) {
-        for rule in self.rules.iter().filter(|r| r.when == AlertKind::Stuck) {
-            let state = rule.state.unwrap_or(RunState::NeedsAttention);
-            let limit = rule.longer_than.map_or(u64::MAX, |d| {
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-            });
-            for (run, flow, s, changed_ms) in runs {
-                let since = now_ms.saturating_sub(*changed_ms);
-                if *s != state || since <= limit || rule.only.as_deref().is_some_and(|o| o != flow)
-                {
-                    continue;
-                }
-                let key = format!("{run}/{changed_ms}");
-                {
-                    let mut raised = self.stuck_raised.lock().unwrap_or_else(|p| p.into_inner());
-                    let id = format!("{}/{key}", rule.name);
-                    if !raised.0.insert(id.clone()) {
+        let mut stuck_now = std::collections::HashSet::new();
+        let mut raise = Vec::new();
+        {
+            let raised = self.stuck_raised.lock().unwrap_or_else(|p| p.into_inner());
+            for rule in self.rules.iter().filter(|r| r.when == AlertKind::Stuck) {
+                let state = rule.state.unwrap_or(RunState::NeedsAttention);
+                let limit = rule.longer_than.map_or(u64::MAX, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                });
+                for (run, flow, s, since_ms) in runs {
+                    let stayed = now_ms.saturating_sub(*since_ms);
+                    if *s != state
+                        || stayed <= limit
+                        || rule.only.as_deref().is_some_and(|o| o != flow)
+                    {
                         continue;
                     }
-                    raised.1.push_back(id);
-                    if raised.1.len() > STUCK_REMEMBERED
-                        && let Some(old) = raised.1.pop_front()
-                    {
-                        raised.0.remove(&old);
+                    let key = format!("{run}/{since_ms}");
+                    let id = format!("{}/{key}", rule.name);
+                    if !raised.contains(&id) {
+                        raise.push((rule, run, flow, key, stayed));
                     }
+                    stuck_now.insert(id);
                 }
-                let detail = format!(
-                    "the run has been {} for {} without a change (longer than {})",
-                    state.as_str(),
-                    humantime::format_duration(Duration::from_secs(since / 1000)),
-                    humantime::format_duration(rule.longer_than.unwrap_or_default())
-                );
-                self.raise_for(
-                    rule,
-                    AlertKind::Stuck,
-                    flow,
-                    &key,
-                    Some(run.clone()),
-                    detail,
-                    now_ms,
-                );
             }
+        }
+        *self.stuck_raised.lock().unwrap_or_else(|p| p.into_inner()) = stuck_now;
+        for (rule, run, flow, key, stayed) in raise {
+            let state = rule.state.unwrap_or(RunState::NeedsAttention);
+            let detail = format!(
+                "the run has been {} for {} (longer than {})",
+                state.as_str(),
+                humantime::format_duration(Duration::from_secs(stayed / 1000)),
+                humantime::format_duration(rule.longer_than.unwrap_or_default())
+            );
+            self.raise_for(
+                rule,
+                AlertKind::Stuck,
+                flow,
+                &key,
+                Some(run.clone()),
+                detail,
+                now_ms,
+            );
         }
     }
 
@@ -414,6 +419,7 @@ impl Alerts {
             .filter(|r| r.when == AlertKind::Stuck)
             .map(|r| r.state.unwrap_or(RunState::NeedsAttention))
             .collect();
+        states.sort_by_key(|s| s.as_str());
         states.dedup();
         states
     }

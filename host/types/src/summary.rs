@@ -106,6 +106,9 @@ pub struct RunSummary {
     /// so a downstream that keeps drifting is not written to forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub auto_reapplies: u32,
+    /// When the run entered the state it is in.
+    #[serde(default)]
+    pub state_since_ms: u64,
     /// When the step the run is at was first scheduled (its attempt 1):
     /// how long a step takes is measured from here to its completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +240,7 @@ impl RunSummary {
             verdicts: vec![None; n],
             accepted_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
+            state_since_ms: event.at_ms,
             next_seq: event.seq.saturating_add(1),
             last_event: event.id,
             ..RunSummary::placeholder(event.run_id)
@@ -270,6 +274,7 @@ impl RunSummary {
             reapplies: 0,
             auto_reapplies: 0,
             superseded: Vec::new(),
+            state_since_ms: 0,
             step_started_at_ms: None,
             waiting_on: None,
             recheck: None,
@@ -299,6 +304,7 @@ impl RunSummary {
     /// a summary never claims more than the log says.
     pub fn apply(&mut self, event: &Event) {
         self.next_seq = event.seq.saturating_add(1);
+        let state_before = self.state;
         self.last_event = event.id;
         self.updated_at_ms = event.at_ms;
         let n = self.steps.len() as u32;
@@ -420,6 +426,8 @@ impl RunSummary {
             }
             EventKind::RunHeld { cause, reason } => {
                 // `next` stays: it is what the run does once released.
+                // The step's time is no longer its own: not measured.
+                self.step_started_at_ms = None;
                 self.state = RunState::NeedsAttention;
                 self.hold = Some(*cause);
                 self.detail = Some(reason.clone());
@@ -470,6 +478,9 @@ impl RunSummary {
         // Only a settled run is checked again: any other state ends that.
         if self.state != RunState::Settled {
             self.recheck = None;
+        }
+        if self.state != state_before {
+            self.state_since_ms = event.at_ms;
         }
     }
 

@@ -242,12 +242,12 @@ async fn sweep_stuck(
                     .items
                     .iter()
                     .map(|s| {
-                        (
-                            s.run_id.to_string(),
-                            s.flow.clone(),
-                            s.state,
-                            s.updated_at_ms,
-                        )
+                        // Summaries written before it was kept: their last change.
+                        let since = match s.state_since_ms {
+                            0 => s.updated_at_ms,
+                            since => since,
+                        };
+                        (s.run_id.to_string(), s.flow.clone(), s.state, since)
                     })
                     .collect();
                 alerts.sweep(&runs, settle_types::now_ms());

@@ -61,10 +61,11 @@ impl OutboundPolicy {
         }
     }
 
-    /// How each host the call sent requests to fared: a request still
-    /// without an answer when the call ended counts as failed (the call
-    /// timed out waiting for it).
-    pub(crate) fn take_downstream(&mut self) -> Vec<Downstream> {
+    /// How each host the call sent requests to fared. A request still
+    /// without an answer when the call ended counts as failed only when
+    /// the call `timed_out` (it was waiting for it): a plugin that returns
+    /// without waiting for its requests says nothing about the host.
+    pub(crate) fn take_downstream(&mut self, timed_out: bool) -> Vec<Downstream> {
         let answers =
             std::mem::take(&mut *self.downstream.lock().unwrap_or_else(|p| p.into_inner()));
         answers
@@ -72,7 +73,7 @@ impl OutboundPolicy {
             .into_iter()
             .map(|(authority, t)| Downstream {
                 authority,
-                failed: t.failed > 0 || t.answered.saturating_add(t.failed) < t.sent,
+                failed: t.failed > 0 || (timed_out && t.answered.saturating_add(t.failed) < t.sent),
             })
             .collect()
     }

@@ -68,8 +68,6 @@ pub struct CallState {
 pub struct CallLeftovers {
     pub denials: Vec<Denial>,
     pub kv_writes: Vec<KvWrite>,
-    /// How the downstream hosts it sent requests to fared.
-    pub downstream: Vec<settle_types::executor::Downstream>,
 }
 
 impl CallState {
@@ -137,7 +135,6 @@ impl CallState {
         CallLeftovers {
             denials,
             kv_writes: std::mem::take(&mut self.kv).into_writes(),
-            downstream: self.outbound.take_downstream(),
         }
     }
 
