@@ -2,22 +2,46 @@
 //! has the expected output next to it (`.err` for invalid flows, `.ok` for
 //! valid ones). `SETTLE_BLESS=1` rewrites the expectations; review the diff.
 
+use serde_json::{Value, json};
 use settle::flow::{Flow, PluginFacts};
 use std::path::Path;
 
 fn installed() -> Vec<PluginFacts> {
+    let object = |required: Value, properties: Value| json!({"type": "object", "required": required, "properties": properties});
+    let transfer_in = object(
+        json!(["from", "to", "amount"]),
+        json!({"from": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1},
+               "amount": {"type": "integer", "minimum": 1}}),
+    );
+    let transfer_out = object(
+        json!(["transfer_id", "amount"]),
+        json!({"transfer_id": {"type": "string"}, "amount": {"type": "integer"}}),
+    );
+    let reserve_in = object(
+        json!(["sku", "quantity"]),
+        json!({"sku": {"type": "string", "minLength": 1}, "quantity": {"type": "integer", "minimum": 1}}),
+    );
+    let reserve_out = object(
+        json!(["reservation_id"]),
+        json!({"reservation_id": {"type": "string"}}),
+    );
+    // Takes nothing it does not declare.
+    let mut audit_in = object(json!(["text"]), json!({"text": {"type": "string"}}));
+    audit_in["additionalProperties"] = json!(false);
     [
-        ("transfer", true),
-        ("reserve-stock", true),
-        ("notify", true),
-        ("flaky", true),
-        ("noop", true),
-        ("audit-log", false),
+        ("transfer", true, transfer_in, transfer_out),
+        ("reserve-stock", true, reserve_in, reserve_out),
+        ("notify", true, json!({}), json!({})),
+        ("flaky", true, json!({}), json!({})),
+        ("noop", true, json!({}), json!({})),
+        ("audit-log", false, audit_in, json!({})),
     ]
     .into_iter()
-    .map(|(name, c)| PluginFacts {
+    .map(|(name, c, input_schema, output_schema)| PluginFacts {
         name: name.into(),
         supports_compensate: c,
+        input_schema,
+        output_schema,
     })
     .collect()
 }

@@ -29,6 +29,7 @@
 //! Inside `{ ... }` flow mappings, quote templates: `"${{ input.sku }}"`.
 
 pub mod limits;
+mod mappings;
 mod parse;
 pub mod template;
 
@@ -115,6 +116,9 @@ pub struct StepDef {
     pub retry_explicit: bool,
     /// Where `plugin:` stands in the file, for messages about the plugin.
     pub plugin_at: Location,
+    /// Where `input:` stands (`plugin:` when there is none), for messages
+    /// about what the step gives its plugin.
+    pub input_at: Location,
 }
 
 /// What a step does when its retries run out (`on_exhausted:`).
@@ -168,6 +172,9 @@ impl fmt::Display for FlowErrors {
 pub struct PluginFacts {
     pub name: String,
     pub supports_compensate: bool,
+    /// The JSON Schemas it declares (`{}` or null: none).
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
 }
 
 impl PluginFacts {
@@ -176,6 +183,8 @@ impl PluginFacts {
         PluginFacts {
             name: plugin.name.to_string(),
             supports_compensate: plugin.manifest.supports_compensate,
+            input_schema: plugin.manifest.input_schema.clone(),
+            output_schema: plugin.manifest.output_schema.clone(),
         }
     }
 }
@@ -248,7 +257,8 @@ impl Flow {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// Checks every step's plugin against what is installed.
+    /// Checks every step's plugin against what is installed, and what each
+    /// step gives its plugin against the plugin's input schema.
     pub fn check_plugins(&self, file: &str, installed: &[PluginFacts]) -> Result<(), FlowErrors> {
         let mut errors = Vec::new();
         for step in &self.steps {
@@ -278,6 +288,8 @@ impl Flow {
                 Some(_) => {}
             }
         }
+        errors.extend(mappings::check(self, file, installed));
+        errors.sort_by_key(|e| (e.at.line, e.at.column));
         if errors.is_empty() {
             Ok(())
         } else {
@@ -288,7 +300,10 @@ impl Flow {
 
 /// The candidate nearest to `name` by edit distance, if it is close enough
 /// to be a likely typo.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .map(|c| (edit_distance(name, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))

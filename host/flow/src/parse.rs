@@ -648,12 +648,19 @@ impl Cx<'_> {
             .map(|n| location(n.span()))
             .unwrap_or_default();
         let step_index = |n: &str| earlier.iter().position(|s| s.name == n);
+        let input_at = map.get_node("input").map(|n| location(n.span()));
         let input = match map.get_node("input") {
             None => Template::Literal(Value::Object(Default::default())),
             Some(node) => match Template::parse(&to_json(node), &step_index) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.error(node.span(), format!("step input: {e}"));
+                    let hint = crate::template::unknown_step_in(&e)
+                        .and_then(|name| {
+                            crate::closest(name, earlier.iter().map(|s| s.name.as_str()))
+                        })
+                        .map(|n| format!(" (did you mean '{n}'?)"))
+                        .unwrap_or_default();
+                    self.error(node.span(), format!("step input: {e}{hint}"));
                     Template::Literal(Value::Null)
                 }
             },
@@ -693,6 +700,7 @@ impl Cx<'_> {
             on_exhausted,
             retry_explicit,
             plugin_at,
+            input_at: input_at.unwrap_or(plugin_at),
         })
     }
 }

@@ -228,6 +228,14 @@ fn parse_string(
     })
 }
 
+/// The step name an "is not an earlier step" message is about.
+pub(crate) fn unknown_step_in(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("refers to step '")?;
+    let (name, tail) = rest.split_once('\'')?;
+    tail.starts_with(", which is not an earlier step")
+        .then_some(name)
+}
+
 fn parse_reference(
     expr: &str,
     step_index: &dyn Fn(&str) -> Option<usize>,
