@@ -23,6 +23,7 @@ mod bench_http;
 mod bench_rechecks;
 mod demo;
 mod drill;
+mod flow_cmd;
 pub mod jsonl;
 mod operator;
 mod read;
@@ -136,6 +137,12 @@ enum Command {
     },
     /// Serve the HTTP API and dashboard until SIGTERM/SIGINT.
     Serve(serve::ServeArgs),
+    /// Flow files: `validate` every problem at once, `graph` as Mermaid,
+    /// `test` as a dry run with mocked step outputs.
+    Flow {
+        #[command(subcommand)]
+        command: flow_cmd::FlowCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -329,6 +336,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             operator::act(&config(&cli)?, crate::model::OperatorAction::Reapply, args).await
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
+        Command::Flow { command } => flow_cmd::flow(&config(&cli)?, command).await,
         Command::Token {
             command: TokenCommand::New { role, name },
         } => serve::token_new(role, name),

@@ -176,7 +176,7 @@ pub(super) fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
 }
 
 /// Loads the plugins without opening the store (another process may hold it).
-async fn runtime_only(
+pub(super) async fn runtime_only(
     config: &Config,
 ) -> anyhow::Result<(Runtime, Vec<crate::runtime::LoadError>)> {
     struct NoKv;

@@ -1,0 +1,197 @@
+//! `settle flow validate | graph | test`: what a citizen developer needs
+//! before a flow meets a run — every problem at once, a picture of the
+//! flow, and a dry run that touches nothing outside.
+
+use super::read::runtime_only;
+use crate::config::Config;
+use crate::flow::{Flow, PluginFacts, template::Scope};
+use anyhow::Context;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum FlowCommand {
+    /// Every problem of each flow file at once (file:line:column), with how
+    /// to fix it: syntax, limits, references, and each step's input against
+    /// its plugin's schema (the installed plugins are loaded to know them).
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The flow as a Mermaid diagram: its steps, where a failure goes (the
+    /// undo of the steps before, in reverse), confirmation and checks.
+    Graph { file: PathBuf },
+    /// A dry run: renders each step's input from `--input` and the mocked
+    /// outputs of the steps before, in order, and prints the path taken.
+    /// Calls no plugin and writes nothing.
+    Test {
+        file: PathBuf,
+        /// The run's input, as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// A step's output, as `STEP=JSON`; every step needs one.
+        #[arg(long = "mock", value_name = "STEP=JSON")]
+        mocks: Vec<String>,
+    },
+}
+
+pub async fn flow(config: &Config, command: &FlowCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        FlowCommand::Validate { files } => validate(config, files).await,
+        FlowCommand::Graph { file } => {
+            let flow = Flow::load(file)?;
+            outln!("{}", mermaid(&flow));
+            Ok(ExitCode::SUCCESS)
+        }
+        FlowCommand::Test { file, input, mocks } => test(file, input, mocks),
+    }
+}
+
+async fn validate(config: &Config, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (runtime, _) = runtime_only(config).await?;
+    let installed: Vec<PluginFacts> = runtime
+        .plugins()
+        .iter()
+        .map(|p| PluginFacts::of(p))
+        .collect();
+    let mut failed = 0;
+    for path in files {
+        let file = path.display().to_string();
+        match Flow::load(path).and_then(|f| f.check_plugins(&file, &installed).map(|()| f)) {
+            Ok(flow) => outln!(
+                "{file}: flow {} is valid: {} step(s)",
+                flow.id(),
+                flow.steps.len()
+            ),
+            Err(errors) => {
+                failed += 1;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} flow file(s) have problems", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flow as Mermaid `flowchart` text. Names are identifiers (letters,
+/// digits, `-`, `_`), so they need no escaping.
+pub fn mermaid(flow: &Flow) -> String {
+    let mut out = vec![
+        "flowchart TD".to_string(),
+        format!("    accepted([\"{} accepted\"])", flow.id()),
+    ];
+    let last = flow.steps.len().saturating_sub(1);
+    for (i, step) in flow.steps.iter().enumerate() {
+        let from = if i == 0 {
+            "accepted".to_string()
+        } else {
+            format!("step{}", i - 1)
+        };
+        out.push(format!(
+            "    {from} --> step{i}[\"{}. {} ({})\"]",
+            i + 1,
+            step.name,
+            step.plugin
+        ));
+        // A failure for good undoes the compensable steps before, newest first.
+        match (0..i).rev().find(|&k| flow.steps[k].compensate) {
+            Some(k) => out.push(format!("    step{i} -. fails .-> undo{k}")),
+            None => out.push(format!("    step{i} -. fails .-> compensated")),
+        }
+    }
+    // The last step is undone only when a drift is (`on_drift: compensate`).
+    let undo_last = flow.on_drift == crate::flow::OnDrift::Compensate;
+    let compensable: Vec<usize> = (0..flow.steps.len())
+        .filter(|&k| flow.steps[k].compensate && (k < last || undo_last))
+        .collect();
+    for (n, &k) in compensable.iter().enumerate().rev() {
+        let next = match n.checked_sub(1) {
+            Some(prev) => format!("undo{}", compensable[prev]),
+            None => "compensated".to_string(),
+        };
+        out.push(format!(
+            "    undo{k}[\"undo {}\"] --> {next}",
+            flow.steps[k].name
+        ));
+    }
+    out.push("    compensated([\"could not complete: undone\"])".to_string());
+    if !flow.steps.is_empty() {
+        out.push(format!(
+            "    step{last} --> confirm{{{{\"confirm with downstream systems\"}}}}"
+        ));
+        out.push("    confirm -- \"in sync\" --> settled([\"settled\"])".to_string());
+        out.push("    confirm -- \"disagrees\" --> drifted([\"drifted\"])".to_string());
+        match (flow.on_drift, compensable.last()) {
+            (crate::flow::OnDrift::Compensate, Some(k)) => {
+                out.push(format!(
+                    "    drifted -. \"on_drift: compensate\" .-> undo{k}"
+                ));
+            }
+            (crate::flow::OnDrift::Reapply, _) => {
+                out.push("    drifted -. \"on_drift: reapply\" .-> confirm".to_string());
+            }
+            _ => {}
+        }
+    }
+    if let Some(r) = flow.rechecks {
+        out.push(format!(
+            "    settled -. \"checked every {} for {}\" .-> confirm",
+            humantime::format_duration(r.every),
+            humantime::format_duration(r.window)
+        ));
+    }
+    out.join("\n")
+}
+
+fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> {
+    let flow = Flow::load(path)?;
+    let input: Value = serde_json::from_str(input).context("--input is not JSON")?;
+    let mut given = std::collections::BTreeMap::new();
+    for m in mocks {
+        let (step, json) = m
+            .split_once('=')
+            .with_context(|| format!("--mock '{m}': write STEP=JSON"))?;
+        anyhow::ensure!(
+            flow.steps.iter().any(|s| s.name == step),
+            "--mock '{step}': flow {} has no such step",
+            flow.id()
+        );
+        let output: Value =
+            serde_json::from_str(json).with_context(|| format!("--mock {step}: not JSON"))?;
+        given.insert(step.to_string(), output);
+    }
+    outln!("dry run of flow {} (no plugin is called)", flow.id());
+    let mut outputs: Vec<Option<Value>> = vec![None; flow.steps.len()];
+    for (i, step) in flow.steps.iter().enumerate() {
+        let scope = Scope {
+            input: &input,
+            outputs: &outputs,
+            run_id: "dry-run",
+        };
+        outln!("{}. {} ({})", i + 1, step.name, step.plugin);
+        let rendered = match step.input.render(&scope) {
+            Ok(v) => v,
+            Err(e) => {
+                outln!("   input: cannot be made: {e}");
+                outln!(
+                    "   the run would stop here: step '{}' fails with invalid-input, and the steps before are undone",
+                    step.name
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        outln!("   input:  {rendered}");
+        let Some(output) = given.get(&step.name) else {
+            outln!("   no --mock {}=JSON: the dry run stops here", step.name);
+            return Ok(ExitCode::FAILURE);
+        };
+        outln!("   output: {output} (mocked)");
+        outputs[i] = Some(output.clone());
+    }
+    outln!("every step completed: the run would be confirmed with downstream systems, then settle");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,130 @@
+//! `settle flow validate | graph | test`: every problem of several files at
+//! once with where and how to fix it, the flow drawn as Mermaid, and a dry
+//! run with mocked step outputs that calls no plugin.
+
+use crate::support;
+use std::path::{Path, PathBuf};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    support::settle(args).unwrap()
+}
+
+#[test]
+fn validate_reports_every_problem_of_every_file_against_the_installed_plugins() {
+    let dir = support::tempdir();
+    let config = support::write_config(dir.path(), None);
+    let bad = dir.path().join("ship.yaml");
+    std::fs::write(
+        &bad,
+        "name: ship
+steps:
+  - name: reserve
+    plugin: reserve-stock
+    input: { sku: widget, quantity: 0 }
+  - name: charge
+    plugin: transfer
+    input:
+      from: ann
+      too: shop
+      amount: ${{ steps.reserve.output.reservation_id }}
+",
+    )
+    .unwrap();
+    let good = repo("example-plugins/flows/order.yaml");
+    let (code, out, err) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "flow",
+        "validate",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("flow order@1 is valid: 3 step(s)"), "{out}");
+    let file = bad.display().to_string();
+    for expected in [
+        format!(
+            "flow {file}:5:12: field 'quantity' of step 'reserve': 0 does not fit plugin 'reserve-stock'"
+        ),
+        format!(
+            "flow {file}:9:11: step 'charge' does not give plugin 'transfer' its required field 'to' (is 'too' meant to be 'to'?)"
+        ),
+        format!(
+            "flow {file}:9:11: field 'amount' of step 'charge' gets 'steps.reserve.output.reservation_id', which plugin 'reserve-stock' returns as string, but plugin 'transfer' wants integer"
+        ),
+        "1 of 2 flow file(s) have problems".to_string(),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn graph_draws_the_steps_and_where_a_failure_goes() {
+    let (code, out, err) = run(&[
+        "flow",
+        "graph",
+        repo("example-plugins/flows/order.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "flowchart TD",
+        "accepted --> step0[\"1. charge (transfer)\"]",
+        "step0 --> step1[\"2. reserve (reserve-stock)\"]",
+        "step2 -. fails .-> undo1",
+        "undo1[\"undo reserve\"] --> undo0",
+        "undo0[\"undo charge\"] --> compensated",
+        "confirm -- \"in sync\" --> settled([\"settled\"])",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn test_renders_each_input_from_mocks_and_stops_where_one_is_missing() {
+    let order = repo("example-plugins/flows/order.yaml");
+    let order = order.to_str().unwrap();
+    let input = r#"{"customer":"ann","amount":700,"sku":"widget","quantity":1}"#;
+    let (code, out, err) = run(&[
+        "flow",
+        "test",
+        order,
+        "--input",
+        input,
+        "--mock",
+        r#"charge={"transfer_id":"t-9","amount":700}"#,
+        "--mock",
+        r#"reserve={"reservation_id":"r-1"}"#,
+        "--mock",
+        r#"confirm={"message_id":"m-1"}"#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(r#"input:  {"text":"Order confirmed: 1 x widget, paid with t-9","to":"ann"}"#),
+        "{out}"
+    );
+    assert!(out.contains("every step completed"), "{out}");
+    let (code, out, _) = run(&[
+        "flow",
+        "test",
+        order,
+        "--input",
+        input,
+        "--mock",
+        r#"charge={"transfer_id":"t-9","amount":700}"#,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("no --mock reserve=JSON: the dry run stops here"),
+        "{out}"
+    );
+    // A mapping that cannot be made says so, at the step it stops.
+    let (code, out, _) = run(&["flow", "test", order, "--input", "{}"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("input: cannot be made:"), "{out}");
+}
