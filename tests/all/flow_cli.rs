@@ -128,3 +128,15 @@ fn test_renders_each_input_from_mocks_and_stops_where_one_is_missing() {
     assert_eq!(code, 1);
     assert!(out.contains("input: cannot be made:"), "{out}");
 }
+
+#[test]
+fn the_host_serves_the_published_flow_schema() {
+    let dir = support::tempdir();
+    let server = support::Server::start(dir.path(), &[], "");
+    let reply = server.get("/v1/schema/flow.json");
+    assert_eq!(reply.status, 200, "{reply}");
+    assert_eq!(reply.header("content-type"), Some("application/schema+json"));
+    let published = std::fs::read_to_string(repo("host/flow/schema/flow.schema.json")).unwrap();
+    assert_eq!(reply.text, published);
+    assert_eq!(reply.json["title"], "Settle flow file");
+}

@@ -204,6 +204,12 @@ where
         "dashboard" => get(dashboard::page),
         "metrics" => get(metrics::<S, X>),
         "openapi" => get(|| async { axum::Json(routes::openapi()) }),
+        "flow_schema" => get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+                settle_flow::FLOW_SCHEMA,
+            )
+        }),
         "submit_run" => post(runs::submit::<S, X>),
         "run_by_key" => get(runs::by_key::<S, X>),
         "list_runs" => get(runs::list::<S, X>),

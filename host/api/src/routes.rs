@@ -80,6 +80,14 @@ pub const ROUTES: &[Route] = &[
         &[200],
     ),
     route(
+        "GET",
+        "/v1/schema/flow.json",
+        "flow_schema",
+        "The JSON Schema of flow files (draft 2020-12), for editors to complete and check them; the same as `host/flow/schema/flow.schema.json` in the repository.",
+        Need::Nothing,
+        &[200],
+    ),
+    route(
         "POST",
         "/v1/flows/{flow}/runs",
         "submit_run",

@@ -189,7 +189,19 @@ impl PluginFacts {
     }
 }
 
+/// The JSON Schema of flow files (draft 2020-12), for editors: published
+/// as `host/flow/schema/flow.schema.json` and served by the host at
+/// `GET /v1/schema/flow.json`.
+pub const FLOW_SCHEMA: &str = include_str!("../schema/flow.schema.json");
+
 impl Flow {
+    /// A flow file's text as JSON, as an editor checking it against
+    /// [`FLOW_SCHEMA`] sees it (plain scalars read as numbers or booleans
+    /// when they are); `None` when it is not YAML within the limits.
+    pub fn text_as_json(text: &str) -> Option<serde_json::Value> {
+        parse::as_json(text)
+    }
+
     /// Parses and validates flow text. `file` names it in messages.
     pub fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
         parse::parse(text, file)
@@ -324,4 +336,62 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use crate::{FLOW_SCHEMA, Flow};
+
+    fn repo_flows() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        for dir in [
+            "example-plugins/flows",
+            "example-plugins/drills",
+            "tests/ui",
+        ] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn the_published_schema_agrees_with_the_parser_on_the_repository_flows() {
+        let schema: serde_json::Value = serde_json::from_str(FLOW_SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let mut checked = 0;
+        for path in repo_flows() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // What the parser accepts the schema accepts; the schema finds
+            // a subset of the parser's problems (it knows no plugins,
+            // references or limits between fields).
+            if Flow::parse(&text, "f.yaml").is_err() {
+                continue;
+            }
+            let json = Flow::text_as_json(&text).expect("a valid flow reads as JSON");
+            let problems: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+            checked += 1;
+        }
+        assert!(checked >= 8, "only {checked} valid flows checked");
+        let unknown =
+            Flow::text_as_json("name: x\nsteps:\n  - { name: a, plugin: p, retries: 3 }\n")
+                .unwrap();
+        assert!(!validator.is_valid(&unknown), "an unknown key is refused");
+        let bad_name =
+            Flow::text_as_json("name: 'a b'\nsteps:\n  - { name: a, plugin: p }\n").unwrap();
+        assert!(
+            !validator.is_valid(&bad_name),
+            "a name with a space is refused"
+        );
+    }
 }

@@ -705,6 +705,18 @@ impl Cx<'_> {
     }
 }
 
+/// The text as JSON, within the same limits as a flow; `None` otherwise.
+pub(super) fn as_json(text: &str) -> Option<Value> {
+    limits::check_text(text).ok()?;
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let root = marked_yaml::parse_yaml_with_options(0, text, options).ok()?;
+    if limits::tree_depth(&root).is_some() {
+        limits::dismantle(root);
+        return None;
+    }
+    Some(to_json(&root))
+}
+
 /// YAML node → JSON. Plain (unquoted) scalars become numbers, booleans or
 /// null when they read as such; quoted scalars stay strings.
 fn to_json(node: &Node) -> Value {
