@@ -135,7 +135,10 @@ fn the_host_serves_the_published_flow_schema() {
     let server = support::Server::start(dir.path(), &[], "");
     let reply = server.get("/v1/schema/flow.json");
     assert_eq!(reply.status, 200, "{reply}");
-    assert_eq!(reply.header("content-type"), Some("application/schema+json"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/schema+json")
+    );
     let published = std::fs::read_to_string(repo("host/flow/schema/flow.schema.json")).unwrap();
     assert_eq!(reply.text, published);
     assert_eq!(reply.json["title"], "Settle flow file");

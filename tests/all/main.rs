@@ -24,6 +24,7 @@ mod idempotency;
 mod logs;
 mod messages;
 mod objectives;
+mod plugin_cli;
 mod restart;
 mod retries;
 mod runtime;

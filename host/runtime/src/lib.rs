@@ -36,6 +36,7 @@ pub mod plugin;
 mod runtime;
 
 pub use budget::RuntimeStats;
+pub use diagnose::contract_version;
 pub use grants::Grants;
 pub use kv::{KvUsage, KvWrite, PluginKv};
 pub use limits::{LimitHit, Limits};

@@ -235,6 +235,28 @@ impl Runtime {
     }
 
     /// Installs one component file.
+    /// Loads `path` as a plugin would be (compiled, linked against this
+    /// host's contract, described) without installing it: what
+    /// `settle plugin check` reports.
+    pub async fn check_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
+        Ok(Arc::new(self.prepare(path).await?))
+    }
+
+    /// The interfaces a component file imports and exports, by name.
+    pub fn interfaces(&self, path: &Path) -> Result<(Vec<String>, Vec<String>), LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let (component, _) = self.compile_cached(path, &bytes, &digest)?;
+        let ty = component.component_type();
+        let engine = &self.inner.engine;
+        let imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+        let exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+        Ok((imports, exports))
+    }
+
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
         let info = Arc::new(self.prepare(path).await?);
         self.install(info.clone())?;

@@ -26,6 +26,7 @@ mod drill;
 mod flow_cmd;
 pub mod jsonl;
 mod operator;
+mod plugin_cmd;
 mod read;
 mod remote;
 mod run;
@@ -142,6 +143,11 @@ enum Command {
     Flow {
         #[command(subcommand)]
         command: flow_cmd::FlowCommand,
+    },
+    /// Plugin components: `check` one before installing it.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin_cmd::PluginCommand,
     },
     /// Manage API tokens.
     Token {
@@ -337,6 +343,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Flow { command } => flow_cmd::flow(&config(&cli)?, command).await,
+        Command::Plugin { command } => plugin_cmd::plugin(&config(&cli)?, command).await,
         Command::Token {
             command: TokenCommand::New { role, name },
         } => serve::token_new(role, name),
