@@ -24,7 +24,7 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
     }
 }
 
-async fn check(config: &Config, file: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+async fn check(config: &Config, file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     // Only the sandbox settings are needed: no plugin directory is loaded.
     let mut config = config.clone();
     config.plugin_dirs.clear();
