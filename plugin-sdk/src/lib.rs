@@ -50,7 +50,10 @@ pub mod http;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The SDK carries its own copy of the contract (`wit/` at the top of
+        // the repository is the source; a test keeps the two equal), so it
+        // builds as a dependency outside this repository too.
+        path: "wit",
         world: "step",
         pub_export_macro: true,
         export_macro_name: "__export_step_world",

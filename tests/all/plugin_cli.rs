@@ -52,3 +52,91 @@ fn a_plugin_is_described_and_anything_else_refused_with_the_reason() {
     assert_eq!(json["name"], "noop");
     assert_eq!(json["contract"], contract);
 }
+
+#[test]
+fn the_sdk_carries_the_contract_of_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(
+        read("plugin-sdk/wit/plugin.wit"),
+        read("wit/plugin.wit"),
+        "plugin-sdk/wit/plugin.wit is a copy of wit/plugin.wit: copy it again"
+    );
+    // The SDK a new plugin gets depends on what plugin-sdk does.
+    let sdk = read("plugin-sdk/Cargo.toml");
+    for dependency in ["wit-bindgen = \"0.63\"", "wasi = \"0.14\""] {
+        assert!(
+            sdk.contains(dependency),
+            "plugin-sdk/Cargo.toml changed: update plugin_new.rs ({dependency})"
+        );
+    }
+}
+
+/// `settle plugin new` makes a project outside this repository that tests,
+/// builds, passes `settle plugin check` and settles a run on the host.
+#[test]
+fn a_new_plugin_builds_outside_the_repository_and_runs_on_the_host() {
+    let dir = support::tempdir();
+    let (code, out, err) = support::settle(&[
+        "plugin",
+        "new",
+        "greeter",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let project = dir.path().join("greeter");
+    assert!(project.join("settle-sdk/wit/plugin.wit").is_file());
+    // Its own target directory, kept between test runs when there is a
+    // shared one, so its dependencies are built once.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| std::path::PathBuf::from(t).join("settle-plugin-new"))
+        .unwrap_or_else(|| dir.path().join("target"));
+    let cargo = |args: &[&str]| {
+        let mut command =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+        command
+            .args(args)
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target);
+        let (code, out, err) =
+            support::output_within(&mut command, std::time::Duration::from_secs(600));
+        assert_eq!(code, 0, "cargo {args:?}:\n{out}\n{err}");
+        out
+    };
+    let tested = cargo(&["test", "--quiet"]);
+    assert!(tested.contains("1 passed"), "{tested}");
+    cargo(&["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+    let (code, out, err) = support::settle(&["plugin", "check", wasm.to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plugin greeter 0.1.0 implements"), "{out}");
+
+    // Installed beside the example plugins, it settles a run.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&wasm, plugins.join("greeter.wasm")).unwrap();
+    let mut config = support::config(dir.path());
+    config.plugin_dirs = vec![plugins];
+    let config_path = dir.path().join("settle.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let flow = dir.path().join("greet.yaml");
+    std::fs::write(
+        &flow,
+        "name: greet\nsteps:\n  - name: hello\n    plugin: greeter\n    compensate: false\n    input: { name: \"${{ input.name }}\" }\n",
+    )
+    .unwrap();
+    let (code, out, err) = support::settle(&[
+        "--config",
+        config_path.to_str().unwrap(),
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        r#"{"name": "Ada"}"#,
+        "--quiet",
+    ])
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Hello, Ada!"), "{out}");
+}

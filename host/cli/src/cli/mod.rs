@@ -27,6 +27,7 @@ mod flow_cmd;
 pub mod jsonl;
 mod operator;
 mod plugin_cmd;
+mod plugin_new;
 mod read;
 mod remote;
 mod run;
@@ -144,7 +145,8 @@ enum Command {
         #[command(subcommand)]
         command: flow_cmd::FlowCommand,
     },
-    /// Plugin components: `check` one before installing it.
+    /// Plugin components: `check` one before installing it, or create a
+    /// `new` one.
     Plugin {
         #[command(subcommand)]
         command: plugin_cmd::PluginCommand,

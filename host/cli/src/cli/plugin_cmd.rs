@@ -16,11 +16,36 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a ready-to-build plugin project in DIR/NAME, with its test
+    /// and the SDK (and WIT contract) it builds with.
+    New {
+        name: String,
+        /// Where the project's directory goes.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// rust (python and js are not built yet).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+    },
 }
 
 pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Check { file, json } => check(config, file, *json).await,
+        PluginCommand::New { name, dir, lang } => {
+            if lang != "rust" {
+                anyhow::bail!(
+                    "--lang {lang}: only rust plugins can be created yet (Python and JavaScript plugins are not built)"
+                );
+            }
+            let at = super::plugin_new::new_rust(name, dir)?;
+            outln!("created plugin {name} in {}", at.display());
+            outln!(
+                "  cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                at.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
