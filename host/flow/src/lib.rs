@@ -395,3 +395,26 @@ mod schema_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod policy_tests {
+    use crate::Flow;
+
+    #[test]
+    fn named_policies_apply_where_they_are_named_and_as_defaults() {
+        let text = "name: p\npolicies:\n  patient: { max_attempts: 8, initial_interval: 1s }\n  quick: { max_attempts: 2 }\ndefaults:\n  retry: quick\nsteps:\n  - { name: a, plugin: x, retry: patient }\n  - { name: b, plugin: x }\n  - { name: c, plugin: x, retry: { max_attempts: 4 } }\n";
+        let flow = Flow::parse(text, "p.yaml").unwrap();
+        let attempts: Vec<u32> = flow.steps.iter().map(|s| s.retry.max_attempts).collect();
+        assert_eq!(attempts, [8, 2, 4]);
+        assert_eq!(
+            flow.steps[0].retry.initial_interval,
+            std::time::Duration::from_secs(1)
+        );
+        assert!(flow.steps.iter().all(|s| s.retry_explicit));
+        // Settings over the defaults start from the default policy.
+        assert_eq!(
+            flow.steps[2].retry.initial_interval,
+            flow.steps[1].retry.initial_interval
+        );
+    }
+}

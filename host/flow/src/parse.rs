@@ -27,6 +27,7 @@ const FLOW_KEYS: &[&str] = &[
     "reconcile",
     "on_drift",
     "objective",
+    "policies",
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
 const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
@@ -171,10 +172,35 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         .and_then(|o| cx.objective(o));
 
     let mut defaults = StepDefaults::default();
+    if let Some(policies) = cx.optional_mapping(map, "policies") {
+        for (key, node) in policies.iter() {
+            let name = key.as_str();
+            if !is_identifier(name) {
+                cx.error(
+                    key.span(),
+                    format!(
+                        "policy name '{}' must be letters, digits, '-' or '_'",
+                        shown(name, 40)
+                    ),
+                );
+                continue;
+            }
+            match node.as_mapping() {
+                Some(m) => {
+                    let policy = cx.retry(m, &RetryPolicy::default());
+                    defaults.policies.push((name.to_string(), policy));
+                }
+                None => cx.error(
+                    node.span(),
+                    format!("policy '{name}' must be a mapping of retry settings"),
+                ),
+            }
+        }
+    }
     if let Some(map) = cx.optional_mapping(map, "defaults") {
         cx.known_keys(map, DEFAULT_KEYS, "defaults");
-        if let Some(r) = cx.optional_mapping(map, "retry") {
-            defaults.retry = cx.retry(r, &RetryPolicy::default());
+        if let Some(r) = cx.retry_or_policy(map, &RetryPolicy::default(), &defaults.policies) {
+            defaults.retry = r;
             defaults.retry_explicit = true;
         }
         defaults.timeout = cx.duration(map, "timeout", &TIMEOUT);
@@ -223,9 +249,20 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
     })
 }
 
-/// What `defaults:` sets for every step.
+/// A name of letters, digits, '-' and '_', at most [`MAX_NAME_CHARS`].
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && text.chars().count() <= MAX_NAME_CHARS
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// What `defaults:` sets for every step, and the named retry policies
+/// (`policies:`) steps may refer to.
 #[derive(Default)]
 struct StepDefaults {
+    policies: Vec<(String, RetryPolicy)>,
     retry: RetryPolicy,
     retry_explicit: bool,
     timeout: Option<Duration>,
@@ -410,6 +447,47 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    /// `retry:` as settings (over `base`), or as the name of a policy in
+    /// `policies:`; `None` when there is none (or it is wrong: reported).
+    fn retry_or_policy(
+        &mut self,
+        map: &MarkedMappingNode,
+        base: &RetryPolicy,
+        policies: &[(String, RetryPolicy)],
+    ) -> Option<RetryPolicy> {
+        let node = map.get_node("retry")?;
+        if let Some(m) = node.as_mapping() {
+            return Some(self.retry(m, base));
+        }
+        let Some(name) = node.as_scalar().map(|s| s.as_str()) else {
+            self.error(
+                node.span(),
+                "`retry` must be retry settings or the name of a policy in `policies`",
+            );
+            return None;
+        };
+        if let Some((_, policy)) = policies.iter().find(|(n, _)| n == name) {
+            return Some(policy.clone());
+        }
+        let known: Vec<&str> = policies.iter().map(|(n, _)| n.as_str()).collect();
+        let hint = crate::closest(name, known.iter().copied())
+            .map(|n| format!(" (did you mean '{n}'?)"))
+            .unwrap_or_default();
+        let listed = if known.is_empty() {
+            "the flow declares no `policies`".to_string()
+        } else {
+            format!("its policies: {}", known.join(", "))
+        };
+        self.error(
+            node.span(),
+            format!(
+                "`retry: {}` names no policy of this flow{hint}; {listed}",
+                shown(name, 40)
+            ),
+        );
+        None
     }
 
     fn retry(&mut self, map: &MarkedMappingNode, base: &RetryPolicy) -> RetryPolicy {
@@ -665,10 +743,11 @@ impl Cx<'_> {
                 }
             },
         };
-        let (retry, retry_explicit) = match self.optional_mapping(map, "retry") {
-            Some(r) => (self.retry(r, &defaults.retry), true),
-            None => (defaults.retry.clone(), defaults.retry_explicit),
-        };
+        let (retry, retry_explicit) =
+            match self.retry_or_policy(map, &defaults.retry, &defaults.policies) {
+                Some(r) => (r, true),
+                None => (defaults.retry.clone(), defaults.retry_explicit),
+            };
         let timeout = self.duration(map, "timeout", &TIMEOUT).or(defaults.timeout);
         let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
         let compensate = match self.optional_scalar(map, "compensate") {
