@@ -143,3 +143,32 @@ fn the_host_serves_the_published_flow_schema() {
     assert_eq!(reply.text, published);
     assert_eq!(reply.json["title"], "Settle flow file");
 }
+
+#[test]
+fn versions_lists_each_version_and_whether_runs_still_use_it() {
+    let dir = support::tempdir();
+    let quick = "name: quick\nversion: \"1\"\nsteps:\n  - { name: one, plugin: noop }\n";
+    let server = support::Server::start(dir.path(), &[("quick", quick)], "");
+    let reply = server.put(
+        "/v1/flows/quick",
+        "name: quick\nversion: \"2\"\nsteps:\n  - { name: one, plugin: noop }\n",
+    );
+    assert!(reply.status < 300, "{reply}");
+    let (code, out, err) = run(&["flow", "versions", "quick", "--server", &server.base_url]);
+    assert_eq!(code, 0, "{err}");
+    let line = |v: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(v))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("1 ").contains("drained"), "{out}");
+    assert!(
+        line("2 ").contains("current") && line("2 ").contains("0 unfinished run(s)"),
+        "{out}"
+    );
+    // Without a server there is no catalog to read.
+    let (code, _, err) = run(&["flow", "versions", "quick"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--server"), "{err}");
+}

@@ -34,6 +34,9 @@ pub enum FlowCommand {
         #[arg(long = "mock", value_name = "STEP=JSON")]
         mocks: Vec<String>,
     },
+    /// Every registered version of a flow on a server (`--server`), and how
+    /// many unfinished runs use each (0: drained, safe to remove).
+    Versions { name: String },
 }
 
 pub async fn flow(config: &Config, command: &FlowCommand) -> anyhow::Result<ExitCode> {
@@ -45,6 +48,9 @@ pub async fn flow(config: &Config, command: &FlowCommand) -> anyhow::Result<Exit
             Ok(ExitCode::SUCCESS)
         }
         FlowCommand::Test { file, input, mocks } => test(file, input, mocks),
+        FlowCommand::Versions { .. } => anyhow::bail!(
+            "flow versions are kept by a serving host: give --server URL (or set SETTLE_SERVER)"
+        ),
     }
 }
 
@@ -193,5 +199,24 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
         outputs[i] = Some(output.clone());
     }
     outln!("every step completed: the run would be confirmed with downstream systems, then settle");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `settle flow versions NAME --server URL`.
+pub fn versions(server: &super::remote::Server, name: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/flows/{name}/versions");
+    let answer: Value = server.get(&format!("flow {name}"), &path)?;
+    outln!("flow {name}");
+    for v in answer["versions"].as_array().into_iter().flatten() {
+        let runs = v["unfinished_runs"].as_u64().unwrap_or(0);
+        outln!(
+            "  {:<12} {:<8} {} ({} unfinished run(s){})",
+            v["version"].as_str().unwrap_or("?"),
+            if v["current"] == true { "current" } else { "" },
+            if runs == 0 { "drained" } else { "in use" },
+            runs,
+            if runs == 0 { "; can be removed" } else { "" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

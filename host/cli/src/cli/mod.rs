@@ -265,6 +265,9 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
             server().and_then(|s| remote::act(&s, A::AcceptDrift, args, None))
         }
         Command::Reapply(args) => server().and_then(|s| remote::act(&s, A::Reapply, args, None)),
+        Command::Flow {
+            command: flow_cmd::FlowCommand::Versions { name },
+        } => server().and_then(|s| flow_cmd::versions(&s, name)),
         Command::Resume(args) => match resume_one(args) {
             Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
             None => Err(anyhow::anyhow!(

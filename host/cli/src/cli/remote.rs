@@ -168,7 +168,7 @@ impl Server {
         Ok((status, value))
     }
 
-    fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
+    pub(super) fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
         let response = self
             .authorize(self.agent.get(self.url(path)))
             .call()
