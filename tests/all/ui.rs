@@ -13,10 +13,12 @@ fn installed() -> Vec<PluginFacts> {
         json!({"from": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1},
                "amount": {"type": "integer", "minimum": 1}}),
     );
-    let transfer_out = object(
+    // Closed: it returns these fields and no others.
+    let mut transfer_out = object(
         json!(["transfer_id", "amount"]),
         json!({"transfer_id": {"type": "string"}, "amount": {"type": "integer"}}),
     );
+    transfer_out["additionalProperties"] = json!(false);
     let reserve_in = object(
         json!(["sku", "quantity"]),
         json!({"sku": {"type": "string", "minLength": 1}, "quantity": {"type": "integer", "minimum": 1}}),

@@ -418,3 +418,107 @@ mod policy_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod mapping_tests {
+    use crate::{Flow, PluginFacts};
+    use serde_json::json;
+
+    fn facts(name: &str, input: serde_json::Value, output: serde_json::Value) -> PluginFacts {
+        PluginFacts {
+            name: name.into(),
+            supports_compensate: true,
+            input_schema: input,
+            output_schema: output,
+        }
+    }
+
+    fn problems(flow: &str, installed: &[PluginFacts]) -> Vec<String> {
+        let flow = Flow::parse(flow, "f.yaml").unwrap();
+        match flow.check_plugins("f.yaml", installed) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    #[test]
+    fn schemas_that_leave_room_are_not_second_guessed() {
+        // $ref into $defs: the literal is checked against what it points at.
+        let with_ref = json!({
+            "type": "object",
+            "$defs": {"qty": {"type": "integer", "minimum": 1}},
+            "properties": {"quantity": {"$ref": "#/$defs/qty"}},
+            "patternProperties": {"^x-": {"type": "string"}},
+            "additionalProperties": false
+        });
+        // An open output schema: fields beyond those listed may come.
+        let open_out = json!({"type": "object", "properties": {"total": {"type": "number"}}});
+        let installed = [
+            facts("a", with_ref, open_out),
+            facts(
+                "b",
+                json!({
+                    "type": "object", "properties": {"count": {"type": "integer"}, "extra": {"type": "string"}}
+                }),
+                json!({}),
+            ),
+        ];
+        let flow = "name: f\nsteps:\n  - { name: one, plugin: a, input: { quantity: 0, x-note: hi } }\n  - name: two\n    plugin: b\n    input: { count: \"${{ steps.one.output.total }}\", extra: \"${{ steps.one.output.other }}\" }\n";
+        let found = problems(flow, &installed);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("field 'quantity' of step 'one': 0 does not fit plugin 'a': 0 is less than the minimum of 1"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn plugin_text_in_messages_is_cut_and_cleaned_and_counted() {
+        let many: Vec<String> = (0..50).map(|i| format!("field\u{1b}[31m{i}")).collect();
+        let installed = [facts(
+            "a",
+            json!({"type": "object", "required": many}),
+            json!({}),
+        )];
+        let found = problems(
+            "name: f\nsteps:\n  - { name: one, plugin: a }\n",
+            &installed,
+        );
+        assert_eq!(found.len(), 11, "ten, then how many more: {found:?}");
+        assert!(found.iter().all(|m| !m.contains('\u{1b}')), "{found:?}");
+        assert_eq!(found[10], "step 'one': 40 more problem(s) with its input");
+    }
+}
+
+#[cfg(test)]
+mod schema_edge_tests {
+    use crate::{FLOW_SCHEMA, Flow};
+
+    /// Flows the parser accepts, written in the ways people write them:
+    /// the schema must accept them too.
+    #[test]
+    fn the_schema_accepts_what_the_parser_accepts_at_the_edges() {
+        let schema: serde_json::Value = serde_json::from_str(FLOW_SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut accepted = 0;
+        for text in [
+            "name: 2024\nsteps:\n  - { name: 1, plugin: p }\n",
+            "name: f\ndescription: 42\nsteps:\n  - { name: a, plugin: p }\n",
+            "name: f\nreconcile: { every: 1h }\nsteps:\n  - { name: a, plugin: p }\n",
+            "name: f\nsteps:\n  - { name: a, plugin: p, retry: { max_attempts: \"3\" } }\n",
+            "name: f\nsteps:\n  - { name: a, plugin: p, compensate: false }\n",
+        ] {
+            if Flow::parse(text, "f.yaml").is_err() {
+                continue;
+            }
+            let json = Flow::text_as_json(text).unwrap();
+            let problems: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(problems.is_empty(), "{text}: {problems:?}");
+            accepted += 1;
+        }
+        assert!(accepted >= 4, "the parser accepted only {accepted} of them");
+    }
+}

@@ -7,7 +7,22 @@
 //!
 //! Only the top level of a step's input is checked field by field (the
 //! schemas of the plugins in this repository are flat); literals are
-//! checked whole against their field's schema.
+//! checked against the plugin's whole input schema (so `$ref`s into its
+//! `$defs` resolve), keeping the problems under their own field. Where a
+//! schema leaves room (no `type`, `patternProperties`, combinators, extra
+//! fields allowed), nothing is claimed. Texts from a plugin's schema are
+//! cut and stripped of control characters, and a step gets at most
+//! [`MAX_PROBLEMS_PER_STEP`] messages.
+
+/// Most problems reported for one step's input.
+const MAX_PROBLEMS_PER_STEP: usize = 10;
+
+/// Plugin-supplied text as a message may quote it: control characters
+/// dropped, at most `max` characters.
+fn quoted(text: &str, max: usize) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    crate::template::shown(&clean, max)
+}
 
 use crate::template::{Reference, Root, Template};
 use crate::{Flow, FlowError, PluginFacts, StepDef, closest};
@@ -36,13 +51,8 @@ pub(crate) fn check(flow: &Flow, file: &str, installed: &[PluginFacts]) -> Vec<F
             // The whole input from a reference or text: not knowable here.
             _ => continue,
         };
-        let mut say = |message: String| {
-            errors.push(FlowError {
-                file: file.into(),
-                at: step.input_at,
-                message,
-            })
-        };
+        let mut problems: Vec<String> = Vec::new();
+        let mut say = |message: String| problems.push(message);
         let properties = schema.get("properties").and_then(Value::as_object);
         let given: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
         for required in schema
@@ -54,18 +64,45 @@ pub(crate) fn check(flow: &Flow, file: &str, installed: &[PluginFacts]) -> Vec<F
         {
             if !given.contains(&required) {
                 let hint = closest(required, given.iter().copied())
-                    .map(|g| format!(" (is '{g}' meant to be '{required}'?)"))
+                    .map(|g| format!(" (is '{g}' meant to be '{}'?)", quoted(required, 64)))
                     .unwrap_or_default();
                 say(format!(
-                    "step '{}' does not give plugin '{}' its required field '{required}'{hint}",
-                    step.name, step.plugin
+                    "step '{}' does not give plugin '{}' its required field '{}'{hint}",
+                    step.name,
+                    step.plugin,
+                    quoted(required, 64)
                 ));
             }
         }
+        // Literals against the whole schema, once: `$ref`s resolve.
+        let literals: Map<String, Value> = fields
+            .iter()
+            .filter_map(|(k, g)| match g {
+                Given::Literal(v) => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        let literal_problems = literal_problems(&step.input_schema_of(installed), &literals);
+        let open = schema.contains_key("patternProperties")
+            || ["allOf", "anyOf", "oneOf", "$ref"]
+                .iter()
+                .any(|k| schema.contains_key(*k));
         for (key, given) in &fields {
+            if let Given::Literal(value) = given
+                && let Some(problem) = literal_problems.get(key)
+            {
+                say(format!(
+                    "field '{key}' of step '{}': {} does not fit plugin '{}': {}",
+                    step.name,
+                    quoted(&value.to_string(), 80),
+                    step.plugin,
+                    quoted(problem, 200)
+                ));
+                continue;
+            }
             let field = properties.and_then(|p| p.get(key));
             let Some(field) = field else {
-                if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+                if !open && schema.get("additionalProperties") == Some(&Value::Bool(false)) {
                     let names =
                         properties.map(|p| p.keys().map(String::as_str).collect::<Vec<_>>());
                     let hint = names
@@ -84,8 +121,63 @@ pub(crate) fn check(flow: &Flow, file: &str, installed: &[PluginFacts]) -> Vec<F
                 say(problem);
             }
         }
+        let more = problems.len().saturating_sub(MAX_PROBLEMS_PER_STEP);
+        problems.truncate(MAX_PROBLEMS_PER_STEP);
+        if more > 0 {
+            problems.push(format!(
+                "step '{}': {more} more problem(s) with its input",
+                step.name
+            ));
+        }
+        errors.extend(problems.into_iter().map(|message| FlowError {
+            file: file.into(),
+            at: step.input_at,
+            message,
+        }));
     }
     errors
+}
+
+/// Per top-level field, the first problem of the step's literal fields
+/// against the plugin's whole input schema (`required` is left to the
+/// check above: only the literals are given here).
+fn literal_problems(
+    schema: &Value,
+    literals: &Map<String, Value>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut found = std::collections::BTreeMap::new();
+    if literals.is_empty() {
+        return found;
+    }
+    let Ok(validator) = jsonschema::validator_for(schema) else {
+        return found;
+    };
+    let instance = Value::Object(literals.clone());
+    for e in validator.iter_errors(&instance).take(100) {
+        let path = e.instance_path().to_string();
+        let Some(key) = path
+            .strip_prefix('/')
+            .map(|p| p.split('/').next().unwrap_or(p))
+        else {
+            continue;
+        };
+        // JSON Pointer escapes: ~1 is '/', ~0 is '~'.
+        let key = key.replace("~1", "/").replace("~0", "~");
+        if literals.contains_key(&key) {
+            found.entry(key).or_insert_with(|| e.to_string());
+        }
+    }
+    found
+}
+
+impl StepDef {
+    /// The input schema of this step's plugin, as installed (null if none).
+    fn input_schema_of(&self, installed: &[PluginFacts]) -> Value {
+        installed
+            .iter()
+            .find(|p| p.name == self.plugin)
+            .map_or(Value::Null, |p| p.input_schema.clone())
+    }
 }
 
 /// What a step gives one field.
@@ -122,14 +214,8 @@ fn mismatch(
     let wants = types_of(field);
     let what = format!("field '{key}' of step '{}'", step.name);
     match given {
-        Given::Literal(value) => {
-            let validator = jsonschema::validator_for(field).ok()?;
-            let problem = validator.iter_errors(value).next()?;
-            Some(format!(
-                "{what}: {value} does not fit plugin '{}': {problem}",
-                step.plugin
-            ))
-        }
+        // Checked against the whole schema, before.
+        Given::Literal(_) => None,
         Given::Text => (!fits(&wants, "string")).then(|| {
             format!(
                 "{what} is text with expressions in it, a string, but plugin '{}' wants {}",
@@ -162,7 +248,7 @@ fn mismatch(
                     return Some(format!(
                         "{what} reads '{}', but plugin '{producer}' of step '{name}' returns no field '{field}'{hint}; it returns: {}",
                         r.text,
-                        declared.join(", ")
+                        quoted(&declared.join(", "), 200)
                     ));
                 }
                 Walk::Unknown => return None,
@@ -202,15 +288,25 @@ fn walk<'a>(schema: &'a Value, path: &'a [String]) -> Walk<'a> {
         };
         match props.get(field) {
             Some(next) => at = next,
-            None => {
+            // Only an object closed to other fields says it has no such one.
+            None if closed(at) => {
                 return Walk::Undeclared {
                     field,
                     declared: declared(props),
                 };
             }
+            None => return Walk::Unknown,
         }
     }
     Walk::Found(at)
+}
+
+/// Whether an object schema allows no fields but those it lists.
+fn closed(schema: &Value) -> bool {
+    schema.get("additionalProperties") == Some(&Value::Bool(false))
+        && !["patternProperties", "allOf", "anyOf", "oneOf", "$ref"]
+            .iter()
+            .any(|k| schema.get(*k).is_some())
 }
 
 fn declared(props: &Map<String, Value>) -> Vec<String> {
@@ -229,5 +325,9 @@ fn types_of(schema: &Value) -> Vec<&str> {
 /// Whether a value of JSON type `has` is one of `wants` (an integer is a
 /// number too); anything fits when `wants` says nothing.
 fn fits(wants: &[&str], has: &str) -> bool {
-    wants.is_empty() || wants.contains(&has) || (has == "integer" && wants.contains(&"number"))
+    wants.is_empty()
+        || wants.contains(&has)
+        || (has == "integer" && wants.contains(&"number"))
+        // A number may well be whole: the run finds out.
+        || (has == "number" && wants.contains(&"integer"))
 }

@@ -234,7 +234,6 @@ impl Runtime {
         errors
     }
 
-    /// Installs one component file.
     /// Loads `path` as a plugin would be (compiled, linked against this
     /// host's contract, described) without installing it: what
     /// `settle plugin check` reports.
@@ -257,6 +256,7 @@ impl Runtime {
         Ok((imports, exports))
     }
 
+    /// Installs one component file.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
         let info = Arc::new(self.prepare(path).await?);
         self.install(info.clone())?;

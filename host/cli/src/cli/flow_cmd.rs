@@ -83,12 +83,21 @@ async fn validate(config: &Config, files: &[PathBuf]) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The flow as Mermaid `flowchart` text. Names are identifiers (letters,
-/// digits, `-`, `_`), so they need no escaping.
+/// Text for a Mermaid label: quotes as entities, no control characters
+/// (step and plugin names are identifiers already; a version may be any
+/// text).
+fn label(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .replace('"', "#quot;")
+}
+
+/// The flow as Mermaid `flowchart` text.
 pub fn mermaid(flow: &Flow) -> String {
     let mut out = vec![
         "flowchart TD".to_string(),
-        format!("    accepted([\"{} accepted\"])", flow.id()),
+        format!("    accepted([\"{} accepted\"])", label(&flow.id())),
     ];
     let last = flow.steps.len().saturating_sub(1);
     for (i, step) in flow.steps.iter().enumerate() {
@@ -103,6 +112,12 @@ pub fn mermaid(flow: &Flow) -> String {
             step.name,
             step.plugin
         ));
+        // A step that holds when its retries run out waits for an operator.
+        if step.on_exhausted == crate::flow::OnExhausted::Hold {
+            out.push(format!(
+                "    step{i} -. \"retries run out\" .-> held{i}([\"held for an operator\"])"
+            ));
+        }
         // A failure for good undoes the compensable steps before, newest first.
         match (0..i).rev().find(|&k| flow.steps[k].compensate) {
             Some(k) => out.push(format!("    step{i} -. fails .-> undo{k}")),
@@ -204,19 +219,54 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
 
 /// `settle flow versions NAME --server URL`.
 pub fn versions(server: &super::remote::Server, name: &str) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "'{name}' is not a flow name (letters, digits, '-' or '_')"
+    );
     let path = format!("/v1/flows/{name}/versions");
     let answer: Value = server.get(&format!("flow {name}"), &path)?;
     outln!("flow {name}");
     for v in answer["versions"].as_array().into_iter().flatten() {
-        let runs = v["unfinished_runs"].as_u64().unwrap_or(0);
-        outln!(
-            "  {:<12} {:<8} {} ({} unfinished run(s){})",
-            v["version"].as_str().unwrap_or("?"),
-            if v["current"] == true { "current" } else { "" },
-            if runs == 0 { "drained" } else { "in use" },
-            runs,
-            if runs == 0 { "; can be removed" } else { "" }
-        );
+        let version = v["version"].as_str().unwrap_or("?");
+        let current = if v["current"] == true { "current" } else { "" };
+        match v["unfinished_runs"].as_u64() {
+            Some(0) => {
+                outln!("  {version:<12} {current:<8} drained (0 unfinished run(s); can be removed)")
+            }
+            Some(runs) => outln!("  {version:<12} {current:<8} in use ({runs} unfinished run(s))"),
+            None => outln!("  {version:<12} {current:<8} ? (the server did not say)"),
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_a_held_step_is_drawn_held() {
+        let flow = Flow::parse(
+            "name: f\nversion: \"1\\\" --> x\\n\"\nsteps:\n  - { name: a, plugin: p }\n  - { name: b, plugin: p, on_exhausted: hold }\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let text = mermaid(&flow);
+        assert!(
+            text.contains("accepted([\"f@1#quot; --> x accepted\"])"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), text.matches('\n').count() + 1);
+        assert!(
+            !text.contains("x\n accepted"),
+            "no line break from the version"
+        );
+        assert!(
+            text.contains("step1 -. \"retries run out\" .-> held1([\"held for an operator\"])"),
+            "{text}"
+        );
+    }
 }

@@ -54,6 +54,24 @@ pub fn new_rust(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
             "'{name}' cannot name a plugin: use 1 to 64 lowercase letters, digits or '-', starting with a letter"
         );
     }
+    // Names cargo or Rust keep for themselves, or the SDK's own.
+    const TAKEN: [&str; 12] = [
+        "test",
+        "core",
+        "std",
+        "alloc",
+        "proc-macro",
+        "self",
+        "super",
+        "crate",
+        "settle-sdk",
+        "build",
+        "deps",
+        "examples",
+    ];
+    if TAKEN.contains(&name) {
+        bail!("'{name}' is taken by cargo, Rust or the SDK: choose another plugin name");
+    }
     let dir = parent.join(name);
     if dir.exists() {
         bail!(
