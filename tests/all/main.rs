@@ -34,3 +34,4 @@ mod store;
 mod support;
 mod telemetry;
 mod ui;
+mod waits;

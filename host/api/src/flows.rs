@@ -23,7 +23,10 @@ fn flow_json(flow: &Flow) -> serde_json::Value {
         "version": flow.version,
         "description": flow.description,
         "digest": flow.digest,
-        "steps": flow.steps.iter().map(|s| json!({"name": s.name, "plugin": s.plugin})).collect::<Vec<_>>(),
+        "steps": flow.steps.iter().map(|s| match &s.wait {
+            Some(_) => json!({"name": s.name, "wait": true}),
+            None => json!({"name": s.name, "plugin": s.plugin}),
+        }).collect::<Vec<_>>(),
         "runs_url": format!("/v1/flows/{}/runs", flow.name),
     })
 }

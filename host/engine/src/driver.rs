@@ -240,6 +240,48 @@ fn outcome_unknown(class: FailureClass) -> bool {
     )
 }
 
+/// Until when a `wait:` step waits, started now: `for` from now, or the
+/// time `until` renders to (RFC 3339, or Unix milliseconds), at most a
+/// year ahead.
+fn wait_until(wait: &settle_flow::Wait, summary: &RunSummary, now: u64) -> Result<u64, String> {
+    let latest = now.saturating_add(
+        u64::try_from(settle_flow::limits::MAX_WAIT.as_millis()).unwrap_or(u64::MAX),
+    );
+    let until = match wait {
+        settle_flow::Wait::For(d) => {
+            now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }
+        settle_flow::Wait::Until(template) => {
+            let run_id = summary.run_id.to_string();
+            let scope = settle_flow::template::Scope {
+                input: &summary.input,
+                outputs: &summary.outputs,
+                run_id: &run_id,
+            };
+            match template.render(&scope)? {
+                serde_json::Value::Number(n) => n
+                    .as_u64()
+                    .ok_or_else(|| format!("`wait: until` is {n}, not a time"))?,
+                serde_json::Value::String(text) => humantime::parse_rfc3339_weak(&text)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| u64::try_from(d.as_millis()).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "`wait: until` is '{}', not an RFC 3339 time like 2026-12-05T14:05:00Z",
+                            bounds::cut(&text, 64)
+                        )
+                    })?,
+                other => return Err(format!("`wait: until` is {other}, not a time")),
+            }
+        }
+    };
+    if until > latest {
+        return Err("`wait: until` is more than a year ahead".into());
+    }
+    Ok(until)
+}
+
 /// The plugin the run's next action calls, when it calls one plugin (a
 /// step or its compensation): the one whose bulkhead it waits for.
 fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
@@ -247,6 +289,7 @@ fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
         Next::Step { index, .. } | Next::Compensate { index, .. } => flow
             .steps
             .get(index as usize)
+            .filter(|step| !step.is_wait())
             .map(|step| step.plugin.as_str()),
         Next::Reconcile { .. } | Next::Nothing => None,
     }
@@ -432,6 +475,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // on the heap only while it runs, so the many runs that wait for
             // a timer or a worker stay small.
             let result = match summary.next.clone() {
+                Next::Step { index, .. }
+                    if flow.steps.get(index as usize).is_some_and(|s| s.is_wait()) =>
+                {
+                    maybe_interrupted = false;
+                    self.wait_step(&mut summary, &flow, index).await
+                }
                 Next::Step { index, attempt, .. } => {
                     match self
                         .admit(&mut summary, &flow, index, attempt, &mut deferred_until)
@@ -846,14 +895,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         let decided = match output {
             Ok(output) => {
-                // A plugin missing now is asked all the same (and holds the
-                // run), rather than skipping confirmation.
-                let reconciles = |plugin: &str| {
-                    self.inner
-                        .executor
-                        .plugin(plugin)
-                        .is_none_or(|p| p.manifest.supports_reconcile)
-                };
+                let reconciles = |plugin: &str| self.reconciles(plugin);
                 let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
                 vec![
                     EventKind::StepCompleted {
@@ -883,6 +925,69 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         events.extend(attribute(decided, index, &source));
         self.record(summary, events, now).await
+    }
+
+    /// A `wait:` step: the first time, records until when it waits (so a
+    /// restart keeps that time); once that time has come, completes it.
+    /// An `until` that cannot be read as a time fails the step for good.
+    async fn wait_step(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let now = self.now();
+        let Some(wait) = flow.steps.get(index as usize).and_then(|s| s.wait.as_ref()) else {
+            return Ok(());
+        };
+        let events = match summary.pausing_until {
+            Some(until) if now >= until => {
+                let output = serde_json::json!({ "waited_until_ms": until });
+                vec![
+                    EventKind::StepCompleted {
+                        index,
+                        output,
+                        duration_ms: 0,
+                    },
+                    transitions::after_step_completed(flow, index, now, &|plugin| {
+                        self.reconciles(plugin)
+                    }),
+                ]
+            }
+            // Not yet (woken early): the loop waits on.
+            Some(_) => return Ok(()),
+            None => match wait_until(wait, summary, now) {
+                Ok(until_ms) => vec![EventKind::StepWaiting { index, until_ms }],
+                Err(problem) => {
+                    let failed = transitions::StepFailure {
+                        may_have_effect: false,
+                        failure: Failure {
+                            class: FailureClass::InvalidInput,
+                            message: bounds::cut_detail(&problem),
+                        },
+                        retry_after: None,
+                        duration_ms: None,
+                    };
+                    transitions::after_step_failed(flow, summary, index, 1, failed, now)
+                }
+            },
+        };
+        let events = events
+            .into_iter()
+            .map(|k| (k, Some(index), Source::host()))
+            .collect();
+        self.record(summary, events, now).await
+    }
+
+    /// Whether `plugin` answers `reconcile` (a plugin missing now is asked
+    /// all the same, and holds the run, rather than skipping confirmation).
+    fn reconciles(&self, plugin: &str) -> bool {
+        !plugin.is_empty()
+            && self
+                .inner
+                .executor
+                .plugin(plugin)
+                .is_none_or(|p| p.manifest.supports_reconcile)
     }
 
     /// Asks the step's failure domains (circuit breakers, retry budgets)
@@ -1032,12 +1137,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let index = i as u32;
-            let reconciles = self
-                .inner
-                .executor
-                .plugin(&step.plugin)
-                .is_none_or(|p| p.manifest.supports_reconcile);
-            if !reconciles || summary.outputs[i].is_none() {
+            if !self.reconciles(&step.plugin) || summary.outputs[i].is_none() {
                 continue;
             }
             let span = attempt_span(summary, flow, index, attempt, Action::Reconcile);

@@ -47,7 +47,18 @@ pub fn explain(
         .iter()
         .map(|s| {
             let tries = s.retry.max_attempts;
-            let retries = if tries <= 1 {
+            let retries = if let Some(wait) = &s.wait {
+                match wait {
+                    settle_flow::Wait::For(d) => format!(
+                        "a pause: it waits {}, and nothing can fail",
+                        human(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    ),
+                    settle_flow::Wait::Until(_) => {
+                        "a pause until a time your request gives; it fails only when that is not a time"
+                            .to_string()
+                    }
+                }
+            } else if tries <= 1 {
                 "tried once".to_string()
             } else {
                 format!(
@@ -88,7 +99,11 @@ pub fn explain(
             names(&|_| true)
         ),
     ];
-    for s in &steps {
+    for (s, def) in steps.iter().zip(&flow.steps) {
+        if def.is_wait() {
+            sentences.push(format!("{} is {}.", s.name, s.retries));
+            continue;
+        }
         sentences.push(format!(
             "If {} fails for a reason that may pass, it is {}; a failure that cannot pass is not retried.",
             s.name, s.retries

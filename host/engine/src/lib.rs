@@ -481,7 +481,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             outputs: &[],
             run_id: &run_id,
         };
-        for step in &flow.steps {
+        for step in flow.steps.iter().filter(|s| !s.is_wait()) {
             let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
                 return Err(SubmitError::UnknownPlugin {
                     step: step.name.clone(),
@@ -520,7 +520,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         if flow
             .steps
             .iter()
-            .all(|s| executor.plugin(&s.plugin).is_some())
+            .all(|s| s.is_wait() || executor.plugin(&s.plugin).is_some())
         {
             flows.insert(flow.digest.clone(), resolved.clone());
         }

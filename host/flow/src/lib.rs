@@ -119,6 +119,26 @@ pub struct StepDef {
     /// Where `input:` stands (`plugin:` when there is none), for messages
     /// about what the step gives its plugin.
     pub input_at: Location,
+    /// `wait:`: a durable timer instead of a plugin (`plugin` is empty).
+    pub wait: Option<Wait>,
+}
+
+/// What a `wait:` step waits for. The time it waits until is recorded in
+/// the run's log when the step begins, so a restart keeps it.
+#[derive(Clone, Debug)]
+pub enum Wait {
+    /// `wait: 30s`.
+    For(Duration),
+    /// `wait: { until: "${{ input.ship_at }}" }`: an RFC 3339 time, or
+    /// Unix milliseconds, rendered when the step begins.
+    Until(Template),
+}
+
+impl StepDef {
+    /// Whether this step is a durable timer rather than a plugin call.
+    pub fn is_wait(&self) -> bool {
+        self.wait.is_some()
+    }
 }
 
 /// What a step does when its retries run out (`on_exhausted:`).
@@ -273,7 +293,7 @@ impl Flow {
     /// step gives its plugin against the plugin's input schema.
     pub fn check_plugins(&self, file: &str, installed: &[PluginFacts]) -> Result<(), FlowErrors> {
         let mut errors = Vec::new();
-        for step in &self.steps {
+        for step in self.steps.iter().filter(|s| !s.is_wait()) {
             let at = step.plugin_at;
             match installed.iter().find(|p| p.name == step.plugin) {
                 None => {

@@ -39,6 +39,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The longest `initial_interval` or `max_interval` between retries.
 pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest `wait:` of a step.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest `idempotency_window`.
 pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 

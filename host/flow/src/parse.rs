@@ -35,6 +35,7 @@ const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
     "name",
     "plugin",
+    "wait",
     "input",
     "retry",
     "timeout",
@@ -449,6 +450,52 @@ impl Cx<'_> {
         }
     }
 
+    /// `wait: 30s` or `wait: { until: TEMPLATE }`.
+    fn wait(&mut self, node: &Node, earlier: &[StepDef]) -> Option<crate::Wait> {
+        if let Some(text) = node.as_scalar() {
+            return match humantime::parse_duration(text.as_str()) {
+                Ok(d) if d <= limits::MAX_WAIT => Some(crate::Wait::For(d)),
+                Ok(_) => {
+                    self.error(node.span(), "`wait` is at most 365 days");
+                    None
+                }
+                Err(e) => {
+                    self.error(
+                        node.span(),
+                        format!(
+                            "`wait`: '{}' is not a duration like 30s or 2h ({e})",
+                            shown(text.as_str(), 40)
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`wait` is a duration (30s) or `{ until: TIME }`",
+            );
+            return None;
+        };
+        self.known_keys(map, &["until"], "wait");
+        let Some(until) = map.get_node("until") else {
+            self.error(
+                map.span(),
+                "`wait` needs `until: TIME` (RFC 3339 or a reference)",
+            );
+            return None;
+        };
+        let step_index = |n: &str| earlier.iter().position(|s| s.name == n);
+        match Template::parse(&to_json(until), &step_index) {
+            Ok(t) => Some(crate::Wait::Until(t)),
+            Err(e) => {
+                self.error(until.span(), format!("`wait: until`: {e}"));
+                None
+            }
+        }
+    }
+
     /// `retry:` as settings (over `base`), or as the name of a policy in
     /// `policies:`; `None` when there is none (or it is wrong: reported).
     fn retry_or_policy(
@@ -720,7 +767,25 @@ impl Cx<'_> {
                 format!("step name '{n}' is used twice"),
             );
         }
-        let plugin = self.identifier(map, "plugin", "plugin name");
+        let wait_node = map.get_node("wait");
+        if let Some(node) = wait_node
+            && let Some(other) = ["plugin", "input", "retry", "compensate", "on_exhausted"]
+                .into_iter()
+                .find(|k| map.get_node(k).is_some())
+        {
+            self.error(
+                node.span(),
+                format!(
+                    "a `wait` step waits, it calls no plugin: remove `{other}` or make it two steps"
+                ),
+            );
+        }
+        let wait = wait_node.and_then(|node| self.wait(node, earlier));
+        let plugin = if wait_node.is_some() {
+            Some(String::new())
+        } else {
+            self.identifier(map, "plugin", "plugin name")
+        };
         let plugin_at = map
             .get_node("plugin")
             .map(|n| location(n.span()))
@@ -751,6 +816,8 @@ impl Cx<'_> {
         let timeout = self.duration(map, "timeout", &TIMEOUT).or(defaults.timeout);
         let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
         let compensate = match self.optional_scalar(map, "compensate") {
+            // A timer has nothing to undo.
+            None if wait_node.is_some() => false,
             None => true,
             Some(s) => match s.as_bool() {
                 Some(b) => b,
@@ -780,6 +847,7 @@ impl Cx<'_> {
             retry_explicit,
             plugin_at,
             input_at: input_at.unwrap_or(plugin_at),
+            wait,
         })
     }
 }

@@ -26,7 +26,8 @@ use uuid::Uuid;
 ///   `objective-breached`.
 /// - 4: `run-reapplied` (a drifted run's steps are run again under their
 ///   same operation ids) and the operator action `reapply`; `run-accepted`
-///   records the message catalog version (`catalog`).
+///   records the message catalog version (`catalog`); `step-waiting` (a
+///   `wait:` step's durable timer).
 pub const SCHEMA_VERSION: u16 = 4;
 
 /// One immutable record in a run's log, with its lineage.
@@ -210,6 +211,9 @@ pub enum EventKind {
     /// operation ids, so a downstream system does not answer with the
     /// earlier call's reply. Steps before it keep their outputs.
     RunRestarted { from_index: u32, generation: u32 },
+    /// A `wait:` step began: the run waits until `until_ms`, then the step
+    /// completes. Recorded once, so a restart keeps the same time.
+    StepWaiting { index: u32, until_ms: u64 },
     /// A drifted run is repaired by running its steps again from
     /// `from_index` (its first drifted step) under their same operation
     /// ids: a downstream system puts back what the step asked for, and
@@ -332,6 +336,7 @@ impl EventKind {
             EventKind::RunCancelled => "run-cancelled",
             EventKind::RunRestarted { .. } => "run-restarted",
             EventKind::RunReapplied { .. } => "run-reapplied",
+            EventKind::StepWaiting { .. } => "step-waiting",
             EventKind::UserReported { .. } => "user-reported",
         }
     }

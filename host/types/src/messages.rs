@@ -208,6 +208,11 @@ const CATALOG: &[Template] = &[
         "Waiting: {reason}; the next try goes once it lets one through",
         "Wartet: {reason}; der nächste Versuch startet, sobald einer durchgelassen wird",
     ),
+    t(
+        "run.pausing",
+        "Waiting until {until}, as the flow asks (step {step}); {seconds} s from now",
+        "Wartet bis {until}, wie der Ablauf es vorsieht (Schritt {step}); noch {seconds} s",
+    ),
     t("run.accepted", "Request accepted", "Anfrage angenommen"),
     t(
         "run.retrying",

@@ -106,6 +106,9 @@ pub struct RunSummary {
     /// so a downstream that keeps drifting is not written to forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub auto_reapplies: u32,
+    /// Until when a `wait:` step holds the run, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pausing_until: Option<u64>,
     /// When the run entered the state it is in.
     #[serde(default)]
     pub state_since_ms: u64,
@@ -274,6 +277,7 @@ impl RunSummary {
             reapplies: 0,
             auto_reapplies: 0,
             superseded: Vec::new(),
+            pausing_until: None,
             state_since_ms: 0,
             step_started_at_ms: None,
             waiting_on: None,
@@ -316,6 +320,14 @@ impl RunSummary {
         ) {
             self.waiting_on = None;
         }
+        if !matches!(
+            event.kind,
+            EventKind::StepWaiting { .. }
+                | EventKind::UserReported { .. }
+                | EventKind::ObjectiveBreached { .. }
+        ) {
+            self.pausing_until = None;
+        }
         match &event.kind {
             EventKind::RunAccepted { .. } => {}
             EventKind::StepDeferred {
@@ -335,6 +347,24 @@ impl RunSummary {
                     not_before_ms: *until_ms,
                 };
                 self.waiting_on = Some(reason.clone());
+            }
+            &EventKind::StepWaiting { index, until_ms } if index < n => {
+                let (attempt, max_attempts) = match self.next {
+                    Next::Step {
+                        attempt,
+                        max_attempts,
+                        ..
+                    } => (attempt, max_attempts),
+                    _ => (1, 1),
+                };
+                self.state = RunState::Processing;
+                self.next = Next::Step {
+                    index,
+                    attempt,
+                    max_attempts,
+                    not_before_ms: until_ms,
+                };
+                self.pausing_until = Some(until_ms);
             }
             &EventKind::StepScheduled {
                 index,
@@ -613,6 +643,13 @@ impl RunSummary {
                 } else {
                     Message::new("run.waiting-for-go").with("reason", reason)
                 }
+            }
+            (_, Next::Step { index, .. }) if self.pausing_until.is_some() => {
+                let until = self.pausing_until.unwrap_or_default();
+                Message::new("run.pausing")
+                    .with("step", step_name(*index))
+                    .with("until", crate::clock::rfc3339_seconds(until))
+                    .with("seconds", seconds(until))
             }
             (RunState::Accepted, _) if !running => Message::new("run.accepted"),
             (

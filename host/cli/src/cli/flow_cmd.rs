@@ -106,11 +106,15 @@ pub fn mermaid(flow: &Flow) -> String {
         } else {
             format!("step{}", i - 1)
         };
+        let what = match &step.wait {
+            Some(crate::flow::Wait::For(d)) => format!("wait {}", humantime::format_duration(*d)),
+            Some(crate::flow::Wait::Until(_)) => "wait until a time".to_string(),
+            None => step.plugin.clone(),
+        };
         out.push(format!(
-            "    {from} --> step{i}[\"{}. {} ({})\"]",
+            "    {from} --> step{i}[\"{}. {} ({what})\"]",
             i + 1,
             step.name,
-            step.plugin
         ));
         // A step that holds when its retries run out waits for an operator.
         if step.on_exhausted == crate::flow::OnExhausted::Hold {
@@ -193,6 +197,22 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
             outputs: &outputs,
             run_id: "dry-run",
         };
+        if let Some(wait) = &step.wait {
+            let how = match wait {
+                crate::flow::Wait::For(d) => humantime::format_duration(*d).to_string(),
+                crate::flow::Wait::Until(t) => match t.render(&scope) {
+                    Ok(v) => format!("until {v}"),
+                    Err(e) => format!("until a time that cannot be made: {e}"),
+                },
+            };
+            outln!(
+                "{}. {} (wait {how}): no plugin, nothing to mock",
+                i + 1,
+                step.name
+            );
+            outputs[i] = Some(serde_json::json!({ "waited_until_ms": 0 }));
+            continue;
+        }
         outln!("{}. {} ({})", i + 1, step.name, step.plugin);
         let rendered = match step.input.render(&scope) {
             Ok(v) => v,

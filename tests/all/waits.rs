@@ -1,0 +1,107 @@
+//! `wait:` steps: a durable timer in the middle of a flow. The time it
+//! waits until is recorded when it begins, so a host stopped meanwhile
+//! finishes it at the same time; the status says until when; an `until`
+//! that is not a time fails the step for good (and undoes what came before).
+
+use crate::support;
+use serde_json::json;
+use settle::app::Host;
+use settle::model::{EventKind, RunState};
+use std::time::{Duration, Instant};
+
+const PAUSED: &str = "
+name: paused
+steps:
+  - { name: first, plugin: noop }
+  - name: cool-off
+    wait: 1500ms
+  - { name: last, plugin: noop }
+";
+
+fn waiting_until(host: &Host, run: settle::model::RunId) -> Vec<u64> {
+    support::events(host, run)
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StepWaiting { until_ms, .. } => Some(until_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_step_holds_the_run_durably_and_says_until_when() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let flow = support::flow(PAUSED);
+    let host = Host::start(&config).await.unwrap();
+    let started = Instant::now();
+    let run = support::submit(&host, &flow, json!({})).await;
+    // It reaches the pause and says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let phrase = loop {
+        let status = host.engine.status(run).await.unwrap().unwrap();
+        if status.phrase.starts_with("Waiting until ") {
+            break status.phrase;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        phrase.contains("as the flow asks (step cool-off)"),
+        "{phrase}"
+    );
+    let until = waiting_until(&host, run);
+    assert_eq!(until.len(), 1);
+    // The host stops during the pause; another finishes it, on time.
+    host.shutdown().await.unwrap();
+    let host = crate::idempotency::reopen(&config).await;
+    let done = host.engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "it waited"
+    );
+    assert_eq!(
+        waiting_until(&host, run),
+        until,
+        "the same time, recorded once"
+    );
+    assert!(
+        done.finished_at_ms.unwrap() >= until[0],
+        "not finished before the pause ended"
+    );
+    assert_eq!(
+        done.outputs[1].as_ref().unwrap()["waited_until_ms"],
+        until[0]
+    );
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_until_a_time_from_the_input_and_one_that_is_not_a_time() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let flow = support::flow(
+        "
+name: until
+steps:
+  - { name: first, plugin: noop }
+  - name: hold-on
+    wait: { until: \"${{ input.at }}\" }
+",
+    );
+    let host = Host::start(&config).await.unwrap();
+    let at = std::time::SystemTime::now() + Duration::from_millis(1_200);
+    let at = humantime::format_rfc3339_millis(at).to_string();
+    let done = support::run_to_end(&host, &flow, json!({ "at": at })).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    // Not a time: the step fails for good and the run is undone.
+    let bad = support::run_to_end(&host, &flow, json!({ "at": "soon" })).await;
+    assert_eq!(bad.state, RunState::Compensated, "{bad:#?}");
+    let failure = bad.last_failure.unwrap();
+    assert!(
+        failure.message.contains("'soon', not an RFC 3339 time"),
+        "{failure:?}"
+    );
+    host.shutdown().await.unwrap();
+}
