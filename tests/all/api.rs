@@ -1408,6 +1408,7 @@ fn concrete(pattern: &str, run: &str, key: &str, version: &str) -> String {
         .replace("{id}", run)
         .replace("{key}", key)
         .replace("{version}", version)
+        .replace("{name}", "approved")
 }
 
 /// A body each operation accepts far enough to get past authorization.
@@ -1415,6 +1416,7 @@ fn with_body<'s>(call: support::Call<'s>, operation: &str) -> support::Call<'s> 
     match operation {
         "submit_run" => call.json(&json!({})),
         "report_run" => call.json(&json!({"message": "seen from the table"})),
+        "signal_run" => call.json(&json!({"payload": {}})),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
         | "restart_run" | "accept_drift" | "reapply_run" => {
             call.json(&json!({"reason": "from the table"}))

@@ -30,6 +30,7 @@ mod retries;
 mod runtime;
 mod saga;
 mod sandbox;
+mod signals;
 mod store;
 mod support;
 mod telemetry;

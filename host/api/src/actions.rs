@@ -308,3 +308,60 @@ pub async fn report<S: RunQueries + Clone, X: Executor>(
     )
         .into_response())
 }
+
+/// `POST /v1/runs/{id}/signals/{name}`.
+pub async fn signal<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let body = body::object_or_empty(&headers, &bytes, settle_engine::MAX_SIGNAL_BYTES + 1024)?;
+    let payload = body.get("payload").cloned().unwrap_or(Value::Null);
+    let header_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let key = match body::text_field(&body, "idempotency_key", false, 512)? {
+        Some(k) => Some(k),
+        None => header_key,
+    };
+    if key.as_ref().is_some_and(|k| k.len() > 512) {
+        return Err(Problem::bad_request(
+            "bad-idempotency-key",
+            "the key is longer than 512 bytes",
+        ));
+    }
+    let summary = visible_run(&api, &caller, &id).await?;
+    let run = summary.run_id;
+    let by = format!("token:{}", caller.name);
+    match api.engine.signal(run, &name, payload, key, by).await {
+        Ok(recorded) => Ok((
+            if recorded { StatusCode::CREATED } else { StatusCode::OK },
+            Json(json!({ "run_id": run, "signal": name, "recorded": recorded, "duplicate": !recorded })),
+        )
+            .into_response()),
+        Err(e) => Err(signal_problem(e)),
+    }
+}
+
+fn signal_problem(e: settle_engine::SignalError) -> Problem {
+    use settle_engine::SignalError as E;
+    match e {
+        E::NoSuchRun(run) => Problem::not_found(format!("no run {run}")),
+        e @ (E::Ended { .. } | E::TooMany(_)) => Problem::conflict("signal-refused", e.to_string()),
+        e @ E::Unknown { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-signal",
+            e.to_string(),
+        ),
+        e @ E::Invalid { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-signal",
+            e.to_string(),
+        )
+        .at("/payload", "does not match"),
+        E::Act(e) => act_problem(e),
+    }
+}

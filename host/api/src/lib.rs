@@ -217,6 +217,7 @@ where
         "run_events" => get(runs::events::<S, X>),
         "run_stream" => get(stream::stream::<S, X>),
         "report_run" => post(actions::report::<S, X>),
+        "signal_run" => post(actions::signal::<S, X>),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
         | "restart_run" | "accept_drift" | "reapply_run" => post(actions::act::<S, X>),
         "bulk_action" => post(actions::bulk::<S, X>),

@@ -137,6 +137,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/runs/{id}/signals/{name}",
+        "signal_run",
+        "Deliver signal `name` to a run whose flow waits for it (a `signal:` step): `{payload, idempotency_key?}` (or an `Idempotency-Key` header). Checked against the step's schema, recorded before the answer (201), kept until the run reaches the step; a repeat under the same key is answered 200 and not recorded again. A submitter signals only its own runs.",
+        Need::Report,
+        &[200, 201],
+    ),
+    route(
+        "POST",
         "/v1/runs/{id}/reports",
         "report_run",
         "A person says what they see is not what they expected: `{message, field?}`.",

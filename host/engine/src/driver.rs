@@ -289,7 +289,7 @@ fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
         Next::Step { index, .. } | Next::Compensate { index, .. } => flow
             .steps
             .get(index as usize)
-            .filter(|step| !step.is_wait())
+            .filter(|step| step.calls_plugin())
             .map(|step| step.plugin.as_str()),
         Next::Reconcile { .. } | Next::Nothing => None,
     }
@@ -480,6 +480,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 {
                     maybe_interrupted = false;
                     self.wait_step(&mut summary, &flow, index).await
+                }
+                Next::Step { index, .. }
+                    if flow
+                        .steps
+                        .get(index as usize)
+                        .is_some_and(|s| s.signal.is_some()) =>
+                {
+                    maybe_interrupted = false;
+                    self.signal_step(&mut summary, &flow, index).await
                 }
                 Next::Step { index, attempt, .. } => {
                     match self
@@ -957,13 +966,93 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // Not yet (woken early): the loop waits on.
             Some(_) => return Ok(()),
             None => match wait_until(wait, summary, now) {
-                Ok(until_ms) => vec![EventKind::StepWaiting { index, until_ms }],
+                Ok(until_ms) => vec![EventKind::StepWaiting {
+                    index,
+                    until_ms,
+                    signal: None,
+                }],
                 Err(problem) => {
                     let failed = transitions::StepFailure {
                         may_have_effect: false,
                         failure: Failure {
                             class: FailureClass::InvalidInput,
                             message: bounds::cut_detail(&problem),
+                        },
+                        retry_after: None,
+                        duration_ms: None,
+                    };
+                    transitions::after_step_failed(flow, summary, index, 1, failed, now)
+                }
+            },
+        };
+        let events = events
+            .into_iter()
+            .map(|k| (k, Some(index), Source::host()))
+            .collect();
+        self.record(summary, events, now).await
+    }
+
+    /// A `signal:` step: takes the signal it waits for if the run has it
+    /// (the nth of its name for the nth step waiting for that name);
+    /// else, the first time, records until when it waits; when that time
+    /// passes without it, fails for good or goes on without it, as the
+    /// flow says.
+    async fn signal_step(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let now = self.now();
+        let Some(signal) = flow
+            .steps
+            .get(index as usize)
+            .and_then(|s| s.signal.as_ref())
+        else {
+            return Ok(());
+        };
+        let nth = flow.steps[..index as usize]
+            .iter()
+            .filter(|s| s.signal.as_ref().is_some_and(|g| g.name == signal.name))
+            .count();
+        let received = summary
+            .signals
+            .iter()
+            .filter(|s| s.name == signal.name)
+            .nth(nth)
+            .map(|s| s.payload.clone());
+        let reconciles = |plugin: &str| self.reconciles(plugin);
+        let complete = |output: serde_json::Value| {
+            vec![
+                EventKind::StepCompleted {
+                    index,
+                    output,
+                    duration_ms: 0,
+                },
+                transitions::after_step_completed(flow, index, now, &reconciles),
+            ]
+        };
+        let events = match (received, summary.pausing_until) {
+            (Some(payload), _) => complete(payload),
+            (None, None) => vec![EventKind::StepWaiting {
+                index,
+                until_ms: now
+                    .saturating_add(u64::try_from(signal.timeout.as_millis()).unwrap_or(u64::MAX)),
+                signal: Some(signal.name.clone()),
+            }],
+            (None, Some(until)) if now < until => return Ok(()),
+            (None, Some(_)) => match signal.on_timeout {
+                settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
+                settle_flow::OnTimeout::Fail => {
+                    let failed = transitions::StepFailure {
+                        may_have_effect: false,
+                        failure: Failure {
+                            class: FailureClass::Permanent,
+                            message: format!(
+                                "no signal '{}' came within {}",
+                                signal.name,
+                                humantime::format_duration(signal.timeout)
+                            ),
                         },
                         retry_after: None,
                         duration_ms: None,

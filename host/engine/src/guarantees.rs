@@ -47,7 +47,13 @@ pub fn explain(
         .iter()
         .map(|s| {
             let tries = s.retry.max_attempts;
-            let retries = if let Some(wait) = &s.wait {
+            let retries = if let Some(signal) = &s.signal {
+                format!(
+                    "a wait for '{}' from outside, for at most {}",
+                    signal.name,
+                    human(u64::try_from(signal.timeout.as_millis()).unwrap_or(u64::MAX))
+                )
+            } else if let Some(wait) = &s.wait {
                 match wait {
                     settle_flow::Wait::For(d) => format!(
                         "a pause: it waits {}, and nothing can fail",
@@ -100,7 +106,7 @@ pub fn explain(
         ),
     ];
     for (s, def) in steps.iter().zip(&flow.steps) {
-        if def.is_wait() {
+        if !def.calls_plugin() {
             sentences.push(format!("{} is {}.", s.name, s.retries));
             continue;
         }

@@ -140,6 +140,30 @@ pub enum ActError {
     Store(#[from] StoreError),
 }
 
+/// Why a signal was not taken. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("no run {0}")]
+    NoSuchRun(RunId),
+    #[error("run {run} has ended ({state}): it waits for no signal")]
+    Ended { run: RunId, state: String },
+    #[error("run {run}'s flow waits for no signal '{name}' (it waits for: {known})")]
+    Unknown {
+        run: RunId,
+        name: String,
+        known: String,
+    },
+    #[error("signal '{name}': {problem}")]
+    Invalid { name: String, problem: String },
+    #[error("run {0} has received the most signals one run keeps ({max})", max = settle_types::summary::MAX_SIGNALS)]
+    TooMany(RunId),
+    #[error(transparent)]
+    Act(#[from] ActError),
+}
+
+/// Largest signal payload, as JSON text.
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+
 /// An operator's command, with who gave it and why (both recorded).
 #[derive(Clone, Debug)]
 pub struct OperatorCommand {
@@ -481,7 +505,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             outputs: &[],
             run_id: &run_id,
         };
-        for step in flow.steps.iter().filter(|s| !s.is_wait()) {
+        for step in flow.steps.iter().filter(|s| s.calls_plugin()) {
             let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
                 return Err(SubmitError::UnknownPlugin {
                     step: step.name.clone(),
@@ -520,7 +544,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         if flow
             .steps
             .iter()
-            .all(|s| s.is_wait() || executor.plugin(&s.plugin).is_some())
+            .all(|s| !s.calls_plugin() || executor.plugin(&s.plugin).is_some())
         {
             flows.insert(flow.digest.clone(), resolved.clone());
         }
@@ -706,6 +730,85 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Ok(())
             }
         }
+    }
+
+    /// Delivers signal `name` to `run`: checked against what the run's
+    /// flow waits for (name, payload schema), then recorded durably before
+    /// this returns. A signal sent before the run reaches its step is kept
+    /// and taken there. `Ok(false)`: a repeat under the same idempotency
+    /// key, not recorded again.
+    pub async fn signal(
+        &self,
+        run: RunId,
+        name: &str,
+        payload: serde_json::Value,
+        key: Option<String>,
+        by: String,
+    ) -> Result<bool, SignalError> {
+        let summary = self
+            .inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))?;
+        // A repeat is answered as such whatever became of the run since.
+        if key.is_some()
+            && summary
+                .signals
+                .iter()
+                .any(|s| s.name == name && s.key == key)
+        {
+            return Ok(false);
+        }
+        if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
+            return Err(SignalError::Ended {
+                run,
+                state: summary.state.as_str().to_string(),
+            });
+        }
+        let flow = self
+            .flow_for(&summary)
+            .await
+            .map_err(|why| ActError::FlowUnreadable {
+                run,
+                action: "signal",
+                why,
+            })?;
+        let Some(spec) = flow
+            .steps
+            .iter()
+            .find_map(|s| s.signal.as_ref().filter(|g| g.name == name))
+        else {
+            let known = flow.signal_names();
+            return Err(SignalError::Unknown {
+                run,
+                name: settle_types::bounds::cut(name, 64),
+                known: if known.is_empty() {
+                    "nothing".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        let invalid = |problem: String| SignalError::Invalid {
+            name: name.to_string(),
+            problem,
+        };
+        settle_types::bounds::check_json(&payload, MAX_SIGNAL_BYTES)
+            .map_err(|e| invalid(format!("payload {e}")))?;
+        spec.check_payload(&payload).map_err(invalid)?;
+        if summary.signals.len() >= settle_types::summary::MAX_SIGNALS {
+            return Err(SignalError::TooMany(run));
+        }
+        let kind = EventKind::SignalReceived {
+            name: name.to_string(),
+            payload,
+            key,
+            by,
+        };
+        self.annotate(run, kind).await?;
+        Ok(true)
     }
 
     /// Records an event that changes nothing in the run (a user's report);

@@ -121,6 +121,57 @@ pub struct StepDef {
     pub input_at: Location,
     /// `wait:`: a durable timer instead of a plugin (`plugin` is empty).
     pub wait: Option<Wait>,
+    /// `signal:`: waits for a named event from outside instead of calling
+    /// a plugin (`plugin` is empty).
+    pub signal: Option<Signal>,
+}
+
+/// What a `signal:` step waits for. A signal sent before the run reaches
+/// the step is kept in the run's log and taken when it gets there.
+#[derive(Clone, Debug)]
+pub struct Signal {
+    /// The signal's name, as senders name it (`POST /v1/runs/{id}/signals/{name}`).
+    pub name: String,
+    /// How long the step waits (default 30 days, at most a year).
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+    /// A JSON Schema the payload must match, when given.
+    pub schema: Option<serde_json::Value>,
+}
+
+impl Signal {
+    /// Whether `payload` matches the step's schema (any payload does when
+    /// it has none); the first problem, with where, if not.
+    pub fn check_payload(&self, payload: &serde_json::Value) -> Result<(), String> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+        match validator.iter_errors(payload).next() {
+            None => Ok(()),
+            Some(e) => {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!("{at}: ")
+                };
+                Err(format!(
+                    "the payload does not match the flow's schema: {at}{e}"
+                ))
+            }
+        }
+    }
+}
+
+/// What a `signal:` step does when its timeout passes without the signal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The step fails for good: what came before is undone (the default).
+    #[default]
+    Fail,
+    /// The step completes with output `null`, and the run goes on.
+    Continue,
 }
 
 /// What a `wait:` step waits for. The time it waits until is recorded in
@@ -138,6 +189,21 @@ impl StepDef {
     /// Whether this step is a durable timer rather than a plugin call.
     pub fn is_wait(&self) -> bool {
         self.wait.is_some()
+    }
+
+    /// Whether this step calls a plugin (it is not a `wait` or a `signal`).
+    pub fn calls_plugin(&self) -> bool {
+        self.wait.is_none() && self.signal.is_none()
+    }
+}
+
+impl Flow {
+    /// The names of the signals this flow's steps wait for, in order.
+    pub fn signal_names(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.signal.as_ref().map(|g| g.name.as_str()))
+            .collect()
     }
 }
 
@@ -293,7 +359,7 @@ impl Flow {
     /// step gives its plugin against the plugin's input schema.
     pub fn check_plugins(&self, file: &str, installed: &[PluginFacts]) -> Result<(), FlowErrors> {
         let mut errors = Vec::new();
-        for step in self.steps.iter().filter(|s| !s.is_wait()) {
+        for step in self.steps.iter().filter(|s| s.calls_plugin()) {
             let at = step.plugin_at;
             match installed.iter().find(|p| p.name == step.plugin) {
                 None => {

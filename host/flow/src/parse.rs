@@ -36,6 +36,7 @@ const STEP_KEYS: &[&str] = &[
     "name",
     "plugin",
     "wait",
+    "signal",
     "input",
     "retry",
     "timeout",
@@ -84,6 +85,12 @@ const OBJECTIVE_TIME: Bound = Bound {
     text: "365 days",
     nonzero: true,
 };
+const SIGNAL_TIMEOUT: Bound = Bound {
+    max: limits::MAX_WAIT,
+    text: "365 days",
+    nonzero: true,
+};
+
 const IDEMPOTENCY_WINDOW: Bound = Bound {
     max: limits::MAX_IDEMPOTENCY_WINDOW,
     text: "365 days",
@@ -450,6 +457,84 @@ impl Cx<'_> {
         }
     }
 
+    /// `signal: NAME` or `signal: { name, timeout, on_timeout, schema }`.
+    fn signal(&mut self, node: &Node) -> Option<crate::Signal> {
+        const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+        if let Some(text) = node.as_scalar() {
+            let name = text.as_str();
+            if !is_identifier(name) {
+                self.error(
+                    node.span(),
+                    format!(
+                        "signal name '{}' must be letters, digits, '-' or '_'",
+                        shown(name, 40)
+                    ),
+                );
+                return None;
+            }
+            return Some(crate::Signal {
+                name: name.to_string(),
+                timeout: DEFAULT_TIMEOUT,
+                on_timeout: crate::OnTimeout::Fail,
+                schema: None,
+            });
+        }
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`signal` is a name, or `{ name, timeout, on_timeout, schema }`",
+            );
+            return None;
+        };
+        self.known_keys(map, &["name", "timeout", "on_timeout", "schema"], "signal");
+        let name = self.identifier(map, "name", "signal name");
+        let timeout = self
+            .duration(map, "timeout", &SIGNAL_TIMEOUT)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let on_timeout = match self.optional_scalar(map, "on_timeout") {
+            None => crate::OnTimeout::Fail,
+            Some(v) => match v.as_str() {
+                "fail" => crate::OnTimeout::Fail,
+                "continue" => crate::OnTimeout::Continue,
+                other => {
+                    self.error(
+                        v.span(),
+                        format!(
+                            "`on_timeout` must be `fail` or `continue`, not '{}'",
+                            shown(other, 40)
+                        ),
+                    );
+                    crate::OnTimeout::Fail
+                }
+            },
+        };
+        let schema = match map.get_node("schema") {
+            None => None,
+            Some(node) => {
+                let schema = to_json(node);
+                match jsonschema::validator_for(&schema) {
+                    Ok(_) => Some(schema),
+                    Err(e) => {
+                        self.error(
+                            node.span(),
+                            format!(
+                                "`signal: schema` is not a JSON Schema: {}",
+                                shown(&e.to_string(), 200)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        Some(crate::Signal {
+            name: name?,
+            timeout,
+            on_timeout,
+            schema,
+        })
+    }
+
     /// `wait: 30s` or `wait: { until: TEMPLATE }`.
     fn wait(&mut self, node: &Node, earlier: &[StepDef]) -> Option<crate::Wait> {
         if let Some(text) = node.as_scalar() {
@@ -768,20 +853,26 @@ impl Cx<'_> {
             );
         }
         let wait_node = map.get_node("wait");
-        if let Some(node) = wait_node
-            && let Some(other) = ["plugin", "input", "retry", "compensate", "on_exhausted"]
-                .into_iter()
-                .find(|k| map.get_node(k).is_some())
-        {
-            self.error(
-                node.span(),
-                format!(
-                    "a `wait` step waits, it calls no plugin: remove `{other}` or make it two steps"
-                ),
-            );
+        let signal_node = map.get_node("signal");
+        for (node, kind) in [(wait_node, "wait"), (signal_node, "signal")] {
+            if let Some(node) = node
+                && let Some(other) = ["plugin", "input", "retry", "compensate", "on_exhausted"]
+                    .into_iter()
+                    .chain((kind == "signal").then_some("wait"))
+                    .find(|k| map.get_node(k).is_some())
+            {
+                self.error(
+                    node.span(),
+                    format!(
+                        "a `{kind}` step waits, it calls no plugin: remove `{other}` or make it two steps"
+                    ),
+                );
+            }
         }
         let wait = wait_node.and_then(|node| self.wait(node, earlier));
-        let plugin = if wait_node.is_some() {
+        let signal = signal_node.and_then(|node| self.signal(node));
+        let builtin = wait_node.is_some() || signal_node.is_some();
+        let plugin = if builtin {
             Some(String::new())
         } else {
             self.identifier(map, "plugin", "plugin name")
@@ -816,8 +907,8 @@ impl Cx<'_> {
         let timeout = self.duration(map, "timeout", &TIMEOUT).or(defaults.timeout);
         let on_exhausted = self.on_exhausted(map).unwrap_or(defaults.on_exhausted);
         let compensate = match self.optional_scalar(map, "compensate") {
-            // A timer has nothing to undo.
-            None if wait_node.is_some() => false,
+            // A timer or a signal has nothing to undo.
+            None if builtin => false,
             None => true,
             Some(s) => match s.as_bool() {
                 Some(b) => b,
@@ -848,6 +939,7 @@ impl Cx<'_> {
             plugin_at,
             input_at: input_at.unwrap_or(plugin_at),
             wait,
+            signal,
         })
     }
 }

@@ -27,7 +27,8 @@ use uuid::Uuid;
 /// - 4: `run-reapplied` (a drifted run's steps are run again under their
 ///   same operation ids) and the operator action `reapply`; `run-accepted`
 ///   records the message catalog version (`catalog`); `step-waiting` (a
-///   `wait:` step's durable timer).
+///   `wait:` step's durable timer, or a `signal:` step's timeout);
+///   `signal-received`.
 pub const SCHEMA_VERSION: u16 = 4;
 
 /// One immutable record in a run's log, with its lineage.
@@ -213,7 +214,26 @@ pub enum EventKind {
     RunRestarted { from_index: u32, generation: u32 },
     /// A `wait:` step began: the run waits until `until_ms`, then the step
     /// completes. Recorded once, so a restart keeps the same time.
-    StepWaiting { index: u32, until_ms: u64 },
+    StepWaiting {
+        index: u32,
+        until_ms: u64,
+        /// The signal a `signal:` step waits for (until `until_ms`, its
+        /// timeout); none for a `wait:` step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+    },
+    /// A named signal arrived from outside (`POST /v1/runs/{id}/signals/{name}`).
+    /// Kept in the log: a `signal:` step takes it when the run gets there.
+    SignalReceived {
+        name: String,
+        payload: Value,
+        /// The sender's idempotency key: a second delivery under it is
+        /// not taken again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Who sent it (the API token's name).
+        by: String,
+    },
     /// A drifted run is repaired by running its steps again from
     /// `from_index` (its first drifted step) under their same operation
     /// ids: a downstream system puts back what the step asked for, and
@@ -337,6 +357,7 @@ impl EventKind {
             EventKind::RunRestarted { .. } => "run-restarted",
             EventKind::RunReapplied { .. } => "run-reapplied",
             EventKind::StepWaiting { .. } => "step-waiting",
+            EventKind::SignalReceived { .. } => "signal-received",
             EventKind::UserReported { .. } => "user-reported",
         }
     }

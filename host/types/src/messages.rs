@@ -213,6 +213,11 @@ const CATALOG: &[Template] = &[
         "Waiting until {until}, as the flow asks (step {step}); {seconds} s from now",
         "Wartet bis {until}, wie der Ablauf es vorsieht (Schritt {step}); noch {seconds} s",
     ),
+    t(
+        "run.awaiting-signal",
+        "Waiting for '{signal}' (step {step}); it waits until {until}",
+        "Wartet auf '{signal}' (Schritt {step}); längstens bis {until}",
+    ),
     t("run.accepted", "Request accepted", "Anfrage angenommen"),
     t(
         "run.retrying",

@@ -106,9 +106,17 @@ pub struct RunSummary {
     /// so a downstream that keeps drifting is not written to forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub auto_reapplies: u32,
-    /// Until when a `wait:` step holds the run, while it does.
+    /// Until when a `wait:` step holds the run, while it does (for a
+    /// `signal:` step, its timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pausing_until: Option<u64>,
+    /// The signal the run waits for, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_signal: Option<String>,
+    /// Signals received, in order; a second one under the same name and
+    /// idempotency key is not kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<ReceivedSignal>,
     /// When the run entered the state it is in.
     #[serde(default)]
     pub state_since_ms: u64,
@@ -154,6 +162,18 @@ pub struct RunSummary {
     /// The last event recorded, the causation of the next.
     pub last_event: Uuid,
 }
+
+/// A signal the run received.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedSignal {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub payload: Value,
+}
+
+/// Most signals one run keeps.
+pub const MAX_SIGNALS: usize = 100;
 
 /// The next periodic check of a settled run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +298,8 @@ impl RunSummary {
             auto_reapplies: 0,
             superseded: Vec::new(),
             pausing_until: None,
+            awaiting_signal: None,
+            signals: Vec::new(),
             state_since_ms: 0,
             step_started_at_ms: None,
             waiting_on: None,
@@ -325,8 +347,10 @@ impl RunSummary {
             EventKind::StepWaiting { .. }
                 | EventKind::UserReported { .. }
                 | EventKind::ObjectiveBreached { .. }
+                | EventKind::SignalReceived { .. }
         ) {
             self.pausing_until = None;
+            self.awaiting_signal = None;
         }
         match &event.kind {
             EventKind::RunAccepted { .. } => {}
@@ -348,7 +372,34 @@ impl RunSummary {
                 };
                 self.waiting_on = Some(reason.clone());
             }
-            &EventKind::StepWaiting { index, until_ms } if index < n => {
+            EventKind::SignalReceived {
+                name, payload, key, ..
+            } => {
+                let repeat = key.is_some()
+                    && self
+                        .signals
+                        .iter()
+                        .any(|s| &s.name == name && &s.key == key);
+                if !repeat && self.signals.len() < MAX_SIGNALS {
+                    self.signals.push(ReceivedSignal {
+                        name: name.clone(),
+                        key: key.clone(),
+                        payload: payload.clone(),
+                    });
+                    // The run waits for it: it is due now.
+                    if self.awaiting_signal.as_ref() == Some(name)
+                        && let Next::Step { not_before_ms, .. } = &mut self.next
+                    {
+                        *not_before_ms = event.at_ms;
+                    }
+                }
+            }
+            &EventKind::StepWaiting {
+                index,
+                until_ms,
+                ref signal,
+            } if index < n => {
+                self.awaiting_signal = signal.clone();
                 let (attempt, max_attempts) = match self.next {
                     Next::Step {
                         attempt,
@@ -643,6 +694,16 @@ impl RunSummary {
                 } else {
                     Message::new("run.waiting-for-go").with("reason", reason)
                 }
+            }
+            (_, Next::Step { index, .. }) if self.awaiting_signal.is_some() => {
+                let until = self.pausing_until.unwrap_or_default();
+                Message::new("run.awaiting-signal")
+                    .with(
+                        "signal",
+                        self.awaiting_signal.as_deref().unwrap_or_default(),
+                    )
+                    .with("step", step_name(*index))
+                    .with("until", crate::clock::rfc3339_seconds(until))
             }
             (_, Next::Step { index, .. }) if self.pausing_until.is_some() => {
                 let until = self.pausing_until.unwrap_or_default();

@@ -106,10 +106,13 @@ pub fn mermaid(flow: &Flow) -> String {
         } else {
             format!("step{}", i - 1)
         };
-        let what = match &step.wait {
-            Some(crate::flow::Wait::For(d)) => format!("wait {}", humantime::format_duration(*d)),
-            Some(crate::flow::Wait::Until(_)) => "wait until a time".to_string(),
-            None => step.plugin.clone(),
+        let what = match (&step.wait, &step.signal) {
+            (Some(crate::flow::Wait::For(d)), _) => {
+                format!("wait {}", humantime::format_duration(*d))
+            }
+            (Some(crate::flow::Wait::Until(_)), _) => "wait until a time".to_string(),
+            (None, Some(signal)) => format!("signal {}", signal.name),
+            (None, None) => step.plugin.clone(),
         };
         out.push(format!(
             "    {from} --> step{i}[\"{}. {} ({what})\"]",
@@ -213,7 +216,11 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
             outputs[i] = Some(serde_json::json!({ "waited_until_ms": 0 }));
             continue;
         }
-        outln!("{}. {} ({})", i + 1, step.name, step.plugin);
+        let what = match &step.signal {
+            Some(signal) => format!("waits for signal '{}'", signal.name),
+            None => step.plugin.clone(),
+        };
+        outln!("{}. {} ({what})", i + 1, step.name);
         let rendered = match step.input.render(&scope) {
             Ok(v) => v,
             Err(e) => {

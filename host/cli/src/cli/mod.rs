@@ -129,6 +129,18 @@ enum Command {
     /// Accept what downstream systems say of a drifted run: it counts as
     /// settled again and is no longer checked.
     AcceptDrift(operator::ActArgs),
+    /// Deliver a signal to a run whose flow waits for it (`signal:` steps);
+    /// kept if the run has not reached the step yet. Needs --server.
+    Signal {
+        run: String,
+        name: String,
+        /// The payload, as JSON (the step's output).
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// An idempotency key: a repeat under it is not taken again.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Repair a drifted run: run its steps again from the first drifted
     /// one, under their same operation ids, then confirm them again.
     Reapply(operator::ActArgs),
@@ -268,6 +280,12 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
         Command::Flow {
             command: flow_cmd::FlowCommand::Versions { name },
         } => server().and_then(|s| flow_cmd::versions(&s, name)),
+        Command::Signal {
+            run,
+            name,
+            payload,
+            key,
+        } => server().and_then(|s| remote::signal(&s, run, name, payload, key.as_deref())),
         Command::Resume(args) => match resume_one(args) {
             Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
             None => Err(anyhow::anyhow!(
@@ -348,6 +366,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Flow { command } => flow_cmd::flow(&config(&cli)?, command).await,
+        Command::Signal { .. } => anyhow::bail!(
+            "signals go to the serving host that drives the run: give --server URL (or set SETTLE_SERVER)"
+        ),
         Command::Plugin { command } => plugin_cmd::plugin(&config(&cli)?, command).await,
         Command::Token {
             command: TokenCommand::New { role, name },

@@ -434,6 +434,34 @@ pub fn domains(server: &Server, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `settle signal RUN NAME --payload JSON [--key K] --server URL`.
+pub fn signal(
+    server: &Server,
+    run: &str,
+    name: &str,
+    payload: &str,
+    key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let run = parse_run(run)?;
+    let payload: Value = serde_json::from_str(payload).context("--payload is not JSON")?;
+    let mut body = serde_json::json!({ "payload": payload });
+    if let Some(key) = key {
+        body["idempotency_key"] = Value::String(key.to_string());
+    }
+    let (status, answer): (u16, Value) = server.post(
+        &format!("signal {name} to run {run}"),
+        &format!("/v1/runs/{run}/signals/{name}"),
+        &[],
+        &body,
+    )?;
+    if status == 201 {
+        outln!("signal {name} recorded for run {run}");
+    } else if answer["duplicate"] == true {
+        outln!("signal {name} was already received under that key: not recorded again");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn events(server: &Server, run: &str, json: bool) -> anyhow::Result<ExitCode> {
     let run = parse_run(run)?;
     #[derive(Deserialize)]

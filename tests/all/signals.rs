@@ -1,0 +1,171 @@
+//! `signal:` steps: a run waits for a named event from outside. A signal
+//! sent before the run gets there is kept; its payload is checked against
+//! the flow's schema; a repeat under the same key is taken once; with no
+//! signal before the timeout the step fails for good or goes on, as the
+//! flow says.
+
+use crate::support::{self, Server};
+use serde_json::json;
+use std::time::Duration;
+
+const APPROVAL: &str = "
+name: approval
+steps:
+  - { name: prepare, plugin: noop }
+  - name: approved
+    signal:
+      name: approved
+      timeout: 1h
+      schema: { type: object, required: [by], properties: { by: { type: string } } }
+  - name: pause
+    wait: 400ms
+  - name: shipped
+    signal: shipped
+";
+
+const QUICK_TIMEOUT: &str = "
+name: deadline
+steps:
+  - name: answer
+    signal: { name: answer, timeout: 300ms, on_timeout: continue }
+  - name: must
+    signal: { name: must, timeout: 300ms }
+";
+
+fn events_of(server: &Server, run: &str) -> Vec<serde_json::Value> {
+    server.get(&format!("/v1/runs/{run}/events")).json["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_run_waits_for_its_signals_and_keeps_one_sent_early() {
+    let dir = support::tempdir();
+    let server = Server::start(dir.path(), &[("approval", APPROVAL)], "");
+    let reply = server.post("/v1/flows/approval/runs", &json!({}));
+    assert_eq!(reply.status, 202, "{reply}");
+    let run = reply.json["run_id"].as_str().unwrap().to_string();
+    let status = server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["message"]["id"] == "run.awaiting-signal"
+    });
+    assert!(
+        status["phrase"]
+            .as_str()
+            .unwrap()
+            .starts_with("Waiting for 'approved' (step approved)"),
+        "{status}"
+    );
+    // `shipped` comes early, before the run reaches its step: kept.
+    let early = server.post(
+        &format!("/v1/runs/{run}/signals/shipped"),
+        &json!({"payload": {"tracking": "z1"}}),
+    );
+    assert_eq!(early.status, 201, "{early}");
+    // A payload the flow's schema refuses: 422, nothing recorded.
+    let bad = server.post(
+        &format!("/v1/runs/{run}/signals/approved"),
+        &json!({"payload": {"who": 1}}),
+    );
+    assert_eq!(bad.status, 422, "{bad}");
+    assert!(
+        bad.text.contains("does not match the flow's schema"),
+        "{bad}"
+    );
+    // A name the flow does not wait for: 422, naming what it waits for.
+    let unknown = server.post(&format!("/v1/runs/{run}/signals/aproved"), &json!({}));
+    assert_eq!(unknown.status, 422, "{unknown}");
+    assert!(
+        unknown.text.contains("it waits for: approved, shipped"),
+        "{unknown}"
+    );
+    // The approval, sent twice under one key: taken once.
+    let body = json!({"payload": {"by": "finance"}, "idempotency_key": "appr-1"});
+    let first = server.post(&format!("/v1/runs/{run}/signals/approved"), &body);
+    assert_eq!(first.status, 201, "{first}");
+    let again = server.post(&format!("/v1/runs/{run}/signals/approved"), &body);
+    assert_eq!(again.status, 200, "{again}");
+    assert_eq!(again.json["duplicate"], true);
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let detail = server.get(&format!("/v1/runs/{run}")).json;
+    let outputs: Vec<&serde_json::Value> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["output"])
+        .collect();
+    assert_eq!(outputs[1], &json!({"by": "finance"}), "{detail}");
+    assert_eq!(outputs[3], &json!({"tracking": "z1"}), "{detail}");
+    let received = events_of(&server, &run)
+        .iter()
+        .filter(|e| e["kind"]["type"] == "signal-received")
+        .count();
+    assert_eq!(received, 2, "the repeat was not recorded");
+    // An ended run takes no signal.
+    let late = server.post(&format!("/v1/runs/{run}/signals/shipped"), &json!({}));
+    assert_eq!(late.status, 409, "{late}");
+}
+
+#[test]
+fn without_its_signal_a_step_goes_on_or_fails_as_the_flow_says() {
+    let dir = support::tempdir();
+    let server = Server::start(dir.path(), &[("deadline", QUICK_TIMEOUT)], "");
+    let reply = server.post("/v1/flows/deadline/runs?wait=10s", &json!({}));
+    assert_eq!(reply.status, 200, "{reply}");
+    // `answer` went on with null; `must` failed for good.
+    assert_eq!(reply.json["state"], "compensated", "{reply}");
+    let run = reply.json["run_id"].as_str().unwrap();
+    let events = events_of(&server, run);
+    let failed = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "step-failed")
+        .expect("must failed");
+    assert!(
+        failed["kind"]["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no signal 'must' came within 300ms"),
+        "{failed}"
+    );
+    let completed = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "step-completed")
+        .expect("answer completed");
+    assert_eq!(completed["kind"]["output"], serde_json::Value::Null);
+}
+
+#[test]
+fn settle_signal_delivers_over_the_server() {
+    let dir = support::tempdir();
+    let flow = "name: ok\nsteps:\n  - { name: go, signal: go }\n";
+    let server = Server::start(dir.path(), &[("ok", flow)], "");
+    let reply = server.post("/v1/flows/ok/runs", &json!({}));
+    let run = reply.json["run_id"].as_str().unwrap().to_string();
+    let send = || {
+        support::settle(&[
+            "signal",
+            &run,
+            "go",
+            "--payload",
+            r#"{"n": 1}"#,
+            "--key",
+            "k1",
+            "--server",
+            &server.base_url,
+        ])
+        .unwrap()
+    };
+    let (code, out, err) = send();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("signal go recorded"), "{out}");
+    let (code, out, _) = send();
+    assert_eq!(code, 0);
+    assert!(out.contains("already received under that key"), "{out}");
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    // Without a server: said plainly.
+    let (code, _, err) = support::settle(&["signal", &run, "go"]).unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("--server"), "{err}");
+}
