@@ -1477,6 +1477,12 @@ fn the_openapi_document_lists_exactly_the_routes_and_each_answers() {
         let path = concrete(route.path, &run, "k", "1")
             .replace("/flows/quick/versions/", "/flows/spare/versions/");
         let reply = with_body(server.call(route.method, &path), route.operation).send();
+        // A webhook source this host does not have is the handler's own
+        // 404, which names it: the route is served.
+        if route.operation == "webhook" {
+            assert!(reply.text.contains("no webhook source"), "{reply}");
+            continue;
+        }
         assert!(
             ![404, 405].contains(&reply.status),
             "{} {} is in the table but the router does not serve it: {reply}",

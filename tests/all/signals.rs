@@ -169,3 +169,70 @@ fn settle_signal_delivers_over_the_server() {
     assert_ne!(code, 0);
     assert!(err.contains("--server"), "{err}");
 }
+
+/// Signs a webhook body as a source would.
+fn signed(secret: &str, timestamp: u64, body: &str) -> String {
+    settle::model::signing::signature(secret, format!("{timestamp}.{body}").as_bytes())
+}
+
+#[test]
+fn a_third_partys_webhook_delivers_a_signal_once_and_a_bad_one_is_refused_and_kept() {
+    let dir = support::tempdir();
+    let flow = "
+name: checkout
+steps:
+  - name: paid
+    signal: { name: paid, schema: { type: object, required: [amount] } }
+";
+    let extra = r#"
+[api.webhooks.psp]
+secret = "a-secret-of-16-or-more"
+signal = "paid"
+run_id = "/metadata/run_id"
+delivery_id = "/id"
+tolerance = "5m"
+"#;
+    let server = Server::start(dir.path(), &[("checkout", flow)], extra);
+    let run = server.post("/v1/flows/checkout/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = settle::model::now_ms() / 1000;
+    let deliver = |body: &str, timestamp: u64, secret: &str| {
+        server
+            .call("POST", "/v1/hooks/psp")
+            .header("Settle-Webhook-Timestamp", &timestamp.to_string())
+            .header("Settle-Webhook-Signature", &signed(secret, timestamp, body))
+            .body("application/json", body.as_bytes().to_vec())
+            .token(None)
+            .send()
+    };
+    let body = format!(r#"{{"id": "evt_1", "amount": 700, "metadata": {{"run_id": "{run}"}}}}"#);
+    // Forged (another secret), and stale (10 minutes old): 401, kept.
+    assert_eq!(deliver(&body, now, "not-the-secret-at-all").status, 401);
+    let stale = deliver(&body, now - 600, "a-secret-of-16-or-more");
+    assert_eq!(stale.status, 401, "{stale}");
+    assert!(stale.text.contains("outside the 300 s"), "{stale}");
+    // Not matching the signal's schema: 422.
+    let no_amount = format!(r#"{{"id": "evt_0", "metadata": {{"run_id": "{run}"}}}}"#);
+    assert_eq!(
+        deliver(&no_amount, now, "a-secret-of-16-or-more").status,
+        422
+    );
+    // The real one: recorded, and the run goes on; its replay changes nothing.
+    let ok = deliver(&body, now, "a-secret-of-16-or-more");
+    assert_eq!(ok.status, 201, "{ok}");
+    let replay = deliver(&body, now, "a-secret-of-16-or-more");
+    assert_eq!(replay.status, 200, "{replay}");
+    assert_eq!(replay.json["duplicate"], true);
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let rejected = server.get("/v1/hooks/rejected").json;
+    let statuses: Vec<u64> = rejected["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [422, 401, 401], "newest first: {rejected}");
+}

@@ -346,7 +346,7 @@ pub async fn signal<S: RunQueries + Clone, X: Executor>(
     }
 }
 
-fn signal_problem(e: settle_engine::SignalError) -> Problem {
+pub(crate) fn signal_problem(e: settle_engine::SignalError) -> Problem {
     use settle_engine::SignalError as E;
     match e {
         E::NoSuchRun(run) => Problem::not_found(format!("no run {run}")),

@@ -19,6 +19,7 @@ pub mod auth;
 mod body;
 mod dashboard;
 mod flows;
+pub mod hooks;
 mod language;
 mod overview;
 pub mod problem;
@@ -61,6 +62,8 @@ pub struct ApiConfig {
     pub drain: Duration,
     /// Bearer tokens (hashes). None: no authentication, loopback only.
     pub tokens: Vec<auth::TokenConfig>,
+    /// Sources of inbound webhooks, by name (`POST /v1/hooks/{name}`).
+    pub webhooks: std::collections::BTreeMap<String, hooks::WebhookSource>,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +74,7 @@ impl Default for ApiConfig {
             max_wait: Duration::from_secs(60),
             drain: Duration::from_secs(10),
             tokens: Vec::new(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Api<S: RunQueries, X: Executor> {
     /// The host's recent alerts, newest first, for `GET /v1/alerts`.
     pub alerts: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     ready: AtomicBool,
+    /// Inbound webhook deliveries refused, for `GET /v1/hooks/rejected`.
+    pub rejected: hooks::Rejected,
     /// Set once on SIGTERM/SIGINT: `?wait`s answer with what is known and
     /// streams end, so the requests in flight finish within the drain.
     draining: tokio::sync::watch::Sender<bool>,
@@ -99,6 +105,9 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
         config: ApiConfig,
     ) -> Result<Arc<Self>, String> {
         let auth = Auth::new(&config.tokens)?;
+        for (name, source) in &config.webhooks {
+            source.check(name)?;
+        }
         if !auth.enabled() && !config.listen.ip().is_loopback() {
             return Err(format!(
                 "refusing to listen on {} without tokens: anyone who can reach it could act on runs. Add [[api.tokens]] to settle.toml (`settle token new --role operator`), or listen on 127.0.0.1",
@@ -114,6 +123,7 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
             metrics: None,
             alerts: None,
             ready: AtomicBool::new(false),
+            rejected: hooks::Rejected::default(),
             draining: tokio::sync::watch::channel(false).0,
         }))
     }
@@ -218,6 +228,10 @@ where
         "run_stream" => get(stream::stream::<S, X>),
         "report_run" => post(actions::report::<S, X>),
         "signal_run" => post(actions::signal::<S, X>),
+        "webhook" => post(hooks::deliver::<S, X>),
+        "rejected_webhooks" => get(|State(api): State<Shared<S, X>>| async move {
+            axum::Json(serde_json::json!({ "rejected": api.rejected.list() }))
+        }),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
         | "restart_run" | "accept_drift" | "reapply_run" => post(actions::act::<S, X>),
         "bulk_action" => post(actions::bulk::<S, X>),

@@ -145,6 +145,22 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/hooks/{source}",
+        "webhook",
+        "An inbound webhook from a third party (`[api.webhooks.SOURCE]`): signed with HMAC-SHA256 of `TIMESTAMP.BODY` under the source's secret (`Settle-Webhook-Timestamp`, `Settle-Webhook-Signature: sha256=HEX`), within the source's time window; delivered as its signal to the run the body names, once per delivery id. Needs no token: the signature is the proof.",
+        Need::Nothing,
+        &[200, 201],
+    ),
+    route(
+        "GET",
+        "/v1/hooks/rejected",
+        "rejected_webhooks",
+        "The newest 100 inbound webhook deliveries refused, with why.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "POST",
         "/v1/runs/{id}/reports",
         "report_run",
         "A person says what they see is not what they expected: `{message, field?}`.",

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod messages;
 pub mod observe;
 pub mod retry;
+pub mod signing;
 pub mod state;
 pub mod store;
 pub mod summary;
