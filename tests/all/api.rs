@@ -1409,6 +1409,7 @@ fn concrete(pattern: &str, run: &str, key: &str, version: &str) -> String {
         .replace("{key}", key)
         .replace("{version}", version)
         .replace("{name}", "approved")
+        .replace("{step}", "one")
 }
 
 /// A body each operation accepts far enough to get past authorization.
@@ -1417,6 +1418,7 @@ fn with_body<'s>(call: support::Call<'s>, operation: &str) -> support::Call<'s> 
         "submit_run" => call.json(&json!({})),
         "report_run" => call.json(&json!({"message": "seen from the table"})),
         "signal_run" => call.json(&json!({"payload": {}})),
+        "approve_run" => call.json(&json!({"decision": "approve"})),
         "retry_run" | "compensate_run" | "cancel_run" | "pause_run" | "resume_run"
         | "restart_run" | "accept_drift" | "reapply_run" => {
             call.json(&json!({"reason": "from the table"}))

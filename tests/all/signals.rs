@@ -236,3 +236,94 @@ tolerance = "5m"
         .collect();
     assert_eq!(statuses, [422, 401, 401], "newest first: {rejected}");
 }
+
+const APPROVE: &str = "
+name: spend
+steps:
+  - name: finance
+    approval:
+      approvers: [ann, bob, cy]
+      required: 2
+      timeout: 1h
+  - { name: pay, plugin: noop }
+";
+
+#[test]
+fn an_approval_needs_n_of_m_named_people_never_the_submitter_and_one_no_fails_it() {
+    let dir = support::tempdir();
+    let (tokens, secrets) = support::api_tokens(&[
+        ("ann", "viewer"),
+        ("bob", "viewer"),
+        ("cy", "operator"),
+        ("eve", "operator"),
+        ("shop", "submitter"),
+    ]);
+    let mut server = Server::start(dir.path(), &[("spend", APPROVE)], &tokens);
+    let as_token = |server: &mut Server, i: usize| server.set_token(Some(secrets[i].as_str()));
+    let decide = |server: &Server, run: &str, decision: &str| {
+        server.post(
+            &format!("/v1/runs/{run}/approvals/finance"),
+            &json!({"decision": decision, "comment": "looked at it"}),
+        )
+    };
+    // `ann` submits, so `ann` cannot approve her own request.
+    as_token(&mut server, 0);
+    server.set_token(Some(secrets[2].as_str()));
+    let run = server.post("/v1/flows/spend/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let waiting = server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["message"]["id"] == "run.awaiting-approval"
+    });
+    assert!(
+        waiting["phrase"]
+            .as_str()
+            .unwrap()
+            .starts_with("Waiting for approval (step finance): 0 of 2 given"),
+        "{waiting}"
+    );
+    // cy submitted it: cy may not approve.
+    let own = decide(&server, &run, "approve");
+    assert_eq!(own.status, 403, "{own}");
+    assert!(own.text.contains("cannot approve it"), "{own}");
+    // eve is not named.
+    as_token(&mut server, 3);
+    assert_eq!(decide(&server, &run, "approve").status, 403);
+    // ann, twice (counted once), then bob: 2 of 2.
+    as_token(&mut server, 0);
+    assert_eq!(decide(&server, &run, "approve").status, 201);
+    assert_eq!(decide(&server, &run, "approve").status, 200);
+    let one = server.get(&format!("/v1/runs/{run}")).json;
+    assert!(
+        one["phrase"].as_str().unwrap().contains("1 of 2 given"),
+        "{one}"
+    );
+    as_token(&mut server, 1);
+    assert_eq!(decide(&server, &run, "approve").status, 201);
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let detail = server.get(&format!("/v1/runs/{run}")).json;
+    assert_eq!(
+        detail["steps"][0]["output"],
+        json!({"approved_by": ["ann", "bob"]})
+    );
+
+    // Another request: one rejection undoes it.
+    as_token(&mut server, 2);
+    let run = server.post("/v1/flows/spend/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    as_token(&mut server, 1);
+    assert_eq!(decide(&server, &run, "reject").status, 201);
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "compensated", "{done}");
+    assert!(
+        done["last_failure"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected by bob: looked at it"),
+        "{done}"
+    );
+}

@@ -365,3 +365,61 @@ pub(crate) fn signal_problem(e: settle_engine::SignalError) -> Problem {
         E::Act(e) => act_problem(e),
     }
 }
+
+/// `POST /v1/runs/{id}/approvals/{step}`.
+pub async fn approve<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let body = body::object_or_empty(&headers, &bytes, 16 * 1024)?;
+    let approve = match body::text_field(&body, "decision", true, 16)?.as_deref() {
+        Some("approve") => true,
+        Some("reject") => false,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-decision",
+                "'decision' is approve or reject",
+            )
+            .at("/decision", "approve or reject"));
+        }
+    };
+    let comment = body::text_field(&body, "comment", false, 1024)?;
+    let summary = visible_run(&api, &caller, &id).await?;
+    let run = summary.run_id;
+    match api
+        .engine
+        .decide_approval(
+            run,
+            &step,
+            (&caller.name, caller.role.as_str()),
+            approve,
+            comment,
+        )
+        .await
+    {
+        Ok(recorded) => Ok((
+            if recorded {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(json!({
+                "run_id": run,
+                "step": step,
+                "recorded": recorded,
+                "duplicate": !recorded,
+            })),
+        )
+            .into_response()),
+        Err(settle_engine::SignalError::Invalid { problem, .. }) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "not-an-approver",
+            problem,
+        )),
+        Err(e) => Err(signal_problem(e)),
+    }
+}

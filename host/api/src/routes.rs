@@ -145,6 +145,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/runs/{id}/approvals/{step}",
+        "approve_run",
+        "Decide on approval step `step` as the calling token: `{decision: approve | reject, comment?}`. Only approvers the step names (by token name or role), never the run's submitter; each person decides once (a repeat is answered 200 and changes nothing); one rejection fails the step.",
+        Need::Read,
+        &[200, 201],
+    ),
+    route(
+        "POST",
         "/v1/hooks/{source}",
         "webhook",
         "An inbound webhook from a third party (`[api.webhooks.SOURCE]`): signed with HMAC-SHA256 of `TIMESTAMP.BODY` under the source's secret (`Settle-Webhook-Timestamp`, `Settle-Webhook-Signature: sha256=HEX`), within the source's time window; delivered as its signal to the run the body names, once per delivery id. Needs no token: the signature is the proof.",

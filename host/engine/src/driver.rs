@@ -485,6 +485,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     if flow
                         .steps
                         .get(index as usize)
+                        .is_some_and(|s| s.approval.is_some()) =>
+                {
+                    maybe_interrupted = false;
+                    self.approval_step(&mut summary, &flow, index).await
+                }
+                Next::Step { index, .. }
+                    if flow
+                        .steps
+                        .get(index as usize)
                         .is_some_and(|s| s.signal.is_some()) =>
                 {
                     maybe_interrupted = false;
@@ -970,6 +979,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     index,
                     until_ms,
                     signal: None,
+                    needed: None,
                 }],
                 Err(problem) => {
                     let failed = transitions::StepFailure {
@@ -1039,6 +1049,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 until_ms: now
                     .saturating_add(u64::try_from(signal.timeout.as_millis()).unwrap_or(u64::MAX)),
                 signal: Some(signal.name.clone()),
+                needed: None,
             }],
             (None, Some(until)) if now < until => return Ok(()),
             (None, Some(_)) => match signal.on_timeout {
@@ -1060,6 +1071,97 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     transitions::after_step_failed(flow, summary, index, 1, failed, now)
                 }
             },
+        };
+        let events = events
+            .into_iter()
+            .map(|k| (k, Some(index), Source::host()))
+            .collect();
+        self.record(summary, events, now).await
+    }
+
+    /// An `approval:` step: completes once enough people approved (its
+    /// output names them), fails for good on a rejection, and otherwise
+    /// waits (the first time recording until when), like a signal step.
+    async fn approval_step(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let now = self.now();
+        let Some(step) = flow.steps.get(index as usize) else {
+            return Ok(());
+        };
+        let Some(approval) = step.approval.as_ref() else {
+            return Ok(());
+        };
+        let name = settle_flow::Approval::signal_name(&step.name);
+        let decisions: Vec<&settle_types::summary::ReceivedSignal> =
+            summary.signals.iter().filter(|s| s.name == name).collect();
+        let by = |s: &settle_types::summary::ReceivedSignal| s.key.clone().unwrap_or_default();
+        let approved: Vec<String> = decisions
+            .iter()
+            .filter(|s| s.payload["decision"] == "approve")
+            .map(|s| by(s))
+            .collect();
+        let rejected = decisions.iter().find(|s| s.payload["decision"] == "reject");
+        let fail = |message: String| {
+            let failed = transitions::StepFailure {
+                may_have_effect: false,
+                failure: Failure {
+                    class: FailureClass::Permanent,
+                    message: bounds::cut_detail(&message),
+                },
+                retry_after: None,
+                duration_ms: None,
+            };
+            transitions::after_step_failed(flow, summary, index, 1, failed, now)
+        };
+        let reconciles = |plugin: &str| self.reconciles(plugin);
+        let complete = |output: serde_json::Value| {
+            vec![
+                EventKind::StepCompleted {
+                    index,
+                    output,
+                    duration_ms: 0,
+                },
+                transitions::after_step_completed(flow, index, now, &reconciles),
+            ]
+        };
+        let events = if let Some(r) = rejected {
+            let comment = r.payload["comment"].as_str().unwrap_or_default();
+            fail(format!(
+                "rejected by {}{}",
+                by(r),
+                if comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {comment}")
+                }
+            ))
+        } else if approved.len() >= approval.required as usize {
+            complete(serde_json::json!({ "approved_by": approved }))
+        } else {
+            match summary.pausing_until {
+                None => vec![EventKind::StepWaiting {
+                    index,
+                    until_ms: now.saturating_add(
+                        u64::try_from(approval.timeout.as_millis()).unwrap_or(u64::MAX),
+                    ),
+                    signal: Some(name),
+                    needed: Some(approval.required),
+                }],
+                Some(until) if now < until => return Ok(()),
+                Some(_) => match approval.on_timeout {
+                    settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
+                    settle_flow::OnTimeout::Fail => fail(format!(
+                        "{} of {} approvals came within {}",
+                        approved.len(),
+                        approval.required,
+                        humantime::format_duration(approval.timeout)
+                    )),
+                },
+            }
         };
         let events = events
             .into_iter()

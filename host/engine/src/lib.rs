@@ -811,6 +811,108 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         Ok(true)
     }
 
+    /// Records a person's decision on approval step `step` of `run`:
+    /// `approve` or not (a rejection). Refused for someone the step does
+    /// not name (by token name or role), for the run's submitter (no one
+    /// approves their own request), and for a run not waiting for it.
+    /// `Ok(false)`: this person had decided already; the first decision
+    /// stands.
+    pub async fn decide_approval(
+        &self,
+        run: RunId,
+        step: &str,
+        who: (&str, &str),
+        approve: bool,
+        comment: Option<String>,
+    ) -> Result<bool, SignalError> {
+        let (name, role) = who;
+        let summary = self
+            .inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))?;
+        let signal = settle_flow::Approval::signal_name(step);
+        if summary
+            .signals
+            .iter()
+            .any(|s| s.name == signal && s.key.as_deref() == Some(name))
+        {
+            return Ok(false);
+        }
+        if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
+            return Err(SignalError::Ended {
+                run,
+                state: summary.state.as_str().to_string(),
+            });
+        }
+        let flow = self
+            .flow_for(&summary)
+            .await
+            .map_err(|why| ActError::FlowUnreadable {
+                run,
+                action: "approve",
+                why,
+            })?;
+        let Some(approval) = flow
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .and_then(|s| s.approval.as_ref())
+        else {
+            return Err(SignalError::Unknown {
+                run,
+                name: settle_types::bounds::cut(step, 64),
+                known: flow
+                    .steps
+                    .iter()
+                    .filter(|s| s.approval.is_some())
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let refuse = |problem: &str| SignalError::Invalid {
+            name: signal.clone(),
+            problem: problem.to_string(),
+        };
+        if summary.submitted_by.as_deref() == Some(name) {
+            return Err(refuse("whoever submitted a run cannot approve it"));
+        }
+        if !approval.allows(name, role) {
+            return Err(refuse(&format!(
+                "'{}' may not decide here: the step names approvers {} and roles {}",
+                settle_types::bounds::cut(name, 64),
+                if approval.approvers.is_empty() {
+                    "(none)".into()
+                } else {
+                    approval.approvers.join(", ")
+                },
+                if approval.roles.is_empty() {
+                    "(none)".into()
+                } else {
+                    approval.roles.join(", ")
+                },
+            )));
+        }
+        if summary.signals.len() >= settle_types::summary::MAX_SIGNALS {
+            return Err(SignalError::TooMany(run));
+        }
+        let payload = serde_json::json!({
+            "decision": if approve { "approve" } else { "reject" },
+            "comment": comment.map(|c| settle_types::bounds::cut(&c, 1024)),
+        });
+        let kind = EventKind::SignalReceived {
+            name: signal,
+            payload,
+            key: Some(name.to_string()),
+            by: format!("token:{name}"),
+        };
+        self.annotate(run, kind).await?;
+        Ok(true)
+    }
+
     /// Records an event that changes nothing in the run (a user's report);
     /// returns once it is durable. A run being driven records it through
     /// its driver, between two actions.

@@ -124,6 +124,32 @@ pub struct StepDef {
     /// `signal:`: waits for a named event from outside instead of calling
     /// a plugin (`plugin` is empty).
     pub signal: Option<Signal>,
+    /// `approval:`: waits for people to approve (`plugin` is empty).
+    pub approval: Option<Approval>,
+}
+
+/// What an `approval:` step waits for: `required` approvals from people
+/// named in `approvers` (API token names) or holding one of `roles`; never
+/// from whoever submitted the run; one rejection fails the step for good.
+#[derive(Clone, Debug)]
+pub struct Approval {
+    pub approvers: Vec<String>,
+    pub roles: Vec<String>,
+    pub required: u32,
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+impl Approval {
+    /// The signal name its decisions are recorded under.
+    pub fn signal_name(step: &str) -> String {
+        format!("approval.{step}")
+    }
+
+    /// Whether a person (token name and role) may decide.
+    pub fn allows(&self, name: &str, role: &str) -> bool {
+        self.approvers.iter().any(|a| a == name) || self.roles.iter().any(|r| r == role)
+    }
 }
 
 /// What a `signal:` step waits for. A signal sent before the run reaches
@@ -191,9 +217,10 @@ impl StepDef {
         self.wait.is_some()
     }
 
-    /// Whether this step calls a plugin (it is not a `wait` or a `signal`).
+    /// Whether this step calls a plugin (it is not a `wait`, a `signal`
+    /// or an `approval`).
     pub fn calls_plugin(&self) -> bool {
-        self.wait.is_none() && self.signal.is_none()
+        self.wait.is_none() && self.signal.is_none() && self.approval.is_none()
     }
 }
 

@@ -37,6 +37,7 @@ const STEP_KEYS: &[&str] = &[
     "plugin",
     "wait",
     "signal",
+    "approval",
     "input",
     "retry",
     "timeout",
@@ -535,6 +536,97 @@ impl Cx<'_> {
         })
     }
 
+    /// `approval: { approvers, roles, required, timeout, on_timeout }`.
+    fn approval(&mut self, node: &Node) -> Option<crate::Approval> {
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`approval` is `{ approvers: [NAME, ...], roles: [ROLE, ...], required: N, timeout: 2d }`",
+            );
+            return None;
+        };
+        self.known_keys(
+            map,
+            &["approvers", "roles", "required", "timeout", "on_timeout"],
+            "approval",
+        );
+        let mut names = |key: &str| -> Vec<String> {
+            let Some(node) = map.get_node(key) else {
+                return Vec::new();
+            };
+            let Some(seq) = node.as_sequence() else {
+                self.error(node.span(), format!("`{key}` is a list of names"));
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for item in seq.iter().take(100) {
+                match item.as_scalar().map(|s| s.as_str()) {
+                    Some(n) if is_identifier(n) => out.push(n.to_string()),
+                    _ => self.error(
+                        item.span(),
+                        format!(
+                            "`{key}`: each is letters, digits, '-' or '_' (a token's name or role)"
+                        ),
+                    ),
+                }
+            }
+            if seq.len() > 100 {
+                self.error(node.span(), format!("`{key}` has more than 100 names"));
+            }
+            out
+        };
+        let approvers = names("approvers");
+        let roles = names("roles");
+        if approvers.is_empty() && roles.is_empty() {
+            self.error(
+                map.span(),
+                "`approval` needs `approvers` or `roles`: who may approve",
+            );
+        }
+        let required = self
+            .number::<u32>(map, "required", "a whole number")
+            .unwrap_or(1);
+        if required == 0
+            || (roles.is_empty() && !approvers.is_empty() && required as usize > approvers.len())
+        {
+            self.error(
+                map.get_node("required").map_or(map.span(), Node::span),
+                format!(
+                    "`required` must be at least 1 and at most the {} approver(s) named",
+                    approvers.len()
+                ),
+            );
+        }
+        let timeout = self
+            .duration(map, "timeout", &SIGNAL_TIMEOUT)
+            .unwrap_or(Duration::from_secs(30 * 24 * 3600));
+        let on_timeout = match self
+            .optional_scalar(map, "on_timeout")
+            .map(|v| (v.as_str().to_string(), *v.span()))
+        {
+            None => crate::OnTimeout::Fail,
+            Some((v, _)) if v == "fail" => crate::OnTimeout::Fail,
+            Some((v, _)) if v == "continue" => crate::OnTimeout::Continue,
+            Some((v, span)) => {
+                self.error(
+                    &span,
+                    format!(
+                        "`on_timeout` must be `fail` or `continue`, not '{}'",
+                        shown(&v, 40)
+                    ),
+                );
+                crate::OnTimeout::Fail
+            }
+        };
+        Some(crate::Approval {
+            approvers,
+            roles,
+            required,
+            timeout,
+            on_timeout,
+        })
+    }
+
     /// `wait: 30s` or `wait: { until: TEMPLATE }`.
     fn wait(&mut self, node: &Node, earlier: &[StepDef]) -> Option<crate::Wait> {
         if let Some(text) = node.as_scalar() {
@@ -854,11 +946,21 @@ impl Cx<'_> {
         }
         let wait_node = map.get_node("wait");
         let signal_node = map.get_node("signal");
-        for (node, kind) in [(wait_node, "wait"), (signal_node, "signal")] {
+        let approval_node = map.get_node("approval");
+        for (node, kind) in [
+            (wait_node, "wait"),
+            (signal_node, "signal"),
+            (approval_node, "approval"),
+        ] {
+            let others: &[&str] = match kind {
+                "wait" => &[],
+                "signal" => &["wait"],
+                _ => &["wait", "signal"],
+            };
             if let Some(node) = node
                 && let Some(other) = ["plugin", "input", "retry", "compensate", "on_exhausted"]
                     .into_iter()
-                    .chain((kind == "signal").then_some("wait"))
+                    .chain(others.iter().copied())
                     .find(|k| map.get_node(k).is_some())
             {
                 self.error(
@@ -871,7 +973,8 @@ impl Cx<'_> {
         }
         let wait = wait_node.and_then(|node| self.wait(node, earlier));
         let signal = signal_node.and_then(|node| self.signal(node));
-        let builtin = wait_node.is_some() || signal_node.is_some();
+        let approval = approval_node.and_then(|node| self.approval(node));
+        let builtin = wait_node.is_some() || signal_node.is_some() || approval_node.is_some();
         let plugin = if builtin {
             Some(String::new())
         } else {
@@ -940,6 +1043,7 @@ impl Cx<'_> {
             input_at: input_at.unwrap_or(plugin_at),
             wait,
             signal,
+            approval,
         })
     }
 }

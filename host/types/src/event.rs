@@ -221,6 +221,9 @@ pub enum EventKind {
         /// timeout); none for a `wait:` step.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<String>,
+        /// For an `approval:` step, the approvals it needs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needed: Option<u32>,
     },
     /// A named signal arrived from outside (`POST /v1/runs/{id}/signals/{name}`).
     /// Kept in the log: a `signal:` step takes it when the run gets there.

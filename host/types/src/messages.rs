@@ -214,6 +214,11 @@ const CATALOG: &[Template] = &[
         "Wartet bis {until}, wie der Ablauf es vorsieht (Schritt {step}); noch {seconds} s",
     ),
     t(
+        "run.awaiting-approval",
+        "Waiting for approval (step {step}): {given} of {needed} given; it waits until {until}",
+        "Wartet auf Freigabe (Schritt {step}): {given} von {needed} erteilt; längstens bis {until}",
+    ),
+    t(
         "run.awaiting-signal",
         "Waiting for '{signal}' (step {step}); it waits until {until}",
         "Wartet auf '{signal}' (Schritt {step}); längstens bis {until}",

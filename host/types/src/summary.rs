@@ -113,6 +113,9 @@ pub struct RunSummary {
     /// The signal the run waits for, while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_signal: Option<String>,
+    /// For an approval it waits for, how many approvals it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_needed: Option<u32>,
     /// Signals received, in order; a second one under the same name and
     /// idempotency key is not kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -299,6 +302,7 @@ impl RunSummary {
             superseded: Vec::new(),
             pausing_until: None,
             awaiting_signal: None,
+            awaiting_needed: None,
             signals: Vec::new(),
             state_since_ms: 0,
             step_started_at_ms: None,
@@ -351,6 +355,7 @@ impl RunSummary {
         ) {
             self.pausing_until = None;
             self.awaiting_signal = None;
+            self.awaiting_needed = None;
         }
         match &event.kind {
             EventKind::RunAccepted { .. } => {}
@@ -398,8 +403,10 @@ impl RunSummary {
                 index,
                 until_ms,
                 ref signal,
+                needed,
             } if index < n => {
                 self.awaiting_signal = signal.clone();
+                self.awaiting_needed = needed;
                 let (attempt, max_attempts) = match self.next {
                     Next::Step {
                         attempt,
@@ -694,6 +701,22 @@ impl RunSummary {
                 } else {
                     Message::new("run.waiting-for-go").with("reason", reason)
                 }
+            }
+            (_, Next::Step { index, .. }) if self.awaiting_needed.is_some() => {
+                let name = self.awaiting_signal.as_deref().unwrap_or_default();
+                let given = self
+                    .signals
+                    .iter()
+                    .filter(|s| s.name == name && s.payload["decision"] == "approve")
+                    .count();
+                Message::new("run.awaiting-approval")
+                    .with("step", step_name(*index))
+                    .with("given", given)
+                    .with("needed", self.awaiting_needed.unwrap_or(1))
+                    .with(
+                        "until",
+                        crate::clock::rfc3339_seconds(self.pausing_until.unwrap_or_default()),
+                    )
             }
             (_, Next::Step { index, .. }) if self.awaiting_signal.is_some() => {
                 let until = self.pausing_until.unwrap_or_default();

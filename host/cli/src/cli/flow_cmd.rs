@@ -112,6 +112,7 @@ pub fn mermaid(flow: &Flow) -> String {
             }
             (Some(crate::flow::Wait::Until(_)), _) => "wait until a time".to_string(),
             (None, Some(signal)) => format!("signal {}", signal.name),
+            (None, None) if step.approval.is_some() => "approval".to_string(),
             (None, None) => step.plugin.clone(),
         };
         out.push(format!(
@@ -216,9 +217,10 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
             outputs[i] = Some(serde_json::json!({ "waited_until_ms": 0 }));
             continue;
         }
-        let what = match &step.signal {
-            Some(signal) => format!("waits for signal '{}'", signal.name),
-            None => step.plugin.clone(),
+        let what = match (&step.signal, &step.approval) {
+            (Some(signal), _) => format!("waits for signal '{}'", signal.name),
+            (None, Some(_)) => "waits for approval; mock its output".to_string(),
+            (None, None) => step.plugin.clone(),
         };
         outln!("{}. {} ({what})", i + 1, step.name);
         let rendered = match step.input.render(&scope) {

@@ -141,6 +141,16 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Approve (or `--reject`) an approval step of a run, as the token in
+    /// use. Needs --server.
+    Approve {
+        run: String,
+        step: String,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Repair a drifted run: run its steps again from the first drifted
     /// one, under their same operation ids, then confirm them again.
     Reapply(operator::ActArgs),
@@ -286,6 +296,12 @@ fn dispatch_remote(cli: &Cli, url: &str) -> Option<anyhow::Result<ExitCode>> {
             payload,
             key,
         } => server().and_then(|s| remote::signal(&s, run, name, payload, key.as_deref())),
+        Command::Approve {
+            run,
+            step,
+            reject,
+            comment,
+        } => server().and_then(|s| remote::approve(&s, run, step, *reject, comment.as_deref())),
         Command::Resume(args) => match resume_one(args) {
             Some(args) => server().and_then(|s| remote::act(&s, A::Resume, &args, None)),
             None => Err(anyhow::anyhow!(
@@ -366,6 +382,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => serve::serve(&config(&cli)?, args).await,
         Command::Flow { command } => flow_cmd::flow(&config(&cli)?, command).await,
+        Command::Approve { .. } => anyhow::bail!(
+            "approvals go to the serving host that drives the run: give --server URL (or set SETTLE_SERVER)"
+        ),
         Command::Signal { .. } => anyhow::bail!(
             "signals go to the serving host that drives the run: give --server URL (or set SETTLE_SERVER)"
         ),

@@ -462,6 +462,34 @@ pub fn signal(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `settle approve RUN STEP [--reject] [--comment C] --server URL`.
+pub fn approve(
+    server: &Server,
+    run: &str,
+    step: &str,
+    reject: bool,
+    comment: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let run = parse_run(run)?;
+    let decision = if reject { "reject" } else { "approve" };
+    let mut body = serde_json::json!({ "decision": decision });
+    if let Some(c) = comment {
+        body["comment"] = Value::String(c.to_string());
+    }
+    let (status, _): (u16, Value) = server.post(
+        &format!("{decision} step {step} of run {run}"),
+        &format!("/v1/runs/{run}/approvals/{step}"),
+        &[],
+        &body,
+    )?;
+    if status == 201 {
+        outln!("{decision} recorded for step {step} of run {run}");
+    } else {
+        outln!("you had decided on step {step} of run {run} already: the first decision stands");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn events(server: &Server, run: &str, json: bool) -> anyhow::Result<ExitCode> {
     let run = parse_run(run)?;
     #[derive(Deserialize)]
