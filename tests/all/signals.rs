@@ -182,7 +182,7 @@ fn a_third_partys_webhook_delivers_a_signal_once_and_a_bad_one_is_refused_and_ke
 name: checkout
 steps:
   - name: paid
-    signal: { name: paid, schema: { type: object, required: [amount] } }
+    signal: { name: paid, from: \"webhook:psp\", schema: { type: object, required: [amount] } }
 ";
     let extra = r#"
 [api.webhooks.psp]
@@ -234,7 +234,23 @@ tolerance = "5m"
         .iter()
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, [422, 401, 401], "newest first: {rejected}");
+    // The forged one could come from anyone: answered 401, not kept.
+    assert_eq!(statuses, [422, 401], "newest first: {rejected}");
+    // An unknown source answers as a bad signature does.
+    let unknown = server
+        .call("POST", "/v1/hooks/nobody")
+        .header("Settle-Webhook-Timestamp", &now.to_string())
+        .header("Settle-Webhook-Signature", "sha256=00")
+        .body("application/json", b"{}".to_vec())
+        .token(None)
+        .send();
+    assert_eq!(unknown.status, 401, "{unknown}");
+    // A signal only the webhook may send cannot come with a token.
+    let forged = server.post(
+        &format!("/v1/runs/{run}/signals/paid"),
+        &json!({"payload": {"amount": 1}}),
+    );
+    assert_ne!(forged.status, 201, "{forged}");
 }
 
 const APPROVE: &str = "
@@ -326,4 +342,38 @@ fn an_approval_needs_n_of_m_named_people_never_the_submitter_and_one_no_fails_it
             .starts_with("rejected by bob: looked at it"),
         "{done}"
     );
+}
+
+#[test]
+fn a_later_step_takes_a_signal_an_earlier_one_of_its_name_gave_up_on() {
+    let dir = support::tempdir();
+    let flow = "
+name: twice
+steps:
+  - name: early
+    signal: { name: x, timeout: 200ms, on_timeout: continue }
+  - name: late
+    signal: { name: x, timeout: 1h }
+";
+    let server = Server::start(dir.path(), &[("twice", flow)], "");
+    let run = server.post("/v1/flows/twice/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["phrase"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(step late)")
+    });
+    let sent = server.post(&format!("/v1/runs/{run}/signals/x"), &json!({"payload": 7}));
+    assert_eq!(sent.status, 201, "{sent}");
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let detail = server.get(&format!("/v1/runs/{run}")).json;
+    assert_eq!(detail["steps"][0]["output"], serde_json::Value::Null);
+    assert_eq!(detail["steps"][1]["output"], 7);
+    // Both steps are done: no step waits for another x.
+    let more = server.post(&format!("/v1/runs/{run}/signals/x"), &json!({"payload": 8}));
+    assert_eq!(more.status, 409, "{more}");
 }

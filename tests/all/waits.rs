@@ -105,3 +105,57 @@ steps:
     );
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_and_resume_during_a_wait_keeps_its_time() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let flow = support::flow(
+        "name: long\nsteps:\n  - { name: first, plugin: noop }\n  - { name: cool-off, wait: 1500ms }\n",
+    );
+    let host = Host::start(&config).await.unwrap();
+    let run = support::submit(&host, &flow, json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting_until(&host, run).is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let command = |action| settle::engine::OperatorCommand {
+        action,
+        by: "test".into(),
+        reason: "a look".into(),
+        step: None,
+    };
+    host.engine
+        .request(run, command(settle::model::OperatorAction::Pause))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = host.store.summary_now(run).unwrap().unwrap();
+        if s.state == RunState::NeedsAttention {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.engine
+        .act(run, command(settle::model::OperatorAction::Resume))
+        .await
+        .unwrap();
+    let done = host.engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    let until = waiting_until(&host, run);
+    assert_eq!(
+        until.len(),
+        1,
+        "the time was kept, not set again: {until:?}"
+    );
+    let finished = done.finished_at_ms.unwrap();
+    assert!(
+        finished >= until[0] && finished < until[0] + 1_000,
+        "finished at {finished}, the wait ended at {}",
+        until[0]
+    );
+    host.shutdown().await.unwrap();
+}

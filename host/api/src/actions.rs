@@ -336,6 +336,9 @@ pub async fn signal<S: RunQueries + Clone, X: Executor>(
     let summary = visible_run(&api, &caller, &id).await?;
     let run = summary.run_id;
     let by = format!("token:{}", caller.name);
+    // Keys are the sender's own: no one can take another sender's key
+    // (a webhook's delivery id) first.
+    let key = key.map(|k| format!("{by}:{k}"));
     match api.engine.signal(run, &name, payload, key, by).await {
         Ok(recorded) => Ok((
             if recorded { StatusCode::CREATED } else { StatusCode::OK },

@@ -23,9 +23,11 @@ fn flow_json(flow: &Flow) -> serde_json::Value {
         "version": flow.version,
         "description": flow.description,
         "digest": flow.digest,
-        "steps": flow.steps.iter().map(|s| match &s.wait {
-            Some(_) => json!({"name": s.name, "wait": true}),
-            None => json!({"name": s.name, "plugin": s.plugin}),
+        "steps": flow.steps.iter().map(|s| match (&s.wait, &s.signal, &s.approval) {
+            (Some(_), _, _) => json!({"name": s.name, "wait": true}),
+            (_, Some(g), _) => json!({"name": s.name, "signal": g.name}),
+            (_, _, Some(_)) => json!({"name": s.name, "approval": true}),
+            _ => json!({"name": s.name, "plugin": s.plugin}),
         }).collect::<Vec<_>>(),
         "runs_url": format!("/v1/flows/{}/runs", flow.name),
     })

@@ -12,9 +12,11 @@
 //!   nothing;
 //! - the body matches the signal's schema in the run's flow.
 //!
-//! A rejected delivery gets a 4xx naming the problem, is logged, and is
-//! kept (the newest 100) for `GET /v1/hooks/rejected`: never dropped
-//! silently.
+//! A rejected delivery gets a 4xx naming the problem. One the source did
+//! sign (a stale timestamp, no run id, a payload its signal refuses) is
+//! logged and kept (the newest 100) for `GET /v1/hooks/rejected`; one it
+//! did not sign (an unknown source, a bad signature) could come from
+//! anyone, so it is answered 401 alike and logged at debug only.
 
 use crate::problem::Problem;
 use crate::{Shared, actions};
@@ -64,6 +66,15 @@ impl WebhookSource {
         if self.secret.len() < 16 {
             return Err(format!(
                 "[api.webhooks.{name}]: `secret` needs at least 16 characters"
+            ));
+        }
+        if name == "rejected"
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "[api.webhooks.{name}]: a source name is letters, digits, '-' or '_', and not 'rejected'"
             ));
         }
         for (key, pointer) in [("run_id", &self.run_id), ("delivery_id", &self.delivery_id)] {
@@ -118,11 +129,34 @@ pub async fn deliver<S: RunQueries + Clone, X: Executor>(
 ) -> Response {
     match accept(&api, &source, &headers, &bytes).await {
         Ok(response) => response,
-        Err(problem) => {
+        // Signed by the source: kept and logged, for its operator to see.
+        Err(Refusal::Signed(problem)) => {
             let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
             api.rejected.keep(&source, status, &problem.detail);
             problem.into_response()
         }
+        // Not proven to come from a source: anyone could send these, so
+        // they fill neither the list nor the log above debug.
+        Err(Refusal::Unsigned(problem)) => {
+            tracing::debug!(
+                source = %bounds::cut(&source.replace(|c: char| c.is_control(), ""), 64),
+                "unsigned webhook delivery refused: {}",
+                problem.detail
+            );
+            problem.into_response()
+        }
+    }
+}
+
+/// Why a delivery was refused, and whether the source signed it.
+enum Refusal {
+    Signed(Problem),
+    Unsigned(Problem),
+}
+
+impl From<Problem> for Refusal {
+    fn from(p: Problem) -> Self {
+        Refusal::Signed(p)
     }
 }
 
@@ -131,14 +165,7 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, Problem> {
-    let Some(source) = api.config.webhooks.get(name) else {
-        return Err(Problem::not_found(format!(
-            "no webhook source '{}'",
-            bounds::cut(name, 64)
-        )));
-    };
-    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+) -> Result<Response, Refusal> {
     let unauthorized = |why: &str| {
         Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -146,25 +173,31 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
             why.to_string(),
         )
     };
+    let bad_signature =
+        "the signature is not HMAC-SHA256 of TIMESTAMP.BODY under this source's secret";
+    // An unknown source answers as a bad signature does: source names are
+    // not to be found out by trying.
+    let Some(source) = api.config.webhooks.get(name) else {
+        return Err(Refusal::Unsigned(unauthorized(bad_signature)));
+    };
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let (Some(timestamp), Some(signature)) = (
         header("settle-webhook-timestamp"),
         header("settle-webhook-signature"),
     ) else {
-        return Err(unauthorized(
+        return Err(Refusal::Unsigned(unauthorized(
             "needs Settle-Webhook-Timestamp and Settle-Webhook-Signature headers",
-        ));
+        )));
     };
     let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
     signed.extend_from_slice(timestamp.as_bytes());
     signed.push(b'.');
     signed.extend_from_slice(body);
     if !settle_types::signing::verify(&source.secret, &signed, signature) {
-        return Err(unauthorized(
-            "the signature is not HMAC-SHA256 of TIMESTAMP.BODY under this source's secret",
-        ));
+        return Err(Refusal::Unsigned(unauthorized(bad_signature)));
     }
     let Ok(at) = timestamp.trim().parse::<u64>() else {
-        return Err(unauthorized("Settle-Webhook-Timestamp is not Unix seconds"));
+        return Err(unauthorized("Settle-Webhook-Timestamp is not Unix seconds").into());
     };
     let now = settle_types::now_ms() / 1000;
     let tolerance = source.tolerance.as_secs();
@@ -173,7 +206,8 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
             "the timestamp is {} s from now, outside the {} s this source allows (a replay?)",
             at.abs_diff(now),
             tolerance
-        )));
+        ))
+        .into());
     }
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request("bad-json", format!("the body is not JSON: {e}")))?;
@@ -208,7 +242,7 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
             ),
         )
     })?;
-    let key = format!("{name}:{delivery}");
+    let key = format!("webhook:{name}:{delivery}");
     let by = format!("webhook:{name}");
     match api
         .engine
@@ -229,6 +263,6 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
             })),
         )
             .into_response()),
-        Err(e) => Err(actions::signal_problem(e)),
+        Err(e) => Err(Refusal::Signed(actions::signal_problem(e))),
     }
 }

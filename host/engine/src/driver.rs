@@ -259,16 +259,21 @@ fn wait_until(wait: &settle_flow::Wait, summary: &RunSummary, now: u64) -> Resul
                 run_id: &run_id,
             };
             match template.render(&scope)? {
+                // Unix milliseconds; a number that small is seconds, or a
+                // mistake: refused rather than taken as 1970.
                 serde_json::Value::Number(n) => n
                     .as_u64()
-                    .ok_or_else(|| format!("`wait: until` is {n}, not a time"))?,
-                serde_json::Value::String(text) => humantime::parse_rfc3339_weak(&text)
+                    .filter(|ms| *ms >= 100_000_000_000)
+                    .ok_or_else(|| {
+                        format!("`wait: until` is {n}, not a time in Unix milliseconds")
+                    })?,
+                serde_json::Value::String(text) => humantime::parse_rfc3339(&text)
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .and_then(|d| u64::try_from(d.as_millis()).ok())
                     .ok_or_else(|| {
                         format!(
-                            "`wait: until` is '{}', not an RFC 3339 time like 2026-12-05T14:05:00Z",
+                            "`wait: until` is '{}', not an RFC 3339 time in UTC like 2026-12-05T14:05:00Z",
                             bounds::cut(&text, 64)
                         )
                     })?,
@@ -378,6 +383,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     .map(|k| (k, None, Source::host()))
                     .collect();
                 let outcome = self.record(&mut summary, events, self.now()).await;
+                // A signal may have come for the step the run waits at.
+                deferred_until = None;
                 let answer = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
                 for reply in replies {
                     let _ = reply.send(answer.clone());
@@ -479,7 +486,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     if flow.steps.get(index as usize).is_some_and(|s| s.is_wait()) =>
                 {
                     maybe_interrupted = false;
-                    self.wait_step(&mut summary, &flow, index).await
+                    self.wait_step(&mut summary, &flow, index, &mut deferred_until)
+                        .await
                 }
                 Next::Step { index, .. }
                     if flow
@@ -488,7 +496,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         .is_some_and(|s| s.approval.is_some()) =>
                 {
                     maybe_interrupted = false;
-                    self.approval_step(&mut summary, &flow, index).await
+                    self.approval_step(&mut summary, &flow, index, &mut deferred_until)
+                        .await
                 }
                 Next::Step { index, .. }
                     if flow
@@ -497,7 +506,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         .is_some_and(|s| s.signal.is_some()) =>
                 {
                     maybe_interrupted = false;
-                    self.signal_step(&mut summary, &flow, index).await
+                    self.signal_step(&mut summary, &flow, index, &mut deferred_until)
+                        .await
                 }
                 Next::Step { index, attempt, .. } => {
                     match self
@@ -953,6 +963,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         summary: &mut RunSummary,
         flow: &Flow,
         index: u32,
+        deferred: &mut Option<u64>,
     ) -> Result<(), settle_types::store::StoreError> {
         let now = self.now();
         let Some(wait) = flow.steps.get(index as usize).and_then(|s| s.wait.as_ref()) else {
@@ -972,8 +983,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     }),
                 ]
             }
-            // Not yet (woken early): the loop waits on.
-            Some(_) => return Ok(()),
+            // Not yet (woken early, or released from a hold): the loop
+            // sleeps until then.
+            Some(until) => {
+                *deferred = Some(until);
+                return Ok(());
+            }
             None => match wait_until(wait, summary, now) {
                 Ok(until_ms) => vec![EventKind::StepWaiting {
                     index,
@@ -995,6 +1010,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 }
             },
         };
+        *deferred = None;
         let events = events
             .into_iter()
             .map(|k| (k, Some(index), Source::host()))
@@ -1012,6 +1028,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         summary: &mut RunSummary,
         flow: &Flow,
         index: u32,
+        deferred: &mut Option<u64>,
     ) -> Result<(), settle_types::store::StoreError> {
         let now = self.now();
         let Some(signal) = flow
@@ -1021,16 +1038,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         else {
             return Ok(());
         };
-        let nth = flow.steps[..index as usize]
-            .iter()
-            .filter(|s| s.signal.as_ref().is_some_and(|g| g.name == signal.name))
-            .count();
+        // The first one of its name no step has taken, in the order received.
         let received = summary
             .signals
             .iter()
-            .filter(|s| s.name == signal.name)
-            .nth(nth)
-            .map(|s| s.payload.clone());
+            .enumerate()
+            .find(|(_, s)| s.name == signal.name && s.taken_by.is_none())
+            .map(|(position, s)| (position, s.payload.clone()));
         let reconciles = |plugin: &str| self.reconciles(plugin);
         let complete = |output: serde_json::Value| {
             vec![
@@ -1043,7 +1057,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             ]
         };
         let events = match (received, summary.pausing_until) {
-            (Some(payload), _) => complete(payload),
+            (Some((position, payload)), _) => {
+                let mut events = vec![EventKind::SignalTaken {
+                    index,
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                }];
+                events.extend(complete(payload));
+                events
+            }
             (None, None) => vec![EventKind::StepWaiting {
                 index,
                 until_ms: now
@@ -1051,7 +1072,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 signal: Some(signal.name.clone()),
                 needed: None,
             }],
-            (None, Some(until)) if now < until => return Ok(()),
+            (None, Some(until)) if now < until => {
+                *deferred = Some(until);
+                return Ok(());
+            }
             (None, Some(_)) => match signal.on_timeout {
                 settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
                 settle_flow::OnTimeout::Fail => {
@@ -1072,6 +1096,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 }
             },
         };
+        *deferred = None;
         let events = events
             .into_iter()
             .map(|k| (k, Some(index), Source::host()))
@@ -1087,6 +1112,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         summary: &mut RunSummary,
         flow: &Flow,
         index: u32,
+        deferred: &mut Option<u64>,
     ) -> Result<(), settle_types::store::StoreError> {
         let now = self.now();
         let Some(step) = flow.steps.get(index as usize) else {
@@ -1096,15 +1122,30 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             return Ok(());
         };
         let name = settle_flow::Approval::signal_name(&step.name);
-        let decisions: Vec<&settle_types::summary::ReceivedSignal> =
-            summary.signals.iter().filter(|s| s.name == name).collect();
+        // The decisions not taken by an earlier run of this step.
+        let decisions: Vec<(usize, &settle_types::summary::ReceivedSignal)> = summary
+            .signals
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name == name && s.taken_by.is_none())
+            .collect();
         let by = |s: &settle_types::summary::ReceivedSignal| s.key.clone().unwrap_or_default();
         let approved: Vec<String> = decisions
             .iter()
-            .filter(|s| s.payload["decision"] == "approve")
-            .map(|s| by(s))
+            .filter(|(_, s)| s.payload["decision"] == "approve")
+            .map(|(_, s)| by(s))
             .collect();
-        let rejected = decisions.iter().find(|s| s.payload["decision"] == "reject");
+        let rejected = decisions
+            .iter()
+            .find(|(_, s)| s.payload["decision"] == "reject")
+            .map(|(_, s)| *s);
+        let taken: Vec<EventKind> = decisions
+            .iter()
+            .map(|(p, _)| EventKind::SignalTaken {
+                index,
+                position: u32::try_from(*p).unwrap_or(u32::MAX),
+            })
+            .collect();
         let fail = |message: String| {
             let failed = transitions::StepFailure {
                 may_have_effect: false,
@@ -1130,7 +1171,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         let events = if let Some(r) = rejected {
             let comment = r.payload["comment"].as_str().unwrap_or_default();
-            fail(format!(
+            // Taken: a run of the step again asks anew.
+            let mut events = taken.clone();
+            events.extend(fail(format!(
                 "rejected by {}{}",
                 by(r),
                 if comment.is_empty() {
@@ -1138,9 +1181,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 } else {
                     format!(": {comment}")
                 }
-            ))
+            )));
+            events
         } else if approved.len() >= approval.required as usize {
-            complete(serde_json::json!({ "approved_by": approved }))
+            let mut events = taken;
+            events.extend(complete(serde_json::json!({ "approved_by": approved })));
+            events
         } else {
             match summary.pausing_until {
                 None => vec![EventKind::StepWaiting {
@@ -1151,7 +1197,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     signal: Some(name),
                     needed: Some(approval.required),
                 }],
-                Some(until) if now < until => return Ok(()),
+                Some(until) if now < until => {
+                    *deferred = Some(until);
+                    return Ok(());
+                }
                 Some(_) => match approval.on_timeout {
                     settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
                     settle_flow::OnTimeout::Fail => fail(format!(
@@ -1163,6 +1212,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 },
             }
         };
+        *deferred = None;
         let events = events
             .into_iter()
             .map(|k| (k, Some(index), Source::host()))

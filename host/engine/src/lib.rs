@@ -163,6 +163,9 @@ pub enum SignalError {
 
 /// Largest signal payload, as JSON text.
 pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+/// Most payload bytes of all the signals one run keeps: they live in its
+/// summary, rewritten on each of its commits.
+pub const MAX_SIGNALS_BYTES: usize = 256 * 1024;
 
 /// An operator's command, with who gave it and why (both recorded).
 #[derive(Clone, Debug)]
@@ -753,12 +756,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .map_err(ActError::from)?
             .ok_or(SignalError::NoSuchRun(run))?;
         // A repeat is answered as such whatever became of the run since.
-        if key.is_some()
-            && summary
-                .signals
-                .iter()
-                .any(|s| s.name == name && s.key == key)
-        {
+        if summary.is_repeat(name, key.as_deref()) {
             return Ok(false);
         }
         if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
@@ -775,11 +773,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 action: "signal",
                 why,
             })?;
-        let Some(spec) = flow
+        let waiting: Vec<(usize, &settle_flow::Signal)> = flow
             .steps
             .iter()
-            .find_map(|s| s.signal.as_ref().filter(|g| g.name == name))
-        else {
+            .enumerate()
+            .filter_map(|(i, s)| s.signal.as_ref().filter(|g| g.name == name).map(|g| (i, g)))
+            .collect();
+        if waiting.is_empty() {
             let known = flow.signal_names();
             return Err(SignalError::Unknown {
                 run,
@@ -790,24 +790,78 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     known.join(", ")
                 },
             });
+        }
+        // The step that will take it: the first of that name not yet done,
+        // after those the signals already kept will go to.
+        let kept = summary
+            .signals
+            .iter()
+            .filter(|s| s.name == name && s.taken_by.is_none())
+            .count();
+        let Some((_, spec)) = waiting
+            .iter()
+            .filter(|(i, _)| summary.outputs.get(*i).is_some_and(Option::is_none))
+            .nth(kept)
+        else {
+            return Err(SignalError::Ended {
+                run,
+                state: format!(
+                    "{}, and no step of it waits for another '{}'",
+                    summary.state.as_str(),
+                    settle_types::bounds::cut(name, 64)
+                ),
+            });
         };
         let invalid = |problem: String| SignalError::Invalid {
             name: name.to_string(),
             problem,
         };
+        if let Some(from) = &spec.from
+            && from != &by
+        {
+            return Err(invalid(format!(
+                "only {from} may send it, not {}",
+                settle_types::bounds::cut(&by, 80)
+            )));
+        }
         settle_types::bounds::check_json(&payload, MAX_SIGNAL_BYTES)
             .map_err(|e| invalid(format!("payload {e}")))?;
         spec.check_payload(&payload).map_err(invalid)?;
+        let kept_bytes: usize = summary
+            .signals
+            .iter()
+            .map(|s| settle_types::bounds::json_len(&s.payload))
+            .sum();
+        if kept_bytes.saturating_add(settle_types::bounds::json_len(&payload)) > MAX_SIGNALS_BYTES {
+            return Err(SignalError::TooMany(run));
+        }
         if summary.signals.len() >= settle_types::summary::MAX_SIGNALS {
             return Err(SignalError::TooMany(run));
         }
+        let before = summary.signals.len();
         let kind = EventKind::SignalReceived {
             name: name.to_string(),
             payload,
-            key,
+            key: key.clone(),
             by,
         };
         self.annotate(run, kind).await?;
+        // Said from what the log kept: a delivery racing this one under the
+        // same key, or the last room taken meanwhile, is not "recorded".
+        let after = self
+            .inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))?;
+        let kept = after.signals.len() > before;
+        if !kept && after.is_repeat(name, key.as_deref()) {
+            return Ok(false);
+        }
+        if !kept {
+            return Err(SignalError::TooMany(run));
+        }
         Ok(true)
     }
 
@@ -834,11 +888,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .map_err(ActError::from)?
             .ok_or(SignalError::NoSuchRun(run))?;
         let signal = settle_flow::Approval::signal_name(step);
-        if summary
-            .signals
-            .iter()
-            .any(|s| s.name == signal && s.key.as_deref() == Some(name))
-        {
+        if summary.is_repeat(&signal, Some(name)) {
             return Ok(false);
         }
         if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {

@@ -163,6 +163,9 @@ pub struct Signal {
     pub on_timeout: OnTimeout,
     /// A JSON Schema the payload must match, when given.
     pub schema: Option<serde_json::Value>,
+    /// Who alone may send it: `webhook:SOURCE` or `token:NAME` (anyone
+    /// who may act on the run, when not given).
+    pub from: Option<String>,
 }
 
 impl Signal {

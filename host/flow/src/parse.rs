@@ -478,6 +478,7 @@ impl Cx<'_> {
                 timeout: DEFAULT_TIMEOUT,
                 on_timeout: crate::OnTimeout::Fail,
                 schema: None,
+                from: None,
             });
         }
         let Some(map) = node.as_mapping() else {
@@ -487,7 +488,29 @@ impl Cx<'_> {
             );
             return None;
         };
-        self.known_keys(map, &["name", "timeout", "on_timeout", "schema"], "signal");
+        self.known_keys(
+            map,
+            &["name", "timeout", "on_timeout", "schema", "from"],
+            "signal",
+        );
+        let from = self.optional_scalar(map, "from").and_then(|v| {
+            let text = v.as_str();
+            let ok = text.split_once(':').is_some_and(|(kind, who)| {
+                matches!(kind, "webhook" | "token") && is_identifier(who)
+            });
+            if ok {
+                Some(text.to_string())
+            } else {
+                self.error(
+                    v.span(),
+                    format!(
+                        "`from` is webhook:SOURCE or token:NAME, not '{}'",
+                        shown(text, 40)
+                    ),
+                );
+                None
+            }
+        });
         let name = self.identifier(map, "name", "signal name");
         let timeout = self
             .duration(map, "timeout", &SIGNAL_TIMEOUT)
@@ -533,6 +556,7 @@ impl Cx<'_> {
             timeout,
             on_timeout,
             schema,
+            from,
         })
     }
 
@@ -958,10 +982,17 @@ impl Cx<'_> {
                 _ => &["wait", "signal"],
             };
             if let Some(node) = node
-                && let Some(other) = ["plugin", "input", "retry", "compensate", "on_exhausted"]
-                    .into_iter()
-                    .chain(others.iter().copied())
-                    .find(|k| map.get_node(k).is_some())
+                && let Some(other) = [
+                    "plugin",
+                    "input",
+                    "retry",
+                    "compensate",
+                    "on_exhausted",
+                    "timeout",
+                ]
+                .into_iter()
+                .chain(others.iter().copied())
+                .find(|k| map.get_node(k).is_some())
             {
                 self.error(
                     node.span(),

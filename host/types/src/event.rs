@@ -28,7 +28,7 @@ use uuid::Uuid;
 ///   same operation ids) and the operator action `reapply`; `run-accepted`
 ///   records the message catalog version (`catalog`); `step-waiting` (a
 ///   `wait:` step's durable timer, or a `signal:` step's timeout);
-///   `signal-received`.
+///   `signal-received`, `signal-taken`.
 pub const SCHEMA_VERSION: u16 = 4;
 
 /// One immutable record in a run's log, with its lineage.
@@ -225,6 +225,9 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         needed: Option<u32>,
     },
+    /// A `signal:` or `approval:` step took the received signal at
+    /// `position` (in the order received), in the commit that completes it.
+    SignalTaken { index: u32, position: u32 },
     /// A named signal arrived from outside (`POST /v1/runs/{id}/signals/{name}`).
     /// Kept in the log: a `signal:` step takes it when the run gets there.
     SignalReceived {
@@ -361,6 +364,7 @@ impl EventKind {
             EventKind::RunReapplied { .. } => "run-reapplied",
             EventKind::StepWaiting { .. } => "step-waiting",
             EventKind::SignalReceived { .. } => "signal-received",
+            EventKind::SignalTaken { .. } => "signal-taken",
             EventKind::UserReported { .. } => "user-reported",
         }
     }

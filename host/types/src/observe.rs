@@ -81,6 +81,12 @@ pub fn without_payloads(events: &[Event]) -> Vec<Event> {
                     output: serde_json::Value::Null,
                     duration_ms: *duration_ms,
                 },
+                EventKind::SignalReceived { name, key, by, .. } => EventKind::SignalReceived {
+                    name: name.clone(),
+                    payload: serde_json::Value::Null,
+                    key: key.clone(),
+                    by: by.clone(),
+                },
                 EventKind::RunAccepted {
                     flow,
                     flow_version,

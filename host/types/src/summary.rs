@@ -173,6 +173,17 @@ pub struct ReceivedSignal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub payload: Value,
+    /// The step that took it (`signal-taken`); a restart does not give it
+    /// back, so a step run again waits for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<u32>,
+}
+
+impl ReceivedSignal {
+    /// The name approval decisions are recorded under start with this: a
+    /// person may decide again on an approval step run again, while a
+    /// delivery id of any other signal is taken once, ever.
+    pub const APPROVAL_PREFIX: &'static str = "approval.";
 }
 
 /// Most signals one run keeps.
@@ -346,12 +357,19 @@ impl RunSummary {
         ) {
             self.waiting_on = None;
         }
-        if !matches!(
+        // A pause ends when its step ends or starts afresh, not when the
+        // run is held or released meanwhile: its time is kept.
+        if matches!(
             event.kind,
-            EventKind::StepWaiting { .. }
-                | EventKind::UserReported { .. }
-                | EventKind::ObjectiveBreached { .. }
-                | EventKind::SignalReceived { .. }
+            EventKind::StepCompleted { .. }
+                | EventKind::StepScheduled { attempt: 1, .. }
+                | EventKind::RunRestarted { .. }
+                | EventKind::RunReapplied { .. }
+                | EventKind::CompensationScheduled { .. }
+                | EventKind::RunSettled
+                | EventKind::RunCompensated
+                | EventKind::RunCancelled
+                | EventKind::RunDrifted { .. }
         ) {
             self.pausing_until = None;
             self.awaiting_signal = None;
@@ -379,24 +397,23 @@ impl RunSummary {
             }
             EventKind::SignalReceived {
                 name, payload, key, ..
-            } => {
-                let repeat = key.is_some()
-                    && self
-                        .signals
-                        .iter()
-                        .any(|s| &s.name == name && &s.key == key);
-                if !repeat && self.signals.len() < MAX_SIGNALS {
-                    self.signals.push(ReceivedSignal {
-                        name: name.clone(),
-                        key: key.clone(),
-                        payload: payload.clone(),
-                    });
-                    // The run waits for it: it is due now.
-                    if self.awaiting_signal.as_ref() == Some(name)
-                        && let Next::Step { not_before_ms, .. } = &mut self.next
-                    {
-                        *not_before_ms = event.at_ms;
-                    }
+            } if !self.is_repeat(name, key.as_deref()) && self.signals.len() < MAX_SIGNALS => {
+                self.signals.push(ReceivedSignal {
+                    name: name.clone(),
+                    key: key.clone(),
+                    payload: payload.clone(),
+                    taken_by: None,
+                });
+                // The run waits for it: it is due now.
+                if self.awaiting_signal.as_ref() == Some(name)
+                    && let Next::Step { not_before_ms, .. } = &mut self.next
+                {
+                    *not_before_ms = event.at_ms;
+                }
+            }
+            &EventKind::SignalTaken { index, position } => {
+                if let Some(signal) = self.signals.get_mut(position as usize) {
+                    signal.taken_by = Some(index);
                 }
             }
             &EventKind::StepWaiting {
@@ -662,6 +679,18 @@ impl RunSummary {
         self.hold = None;
     }
 
+    /// Whether a signal `name` under `key` would be a repeat: one under the
+    /// same key is kept and not yet taken, or (but for approval decisions,
+    /// which a step run again asks for anew) was ever received.
+    pub fn is_repeat(&self, name: &str, key: Option<&str>) -> bool {
+        let Some(key) = key else { return false };
+        self.signals.iter().any(|s| {
+            s.name == name
+                && s.key.as_deref() == Some(key)
+                && (s.taken_by.is_none() || !name.starts_with(ReceivedSignal::APPROVAL_PREFIX))
+        })
+    }
+
     /// Whether the run is still on its first pass: never restarted from a
     /// step nor re-applied after a drift. Only such runs say how long runs
     /// of their flow take.
@@ -702,12 +731,16 @@ impl RunSummary {
                     Message::new("run.waiting-for-go").with("reason", reason)
                 }
             }
-            (_, Next::Step { index, .. }) if self.awaiting_needed.is_some() => {
+            (_, Next::Step { index, .. })
+                if self.awaiting_needed.is_some() && self.state != RunState::NeedsAttention =>
+            {
                 let name = self.awaiting_signal.as_deref().unwrap_or_default();
                 let given = self
                     .signals
                     .iter()
-                    .filter(|s| s.name == name && s.payload["decision"] == "approve")
+                    .filter(|s| {
+                        s.name == name && s.taken_by.is_none() && s.payload["decision"] == "approve"
+                    })
                     .count();
                 Message::new("run.awaiting-approval")
                     .with("step", step_name(*index))
@@ -718,7 +751,9 @@ impl RunSummary {
                         crate::clock::rfc3339_seconds(self.pausing_until.unwrap_or_default()),
                     )
             }
-            (_, Next::Step { index, .. }) if self.awaiting_signal.is_some() => {
+            (_, Next::Step { index, .. })
+                if self.awaiting_signal.is_some() && self.state != RunState::NeedsAttention =>
+            {
                 let until = self.pausing_until.unwrap_or_default();
                 Message::new("run.awaiting-signal")
                     .with(
@@ -728,7 +763,9 @@ impl RunSummary {
                     .with("step", step_name(*index))
                     .with("until", crate::clock::rfc3339_seconds(until))
             }
-            (_, Next::Step { index, .. }) if self.pausing_until.is_some() => {
+            (_, Next::Step { index, .. })
+                if self.pausing_until.is_some() && self.state != RunState::NeedsAttention =>
+            {
                 let until = self.pausing_until.unwrap_or_default();
                 Message::new("run.pausing")
                     .with("step", step_name(*index))

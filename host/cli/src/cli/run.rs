@@ -75,6 +75,18 @@ pub fn load_flow(host: &Host, path: &Path) -> anyhow::Result<Arc<Flow>> {
         .map(|p| PluginFacts::of(p))
         .collect();
     flow.check_plugins(&file, &installed)?;
+    // Nothing can reach this process to deliver them.
+    if let Some(step) = flow
+        .steps
+        .iter()
+        .find(|s| s.signal.is_some() || s.approval.is_some())
+    {
+        anyhow::bail!(
+            "flow {}: step '{}' waits for a signal or an approval, which only a serving host can receive: run it with settle serve and settle submit",
+            flow.id(),
+            step.name
+        );
+    }
     Ok(Arc::new(flow))
 }
 
