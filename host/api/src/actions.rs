@@ -340,13 +340,25 @@ pub async fn signal<S: RunQueries + Clone, X: Executor>(
     // (a webhook's delivery id) first.
     let key = key.map(|k| format!("{by}:{k}"));
     match api.engine.signal(run, &name, payload, key, by).await {
-        Ok(recorded) => Ok((
-            if recorded { StatusCode::CREATED } else { StatusCode::OK },
-            Json(json!({ "run_id": run, "signal": name, "recorded": recorded, "duplicate": !recorded })),
-        )
-            .into_response()),
+        Ok(recorded) => Ok(signal_answer(run, &name, recorded)),
         Err(e) => Err(signal_problem(e)),
     }
+}
+
+/// 201 for a signal recorded, 200 for a repeat that changed nothing.
+pub(crate) fn signal_answer(run: RunId, signal: &str, recorded: bool) -> Response {
+    let status = if recorded {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "run_id": run,
+        "signal": signal,
+        "recorded": recorded,
+        "duplicate": !recorded,
+    });
+    (status, Json(body)).into_response()
 }
 
 pub(crate) fn signal_problem(e: settle_engine::SignalError) -> Problem {

@@ -20,7 +20,6 @@
 
 use crate::problem::Problem;
 use crate::{Shared, actions};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -249,20 +248,7 @@ async fn accept<S: RunQueries + Clone, X: Executor>(
         .signal(run, &source.signal, payload, Some(key), by)
         .await
     {
-        Ok(recorded) => Ok((
-            if recorded {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            Json(json!({
-                "run_id": run,
-                "signal": source.signal,
-                "recorded": recorded,
-                "duplicate": !recorded,
-            })),
-        )
-            .into_response()),
+        Ok(recorded) => Ok(actions::signal_answer(run, &source.signal, recorded)),
         Err(e) => Err(Refusal::Signed(actions::signal_problem(e))),
     }
 }

@@ -240,6 +240,29 @@ fn outcome_unknown(class: FailureClass) -> bool {
     )
 }
 
+/// The events of a step that calls no plugin failing for good: nothing of
+/// it can have had an effect; what came before is undone (or held), as
+/// for any step.
+fn builtin_failed(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    class: FailureClass,
+    message: &str,
+    now: u64,
+) -> Vec<EventKind> {
+    let failed = transitions::StepFailure {
+        may_have_effect: false,
+        failure: Failure {
+            class,
+            message: bounds::cut_detail(message),
+        },
+        retry_after: None,
+        duration_ms: None,
+    };
+    transitions::after_step_failed(flow, summary, index, 1, failed, now)
+}
+
 /// Until when a `wait:` step waits, started now: `for` from now, or the
 /// time `until` renders to (RFC 3339, or Unix milliseconds), at most a
 /// year ahead.
@@ -955,6 +978,41 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         self.record(summary, events, now).await
     }
 
+    /// The events of a step that calls no plugin completing with `output`.
+    fn builtin_completed(
+        &self,
+        flow: &Flow,
+        index: u32,
+        output: serde_json::Value,
+        now: u64,
+    ) -> Vec<EventKind> {
+        vec![
+            EventKind::StepCompleted {
+                index,
+                output,
+                duration_ms: 0,
+            },
+            transitions::after_step_completed(flow, index, now, &|plugin| self.reconciles(plugin)),
+        ]
+    }
+
+    /// Records what a step that calls no plugin decided, as the host's.
+    async fn record_builtin(
+        &self,
+        summary: &mut RunSummary,
+        index: u32,
+        events: Vec<EventKind>,
+        now: u64,
+        deferred: &mut Option<u64>,
+    ) -> Result<(), settle_types::store::StoreError> {
+        *deferred = None;
+        let events = events
+            .into_iter()
+            .map(|k| (k, Some(index), Source::host()))
+            .collect();
+        self.record(summary, events, now).await
+    }
+
     /// A `wait:` step: the first time, records until when it waits (so a
     /// restart keeps that time); once that time has come, completes it.
     /// An `until` that cannot be read as a time fails the step for good.
@@ -970,19 +1028,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             return Ok(());
         };
         let events = match summary.pausing_until {
-            Some(until) if now >= until => {
-                let output = serde_json::json!({ "waited_until_ms": until });
-                vec![
-                    EventKind::StepCompleted {
-                        index,
-                        output,
-                        duration_ms: 0,
-                    },
-                    transitions::after_step_completed(flow, index, now, &|plugin| {
-                        self.reconciles(plugin)
-                    }),
-                ]
-            }
+            Some(until) if now >= until => self.builtin_completed(
+                flow,
+                index,
+                serde_json::json!({ "waited_until_ms": until }),
+                now,
+            ),
             // Not yet (woken early, or released from a hold): the loop
             // sleeps until then.
             Some(until) => {
@@ -996,31 +1047,22 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     signal: None,
                     needed: None,
                 }],
-                Err(problem) => {
-                    let failed = transitions::StepFailure {
-                        may_have_effect: false,
-                        failure: Failure {
-                            class: FailureClass::InvalidInput,
-                            message: bounds::cut_detail(&problem),
-                        },
-                        retry_after: None,
-                        duration_ms: None,
-                    };
-                    transitions::after_step_failed(flow, summary, index, 1, failed, now)
-                }
+                Err(problem) => builtin_failed(
+                    flow,
+                    summary,
+                    index,
+                    FailureClass::InvalidInput,
+                    &problem,
+                    now,
+                ),
             },
         };
-        *deferred = None;
-        let events = events
-            .into_iter()
-            .map(|k| (k, Some(index), Source::host()))
-            .collect();
-        self.record(summary, events, now).await
+        self.record_builtin(summary, index, events, now, deferred)
+            .await
     }
 
-    /// A `signal:` step: takes the signal it waits for if the run has it
-    /// (the nth of its name for the nth step waiting for that name);
-    /// else, the first time, records until when it waits; when that time
+    /// A `signal:` step: takes the first signal of its name no step has
+    /// taken, if the run has one; else, the first time, records until when it waits; when that time
     /// passes without it, fails for good or goes on without it, as the
     /// flow says.
     async fn signal_step(
@@ -1045,17 +1087,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .enumerate()
             .find(|(_, s)| s.name == signal.name && s.taken_by.is_none())
             .map(|(position, s)| (position, s.payload.clone()));
-        let reconciles = |plugin: &str| self.reconciles(plugin);
-        let complete = |output: serde_json::Value| {
-            vec![
-                EventKind::StepCompleted {
-                    index,
-                    output,
-                    duration_ms: 0,
-                },
-                transitions::after_step_completed(flow, index, now, &reconciles),
-            ]
-        };
+        let complete = |output| self.builtin_completed(flow, index, output, now);
         let events = match (received, summary.pausing_until) {
             (Some((position, payload)), _) => {
                 let mut events = vec![EventKind::SignalTaken {
@@ -1078,30 +1110,22 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             }
             (None, Some(_)) => match signal.on_timeout {
                 settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
-                settle_flow::OnTimeout::Fail => {
-                    let failed = transitions::StepFailure {
-                        may_have_effect: false,
-                        failure: Failure {
-                            class: FailureClass::Permanent,
-                            message: format!(
-                                "no signal '{}' came within {}",
-                                signal.name,
-                                humantime::format_duration(signal.timeout)
-                            ),
-                        },
-                        retry_after: None,
-                        duration_ms: None,
-                    };
-                    transitions::after_step_failed(flow, summary, index, 1, failed, now)
-                }
+                settle_flow::OnTimeout::Fail => builtin_failed(
+                    flow,
+                    summary,
+                    index,
+                    FailureClass::Permanent,
+                    &format!(
+                        "no signal '{}' came within {}",
+                        signal.name,
+                        humantime::format_duration(signal.timeout)
+                    ),
+                    now,
+                ),
             },
         };
-        *deferred = None;
-        let events = events
-            .into_iter()
-            .map(|k| (k, Some(index), Source::host()))
-            .collect();
-        self.record(summary, events, now).await
+        self.record_builtin(summary, index, events, now, deferred)
+            .await
     }
 
     /// An `approval:` step: completes once enough people approved (its
@@ -1147,28 +1171,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             })
             .collect();
         let fail = |message: String| {
-            let failed = transitions::StepFailure {
-                may_have_effect: false,
-                failure: Failure {
-                    class: FailureClass::Permanent,
-                    message: bounds::cut_detail(&message),
-                },
-                retry_after: None,
-                duration_ms: None,
-            };
-            transitions::after_step_failed(flow, summary, index, 1, failed, now)
+            builtin_failed(flow, summary, index, FailureClass::Permanent, &message, now)
         };
-        let reconciles = |plugin: &str| self.reconciles(plugin);
-        let complete = |output: serde_json::Value| {
-            vec![
-                EventKind::StepCompleted {
-                    index,
-                    output,
-                    duration_ms: 0,
-                },
-                transitions::after_step_completed(flow, index, now, &reconciles),
-            ]
-        };
+        let complete = |output| self.builtin_completed(flow, index, output, now);
         let events = if let Some(r) = rejected {
             let comment = r.payload["comment"].as_str().unwrap_or_default();
             // Taken: a run of the step again asks anew.
@@ -1212,12 +1217,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 },
             }
         };
-        *deferred = None;
-        let events = events
-            .into_iter()
-            .map(|k| (k, Some(index), Source::host()))
-            .collect();
-        self.record(summary, events, now).await
+        self.record_builtin(summary, index, events, now, deferred)
+            .await
     }
 
     /// Whether `plugin` answers `reconcile` (a plugin missing now is asked

@@ -748,31 +748,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         key: Option<String>,
         by: String,
     ) -> Result<bool, SignalError> {
-        let summary = self
-            .inner
-            .store
-            .summary(run)
-            .await
-            .map_err(ActError::from)?
-            .ok_or(SignalError::NoSuchRun(run))?;
-        // A repeat is answered as such whatever became of the run since.
-        if summary.is_repeat(name, key.as_deref()) {
+        let Some((summary, flow)) = self
+            .run_for_signal(run, "signal", |s| s.is_repeat(name, key.as_deref()))
+            .await?
+        else {
             return Ok(false);
-        }
-        if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
-            return Err(SignalError::Ended {
-                run,
-                state: summary.state.as_str().to_string(),
-            });
-        }
-        let flow = self
-            .flow_for(&summary)
-            .await
-            .map_err(|why| ActError::FlowUnreadable {
-                run,
-                action: "signal",
-                why,
-            })?;
+        };
         let waiting: Vec<(usize, &settle_flow::Signal)> = flow
             .steps
             .iter()
@@ -865,6 +846,38 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         Ok(true)
     }
 
+    /// The run a signal (or an approval decision) goes to, with its flow;
+    /// `None` when `is_repeat` says it came already: answered as such
+    /// whatever became of the run since. An ended run takes none.
+    async fn run_for_signal(
+        &self,
+        run: RunId,
+        action: &'static str,
+        is_repeat: impl Fn(&RunSummary) -> bool,
+    ) -> Result<Option<(RunSummary, Arc<Flow>)>, SignalError> {
+        let summary = self
+            .inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))?;
+        if is_repeat(&summary) {
+            return Ok(None);
+        }
+        if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
+            return Err(SignalError::Ended {
+                run,
+                state: summary.state.as_str().to_string(),
+            });
+        }
+        let flow = self
+            .flow_for(&summary)
+            .await
+            .map_err(|why| ActError::FlowUnreadable { run, action, why })?;
+        Ok(Some((summary, flow)))
+    }
+
     /// Records a person's decision on approval step `step` of `run`:
     /// `approve` or not (a rejection). Refused for someone the step does
     /// not name (by token name or role), for the run's submitter (no one
@@ -880,31 +893,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         comment: Option<String>,
     ) -> Result<bool, SignalError> {
         let (name, role) = who;
-        let summary = self
-            .inner
-            .store
-            .summary(run)
-            .await
-            .map_err(ActError::from)?
-            .ok_or(SignalError::NoSuchRun(run))?;
         let signal = settle_flow::Approval::signal_name(step);
-        if summary.is_repeat(&signal, Some(name)) {
+        let Some((summary, flow)) = self
+            .run_for_signal(run, "approve", |s| s.is_repeat(&signal, Some(name)))
+            .await?
+        else {
             return Ok(false);
-        }
-        if summary.state.is_terminal() && summary.state != settle_types::RunState::NeedsAttention {
-            return Err(SignalError::Ended {
-                run,
-                state: summary.state.as_str().to_string(),
-            });
-        }
-        let flow = self
-            .flow_for(&summary)
-            .await
-            .map_err(|why| ActError::FlowUnreadable {
-                run,
-                action: "approve",
-                why,
-            })?;
+        };
         let Some(approval) = flow
             .steps
             .iter()
