@@ -159,3 +159,34 @@ async fn a_pause_and_resume_during_a_wait_keeps_its_time() {
     );
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_waiting_run_does_not_blame_the_wait() {
+    let dir = support::tempdir();
+    let config = support::config(dir.path());
+    let flow = support::flow(PAUSED);
+    let host = Host::start(&config).await.unwrap();
+    let run = support::submit(&host, &flow, json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting_until(&host, run).is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.engine
+        .request(
+            run,
+            settle::engine::OperatorCommand {
+                action: settle::model::OperatorAction::Cancel,
+                by: "test".into(),
+                reason: "not needed".into(),
+                step: None,
+            },
+        )
+        .await
+        .unwrap();
+    let done = host.engine.wait(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Cancelled);
+    let phrase = done.phrase(0, false);
+    assert_eq!(phrase, "Cancelled; left in place: first", "{done:#?}");
+    host.shutdown().await.unwrap();
+}

@@ -684,7 +684,10 @@ pub fn cancel(summary: &RunSummary) -> Result<Vec<EventKind>, Refused> {
         && !held
     {
         // Whether an attempt began before the host stopped cannot be told
-        // from the log: "may have" is what is known.
+        // from the log: "may have" is what is known. A step that was
+        // waiting (a `wait`, a signal, an approval) calls nothing: it has
+        // had no effect.
+        let waiting = summary.pausing_until.is_some();
         events.push(EventKind::StepFailed {
             index,
             failure: Failure {
@@ -692,7 +695,7 @@ pub fn cancel(summary: &RunSummary) -> Result<Vec<EventKind>, Refused> {
                 message: "cancelled by an operator".into(),
             },
             retry_at_ms: None,
-            may_have_effect: true,
+            may_have_effect: !waiting,
             duration_ms: None,
         });
     }
