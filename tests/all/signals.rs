@@ -377,3 +377,44 @@ steps:
     let more = server.post(&format!("/v1/runs/{run}/signals/x"), &json!({"payload": 8}));
     assert_eq!(more.status, 409, "{more}");
 }
+
+#[test]
+fn a_signal_finds_its_run_by_the_value_it_correlates_on() {
+    let dir = support::tempdir();
+    let flow = "
+name: orders
+steps:
+  - { name: prepare, plugin: noop }
+  - name: shipped
+    signal: { name: shipped, correlate: \"${{ input.order }}\" }
+";
+    let server = Server::start(dir.path(), &[("orders", flow)], "");
+    let submit = |order: &str| {
+        server
+            .post("/v1/flows/orders/runs", &json!({"order": order}))
+            .json["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (submit("o-1"), submit("o-2"));
+    let send = |value: &str| {
+        server.post(
+            "/v1/flows/orders/signals/shipped",
+            &json!({"correlation": value, "payload": {"carrier": "z"}}),
+        )
+    };
+    let sent = send("o-2");
+    assert_eq!(sent.status, 201, "{sent}");
+    assert_eq!(sent.json["run_id"], b.as_str());
+    let done = server.wait_done(&b, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let other = server.get(&format!("/v1/runs/{a}")).json;
+    assert_ne!(
+        other["state"], "settled",
+        "the other order still waits: {other}"
+    );
+    let unknown = send("o-9");
+    assert_eq!(unknown.status, 404, "{unknown}");
+    assert!(unknown.text.contains("correlating on 'o-9'"), "{unknown}");
+}

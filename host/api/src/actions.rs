@@ -345,6 +345,42 @@ pub async fn signal<S: RunQueries + Clone, X: Executor>(
     }
 }
 
+/// `POST /v1/flows/{flow}/signals/{name}`: a signal addressed by the
+/// value its step correlates on (`{correlation, payload, idempotency_key?}`).
+pub async fn signal_by_correlation<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Extension(caller): Extension<Caller>,
+    Path((flow, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Problem> {
+    let body = body::object_or_empty(&headers, &bytes, settle_engine::MAX_SIGNAL_BYTES + 1024)?;
+    let Some(value) = body::text_field(&body, "correlation", true, 256)? else {
+        return Err(Problem::bad_request(
+            "missing-field",
+            "'correlation' names the run by the value its step correlates on",
+        ));
+    };
+    let run = api
+        .engine
+        .run_by_correlation(&flow, &name, &value)
+        .await
+        .map_err(signal_problem)?;
+    // A submitter finds only its own runs, as by id.
+    let summary = visible_run(&api, &caller, &run.to_string()).await?;
+    let payload = body.get("payload").cloned().unwrap_or(Value::Null);
+    let by = format!("token:{}", caller.name);
+    let key = body::text_field(&body, "idempotency_key", false, 512)?.map(|k| format!("{by}:{k}"));
+    match api
+        .engine
+        .signal(summary.run_id, &name, payload, key, by)
+        .await
+    {
+        Ok(recorded) => Ok(signal_answer(summary.run_id, &name, recorded)),
+        Err(e) => Err(signal_problem(e)),
+    }
+}
+
 /// 201 for a signal recorded, 200 for a repeat that changed nothing.
 pub(crate) fn signal_answer(run: RunId, signal: &str, recorded: bool) -> Response {
     let status = if recorded {
@@ -365,6 +401,7 @@ pub(crate) fn signal_problem(e: settle_engine::SignalError) -> Problem {
     use settle_engine::SignalError as E;
     match e {
         E::NoSuchRun(run) => Problem::not_found(format!("no run {run}")),
+        e @ E::NotCorrelated { .. } => Problem::not_found(e.to_string()),
         e @ (E::Ended { .. } | E::TooMany(_)) => Problem::conflict("signal-refused", e.to_string()),
         e @ E::Unknown { .. } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

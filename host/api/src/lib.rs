@@ -228,6 +228,7 @@ where
         "run_stream" => get(stream::stream::<S, X>),
         "report_run" => post(actions::report::<S, X>),
         "signal_run" => post(actions::signal::<S, X>),
+        "signal_by_correlation" => post(actions::signal_by_correlation::<S, X>),
         "approve_run" => post(actions::approve::<S, X>),
         "webhook" => post(hooks::deliver::<S, X>),
         "rejected_webhooks" => get(|State(api): State<Shared<S, X>>| async move {

@@ -145,6 +145,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/flows/{flow}/signals/{name}",
+        "signal_by_correlation",
+        "Deliver signal `name` to the unfinished run of the flow whose step correlates on `correlation` (`correlate:` in the flow, read from the run's input): `{correlation, payload, idempotency_key?}`. 404 when no run does, 422 when several do.",
+        Need::Report,
+        &[200, 201],
+    ),
+    route(
+        "POST",
         "/v1/runs/{id}/approvals/{step}",
         "approve_run",
         "Decide on approval step `step` as the calling token: `{decision: approve | reject, comment?}`. Only approvers the step names (by token name or role), never the run's submitter; each person decides once (a repeat is answered 200 and changes nothing); one rejection fails the step.",

@@ -157,9 +157,20 @@ pub enum SignalError {
     Invalid { name: String, problem: String },
     #[error("run {0} has received the most signals one run keeps ({max})", max = settle_types::summary::MAX_SIGNALS)]
     TooMany(RunId),
+    #[error(
+        "no unfinished run of flow '{flow}' waits for signal '{name}' correlating on '{value}'"
+    )]
+    NotCorrelated {
+        flow: String,
+        name: String,
+        value: String,
+    },
     #[error(transparent)]
     Act(#[from] ActError),
 }
+
+/// Most runs of a flow looked through for a correlation value.
+pub const MAX_CORRELATED_RUNS: usize = 10_000;
 
 /// Largest signal payload, as JSON text.
 pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
@@ -844,6 +855,80 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             return Err(SignalError::TooMany(run));
         }
         Ok(true)
+    }
+
+    /// The unfinished run of flow `flow_name` whose `signal: name` step
+    /// correlates on `value` (its `correlate:` template, read from the
+    /// run's input). Looks through the flow's unfinished runs (at most
+    /// [`MAX_CORRELATED_RUNS`]): there is no index by correlation value.
+    pub async fn run_by_correlation(
+        &self,
+        flow_name: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<RunId, SignalError> {
+        let filter = settle_types::store::RunFilter {
+            flow: Some(flow_name.to_string()),
+            ..Default::default()
+        };
+        let runs = self
+            .inner
+            .store
+            .list_runs(&filter, MAX_CORRELATED_RUNS)
+            .await
+            .map_err(ActError::from)?;
+        let mut found = Vec::new();
+        for summary in runs
+            .items
+            .iter()
+            .filter(|s| !s.state.is_terminal() || s.state == settle_types::RunState::NeedsAttention)
+        {
+            let Ok(flow) = self.flow_for(summary).await else {
+                continue;
+            };
+            let run_id = summary.run_id.to_string();
+            let scope = settle_flow::template::Scope {
+                input: &summary.input,
+                outputs: &[],
+                run_id: &run_id,
+            };
+            let matches = flow
+                .steps
+                .iter()
+                .filter_map(|s| s.signal.as_ref())
+                .any(|g| {
+                    g.name == name
+                        && g.correlate
+                            .as_ref()
+                            .is_some_and(|t| match t.render(&scope) {
+                                Ok(serde_json::Value::String(v)) => v == value,
+                                Ok(other) => {
+                                    serde_json::from_str::<serde_json::Value>(value).ok()
+                                        == Some(other)
+                                }
+                                Err(_) => false,
+                            })
+                });
+            if matches {
+                found.push(summary.run_id);
+            }
+        }
+        match found.as_slice() {
+            [run] => Ok(*run),
+            [] => Err(SignalError::NotCorrelated {
+                flow: settle_types::bounds::cut(flow_name, 64),
+                name: settle_types::bounds::cut(name, 64),
+                value: settle_types::bounds::cut(value, 128),
+            }),
+            many => Err(SignalError::Invalid {
+                name: name.to_string(),
+                problem: format!(
+                    "{} unfinished runs correlate on '{}': address one by its id",
+                    many.len(),
+                    settle_types::bounds::cut(value, 128)
+                ),
+            }),
+        }
     }
 
     /// The run a signal (or an approval decision) goes to, with its flow;

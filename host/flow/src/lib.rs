@@ -166,6 +166,9 @@ pub struct Signal {
     /// Who alone may send it: `webhook:SOURCE` or `token:NAME` (anyone
     /// who may act on the run, when not given).
     pub from: Option<String>,
+    /// `correlate: "${{ input.order_id }}"`: a value from the run's input
+    /// that a sender may address the run by instead of its id.
+    pub correlate: Option<Template>,
 }
 
 impl Signal {

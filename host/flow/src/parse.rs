@@ -479,6 +479,7 @@ impl Cx<'_> {
                 on_timeout: crate::OnTimeout::Fail,
                 schema: None,
                 from: None,
+                correlate: None,
             });
         }
         let Some(map) = node.as_mapping() else {
@@ -490,9 +491,32 @@ impl Cx<'_> {
         };
         self.known_keys(
             map,
-            &["name", "timeout", "on_timeout", "schema", "from"],
+            &[
+                "name",
+                "timeout",
+                "on_timeout",
+                "schema",
+                "from",
+                "correlate",
+            ],
             "signal",
         );
+        let correlate = map.get_node("correlate").and_then(|node| {
+            match Template::parse(&to_json(node), &|_| None) {
+                Ok(t) if t.depends_only_on_input() => Some(t),
+                Ok(_) => {
+                    self.error(
+                        node.span(),
+                        "`correlate` may read only the run's input (like ${{ input.order_id }})",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(node.span(), format!("`correlate`: {e}"));
+                    None
+                }
+            }
+        });
         let from = self.optional_scalar(map, "from").and_then(|v| {
             let text = v.as_str();
             let ok = text.split_once(':').is_some_and(|(kind, who)| {
@@ -557,6 +581,7 @@ impl Cx<'_> {
             on_timeout,
             schema,
             from,
+            correlate,
         })
     }
 
