@@ -18,6 +18,25 @@ steps:
   - { name: last, plugin: noop }
 ";
 
+/// An operator's command, from the tests.
+fn command(action: settle::model::OperatorAction) -> settle::engine::OperatorCommand {
+    settle::engine::OperatorCommand {
+        action,
+        by: "test".into(),
+        reason: "from the test".into(),
+        step: None,
+    }
+}
+
+/// Waits (at most 5 s) until the run's pause has begun.
+async fn until_waiting(host: &Host, run: settle::model::RunId) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting_until(host, run).is_empty() {
+        assert!(Instant::now() < deadline, "the run never began to wait");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn waiting_until(host: &Host, run: settle::model::RunId) -> Vec<u64> {
     support::events(host, run)
         .iter()
@@ -115,17 +134,7 @@ async fn a_pause_and_resume_during_a_wait_keeps_its_time() {
     );
     let host = Host::start(&config).await.unwrap();
     let run = support::submit(&host, &flow, json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while waiting_until(&host, run).is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let command = |action| settle::engine::OperatorCommand {
-        action,
-        by: "test".into(),
-        reason: "a look".into(),
-        step: None,
-    };
+    until_waiting(&host, run).await;
     host.engine
         .request(run, command(settle::model::OperatorAction::Pause))
         .await
@@ -167,21 +176,9 @@ async fn cancelling_a_waiting_run_does_not_blame_the_wait() {
     let flow = support::flow(PAUSED);
     let host = Host::start(&config).await.unwrap();
     let run = support::submit(&host, &flow, json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while waiting_until(&host, run).is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_waiting(&host, run).await;
     host.engine
-        .request(
-            run,
-            settle::engine::OperatorCommand {
-                action: settle::model::OperatorAction::Cancel,
-                by: "test".into(),
-                reason: "not needed".into(),
-                step: None,
-            },
-        )
+        .request(run, command(settle::model::OperatorAction::Cancel))
         .await
         .unwrap();
     let done = host.engine.wait(run).await.unwrap().unwrap();
