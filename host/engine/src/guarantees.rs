@@ -47,7 +47,13 @@ pub fn explain(
         .iter()
         .map(|s| {
             let tries = s.retry.max_attempts;
-            let retries = if let Some(signal) = &s.signal {
+            let retries = if let Some(approval) = &s.approval {
+                format!(
+                    "a wait for {} approval(s) by people, for at most {}; one rejection stops it",
+                    approval.required,
+                    human(u64::try_from(approval.timeout.as_millis()).unwrap_or(u64::MAX))
+                )
+            } else if let Some(signal) = &s.signal {
                 format!(
                     "a wait for '{}' from outside, for at most {}",
                     signal.name,
