@@ -1496,9 +1496,9 @@ fn the_openapi_document_lists_exactly_the_routes_and_each_answers() {
             assert_eq!(reply.status, 401, "{reply}");
             continue;
         }
-        // No run correlates on the table's value: the handler's own 404.
+        // The table's flow correlates on nothing: the handler's own 404.
         if route.operation == "signal_by_correlation" {
-            assert!(reply.text.contains("no unfinished run"), "{reply}");
+            assert!(reply.text.contains("with `correlate:`"), "{reply}");
             continue;
         }
         assert!(

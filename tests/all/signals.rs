@@ -282,9 +282,8 @@ fn an_approval_needs_n_of_m_named_people_never_the_submitter_and_one_no_fails_it
             &json!({"decision": decision, "comment": "looked at it"}),
         )
     };
-    // `ann` submits, so `ann` cannot approve her own request.
-    as_token(&mut server, 0);
-    server.set_token(Some(secrets[2].as_str()));
+    // cy submits, so cy cannot approve this request.
+    as_token(&mut server, 2);
     let run = server.post("/v1/flows/spend/runs", &json!({})).json["run_id"]
         .as_str()
         .unwrap()
@@ -417,4 +416,42 @@ steps:
     let unknown = send("o-9");
     assert_eq!(unknown.status, 404, "{unknown}");
     assert!(unknown.text.contains("correlating on 'o-9'"), "{unknown}");
+}
+
+#[test]
+fn without_tokens_an_approval_works_and_a_decision_waits_for_its_step() {
+    let dir = support::tempdir();
+    let flow = "
+name: later
+steps:
+  - { name: first, wait: 600ms }
+  - name: ok
+    approval: { roles: [operator], timeout: 1h }
+";
+    let server = Server::start(dir.path(), &[("later", flow)], "");
+    let run = server.post("/v1/flows/later/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decide = || {
+        server.post(
+            &format!("/v1/runs/{run}/approvals/ok"),
+            &json!({"decision": "approve"}),
+        )
+    };
+    // Still in the wait: no one has been asked yet.
+    let early = decide();
+    assert_eq!(early.status, 409, "{early}");
+    assert!(
+        early.text.contains("not waiting for approval at step 'ok'"),
+        "{early}"
+    );
+    server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["message"]["id"] == "run.awaiting-approval"
+    });
+    // Without tokens everyone is `local`, who also submitted: allowed.
+    let given = decide();
+    assert_eq!(given.status, 201, "{given}");
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
 }

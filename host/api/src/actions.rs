@@ -361,9 +361,26 @@ pub async fn signal_by_correlation<S: RunQueries + Clone, X: Executor>(
             "'correlation' names the run by the value its step correlates on",
         ));
     };
+    // Only a flow that correlates on this signal is looked through.
+    let correlates = api.catalog.versions(&flow).iter().any(|v| {
+        v.flow
+            .steps
+            .iter()
+            .filter_map(|s| s.signal.as_ref())
+            .any(|g| g.name == name && g.correlate.is_some())
+    });
+    if !correlates {
+        return Err(Problem::not_found(format!(
+            "flow '{}' has no signal '{}' with `correlate:`",
+            bounds::cut(&flow, 64),
+            bounds::cut(&name, 64)
+        )));
+    }
     let run = api
         .engine
-        .run_by_correlation(&flow, &name, &value)
+        .run_by_correlation(&flow, &name, &value, |s| {
+            crate::runs::visible(&caller, s.submitted_by.as_deref())
+        })
         .await
         .map_err(signal_problem)?;
     // A submitter finds only its own runs, as by id.
@@ -402,6 +419,12 @@ pub(crate) fn signal_problem(e: settle_engine::SignalError) -> Problem {
     match e {
         E::NoSuchRun(run) => Problem::not_found(format!("no run {run}")),
         e @ E::NotCorrelated { .. } => Problem::not_found(e.to_string()),
+        e @ E::Ambiguous { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ambiguous-correlation",
+            e.to_string(),
+        )
+        .at("/correlation", "several runs"),
         e @ (E::Ended { .. } | E::TooMany(_)) => Problem::conflict("signal-refused", e.to_string()),
         e @ E::Unknown { .. } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -447,7 +470,11 @@ pub async fn approve<S: RunQueries + Clone, X: Executor>(
         .decide_approval(
             run,
             &step,
-            (&caller.name, caller.role.as_str()),
+            settle_engine::Approver {
+                name: &caller.name,
+                role: caller.role.as_str(),
+                identified: api.auth.enabled(),
+            },
             approve,
             comment,
         )

@@ -133,6 +133,15 @@ impl Auth {
                         t.name
                     )
                 })?;
+            if parsed
+                .iter()
+                .any(|(p, _): &(TokenConfig, [u8; 32])| p.name == t.name)
+            {
+                return Err(format!(
+                    "two tokens are named '{}': a token's name says who did what (and who may approve), so each needs its own",
+                    t.name
+                ));
+            }
             parsed.push((t.clone(), bytes));
         }
         Ok(Auth {

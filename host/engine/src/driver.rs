@@ -1154,15 +1154,22 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .filter(|(_, s)| s.name == name && s.taken_by.is_none())
             .collect();
         let by = |s: &settle_types::summary::ReceivedSignal| s.key.clone().unwrap_or_default();
-        let approved: Vec<String> = decisions
-            .iter()
-            .filter(|(_, s)| s.payload["decision"] == "approve")
-            .map(|(_, s)| by(s))
-            .collect();
-        let rejected = decisions
-            .iter()
-            .find(|(_, s)| s.payload["decision"] == "reject")
-            .map(|(_, s)| *s);
+        // In the order given: whichever comes first, enough approvals or a
+        // rejection, decides.
+        let mut approved: Vec<String> = Vec::new();
+        let mut rejected = None;
+        for (_, d) in &decisions {
+            if approved.len() >= approval.required as usize {
+                break;
+            }
+            if d.payload["decision"] == "reject" {
+                rejected = Some(*d);
+                break;
+            }
+            if d.payload["decision"] == "approve" {
+                approved.push(by(d));
+            }
+        }
         let taken: Vec<EventKind> = decisions
             .iter()
             .map(|(p, _)| EventKind::SignalTaken {
@@ -1206,15 +1213,21 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     *deferred = Some(until);
                     return Ok(());
                 }
-                Some(_) => match approval.on_timeout {
-                    settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
-                    settle_flow::OnTimeout::Fail => fail(format!(
-                        "{} of {} approvals came within {}",
-                        approved.len(),
-                        approval.required,
-                        humantime::format_duration(approval.timeout)
-                    )),
-                },
+                // The decisions so far are spent either way: a run of the
+                // step again asks anew.
+                Some(_) => {
+                    let mut events = taken;
+                    events.extend(match approval.on_timeout {
+                        settle_flow::OnTimeout::Continue => complete(serde_json::Value::Null),
+                        settle_flow::OnTimeout::Fail => fail(format!(
+                            "{} of {} approvals came within {}",
+                            approved.len(),
+                            approval.required,
+                            humantime::format_duration(approval.timeout)
+                        )),
+                    });
+                    events
+                }
             }
         };
         self.record_builtin(summary, index, events, now, deferred)

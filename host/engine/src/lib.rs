@@ -140,6 +140,15 @@ pub enum ActError {
     Store(#[from] StoreError),
 }
 
+/// Who decides on an approval: the token's name and role, and whether
+/// tokens tell people apart at all (without them everyone is `local`).
+#[derive(Clone, Copy, Debug)]
+pub struct Approver<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    pub identified: bool,
+}
+
 /// Why a signal was not taken. Nothing was recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -165,6 +174,8 @@ pub enum SignalError {
         name: String,
         value: String,
     },
+    #[error("{runs} unfinished runs correlate on '{value}': address one by its id")]
+    Ambiguous { runs: usize, value: String },
     #[error(transparent)]
     Act(#[from] ActError),
 }
@@ -866,9 +877,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow_name: &str,
         name: &str,
         value: &str,
+        visible: impl Fn(&RunSummary) -> bool,
     ) -> Result<RunId, SignalError> {
+        use settle_types::RunState as S;
         let filter = settle_types::store::RunFilter {
             flow: Some(flow_name.to_string()),
+            // Only runs that may still wait count against the limit.
+            states: vec![S::Accepted, S::Processing, S::Retrying, S::NeedsAttention],
             ..Default::default()
         };
         let runs = self
@@ -878,11 +893,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .await
             .map_err(ActError::from)?;
         let mut found = Vec::new();
-        for summary in runs
-            .items
-            .iter()
-            .filter(|s| !s.state.is_terminal() || s.state == settle_types::RunState::NeedsAttention)
-        {
+        // Runs the caller may not see are not there for it: they neither
+        // match nor make a value ambiguous.
+        for summary in runs.items.iter().filter(|s| visible(s)) {
             let Ok(flow) = self.flow_for(summary).await else {
                 continue;
             };
@@ -892,23 +905,24 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 outputs: &[],
                 run_id: &run_id,
             };
-            let matches = flow
-                .steps
-                .iter()
-                .filter_map(|s| s.signal.as_ref())
-                .any(|g| {
-                    g.name == name
-                        && g.correlate
-                            .as_ref()
-                            .is_some_and(|t| match t.render(&scope) {
-                                Ok(serde_json::Value::String(v)) => v == value,
-                                Ok(other) => {
-                                    serde_json::from_str::<serde_json::Value>(value).ok()
-                                        == Some(other)
-                                }
-                                Err(_) => false,
-                            })
-                });
+            // A step still to be done (no output recorded) whose value is
+            // the one asked for: a string as it is, a whole number as its
+            // digits.
+            let matches = flow.steps.iter().enumerate().any(|(i, s)| {
+                summary.outputs.get(i).is_some_and(Option::is_none)
+                    && s.signal.as_ref().is_some_and(|g| {
+                        g.name == name
+                            && g.correlate
+                                .as_ref()
+                                .is_some_and(|t| match t.render(&scope) {
+                                    Ok(serde_json::Value::String(v)) => v == value,
+                                    Ok(serde_json::Value::Number(n)) => {
+                                        (n.is_i64() || n.is_u64()) && n.to_string() == value
+                                    }
+                                    _ => false,
+                                })
+                    })
+            });
             if matches {
                 found.push(summary.run_id);
             }
@@ -920,13 +934,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 name: settle_types::bounds::cut(name, 64),
                 value: settle_types::bounds::cut(value, 128),
             }),
-            many => Err(SignalError::Invalid {
-                name: name.to_string(),
-                problem: format!(
-                    "{} unfinished runs correlate on '{}': address one by its id",
-                    many.len(),
-                    settle_types::bounds::cut(value, 128)
-                ),
+            many => Err(SignalError::Ambiguous {
+                runs: many.len(),
+                value: settle_types::bounds::cut(value, 128),
             }),
         }
     }
@@ -973,11 +983,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         &self,
         run: RunId,
         step: &str,
-        who: (&str, &str),
+        who: Approver<'_>,
         approve: bool,
         comment: Option<String>,
     ) -> Result<bool, SignalError> {
-        let (name, role) = who;
+        let Approver {
+            name,
+            role,
+            identified,
+        } = who;
         let signal = settle_flow::Approval::signal_name(step);
         let Some((summary, flow)) = self
             .run_for_signal(run, "approve", |s| s.is_repeat(&signal, Some(name)))
@@ -1007,8 +1021,25 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             name: signal.clone(),
             problem: problem.to_string(),
         };
-        if summary.submitted_by.as_deref() == Some(name) {
+        // Without tokens everyone is the same `local`: there is no one to
+        // tell apart, and no self-approval to refuse.
+        if identified && summary.submitted_by.as_deref() == Some(name) {
             return Err(refuse("whoever submitted a run cannot approve it"));
+        }
+        // Only a run waiting at this step takes decisions: one made before
+        // (or after) would count for a pass no one was asked about.
+        let index = flow.steps.iter().position(|s| s.name == step);
+        let waiting_here = summary.awaiting_signal.as_deref() == Some(signal.as_str())
+            && index.is_some_and(|i| summary.outputs.get(i).is_some_and(Option::is_none));
+        if !waiting_here {
+            return Err(SignalError::Ended {
+                run,
+                state: format!(
+                    "{}, and not waiting for approval at step '{}'",
+                    summary.state.as_str(),
+                    settle_types::bounds::cut(step, 64)
+                ),
+            });
         }
         if !approval.allows(name, role) {
             return Err(refuse(&format!(
@@ -1033,14 +1064,24 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             "decision": if approve { "approve" } else { "reject" },
             "comment": comment.map(|c| settle_types::bounds::cut(&c, 1024)),
         });
+        let before = summary.signals.len();
         let kind = EventKind::SignalReceived {
-            name: signal,
+            name: signal.clone(),
             payload,
             key: Some(name.to_string()),
             by: format!("token:{name}"),
         };
         self.annotate(run, kind).await?;
-        Ok(true)
+        // Said from what the log kept: a racing decision by the same person
+        // is not "recorded" twice.
+        let after = self
+            .inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))?;
+        Ok(after.signals.len() > before)
     }
 
     /// Records an event that changes nothing in the run (a user's report);

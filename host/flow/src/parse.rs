@@ -626,6 +626,20 @@ impl Cx<'_> {
         };
         let approvers = names("approvers");
         let roles = names("roles");
+        // Tokens are submitters, viewers or operators; a submitter's token
+        // may not decide (it reaches only its own runs).
+        if let Some(other) = roles
+            .iter()
+            .find(|r| !matches!(r.as_str(), "viewer" | "operator"))
+        {
+            self.error(
+                map.get_node("roles").map_or(map.span(), Node::span),
+                format!(
+                    "`roles`: '{}' is no role that may approve (viewer or operator)",
+                    shown(other, 40)
+                ),
+            );
+        }
         if approvers.is_empty() && roles.is_empty() {
             self.error(
                 map.span(),
