@@ -330,6 +330,10 @@ fn an_approval_needs_n_of_m_named_people_never_the_submitter_and_one_no_fails_it
         .as_str()
         .unwrap()
         .to_string();
+    // Decisions are taken once the run waits at the step.
+    server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["message"]["id"] == "run.awaiting-approval"
+    });
     as_token(&mut server, 1);
     assert_eq!(decide(&server, &run, "reject").status, 201);
     let done = server.wait_done(&run, Duration::from_secs(10));

@@ -851,13 +851,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         self.annotate(run, kind).await?;
         // Said from what the log kept: a delivery racing this one under the
         // same key, or the last room taken meanwhile, is not "recorded".
-        let after = self
-            .inner
-            .store
-            .summary(run)
-            .await
-            .map_err(ActError::from)?
-            .ok_or(SignalError::NoSuchRun(run))?;
+        let after = self.summary_for_signal(run).await?;
         let kept = after.signals.len() > before;
         if !kept && after.is_repeat(name, key.as_deref()) {
             return Ok(false);
@@ -941,6 +935,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
     }
 
+    /// The run's summary as the store has it, for a signal.
+    async fn summary_for_signal(&self, run: RunId) -> Result<RunSummary, SignalError> {
+        self.inner
+            .store
+            .summary(run)
+            .await
+            .map_err(ActError::from)?
+            .ok_or(SignalError::NoSuchRun(run))
+    }
+
     /// The run a signal (or an approval decision) goes to, with its flow;
     /// `None` when `is_repeat` says it came already: answered as such
     /// whatever became of the run since. An ended run takes none.
@@ -950,13 +954,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         action: &'static str,
         is_repeat: impl Fn(&RunSummary) -> bool,
     ) -> Result<Option<(RunSummary, Arc<Flow>)>, SignalError> {
-        let summary = self
-            .inner
-            .store
-            .summary(run)
-            .await
-            .map_err(ActError::from)?
-            .ok_or(SignalError::NoSuchRun(run))?;
+        let summary = self.summary_for_signal(run).await?;
         if is_repeat(&summary) {
             return Ok(None);
         }
@@ -1074,13 +1072,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         self.annotate(run, kind).await?;
         // Said from what the log kept: a racing decision by the same person
         // is not "recorded" twice.
-        let after = self
-            .inner
-            .store
-            .summary(run)
-            .await
-            .map_err(ActError::from)?
-            .ok_or(SignalError::NoSuchRun(run))?;
+        let after = self.summary_for_signal(run).await?;
         Ok(after.signals.len() > before)
     }
 
