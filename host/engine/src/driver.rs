@@ -1062,9 +1062,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     /// A `signal:` step: takes the first signal of its name no step has
-    /// taken, if the run has one; else, the first time, records until when it waits; when that time
-    /// passes without it, fails for good or goes on without it, as the
-    /// flow says.
+    /// taken, if the run has one; else, the first time, records until when
+    /// it waits; when that time passes without it, fails for good or goes
+    /// on without it, as the flow says.
     async fn signal_step(
         &self,
         summary: &mut RunSummary,

@@ -86,6 +86,9 @@ const OBJECTIVE_TIME: Bound = Bound {
     text: "365 days",
     nonzero: true,
 };
+/// How long a `signal:` or `approval:` step waits when its flow does not say.
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 const SIGNAL_TIMEOUT: Bound = Bound {
     max: limits::MAX_WAIT,
     text: "365 days",
@@ -458,9 +461,35 @@ impl Cx<'_> {
         }
     }
 
+    /// How long a `signal:` or `approval:` step waits (`timeout`, 30 days
+    /// unless given) and what it does then (`on_timeout`, `fail` unless
+    /// given).
+    fn wait_limit(&mut self, map: &MarkedMappingNode) -> (Duration, crate::OnTimeout) {
+        let timeout = self
+            .duration(map, "timeout", &SIGNAL_TIMEOUT)
+            .unwrap_or(DEFAULT_WAIT_TIMEOUT);
+        let on_timeout = match self.optional_scalar(map, "on_timeout") {
+            None => crate::OnTimeout::Fail,
+            Some(v) => match v.as_str() {
+                "fail" => crate::OnTimeout::Fail,
+                "continue" => crate::OnTimeout::Continue,
+                other => {
+                    self.error(
+                        v.span(),
+                        format!(
+                            "`on_timeout` must be `fail` or `continue`, not '{}'",
+                            shown(other, 40)
+                        ),
+                    );
+                    crate::OnTimeout::Fail
+                }
+            },
+        };
+        (timeout, on_timeout)
+    }
+
     /// `signal: NAME` or `signal: { name, timeout, on_timeout, schema }`.
     fn signal(&mut self, node: &Node) -> Option<crate::Signal> {
-        const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
         if let Some(text) = node.as_scalar() {
             let name = text.as_str();
             if !is_identifier(name) {
@@ -475,7 +504,7 @@ impl Cx<'_> {
             }
             return Some(crate::Signal {
                 name: name.to_string(),
-                timeout: DEFAULT_TIMEOUT,
+                timeout: DEFAULT_WAIT_TIMEOUT,
                 on_timeout: crate::OnTimeout::Fail,
                 schema: None,
                 from: None,
@@ -536,26 +565,7 @@ impl Cx<'_> {
             }
         });
         let name = self.identifier(map, "name", "signal name");
-        let timeout = self
-            .duration(map, "timeout", &SIGNAL_TIMEOUT)
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let on_timeout = match self.optional_scalar(map, "on_timeout") {
-            None => crate::OnTimeout::Fail,
-            Some(v) => match v.as_str() {
-                "fail" => crate::OnTimeout::Fail,
-                "continue" => crate::OnTimeout::Continue,
-                other => {
-                    self.error(
-                        v.span(),
-                        format!(
-                            "`on_timeout` must be `fail` or `continue`, not '{}'",
-                            shown(other, 40)
-                        ),
-                    );
-                    crate::OnTimeout::Fail
-                }
-            },
-        };
+        let (timeout, on_timeout) = self.wait_limit(map);
         let schema = match map.get_node("schema") {
             None => None,
             Some(node) => {
@@ -660,27 +670,7 @@ impl Cx<'_> {
                 ),
             );
         }
-        let timeout = self
-            .duration(map, "timeout", &SIGNAL_TIMEOUT)
-            .unwrap_or(Duration::from_secs(30 * 24 * 3600));
-        let on_timeout = match self
-            .optional_scalar(map, "on_timeout")
-            .map(|v| (v.as_str().to_string(), *v.span()))
-        {
-            None => crate::OnTimeout::Fail,
-            Some((v, _)) if v == "fail" => crate::OnTimeout::Fail,
-            Some((v, _)) if v == "continue" => crate::OnTimeout::Continue,
-            Some((v, span)) => {
-                self.error(
-                    &span,
-                    format!(
-                        "`on_timeout` must be `fail` or `continue`, not '{}'",
-                        shown(&v, 40)
-                    ),
-                );
-                crate::OnTimeout::Fail
-            }
-        };
+        let (timeout, on_timeout) = self.wait_limit(map);
         Some(crate::Approval {
             approvers,
             roles,
