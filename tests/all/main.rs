@@ -15,6 +15,7 @@ mod domains;
 mod drift;
 mod drill;
 mod expectations;
+mod expressions;
 mod flow_cli;
 mod flow_limits;
 mod fuzz;

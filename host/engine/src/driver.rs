@@ -12,7 +12,7 @@ use crate::transitions;
 use crate::{Engine, Live};
 use serde_json::Value;
 use settle_flow::Flow;
-use settle_flow::template::Scope;
+use settle_flow::template::{Evaluated, Scope};
 use settle_types::executor::{CallContext, CallFailure};
 use settle_types::executor::{
     CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink,
@@ -264,45 +264,38 @@ fn builtin_failed(
 }
 
 /// Until when a `wait:` step waits, started now: `for` from now, or the
-/// time `until` renders to (RFC 3339, or Unix milliseconds), at most a
-/// year ahead.
-fn wait_until(wait: &settle_flow::Wait, summary: &RunSummary, now: u64) -> Result<u64, String> {
+/// time `until` rendered to (`until`: RFC 3339, or Unix milliseconds), at
+/// most a year ahead.
+fn wait_until(wait: &settle_flow::Wait, until: Option<Value>, now: u64) -> Result<u64, String> {
     let latest = now.saturating_add(
         u64::try_from(settle_flow::limits::MAX_WAIT.as_millis()).unwrap_or(u64::MAX),
     );
-    let until = match wait {
-        settle_flow::Wait::For(d) => {
+    let until = match (wait, until) {
+        (settle_flow::Wait::For(d), _) => {
             now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         }
-        settle_flow::Wait::Until(template) => {
-            let run_id = summary.run_id.to_string();
-            let scope = settle_flow::template::Scope {
-                input: &summary.input,
-                outputs: &summary.outputs,
-                run_id: &run_id,
-            };
-            match template.render(&scope)? {
-                // Unix milliseconds; a number that small is seconds, or a
-                // mistake: refused rather than taken as 1970.
-                serde_json::Value::Number(n) => n
-                    .as_u64()
-                    .filter(|ms| *ms >= 100_000_000_000)
-                    .ok_or_else(|| {
-                        format!("`wait: until` is {n}, not a time in Unix milliseconds")
-                    })?,
-                serde_json::Value::String(text) => humantime::parse_rfc3339(&text)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .and_then(|d| u64::try_from(d.as_millis()).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "`wait: until` is '{}', not an RFC 3339 time in UTC like 2026-12-05T14:05:00Z",
-                            bounds::cut(&text, 64)
-                        )
-                    })?,
-                other => return Err(format!("`wait: until` is {other}, not a time")),
-            }
+        (settle_flow::Wait::Until(_), None) => {
+            return Err("`wait: until` has no value".into());
         }
+        (settle_flow::Wait::Until(_), Some(value)) => match value {
+            // Unix milliseconds; a number that small is seconds, or a
+            // mistake: refused rather than taken as 1970.
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .filter(|ms| *ms >= 100_000_000_000)
+                .ok_or_else(|| format!("`wait: until` is {n}, not a time in Unix milliseconds"))?,
+            serde_json::Value::String(text) => humantime::parse_rfc3339(&text)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_millis()).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "`wait: until` is '{}', not an RFC 3339 time in UTC like 2026-12-05T14:05:00Z",
+                        bounds::cut(&text, 64)
+                    )
+                })?,
+            other => return Err(format!("`wait: until` is {other}, not a time")),
+        },
     };
     if until > latest {
         return Err("`wait: until` is more than a year ahead".into());
@@ -504,7 +497,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // Boxed: the call's state (a few KiB, wasmtime's included) lives
             // on the heap only while it runs, so the many runs that wait for
             // a timer or a worker stay small.
+            let skipped = self.unless_condition(&summary, &flow).await;
             let result = match summary.next.clone() {
+                // Its `if:` was false (or could not be evaluated): passed
+                // over (or failed) without calling anything.
+                Next::Step { index, .. } if skipped.is_some() => {
+                    maybe_interrupted = false;
+                    let events = skipped.unwrap_or_default();
+                    let now = self.now();
+                    self.record_builtin(&mut summary, index, events, now, &mut deferred_until)
+                        .await
+                }
                 Next::Step { index, .. }
                     if flow.steps.get(index as usize).is_some_and(|s| s.is_wait()) =>
                 {
@@ -755,23 +758,123 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
     }
 
-    /// Renders the step's input and checks it against the plugin's schema.
-    fn step_input(
+    /// Renders a template of step `index` (its input, its wait): plain
+    /// references here, jq programs in the sandbox, over the outputs of the
+    /// steps before it.
+    pub(crate) async fn render(
         &self,
         summary: &RunSummary,
         flow: &Flow,
         index: u32,
+        template: &settle_flow::Template,
     ) -> Result<Value, CallFailure> {
-        let step = &flow.steps[index as usize];
         let run_id = summary.run_id.to_string();
         let scope = Scope {
             input: &summary.input,
             outputs: &summary.outputs,
             run_id: &run_id,
         };
-        let input = step.input.render(&scope).map_err(|e| {
-            CallFailure::new(FailureClass::InvalidInput, format!("step input: {e}"))
-        })?;
+        let programs = template.programs();
+        let evaluated = if programs.is_empty() {
+            Evaluated::default()
+        } else {
+            let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+            let context = scope.context(&names, index as usize);
+            let answers = self
+                .inner
+                .executor
+                .evaluate(programs.clone(), context)
+                .await
+                .map_err(|e| {
+                    // No room to run them is the host's own capacity.
+                    let class = if e.starts_with("no free instance slot") {
+                        FailureClass::HostSetup
+                    } else {
+                        FailureClass::InvalidInput
+                    };
+                    CallFailure::new(class, e)
+                })?;
+            Evaluated::new(programs, answers)
+        };
+        template
+            .render_with(&scope, &evaluated)
+            .map_err(|e| CallFailure::new(FailureClass::InvalidInput, e))
+    }
+
+    /// A step with an `if:` about to begin: when its condition is false,
+    /// the events that pass it over; when the condition cannot be
+    /// evaluated, those that fail the step. `None`: the step goes ahead (no
+    /// condition, already begun, or true). Evaluated again if the run stops
+    /// before the answer is recorded: the same context gives the same answer.
+    async fn unless_condition(&self, summary: &RunSummary, flow: &Flow) -> Option<Vec<EventKind>> {
+        let Next::Step {
+            index, attempt: 1, ..
+        } = summary.next
+        else {
+            return None;
+        };
+        if summary.pausing_until.is_some() {
+            return None;
+        }
+        let condition = flow.steps.get(index as usize)?.condition.as_ref()?;
+        let value = self.render(summary, flow, index, &condition.template).await;
+        let now = self.now();
+        match value {
+            Ok(v) if settle_flow::Condition::holds(&v) => None,
+            Ok(_) => Some(vec![
+                EventKind::StepSkipped {
+                    index,
+                    condition: condition.text.clone(),
+                },
+                transitions::after_step_completed(flow, index, now, &|plugin| {
+                    self.reconciles(plugin)
+                }),
+            ]),
+            Err(f) => Some(builtin_failed(
+                flow,
+                summary,
+                index,
+                f.class,
+                &format!("`if`: {}", f.message),
+                now,
+            )),
+        }
+    }
+
+    /// Until when a `wait:` step started now waits.
+    async fn wait_target(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        wait: &settle_flow::Wait,
+    ) -> Result<u64, String> {
+        let until = match wait {
+            settle_flow::Wait::For(_) => None,
+            settle_flow::Wait::Until(template) => Some(
+                self.render(summary, flow, index, template)
+                    .await
+                    .map_err(|f| f.message)?,
+            ),
+        };
+        wait_until(wait, until, self.now())
+    }
+
+    /// Renders the step's input and checks it against the plugin's schema.
+    async fn step_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<Value, CallFailure> {
+        let step = &flow.steps[index as usize];
+        let input = self
+            .render(summary, flow, index, &step.input)
+            .await
+            .map_err(|f| CallFailure {
+                message: format!("step input: {}", f.message),
+                ..f
+            })?;
         if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
             plugin.check_input(&input).map_err(|problems| {
                 CallFailure::new(
@@ -841,7 +944,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         kind: CallKind,
     ) -> (CallReport, Vec<(EventKind, Option<u32>, Source)>) {
         let step = &flow.steps[index as usize];
-        let report = match self.step_input(summary, flow, index) {
+        let report = match self.step_input(summary, flow, index).await {
             Err(failure) => CallReport {
                 source: "host".into(),
                 result: Err(failure),
@@ -1040,7 +1143,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 *deferred = Some(until);
                 return Ok(());
             }
-            None => match wait_until(wait, summary, now) {
+            None => match self.wait_target(summary, flow, index, wait).await {
                 Ok(until_ms) => vec![EventKind::StepWaiting {
                     index,
                     until_ms,

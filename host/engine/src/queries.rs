@@ -324,6 +324,7 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
         let (index, at) = match &e.kind {
             K::StepScheduled { index, .. }
             | K::StepCompleted { index, .. }
+            | K::StepSkipped { index, .. }
             | K::StepFailed { index, .. }
             | K::CompensationScheduled { index, .. }
             | K::CompensationCompleted { index, .. }
@@ -365,6 +366,10 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
                 view.attempts = view.attempts.saturating_add(1);
                 view.output = Some(output.clone());
                 finish(view, due[index].take(), *duration_ms);
+            }
+            K::StepSkipped { .. } => {
+                view.state = "skipped";
+                due[index] = None;
             }
             K::StepFailed {
                 failure,

@@ -35,6 +35,9 @@ pub struct RunStatus {
     pub step: Option<StepPosition>,
     /// Steps completed so far.
     pub completed_steps: usize,
+    /// Steps passed over because their `if:` was false.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: usize,
     pub step_count: usize,
     /// Attempts made so far, steps and compensations together.
     pub attempts_total: u32,
@@ -167,6 +170,7 @@ impl RunStatus {
             language: Lang::En,
             step,
             completed_steps: summary.completed_steps(),
+            skipped_steps: summary.skipped.iter().filter(|s| **s).count(),
             step_count: summary.steps.len(),
             attempts_total: summary.attempts_total,
             next_attempt_at_ms: summary.next.due_ms().filter(|&d| d > now),
@@ -221,6 +225,10 @@ impl RunStatus {
         self.language = lang;
         self
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -126,6 +126,27 @@ pub struct StepDef {
     pub signal: Option<Signal>,
     /// `approval:`: waits for people to approve (`plugin` is empty).
     pub approval: Option<Approval>,
+    /// `if:`: the step runs only when this is true (jq's truth: anything
+    /// but `false` and `null`); otherwise it is skipped.
+    pub condition: Option<Condition>,
+}
+
+/// A step's `if:`, as written and parsed.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub template: Template,
+    /// The expression as written, for the log and people.
+    pub text: String,
+}
+
+impl Condition {
+    /// jq's truth: every value but `false` and `null` is true.
+    pub fn holds(value: &serde_json::Value) -> bool {
+        !matches!(
+            value,
+            serde_json::Value::Null | serde_json::Value::Bool(false)
+        )
+    }
 }
 
 /// What an `approval:` step waits for: `required` approvals from people

@@ -188,6 +188,8 @@ enum Given {
     Text,
     /// A mapping or list with expressions inside: its own shape.
     Composite(&'static str),
+    /// A jq program's value.
+    Computed,
 }
 
 impl Given {
@@ -196,6 +198,8 @@ impl Given {
             Template::Literal(v) => Given::Literal(v.clone()),
             Template::Ref(r) => Given::Ref(r.clone()),
             Template::Interpolated(_) => Given::Text,
+            // Its type is known only when it runs.
+            Template::Program(_) => Given::Computed,
             Template::Object(_) => Given::Composite("object"),
             Template::Array(_) => Given::Composite("array"),
         }
@@ -215,7 +219,7 @@ fn mismatch(
     let what = format!("field '{key}' of step '{}'", step.name);
     match given {
         // Checked against the whole schema, before.
-        Given::Literal(_) => None,
+        Given::Literal(_) | Given::Computed => None,
         Given::Text => (!fits(&wants, "string")).then(|| {
             format!(
                 "{what} is text with expressions in it, a string, but plugin '{}' wants {}",

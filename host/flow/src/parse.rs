@@ -34,6 +34,7 @@ const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
     "name",
+    "if",
     "plugin",
     "wait",
     "signal",
@@ -1048,20 +1049,25 @@ impl Cx<'_> {
         let input_at = map.get_node("input").map(|n| location(n.span()));
         let input = match map.get_node("input") {
             None => Template::Literal(Value::Object(Default::default())),
-            Some(node) => match Template::parse(&to_json(node), &step_index) {
+            Some(node) => match Template::parse_all(&to_json(node), &step_index) {
                 Ok(t) => t,
-                Err(e) => {
-                    let hint = crate::template::unknown_step_in(&e)
-                        .and_then(|name| {
-                            crate::closest(name, earlier.iter().map(|s| s.name.as_str()))
-                        })
-                        .map(|n| format!(" (did you mean '{n}'?)"))
-                        .unwrap_or_default();
-                    self.error(node.span(), format!("step input: {e}{hint}"));
+                Err(problems) => {
+                    for e in problems {
+                        let hint = crate::template::unknown_step_in(&e)
+                            .and_then(|name| {
+                                crate::closest(name, earlier.iter().map(|s| s.name.as_str()))
+                            })
+                            .map(|n| format!(" (did you mean '{n}'?)"))
+                            .unwrap_or_default();
+                        self.error(node.span(), format!("step input: {e}{hint}"));
+                    }
                     Template::Literal(Value::Null)
                 }
             },
         };
+        let condition = map
+            .get_node("if")
+            .and_then(|node| self.condition(node, &step_index, earlier));
         let (retry, retry_explicit) =
             match self.retry_or_policy(map, &defaults.retry, &defaults.policies) {
                 Some(r) => (r, true),
@@ -1104,7 +1110,52 @@ impl Cx<'_> {
             wait,
             signal,
             approval,
+            condition,
         })
+    }
+
+    /// A step's `if:`: one expression (or `true`/`false`), read against the
+    /// run's input and earlier steps' outputs.
+    fn condition(
+        &mut self,
+        node: &Node,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+        earlier: &[StepDef],
+    ) -> Option<crate::Condition> {
+        let value = to_json(node);
+        let text = match &value {
+            Value::Bool(b) => b.to_string(),
+            Value::String(s) => s.trim().to_string(),
+            _ => String::new(),
+        };
+        let template = match &value {
+            Value::Bool(_) => Ok(Template::Literal(value.clone())),
+            Value::String(_) => Template::parse(&value, step_index),
+            _ => Err("is not an expression".into()),
+        };
+        match template {
+            Ok(
+                t @ (Template::Ref(_) | Template::Program(_) | Template::Literal(Value::Bool(_))),
+            ) => Some(crate::Condition {
+                template: t,
+                text: shown(&text, 200),
+            }),
+            Ok(_) => {
+                self.error(
+                    node.span(),
+                    "`if` must be one expression, like ${{ input.amount > 100 }}, or true or false",
+                );
+                None
+            }
+            Err(e) => {
+                let hint = crate::template::unknown_step_in(&e)
+                    .and_then(|name| crate::closest(name, earlier.iter().map(|s| s.name.as_str())))
+                    .map(|n| format!(" (did you mean '{n}'?)"))
+                    .unwrap_or_default();
+                self.error(node.span(), format!("`if`: {e}{hint}"));
+                None
+            }
+        }
     }
 }
 

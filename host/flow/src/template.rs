@@ -1,10 +1,15 @@
 //! Input mappings: `${{ input.amount }}`, `${{ steps.reserve.output.id }}`,
-//! `${{ run.id }}`.
+//! `${{ run.id }}`, and any jq program over the run (`${{ input.amount *
+//! 100 }}`, `${{ [input.items[].sku] }}`; see `settle-expr`).
 //!
-//! A string that is exactly one expression takes the referenced JSON value
+//! A string that is exactly one expression takes the computed JSON value
 //! as it is (a number stays a number); an expression inside other text is
-//! spliced in as text. References are resolved by path when the step is
-//! called; a missing value is an `invalid-input` failure of that step.
+//! spliced in as text. A plain reference (fields below `input`,
+//! `steps.NAME.output` or `run.id`) is resolved here, by path; anything
+//! else is a jq program, checked when the flow is read and run in the
+//! sandbox when the step is called ([`Template::programs`], then
+//! [`Template::render_with`]). A missing value, or a program that fails,
+//! is an `invalid-input` failure of that step.
 //!
 //! Templates come from flow files, so they are bounded like the rest of the
 //! file: at most [`MAX_DEPTH`] levels of mappings and lists, expressions of
@@ -18,7 +23,7 @@ use serde_json::Value;
 /// The deepest nesting of mappings and lists in a step input.
 pub const MAX_DEPTH: usize = crate::limits::MAX_NESTING;
 /// The longest expression between `${{` and `}}`, in characters.
-pub const MAX_EXPRESSION_CHARS: usize = 256;
+pub const MAX_EXPRESSION_CHARS: usize = settle_expr::MAX_PROGRAM_CHARS;
 /// The most fields in one reference (`input.a.b.c` has three).
 pub const MAX_PATH_SEGMENTS: usize = 32;
 /// The most expressions in one step input.
@@ -44,10 +49,19 @@ pub struct Reference {
     pub text: String,
 }
 
+/// A jq program, checked, with the earlier steps it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub code: String,
+    /// Indexes of the steps it reads; `None`: all earlier steps.
+    pub steps: Option<Vec<usize>>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Part {
     Text(String),
     Ref(Reference),
+    Program(Program),
 }
 
 /// A step's input mapping, parsed.
@@ -56,6 +70,8 @@ pub enum Template {
     Literal(Value),
     /// Exactly one expression: the referenced value, any JSON type.
     Ref(Reference),
+    /// Exactly one jq program: its value, any JSON type.
+    Program(Program),
     /// Text with expressions in it: always a string.
     Interpolated(Vec<Part>),
     Object(Vec<(String, Template)>),
@@ -69,6 +85,46 @@ pub struct Scope<'a> {
     pub run_id: &'a str,
 }
 
+impl Scope<'_> {
+    /// The input of jq programs: `{input, steps: {NAME: {output}}, run: {id}}`,
+    /// with the outputs of the steps before `before` only, so a step's
+    /// input renders the same whether it runs, is compensated or is checked.
+    pub fn context(&self, names: &[&str], before: usize) -> Value {
+        let steps: serde_json::Map<String, Value> = names
+            .iter()
+            .zip(self.outputs)
+            .take(before)
+            .filter_map(|(name, output)| {
+                let output = output.as_ref()?;
+                Some((name.to_string(), serde_json::json!({ "output": output })))
+            })
+            .collect();
+        serde_json::json!({
+            "input": self.input,
+            "steps": steps,
+            "run": { "id": self.run_id },
+        })
+    }
+}
+
+/// What the sandbox answered for each program of a template.
+#[derive(Debug, Default)]
+pub struct Evaluated(Vec<(String, Result<Value, String>)>);
+
+impl Evaluated {
+    pub fn new(programs: Vec<String>, answers: Vec<Result<Value, String>>) -> Self {
+        Evaluated(programs.into_iter().zip(answers).collect())
+    }
+
+    fn get(&self, program: &Program) -> Result<Value, String> {
+        match self.0.iter().find(|(code, _)| *code == program.code) {
+            Some((_, Ok(value))) => Ok(value.clone()),
+            Some((_, Err(why))) => Err(format!("'{}' {why}", shown(&program.code, 60))),
+            None => Err(format!("'{}' was not evaluated", shown(&program.code, 60))),
+        }
+    }
+}
+
 impl Template {
     /// Parses a YAML-derived JSON value. `step_index` resolves step names to
     /// earlier steps only: a step cannot read its own or a later output.
@@ -76,43 +132,98 @@ impl Template {
         value: &Value,
         step_index: &dyn Fn(&str) -> Option<usize>,
     ) -> Result<Template, String> {
-        let mut references = 0;
-        parse_value(value, step_index, 1, &mut references)
+        Template::parse_all(value, step_index).map_err(|mut problems| problems.swap_remove(0))
     }
 
-    /// Whether every reference is to the run's input or id (so the value can
-    /// be computed, and checked, when the run is accepted).
+    /// [`Template::parse`], with every problem found (at least one when
+    /// `Err`), so a flow author sees them all at once.
+    pub fn parse_all(
+        value: &Value,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Template, Vec<String>> {
+        let mut references = 0;
+        let mut problems = Vec::new();
+        let template = parse_value(value, step_index, 1, &mut references, &mut problems);
+        match template {
+            Ok(t) if problems.is_empty() => Ok(t),
+            Ok(_) => Err(problems),
+            Err(e) => {
+                problems.push(e);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Whether every reference is to the run's input or id, and no jq
+    /// program is in it (so the value can be computed here, and checked,
+    /// when the run is accepted).
     pub fn depends_only_on_input(&self) -> bool {
         match self {
             Template::Literal(_) => true,
             Template::Ref(r) => !matches!(r.root, Root::StepOutput { .. }),
-            Template::Interpolated(parts) => parts.iter().all(|p| {
-                !matches!(
-                    p,
-                    Part::Ref(Reference {
-                        root: Root::StepOutput { .. },
-                        ..
-                    })
-                )
+            Template::Program(_) => false,
+            Template::Interpolated(parts) => parts.iter().all(|p| match p {
+                Part::Text(_) => true,
+                Part::Ref(r) => !matches!(r.root, Root::StepOutput { .. }),
+                Part::Program(_) => false,
             }),
             Template::Object(fields) => fields.iter().all(|(_, t)| t.depends_only_on_input()),
             Template::Array(items) => items.iter().all(Template::depends_only_on_input),
         }
     }
 
+    /// The jq programs in this template, each once: what the sandbox must
+    /// evaluate before [`Template::render_with`].
+    pub fn programs(&self) -> Vec<String> {
+        fn collect(t: &Template, out: &mut Vec<String>) {
+            let mut add = |p: &Program| {
+                if !out.contains(&p.code) {
+                    out.push(p.code.clone());
+                }
+            };
+            match t {
+                Template::Program(p) => add(p),
+                Template::Interpolated(parts) => parts.iter().for_each(|part| {
+                    if let Part::Program(p) = part {
+                        add(p)
+                    }
+                }),
+                Template::Object(fields) => fields.iter().for_each(|(_, t)| collect(t, out)),
+                Template::Array(items) => items.iter().for_each(|t| collect(t, out)),
+                Template::Literal(_) | Template::Ref(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        collect(self, &mut out);
+        out
+    }
+
+    /// Renders a template that has no jq program in it (see
+    /// [`Template::programs`]); a program renders as an error.
     pub fn render(&self, scope: &Scope<'_>) -> Result<Value, String> {
+        self.render_with(scope, &Evaluated::default())
+    }
+
+    /// Renders with the programs' values the sandbox gave.
+    pub fn render_with(&self, scope: &Scope<'_>, evaluated: &Evaluated) -> Result<Value, String> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
             Template::Ref(r) => resolve(r, scope)?,
+            Template::Program(p) => evaluated.get(p)?,
             Template::Interpolated(parts) => {
                 let mut out = String::new();
                 for part in parts {
-                    match part {
-                        Part::Text(t) => out.push_str(t),
-                        Part::Ref(r) => match resolve(r, scope)? {
-                            Value::String(s) => out.push_str(&s),
-                            other => out.push_str(&other.to_string()),
-                        },
+                    let value = match part {
+                        Part::Text(t) => {
+                            out.push_str(t);
+                            continue;
+                        }
+                        Part::Ref(r) => resolve(r, scope)?,
+                        Part::Program(p) => evaluated.get(p)?,
+                    };
+                    match value {
+                        Value::String(s) => out.push_str(&s),
+                        other => out.push_str(&other.to_string()),
                     }
                 }
                 Value::String(out)
@@ -120,13 +231,13 @@ impl Template {
             Template::Object(fields) => Value::Object(
                 fields
                     .iter()
-                    .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
+                    .map(|(k, t)| Ok((k.clone(), t.render_with(scope, evaluated)?)))
                     .collect::<Result<_, String>>()?,
             ),
             Template::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| t.render(scope))
+                    .map(|t| t.render_with(scope, evaluated))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -140,6 +251,7 @@ fn parse_value(
     step_index: &dyn Fn(&str) -> Option<usize>,
     depth: usize,
     references: &mut usize,
+    problems: &mut Vec<String>,
 ) -> Result<Template, String> {
     let nested = matches!(value, Value::Array(_) | Value::Object(_));
     if nested && depth > MAX_DEPTH {
@@ -147,26 +259,45 @@ fn parse_value(
             "nested deeper than {MAX_DEPTH} levels of mappings and lists"
         ));
     }
+    // A problem in one field is noted and the others are read on, up to
+    // a few: the author sees them together. Bounds stop the reading.
+    let mut field = |v: &Value, problems: &mut Vec<String>| match parse_value(
+        v,
+        step_index,
+        depth + 1,
+        references,
+        problems,
+    ) {
+        Ok(t) => Ok(t),
+        Err(e) if problems.len() < MAX_PROBLEMS && !is_bound(&e) => {
+            problems.push(e);
+            Ok(Template::Literal(Value::Null))
+        }
+        Err(e) => Err(e),
+    };
     Ok(match value {
         Value::String(s) => parse_string(s, step_index, references)?,
         Value::Array(items) => Template::Array(
             items
                 .iter()
-                .map(|v| parse_value(v, step_index, depth + 1, references))
+                .map(|v| field(v, problems))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Template::Object(
             map.iter()
-                .map(|(k, v)| {
-                    Ok((
-                        k.clone(),
-                        parse_value(v, step_index, depth + 1, references)?,
-                    ))
-                })
+                .map(|(k, v)| Ok((k.clone(), field(v, problems)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => Template::Literal(other.clone()),
     })
+}
+
+/// Problems reported from one template before the rest is left unread.
+const MAX_PROBLEMS: usize = 10;
+
+/// Whether a problem is one of the bounds, which end the reading.
+fn is_bound(problem: &str) -> bool {
+    problem.starts_with("nested deeper") || problem.starts_with("more than")
 }
 
 /// At most `max` characters of `text`, for messages about it.
@@ -189,7 +320,7 @@ fn parse_string(
             parts.push(Part::Text(rest[..start].to_string()));
         }
         let after = &rest[start + 3..];
-        let end = after.find("}}").ok_or_else(|| {
+        let end = closing_braces(after).ok_or_else(|| {
             format!(
                 "'{}': '${{{{' has no closing '}}}}'",
                 shown(&rest[start..], 40)
@@ -214,7 +345,7 @@ fn parse_string(
                 "more than {MAX_REFERENCES} '${{{{ }}}}' expressions in one step input"
             ));
         }
-        parts.push(Part::Ref(parse_reference(expr.trim(), step_index)?));
+        parts.push(parse_expression(expr.trim(), step_index)?);
         rest = &after[end + 2..];
     }
     if !rest.is_empty() {
@@ -224,8 +355,83 @@ fn parse_string(
         [] => Template::Literal(Value::String(String::new())),
         [Part::Text(t)] => Template::Literal(Value::String(t.clone())),
         [Part::Ref(r)] => Template::Ref(r.clone()),
+        [Part::Program(p)] => Template::Program(p.clone()),
         _ => Template::Interpolated(parts),
     })
+}
+
+/// Where the `}}` that closes an expression is: the first one outside
+/// jq's braces and strings, so `${{ {a: {b: 1}} }}` reads whole.
+fn closing_braces(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' if depth > 0 => depth -= 1,
+            b'}' if bytes.get(i + 1) == Some(&b'}') => return Some(i),
+            _ => {}
+        }
+    }
+    // Unbalanced: the first `}}`, so the error is about the expression.
+    text.find("}}")
+}
+
+/// A plain reference when the text is one (`input.a.0`, `steps.x.output.y`,
+/// `run.id`); else a jq program, checked now.
+fn parse_expression(
+    expr: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Part, String> {
+    let plain = expr.split('.').all(|s| {
+        !s.trim().is_empty()
+            && s.trim()
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    }) && matches!(
+        expr.split('.').next().map(str::trim),
+        Some("input" | "steps" | "run")
+    );
+    if plain {
+        return parse_reference(expr, step_index).map(Part::Ref);
+    }
+    let reads = settle_expr::inspect(expr).map_err(|e| {
+        let hint = if e.contains("unknown filter") && !e.contains("not available") {
+            " (a flow reads input, steps.NAME.output and run.id)"
+        } else {
+            ""
+        };
+        format!("'{}' {e}{hint}", shown(expr, 60))
+    })?;
+    let steps = if reads.all_steps {
+        None
+    } else {
+        let mut indexes = Vec::new();
+        for name in &reads.steps {
+            let index = step_index(name).ok_or_else(|| {
+                format!(
+                    "'{}' refers to step '{name}', which is not an earlier step",
+                    shown(expr, 60)
+                )
+            })?;
+            indexes.push(index);
+        }
+        Some(indexes)
+    };
+    Ok(Part::Program(Program {
+        code: expr.to_string(),
+        steps,
+    }))
 }
 
 /// The step name an "is not an earlier step" message is about.
@@ -344,7 +550,14 @@ mod tests {
         let e = Template::parse(&json!("${{ steps.later.output.x }}"), &steps).unwrap_err();
         assert!(e.contains("'later'"), "{e}");
         let e = Template::parse(&json!("${{ secrets.key }}"), &steps).unwrap_err();
-        assert!(e.contains("not a reference"), "{e}");
+        assert!(
+            e.contains("unknown filter 'secrets'") && e.contains("steps.NAME.output"),
+            "{e}"
+        );
+        let e = Template::parse(&json!("${{ steps.later.output.x + 1 }}"), &steps).unwrap_err();
+        assert!(e.contains("'later', which is not an earlier step"), "{e}");
+        let e = Template::parse(&json!("${{ input.amount + }}"), &steps).unwrap_err();
+        assert!(e.contains("not valid jq"), "{e}");
         let e = Template::parse(&json!("${{ input.x"), &steps).unwrap_err();
         assert!(e.contains("closing"), "{e}");
     }
@@ -360,11 +573,14 @@ mod tests {
         let at_limit = (1..MAX_DEPTH).fold(json!("${{ input.a }}"), |v, _| json!({ "k": v }));
         assert!(Template::parse(&json!({ "k": at_limit }), &steps).is_ok());
         let e = Template::parse(
-            &json!(format!("${{{{ input.{} }}}}", "x".repeat(300))),
+            &json!(format!("${{{{ input.{} }}}}", "x".repeat(1100))),
             &steps,
         )
         .unwrap_err();
-        assert!(e.contains("at most 256 characters") && e.len() < 200, "{e}");
+        assert!(
+            e.contains("at most 1024 characters") && e.len() < 200,
+            "{e}"
+        );
         let many = "${{ input.a }}".repeat(MAX_REFERENCES + 1);
         let e = Template::parse(&json!(many), &steps).unwrap_err();
         assert!(e.contains("more than 64"), "{e}");
@@ -373,6 +589,58 @@ mod tests {
         let fields = vec!["f"; MAX_PATH_SEGMENTS + 1].join(".");
         let e = Template::parse(&json!(format!("${{{{ input.{fields} }}}}")), &steps).unwrap_err();
         assert!(e.contains("at most 32 fields"), "{e}");
+    }
+
+    #[test]
+    fn programs_are_checked_now_and_rendered_from_the_sandbox_answers() {
+        let t = Template::parse(
+            &json!({"cents": "${{ input.amount * 100 }}", "obj": "${{ {a: {b: steps.charge.output.tx}} }}",
+                    "note": "total ${{ input.amount * 100 }} cents", "id": "${{ input.id }}"}),
+            &steps,
+        )
+        .unwrap();
+        assert_eq!(
+            t.programs(),
+            vec!["input.amount * 100", "{a: {b: steps.charge.output.tx}}"]
+        );
+        let Template::Object(fields) = &t else {
+            panic!("{t:?}")
+        };
+        let obj = &fields.iter().find(|(k, _)| k == "obj").unwrap().1;
+        assert!(matches!(obj, Template::Program(Program { steps: Some(s), .. }) if s == &[0]));
+        let evaluated = Evaluated::new(
+            t.programs(),
+            vec![Ok(json!(250)), Err("failed: no tx".into())],
+        );
+        let scope = Scope {
+            input: &json!({"id": "o1"}),
+            outputs: &[],
+            run_id: "r",
+        };
+        let e = t.render_with(&scope, &evaluated).unwrap_err();
+        assert!(e.contains("no tx"), "{e}");
+        let evaluated = Evaluated::new(t.programs(), vec![Ok(json!(250)), Ok(json!({"a": 1}))]);
+        assert_eq!(
+            t.render_with(&scope, &evaluated).unwrap(),
+            json!({"cents": 250, "obj": {"a": 1}, "note": "total 250 cents", "id": "o1"})
+        );
+        // Without the sandbox's answers, a program is an error, never a guess.
+        assert!(t.render(&scope).unwrap_err().contains("not evaluated"));
+        assert!(!t.depends_only_on_input());
+    }
+
+    #[test]
+    fn the_context_holds_earlier_outputs_only() {
+        let outputs = vec![Some(json!({"tx": 1})), None, Some(json!({"late": true}))];
+        let scope = Scope {
+            input: &json!({"a": 1}),
+            outputs: &outputs,
+            run_id: "r",
+        };
+        assert_eq!(
+            scope.context(&["charge", "skip", "ship"], 2),
+            json!({"input": {"a": 1}, "steps": {"charge": {"output": {"tx": 1}}}, "run": {"id": "r"}})
+        );
     }
 
     #[test]

@@ -49,17 +49,36 @@ impl From<wasmtime::Error> for CallError {
 
 type ExportResult = Result<Result<CallOutput, wit::StepError>, CallError>;
 
+/// A component ready to instantiate: a plugin, or the expression evaluator.
+pub(crate) trait Instantiate {
+    type Instance;
+    fn instantiate<'a>(
+        &'a self,
+        store: &'a mut Store<CallState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a;
+}
+
+impl Instantiate for StepPre<CallState> {
+    type Instance = crate::bindings::Step;
+    fn instantiate<'a>(
+        &'a self,
+        store: &'a mut Store<CallState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
+        self.instantiate_async(store)
+    }
+}
+
 /// Instantiates, waiting (bounded) for a pool slot when every slot is taken,
 /// so pool exhaustion delays a call instead of failing it as a trap.
-async fn instantiate(
+pub(crate) async fn instantiate<P: Instantiate + Sync>(
     store: &mut Store<CallState>,
-    pre: &StepPre<CallState>,
+    pre: &P,
     stats: &RuntimeStats,
-) -> Result<crate::bindings::Step, CallError> {
+) -> Result<P::Instance, CallError> {
     let started = Instant::now();
     let mut waited = false;
     loop {
-        match pre.instantiate_async(&mut *store).await {
+        match pre.instantiate(&mut *store).await {
             Ok(instance) => return Ok(instance),
             Err(e)
                 if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()

@@ -18,6 +18,8 @@
 //!   interface.
 //! - [`kv`]: a plugin's key-value state: quotas, writes kept only on success.
 //! - [`call`]: one call, in a fresh store from the pooling allocator.
+//! - [`expressions`]: a flow's jq expressions, run in the embedded
+//!   evaluator component under the same sandbox.
 //!
 //! Dependencies run one way: `runtime` → `call` → `host_imports` → `kv`,
 //! `budget`, `limits`, `grants`; nothing below names the [`Runtime`].
@@ -27,6 +29,7 @@ pub mod budget;
 pub mod cache;
 pub mod call;
 pub mod diagnose;
+pub mod expressions;
 pub mod grants;
 pub mod host_imports;
 pub mod kv;

@@ -80,6 +80,8 @@ struct Inner {
     slots: Semaphore,
     kv: Arc<dyn PluginKv>,
     ticker_stop: Arc<AtomicBool>,
+    /// The expression evaluator, loaded on first use.
+    evaluator: tokio::sync::OnceCell<crate::expressions::EvaluatorPre<CallState>>,
 }
 
 impl Drop for Inner {
@@ -152,12 +154,23 @@ impl Runtime {
                 stats: Arc::new(RuntimeStats::default()),
                 kv,
                 ticker_stop,
+                evaluator: tokio::sync::OnceCell::new(),
             }),
         })
     }
 
     pub(super) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<CallState> {
+        &self.inner.linker
+    }
+
+    pub(crate) fn evaluator_cell(
+        &self,
+    ) -> &tokio::sync::OnceCell<crate::expressions::EvaluatorPre<CallState>> {
+        &self.inner.evaluator
     }
 
     pub(super) fn kv(&self) -> Arc<dyn PluginKv> {
@@ -182,7 +195,7 @@ impl Runtime {
         self.inner.cache.is_some()
     }
 
-    pub(super) async fn acquire_slot(&self) -> SemaphorePermit<'_> {
+    pub(crate) async fn acquire_slot(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed.
         self.inner
             .slots
@@ -384,7 +397,7 @@ impl Runtime {
     /// Compiles `bytes`, or loads the compiled form from the cache when the
     /// cache holds a verified artifact for this digest and engine (see
     /// [`crate::cache`]).
-    fn compile_cached(
+    pub(crate) fn compile_cached(
         &self,
         path: &Path,
         bytes: &[u8],
@@ -568,5 +581,13 @@ impl Executor for Runtime {
             .into_iter()
             .map(|p| p.descriptor.clone())
             .collect()
+    }
+
+    async fn evaluate(
+        &self,
+        programs: Vec<String>,
+        context: serde_json::Value,
+    ) -> Result<Vec<Result<serde_json::Value, String>>, String> {
+        Runtime::evaluate(self, &programs, &context).await
     }
 }

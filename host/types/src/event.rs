@@ -29,7 +29,8 @@ use uuid::Uuid;
 ///   records the message catalog version (`catalog`); `step-waiting` (a
 ///   `wait:` step's durable timer, or a `signal:` step's timeout);
 ///   `signal-received`, `signal-taken`.
-pub const SCHEMA_VERSION: u16 = 4;
+/// - 5: `step-skipped` (a step whose `if:` condition was false).
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +226,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         needed: Option<u32>,
     },
+    /// The step's `if:` condition was false: it is passed over, as if it
+    /// had nothing to do. It has no output, and nothing of it is undone.
+    StepSkipped {
+        index: u32,
+        /// The condition as the flow wrote it (cut), for people.
+        condition: String,
+    },
     /// A `signal:` or `approval:` step took the received signal at
     /// `position` (in the order received), in the commit that completes it.
     SignalTaken { index: u32, position: u32 },
@@ -363,6 +371,7 @@ impl EventKind {
             EventKind::RunRestarted { .. } => "run-restarted",
             EventKind::RunReapplied { .. } => "run-reapplied",
             EventKind::StepWaiting { .. } => "step-waiting",
+            EventKind::StepSkipped { .. } => "step-skipped",
             EventKind::SignalReceived { .. } => "signal-received",
             EventKind::SignalTaken { .. } => "signal-taken",
             EventKind::UserReported { .. } => "user-reported",

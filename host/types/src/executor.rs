@@ -17,6 +17,17 @@ pub trait Executor: Send + Sync + 'static {
     fn plugin(&self, name: &str) -> Option<Arc<PluginDescriptor>>;
     /// Every installed plugin, by name.
     fn plugins(&self) -> Vec<Arc<PluginDescriptor>>;
+    /// Runs a flow's jq programs on `context` in the sandbox: for each
+    /// program, its value or why it has none. `Err` when the batch failed as
+    /// a whole (a limit hit, no free instance slot).
+    fn evaluate(
+        &self,
+        programs: Vec<String>,
+        context: serde_json::Value,
+    ) -> impl Future<Output = Result<Vec<Result<serde_json::Value, String>>, String>> + Send {
+        let _ = (programs, context);
+        async { Err("this host cannot evaluate expressions".to_string()) }
+    }
 }
 
 /// Which export to call: one of a step's actions.

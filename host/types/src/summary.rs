@@ -80,6 +80,10 @@ pub struct RunSummary {
     /// before schema 2; read it with [`RunSummary::may_have_effect`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uncertain: Vec<bool>,
+    /// Steps passed over because their `if:` condition was false (empty
+    /// when none was); read it with [`RunSummary::was_skipped`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<bool>,
     /// Verdicts of the last reconciliation, per step.
     pub verdicts: Vec<Option<Verdict>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +305,7 @@ impl RunSummary {
             outputs: Vec::new(),
             compensated: Vec::new(),
             uncertain: Vec::new(),
+            skipped: Vec::new(),
             verdicts: Vec::new(),
             last_failure: None,
             detail: None,
@@ -362,6 +367,7 @@ impl RunSummary {
         if matches!(
             event.kind,
             EventKind::StepCompleted { .. }
+                | EventKind::StepSkipped { .. }
                 | EventKind::StepScheduled { attempt: 1, .. }
                 | EventKind::RunRestarted { .. }
                 | EventKind::RunReapplied { .. }
@@ -467,6 +473,11 @@ impl RunSummary {
             EventKind::StepCompleted { index, output, .. } if *index < n => {
                 self.outputs[*index as usize] = Some(output.clone());
                 self.attempts_total = self.attempts_total.saturating_add(1);
+                self.last_failure = None;
+            }
+            &EventKind::StepSkipped { index, .. } if index < n => {
+                self.skipped.resize(n as usize, false);
+                self.skipped[index as usize] = true;
                 self.last_failure = None;
             }
             EventKind::StepFailed {
@@ -596,6 +607,7 @@ impl RunSummary {
         self.restarts = self.restarts.max(generation);
         self.generations.resize(n, 0);
         self.uncertain.resize(n, false);
+        self.skipped.resize(n, false);
         for i in from..n {
             if self.may_have_effect(i) && !self.compensated[i] {
                 let run = self.generation(i).saturating_add(1);
@@ -605,6 +617,7 @@ impl RunSummary {
             self.outputs[i] = None;
             self.compensated[i] = false;
             self.uncertain[i] = false;
+            self.skipped[i] = false;
             self.generations[i] = generation;
         }
         // Confirmation is asked again of every step once they all complete.
@@ -638,6 +651,11 @@ impl RunSummary {
     pub fn may_have_effect(&self, index: usize) -> bool {
         self.outputs.get(index).is_some_and(Option::is_some)
             || self.uncertain.get(index).copied().unwrap_or(false)
+    }
+
+    /// Whether step `index` was passed over (its `if:` was false).
+    pub fn was_skipped(&self, index: usize) -> bool {
+        self.skipped.get(index).copied().unwrap_or(false)
     }
 
     /// Steps that completed and were not undone, in order.

@@ -111,8 +111,12 @@ pub(super) fn print_status(status: &RunStatus, json: bool) -> anyhow::Result<()>
             step.max_attempts
         );
     }
+    let skipped = match status.skipped_steps {
+        0 => String::new(),
+        n => format!(" ({n} skipped)"),
+    };
     outln!(
-        "done     {} of {} steps, {} attempts in all",
+        "done     {} of {} steps{skipped}, {} attempts in all",
         status.completed_steps,
         status.step_count,
         status.attempts_total

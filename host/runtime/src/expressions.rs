@@ -1,0 +1,193 @@
+//! A flow's jq expressions, run in the sandbox.
+//!
+//! jq can loop and grow values without bound, so expressions never run in
+//! the host's own code: the host embeds the evaluator component
+//! (`host/expr/guest`, built by this crate's build script) and runs every
+//! batch of expressions in a fresh instance from the same pool as plugin
+//! calls, under [`expression_limits`]. A program that runs out of time or
+//! memory fails with a message saying which limit it hit; the host and
+//! every other run carry on.
+//!
+//! The component is compiled on first use (and cached with the compiled
+//! plugins when the cache is on), so a host whose flows use no expressions
+//! never pays for it.
+
+use crate::call::{
+    CallError, Instantiate, classify_trap, instantiate, limit_failure, sandboxed_store,
+};
+use crate::grants::Grants;
+use crate::host_imports::{CallState, Caller};
+use crate::limits::{CallLimiter, LimitHit, Limits};
+use crate::runtime::Runtime;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../expr/wit",
+        world: "evaluator",
+        exports: { default: async },
+    });
+}
+
+pub(crate) use bindings::EvaluatorPre;
+
+impl Instantiate for EvaluatorPre<CallState> {
+    type Instance = bindings::Evaluator;
+    fn instantiate<'a>(
+        &'a self,
+        store: &'a mut wasmtime::Store<CallState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
+        self.instantiate_async(store)
+    }
+}
+
+/// The evaluator component, built from `host/expr/guest`.
+static EVALUATOR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/evaluator.wasm"));
+
+/// How long one batch of expressions (one step's) may take, CPU and all.
+/// jq over a run's context takes microseconds; this stops only loops.
+pub const EXPRESSION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The limits of one batch of expressions.
+pub fn expression_limits() -> Limits {
+    Limits {
+        memory_mib: 64,
+        timeout: EXPRESSION_TIMEOUT,
+        max_output_kib: 1024,
+        ..Limits::default()
+    }
+}
+
+impl Runtime {
+    /// Runs each jq program on `context` in one sandboxed instance. For
+    /// each program, its one value or why it has none. `Err` when the batch
+    /// as a whole failed: a limit hit, no free instance slot.
+    pub async fn evaluate(
+        &self,
+        programs: &[String],
+        context: &Value,
+    ) -> Result<Vec<Result<Value, String>>, String> {
+        if programs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pre = self.evaluator().await?;
+        let limits = expression_limits();
+        let _slot = self.acquire_slot().await;
+        let caller = Caller {
+            plugin: "expressions".into(),
+            run_id: String::new(),
+            step: String::new(),
+            attempt: 0,
+            operation_id: String::new(),
+        };
+        let state = CallState::new(
+            caller,
+            Arc::new(Grants::default()),
+            limits.clone(),
+            self.kv(),
+            None,
+            CallLimiter::new(&limits, limits.timeout),
+            self.stats().clone(),
+        );
+        let mut store = sandboxed_store(self.engine(), state);
+        let context = context.to_string();
+        let call = async {
+            let instance = instantiate(&mut store, &pre, self.stats()).await?;
+            Ok::<_, CallError>(
+                instance
+                    .call_evaluate(&mut store, programs, &context)
+                    .await?,
+            )
+        };
+        let outcome = tokio::time::timeout(
+            limits.timeout.saturating_add(crate::limits::EPOCH_TICK * 2),
+            call,
+        )
+        .await;
+        let data = store.data_mut();
+        data.finish();
+        let answers = match outcome {
+            Err(_elapsed) => {
+                return Err(expression_failure(&LimitHit::Time {
+                    limit: limits.timeout,
+                }));
+            }
+            Ok(Err(CallError::PoolExhausted(reason))) => {
+                return Err(format!(
+                    "no free instance slot to evaluate expressions: {reason}"
+                ));
+            }
+            Ok(Err(CallError::Wasm(e))) => {
+                let failure = classify_trap(&e, data.limiter.hit.as_ref(), &data.stderr);
+                return Err(format!(
+                    "expressions stopped: {}",
+                    failure
+                        .message
+                        .replace("plugin trapped", "the evaluator trapped")
+                ));
+            }
+            Ok(Ok(answers)) => answers,
+        };
+        let bytes: usize = answers
+            .iter()
+            .map(|a| a.as_ref().map_or_else(String::len, String::len))
+            .sum();
+        if bytes > limits.max_output_bytes() {
+            return Err(expression_failure(&LimitHit::Output {
+                limit_bytes: limits.max_output_bytes(),
+                actual_bytes: bytes,
+            }));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                let text = answer?;
+                let value: Value = serde_json::from_str(&text).map_err(|_| {
+                    format!(
+                        "gave {}, which is not JSON",
+                        settle_types::bounds::cut(&text, 40)
+                    )
+                })?;
+                settle_types::bounds::check_depth(&value)
+                    .map_err(|e| format!("gave a value {e}"))?;
+                Ok(value)
+            })
+            .collect())
+    }
+
+    /// The evaluator, compiled (or loaded from the cache) on first use.
+    async fn evaluator(&self) -> Result<EvaluatorPre<CallState>, String> {
+        let runtime = self.clone();
+        self.evaluator_cell()
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || runtime.load_evaluator())
+                    .await
+                    .map_err(|e| format!("loading the expression evaluator failed: {e}"))?
+            })
+            .await
+            .cloned()
+    }
+
+    fn load_evaluator(&self) -> Result<EvaluatorPre<CallState>, String> {
+        let digest = hex::encode(Sha256::digest(EVALUATOR_WASM));
+        let (component, _cached) = self
+            .compile_cached(
+                std::path::Path::new("<expression evaluator>"),
+                EVALUATOR_WASM,
+                &digest,
+            )
+            .map_err(|e| format!("the expression evaluator does not load: {e}"))?;
+        let pre = self
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| format!("the expression evaluator does not link: {e}"))?;
+        EvaluatorPre::new(pre).map_err(|e| format!("the expression evaluator does not fit: {e}"))
+    }
+}
+
+fn expression_failure(hit: &LimitHit) -> String {
+    format!("expressions stopped: {}", limit_failure(hit).message)
+}
