@@ -21,6 +21,7 @@ async fn expressions_answer_in_order_each_for_itself() {
         "input.items[]",
         "error(\"no stock\")",
         "nan",
+        "[1200 / 100, 1 / 3, -0.0, 1e300]",
     ]
     .map(String::from)
     .to_vec();
@@ -40,6 +41,13 @@ async fn expressions_answer_in_order_each_for_itself() {
         "{answers:?}"
     );
     assert!(answers[5].is_ok() || answers[5].as_ref().unwrap_err().contains("not JSON"));
+    // Whole numbers stay whole (jq computes in doubles).
+    let numbers = answers[6].as_ref().unwrap();
+    assert_eq!(numbers[0], json!(12), "{numbers}");
+    assert!(
+        numbers[0].is_i64() && numbers[1].is_f64() && numbers[3].is_f64(),
+        "{numbers}"
+    );
 }
 
 /// Loops, recursion, memory growth and huge outputs are each stopped by a

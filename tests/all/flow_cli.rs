@@ -129,6 +129,83 @@ fn test_renders_each_input_from_mocks_and_stops_where_one_is_missing() {
     assert!(out.contains("input: cannot be made:"), "{out}");
 }
 
+const PRICED: &str = r#"name: priced
+steps:
+  - name: quote
+    plugin: noop
+    input:
+      cents: "${{ input.amount * 100 }}"
+      skus: "${{ [input.items[].sku] }}"
+  - name: review
+    if: "${{ steps.quote.output.cents > 10000 }}"
+    plugin: noop
+    input: { why: large }
+  - name: charge
+    plugin: transfer
+    input:
+      from: "${{ input.customer }}"
+      to: shop
+      amount: "${{ steps.quote.output.cents / 100 }}"
+"#;
+
+/// The dry run evaluates jq (in the sandbox) and `if:`, prints the path
+/// taken with skipped steps, and checks each input against the plugin's
+/// schema; the graph draws the condition and where a false one goes.
+#[test]
+fn test_and_graph_follow_expressions_and_conditions() {
+    let dir = support::tempdir();
+    let file = dir.path().join("priced.yaml");
+    std::fs::write(&file, PRICED).unwrap();
+    let file = file.to_str().unwrap();
+    let input = r#"{"customer":"ann","amount":12,"items":[{"sku":"a"},{"sku":"b"}]}"#;
+    let quote = r#"quote={"cents":1200,"skus":["a","b"]}"#;
+    let (code, out, err) = run(&[
+        "flow",
+        "test",
+        file,
+        "--input",
+        input,
+        "--mock",
+        quote,
+        "--mock",
+        r#"charge={"transfer_id":"t-1","amount":12}"#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for expected in [
+        r#"input:  {"cents":1200,"skus":["a","b"]}"#,
+        "2. review skipped: `if: ${{ steps.quote.output.cents > 10000 }}` is false",
+        r#"input:  {"amount":12,"from":"ann","to":"shop"}"#,
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // A big order takes the review; an input the plugin refuses stops it.
+    let (code, out, _) = run(&[
+        "flow",
+        "test",
+        file,
+        "--input",
+        r#"{"customer":"ann","amount":250,"items":[]}"#,
+        "--mock",
+        r#"quote={"cents":"lots"}"#,
+        "--mock",
+        r#"review={}"#,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("2. review (noop)"), "{out}");
+    assert!(
+        out.contains("charge: `if` cannot") || out.contains("3. charge (transfer)\n   input: cannot be made: 'steps.quote.output.cents / 100' failed"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["flow", "graph", file]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "step0 -- \"if ${{ steps.quote.output.cents > 10000 }}\" --> step1[\"2. review (noop)\"]",
+        "step0 -. \"else: skipped\" .-> step2",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
 #[test]
 fn the_host_serves_the_published_flow_schema() {
     let dir = support::tempdir();

@@ -12,7 +12,7 @@ use crate::transitions;
 use crate::{Engine, Live};
 use serde_json::Value;
 use settle_flow::Flow;
-use settle_flow::template::{Evaluated, Scope};
+use settle_flow::template::{RenderError, Scope};
 use settle_types::executor::{CallContext, CallFailure};
 use settle_types::executor::{
     CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink,
@@ -774,31 +774,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             outputs: &summary.outputs,
             run_id: &run_id,
         };
-        let programs = template.programs();
-        let evaluated = if programs.is_empty() {
-            Evaluated::default()
-        } else {
-            let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
-            let context = scope.context(&names, index as usize);
-            let answers = self
-                .inner
-                .executor
-                .evaluate(programs.clone(), context)
-                .await
-                .map_err(|e| {
-                    // No room to run them is the host's own capacity.
-                    let class = if e.starts_with("no free instance slot") {
-                        FailureClass::HostSetup
-                    } else {
-                        FailureClass::InvalidInput
-                    };
-                    CallFailure::new(class, e)
-                })?;
-            Evaluated::new(programs, answers)
-        };
+        let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
         template
-            .render_with(&scope, &evaluated)
-            .map_err(|e| CallFailure::new(FailureClass::InvalidInput, e))
+            .render_in(&scope, &names, index as usize, &self.inner.executor)
+            .await
+            .map_err(|e| match e {
+                // No room to run them is the host's own capacity.
+                RenderError::Sandbox(e) if e.starts_with("no free instance slot") => {
+                    CallFailure::new(FailureClass::HostSetup, e)
+                }
+                e => CallFailure::new(FailureClass::InvalidInput, e.to_string()),
+            })
     }
 
     /// A step with an `if:` about to begin: when its condition is false,

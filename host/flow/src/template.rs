@@ -107,6 +107,24 @@ impl Scope<'_> {
     }
 }
 
+/// Why a template could not be rendered.
+#[derive(Debug)]
+pub enum RenderError {
+    /// The sandbox could not run the programs at all (a limit of the
+    /// batch, no free instance slot).
+    Sandbox(String),
+    /// A value is missing, or a program failed.
+    Value(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::Sandbox(e) | RenderError::Value(e) => f.write_str(e),
+        }
+    }
+}
+
 /// What the sandbox answered for each program of a template.
 #[derive(Debug, Default)]
 pub struct Evaluated(Vec<(String, Result<Value, String>)>);
@@ -196,6 +214,31 @@ impl Template {
         let mut out = Vec::new();
         collect(self, &mut out);
         out
+    }
+
+    /// Renders with the sandbox at hand: its jq programs evaluated by
+    /// `executor` over the run's context (the outputs of the steps before
+    /// `before`, named by `names`), then the rest here.
+    pub async fn render_in<E: settle_types::executor::Executor>(
+        &self,
+        scope: &Scope<'_>,
+        names: &[&str],
+        before: usize,
+        executor: &E,
+    ) -> Result<Value, RenderError> {
+        let programs = self.programs();
+        let evaluated = if programs.is_empty() {
+            Evaluated::default()
+        } else {
+            let context = scope.context(names, before);
+            let answers = executor
+                .evaluate(programs.clone(), context)
+                .await
+                .map_err(RenderError::Sandbox)?;
+            Evaluated::new(programs, answers)
+        };
+        self.render_with(scope, &evaluated)
+            .map_err(RenderError::Value)
     }
 
     /// Renders a template that has no jq program in it (see

@@ -153,7 +153,7 @@ impl Runtime {
                 })?;
                 settle_types::bounds::check_depth(&value)
                     .map_err(|e| format!("gave a value {e}"))?;
-                Ok(value)
+                Ok(whole_numbers(value))
             })
             .collect())
     }
@@ -185,6 +185,26 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| format!("the expression evaluator does not link: {e}"))?;
         EvaluatorPre::new(pre).map_err(|e| format!("the expression evaluator does not fit: {e}"))
+    }
+}
+
+/// jq computes in doubles, so `1200 / 100` is `12.0`; a plugin that takes
+/// a whole number would refuse it. A number with no fraction, within the
+/// range a double holds exactly, is given as the whole number it is.
+fn whole_numbers(value: Value) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, whole_numbers(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 

@@ -22,15 +22,16 @@ pub enum FlowCommand {
     /// The flow as a Mermaid diagram: its steps, where a failure goes (the
     /// undo of the steps before, in reverse), confirmation and checks.
     Graph { file: PathBuf },
-    /// A dry run: renders each step's input from `--input` and the mocked
-    /// outputs of the steps before, in order, and prints the path taken.
-    /// Calls no plugin and writes nothing.
+    /// A dry run: evaluates each step's `if:` and renders its input from
+    /// `--input` and the mocked outputs of the steps before (jq in the
+    /// sandbox, as on a host), checks it against the plugin's schema, and
+    /// prints the path taken. Calls no plugin and writes nothing.
     Test {
         file: PathBuf,
         /// The run's input, as JSON.
         #[arg(long, default_value = "{}")]
         input: String,
-        /// A step's output, as `STEP=JSON`; every step needs one.
+        /// A step's output, as `STEP=JSON`; every step that runs needs one.
         #[arg(long = "mock", value_name = "STEP=JSON")]
         mocks: Vec<String>,
     },
@@ -47,7 +48,7 @@ pub async fn flow(config: &Config, command: &FlowCommand) -> anyhow::Result<Exit
             outln!("{}", mermaid(&flow));
             Ok(ExitCode::SUCCESS)
         }
-        FlowCommand::Test { file, input, mocks } => test(file, input, mocks),
+        FlowCommand::Test { file, input, mocks } => test(config, file, input, mocks).await,
         FlowCommand::Versions { .. } => anyhow::bail!(
             "flow versions are kept by a serving host: give --server URL (or set SETTLE_SERVER)"
         ),
@@ -115,11 +116,24 @@ pub fn mermaid(flow: &Flow) -> String {
             (None, None) if step.approval.is_some() => "approval".to_string(),
             (None, None) => step.plugin.clone(),
         };
+        let arrow = match &step.condition {
+            Some(c) => format!("-- \"if {}\" -->", label(&c.text)),
+            None => "-->".to_string(),
+        };
         out.push(format!(
-            "    {from} --> step{i}[\"{}. {} ({what})\"]",
+            "    {from} {arrow} step{i}[\"{}. {} ({what})\"]",
             i + 1,
             step.name,
         ));
+        // A false `if:` passes the step over, to the next (or to the end).
+        if step.condition.is_some() {
+            let next = if i == last {
+                "confirm".to_string()
+            } else {
+                format!("step{}", i + 1)
+            };
+            out.push(format!("    {from} -. \"else: skipped\" .-> {next}"));
+        }
         // A step that holds when its retries run out waits for an operator.
         if step.on_exhausted == crate::flow::OnExhausted::Hold {
             out.push(format!(
@@ -176,7 +190,12 @@ pub fn mermaid(flow: &Flow) -> String {
     out.join("\n")
 }
 
-fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> {
+async fn test(
+    config: &Config,
+    path: &Path,
+    input: &str,
+    mocks: &[String],
+) -> anyhow::Result<ExitCode> {
     let flow = Flow::load(path)?;
     let input: Value = serde_json::from_str(input).context("--input is not JSON")?;
     let mut given = std::collections::BTreeMap::new();
@@ -193,18 +212,51 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
             serde_json::from_str(json).with_context(|| format!("--mock {step}: not JSON"))?;
         given.insert(step.to_string(), output);
     }
+    // The installed plugins, for their schemas; expressions run in the
+    // same sandbox as on a host.
+    let (runtime, _) = runtime_only(config).await?;
     outln!("dry run of flow {} (no plugin is called)", flow.id());
+    let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
     let mut outputs: Vec<Option<Value>> = vec![None; flow.steps.len()];
+    let stops = |step: &str, class: &str| {
+        outln!(
+            "   the run would stop here: step '{step}' fails with {class}, and the steps before are undone"
+        );
+        Ok(ExitCode::FAILURE)
+    };
     for (i, step) in flow.steps.iter().enumerate() {
         let scope = Scope {
             input: &input,
             outputs: &outputs,
             run_id: "dry-run",
         };
+        if let Some(condition) = &step.condition {
+            match condition
+                .template
+                .render_in(&scope, &names, i, &runtime)
+                .await
+            {
+                Ok(v) if crate::flow::Condition::holds(&v) => {}
+                Ok(v) => {
+                    outln!(
+                        "{}. {} skipped: `if: {}` is {v}",
+                        i + 1,
+                        step.name,
+                        condition.text
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    outln!("{}. {}: `if` cannot be evaluated: {e}", i + 1, step.name);
+                    return stops(&step.name, "invalid-input");
+                }
+            }
+        }
         if let Some(wait) = &step.wait {
             let how = match wait {
                 crate::flow::Wait::For(d) => humantime::format_duration(*d).to_string(),
-                crate::flow::Wait::Until(t) => match t.render(&scope) {
+                crate::flow::Wait::Until(t) => match t.render_in(&scope, &names, i, &runtime).await
+                {
                     Ok(v) => format!("until {v}"),
                     Err(e) => format!("until a time that cannot be made: {e}"),
                 },
@@ -223,18 +275,24 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
             (None, None) => step.plugin.clone(),
         };
         outln!("{}. {} ({what})", i + 1, step.name);
-        let rendered = match step.input.render(&scope) {
+        let rendered = match step.input.render_in(&scope, &names, i, &runtime).await {
             Ok(v) => v,
             Err(e) => {
                 outln!("   input: cannot be made: {e}");
-                outln!(
-                    "   the run would stop here: step '{}' fails with invalid-input, and the steps before are undone",
-                    step.name
-                );
-                return Ok(ExitCode::FAILURE);
+                return stops(&step.name, "invalid-input");
             }
         };
         outln!("   input:  {rendered}");
+        if step.calls_plugin()
+            && let Some(plugin) = crate::runtime::Executor::plugin(&runtime, &step.plugin)
+            && let Err(problems) = plugin.check_input(&rendered)
+        {
+            outln!(
+                "   input does not match the schema of plugin '{}': {problems}",
+                step.plugin
+            );
+            return stops(&step.name, "invalid-input");
+        }
         let Some(output) = given.get(&step.name) else {
             outln!("   no --mock {}=JSON: the dry run stops here", step.name);
             return Ok(ExitCode::FAILURE);
@@ -242,7 +300,9 @@ fn test(path: &Path, input: &str, mocks: &[String]) -> anyhow::Result<ExitCode> 
         outln!("   output: {output} (mocked)");
         outputs[i] = Some(output.clone());
     }
-    outln!("every step completed: the run would be confirmed with downstream systems, then settle");
+    outln!(
+        "every step completed or was skipped: the run would be confirmed with downstream systems, then settle"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
