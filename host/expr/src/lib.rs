@@ -108,45 +108,122 @@ pub fn evaluate(code: &str, context: Val) -> Result<Val, String> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
         let mut outputs = filter.id.run((ctx, context));
         let first = match outputs.next() {
-            None => return Err("gave no value (it ran `empty` or a `select` that failed)".into()),
+            None => return Err(NO_VALUE.into()),
             Some(r) => r.map_err(failure)?,
         };
         match outputs.next() {
             None => Ok(first),
             Some(Err(e)) => Err(failure(e)),
-            Some(Ok(_)) => Err(
-                "gave more than one value; collect them into a list with [ … ] or pick one with first(…)"
-                    .into(),
-            ),
+            Some(Ok(_)) => Err(MANY_VALUES.into()),
         }
     })?
 }
 
-/// Runs `code` on the context as JSON text and returns its output as JSON
-/// text: the evaluator component's whole job.
+/// Runs each program on the context (JSON text) and returns, for each, its
+/// one output as JSON text or why it has none: the evaluator component's
+/// whole job.
+///
+/// Loading and compiling jq's standard definitions is most of the cost of
+/// a program, so a batch is compiled as one program that runs each in its
+/// own `try` and collects its outputs; should that not compile, each
+/// program runs alone.
 #[cfg(any(test, feature = "evaluate"))]
-pub fn evaluate_text(code: &str, context: &str) -> Result<String, String> {
-    let context = jaq_json::read::parse_single(context.as_bytes())
-        .map_err(|e| format!("the context is not JSON: {e}"))?;
-    evaluate(code, context).map(|v| v.to_string())
+pub fn evaluate_batch(programs: &[String], context: &str) -> Vec<Result<String, String>> {
+    let context = match jaq_json::read::parse_single(context.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => return vec![Err(format!("the context is not JSON: {e}")); programs.len()],
+    };
+    if programs.len() > 1
+        && let Some(answers) = evaluate_together(programs, context.clone())
+    {
+        return answers;
+    }
+    programs
+        .iter()
+        .map(|code| evaluate(code, context.clone()).map(|v| v.to_string()))
+        .collect()
 }
+
+/// All programs as one: `[(try ([P1] | {ok: .}) catch {err: .}), …]`.
+/// `None` when that does not compile or answers otherwise than expected.
+#[cfg(any(test, feature = "evaluate"))]
+fn evaluate_together(programs: &[String], context: Val) -> Option<Vec<Result<String, String>>> {
+    let parts: Vec<String> = programs
+        .iter()
+        .map(|p| format!("(try ([({p}\n)] | {{ok: .}}) catch {{err: .}})"))
+        .collect();
+    let code = format!("[{}]", parts.join(",\n"));
+    let answers = compile(&code, usize::MAX, |filter| {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let mut outputs = filter.id.run((ctx, context));
+        match (outputs.next(), outputs.next()) {
+            (Some(Ok(v)), None) => Some(v),
+            _ => None,
+        }
+    })
+    .ok()??;
+    let Val::Arr(answers) = answers else {
+        return None;
+    };
+    if answers.len() != programs.len() {
+        return None;
+    }
+    answers
+        .iter()
+        .map(|answer| {
+            let Val::Obj(fields) = answer else {
+                return None;
+            };
+            if let Some(Val::Arr(values)) = fields.get(&Val::from("ok".to_string())) {
+                return Some(match values.as_slice() {
+                    [one] => Ok(one.to_string()),
+                    [] => Err(NO_VALUE.to_string()),
+                    _ => Err(MANY_VALUES.to_string()),
+                });
+            }
+            let error = fields.get(&Val::from("err".to_string()))?;
+            Some(Err(failed(error)))
+        })
+        .collect()
+}
+
+#[cfg(any(test, feature = "evaluate"))]
+const NO_VALUE: &str = "gave no value (it ran `empty` or a `select` that failed)";
+#[cfg(any(test, feature = "evaluate"))]
+const MANY_VALUES: &str =
+    "gave more than one value; collect them into a list with [ … ] or pick one with first(…)";
 
 #[cfg(any(test, feature = "evaluate"))]
 fn failure(e: jaq_core::Exn<'_, Val>) -> String {
     match e.get_err() {
-        Ok(e) => format!("failed: {}", cut(&e.to_string(), 300)),
+        Ok(e) => failed(&e.into_val()),
         Err(_) => "stopped the evaluator".into(),
     }
+}
+
+/// "failed: " and the error: a string as its text, any other value as JSON.
+#[cfg(any(test, feature = "evaluate"))]
+fn failed(error: &Val) -> String {
+    let text = match error {
+        Val::TStr(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        other => other.to_string(),
+    };
+    format!("failed: {}", cut(&text, 300))
 }
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
 /// Parses and compiles `code`, then hands the compiled filter to `then`.
 fn with_filter<T>(code: &str, then: impl FnOnce(&Filter) -> T) -> Result<T, String> {
+    compile(code, MAX_PROGRAM_CHARS, then)
+}
+
+/// [`with_filter`] with a limit of `max_chars` on the program's length.
+fn compile<T>(code: &str, max_chars: usize, then: impl FnOnce(&Filter) -> T) -> Result<T, String> {
     let chars = code.chars().count();
-    if chars > MAX_PROGRAM_CHARS {
+    if chars > max_chars {
         return Err(format!(
-            "has {chars} characters; an expression may have at most {MAX_PROGRAM_CHARS}"
+            "has {chars} characters; an expression may have at most {max_chars}"
         ));
     }
     let prelude = load::parse(PRELUDE, |p| p.defs()).unwrap_or_default();

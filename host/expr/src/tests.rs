@@ -102,3 +102,30 @@ fn deepest_programs_check_on_a_small_stack() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn a_batch_answers_like_each_program_alone() {
+    let programs: Vec<String> = [
+        "input.amount * 100",
+        "input.items[]",
+        "empty",
+        "error(\"no stock\")",
+        "input.name + 1",
+        "def f: .input.name; f | ascii_upcase",
+        "# a comment\ninput.amount",
+    ]
+    .map(String::from)
+    .to_vec();
+    let context = context().to_string();
+    let together = evaluate_batch(&programs, &context);
+    let alone: Vec<_> = programs
+        .iter()
+        .map(|p| evaluate_batch(std::slice::from_ref(p), &context))
+        .map(|mut v| v.remove(0))
+        .collect();
+    assert_eq!(together, alone);
+    assert_eq!(together[0], Ok("1200".to_string()));
+    assert_eq!(together[5], Ok("\"ADA\"".to_string()));
+    assert_eq!(together[6], Ok("12".to_string()));
+    assert!(together[3].as_ref().unwrap_err().contains("no stock"));
+}

@@ -60,6 +60,10 @@ struct Figures {
     plugin_call_in_step_us: Percentiles,
     host_overhead_per_step_us: Percentiles,
     instantiate_call_us: Percentiles,
+    /// The expression evaluator's first load (compile, or the cache).
+    expression_load_ms: u64,
+    /// One step's jq expressions (3 programs) in a fresh sandboxed instance.
+    expression_batch_us: Percentiles,
     resume_runs: usize,
     resume_enqueue_ms: u64,
     resume_until_all_settled_ms: u64,
@@ -179,6 +183,8 @@ async fn measure(config: &Config, args: &BenchArgs) -> anyhow::Result<Figures> {
         // First, while nothing else runs (no store work left over from a
         // throughput phase competes for the two cores).
         figures.instantiate_call_us = instantiate_call(&host.runtime, 2000 / scale).await;
+        (figures.expression_load_ms, figures.expression_batch_us) =
+            expressions(&host.runtime, 1000 / scale).await;
 
         // Per-step figures at 1 in flight.
         throughput(&engine, &flow, 1, 300 / scale).await?;
@@ -297,6 +303,37 @@ async fn throughput<X: Executor>(
     })
 }
 
+/// The evaluator's first load, then `n` batches of a step's typical
+/// expressions, each in a fresh sandboxed instance.
+async fn expressions(runtime: &Runtime, n: usize) -> (u64, Percentiles) {
+    let programs: Vec<String> = [
+        "input.amount * 100",
+        "[input.items[] | select(.qty > 0) | .sku]",
+        "if input.amount > 100 then \"review\" else \"auto\" end",
+    ]
+    .map(String::from)
+    .to_vec();
+    let context = json!({
+        "input": {"amount": 250, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 0}]},
+        "steps": {}, "run": {"id": "bench"}
+    });
+    let start = Instant::now();
+    if let Err(e) = runtime.evaluate(&programs, &context).await {
+        tracing::warn!("expressions failed: {e}");
+    }
+    let load_ms = start.elapsed().as_millis() as u64;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let answers = runtime.evaluate(&programs, &context).await;
+        samples.push(start.elapsed());
+        if !answers.as_ref().is_ok_and(|a| a.iter().all(Result::is_ok)) {
+            tracing::warn!("expressions failed: {answers:?}");
+        }
+    }
+    (load_ms, percentiles(samples))
+}
+
 async fn instantiate_call(runtime: &Runtime, n: usize) -> Percentiles {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -376,6 +413,15 @@ fn print_table(f: &Figures) {
         &f.host_overhead_per_step_us,
     );
     line("instantiate + call (noop, pooled)", &f.instantiate_call_us);
+    line(
+        "jq expressions of one step (3, sandboxed)",
+        &f.expression_batch_us,
+    );
+    outln!(
+        "{:<38} {} ms (once per host; cached compiled after)",
+        "  evaluator first load",
+        f.expression_load_ms
+    );
     outln!();
     outln!(
         "resume of {} unfinished runs: re-enqueued in {} ms, all settled after {} ms",

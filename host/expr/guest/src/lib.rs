@@ -11,10 +11,7 @@ struct Evaluator;
 
 impl Guest for Evaluator {
     fn evaluate(programs: Vec<String>, context: String) -> Vec<Result<String, String>> {
-        programs
-            .iter()
-            .map(|code| settle_expr::evaluate_text(code, &context))
-            .collect()
+        settle_expr::evaluate_batch(&programs, &context)
     }
 }
 
