@@ -22,4 +22,5 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     || { "${as_root[@]}" apt-get update && "${as_root[@]}" apt-get install -y chromium chromium-driver; }
 fi
 ./example-plugins/build.sh
+./example-plugins/build-other-languages.sh
 cargo test --workspace --exclude transfer --exclude reserve-stock --exclude notify --exclude flaky --exclude noop --exclude hostile "$@"

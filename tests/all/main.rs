@@ -22,6 +22,7 @@ mod fuzz;
 mod holds;
 mod hostile;
 mod idempotency;
+mod languages;
 mod logs;
 mod messages;
 mod objectives;

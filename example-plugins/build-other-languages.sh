@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the example plugins written in other languages against the same
+# wit/ as the Rust ones, with pinned tools it installs itself:
+#   py-ledger (Python): componentize-py, from PyPI, in a virtualenv.
+# They go to example-plugins/dist-other/, not dist/: the demo does not load
+# them (a Python component is 18 MB to compile).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+source tests/env.sh
+COMPONENTIZE_PY_VERSION=0.25.1
+tools="${CARGO_TARGET_DIR}/../plugin-tools"
+mkdir -p "$tools" "$here/dist-other"
+
+venv="$tools/componentize-py-$COMPONENTIZE_PY_VERSION"
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+"$venv/bin/componentize-py" -d wit -w step componentize \
+  -p example-plugins/py-ledger app -o "$here/dist-other/py-ledger.wasm" >/dev/null
+echo "other-language plugins built: $(ls "$here/dist-other" | tr '\n' ' ')" >&2

@@ -1,0 +1,66 @@
+//! Plugins in other languages, built against the same `wit/` by
+//! `example-plugins/build-other-languages.sh`: loaded and run by the host
+//! like the Rust ones. They settle, are confirmed by `reconcile`, and are
+//! undone by `compensate`.
+
+use crate::support;
+use serde_json::json;
+use settle::app::Host;
+use settle::model::{EventKind, RunState, Verdict};
+use std::path::{Path, PathBuf};
+
+fn other_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example-plugins/dist-other");
+    assert!(
+        dir.join("py-ledger.wasm").exists(),
+        "the other-language plugins are not built in {}: run example-plugins/build-other-languages.sh (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+async fn host(dir: &Path) -> Host {
+    let mut config = support::config(dir);
+    config.plugin_dirs.push(other_dir());
+    let mut grants = settle::runtime::PluginSettings::default();
+    grants.grants.kv = true;
+    config.plugins.insert("py-ledger".into(), grants);
+    Host::start(&config).await.expect("host starts with the Python plugin")
+}
+
+const BOOK: &str = "
+name: book
+steps:
+  - name: book
+    plugin: py-ledger
+    input: { account: \"${{ input.account }}\", amount: \"${{ input.amount }}\" }
+  - name: book-again
+    plugin: py-ledger
+    input: { account: \"${{ input.account }}\", amount: 1, fail: \"${{ input.fail }}\" }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_settles_is_confirmed_and_is_undone() {
+    let dir = support::tempdir();
+    let host = host(dir.path()).await;
+    let flow = support::flow(BOOK);
+
+    let done = support::run_to_end(&host, &flow, json!({"account": "ann", "amount": 7, "fail": false})).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    let booking = done.outputs[0].clone().unwrap();
+    assert_eq!(booking["account"], json!("ann"));
+    assert_eq!(booking["amount"], json!(7));
+    // reconcile found both bookings where run left them.
+    assert!(done.confirmed(), "{done:#?}");
+    assert_eq!(done.verdicts, vec![Some(Verdict::InSync), Some(Verdict::InSync)]);
+
+    // The second step refuses for good: the first booking is undone.
+    let undone = support::run_to_end(&host, &flow, json!({"account": "bob", "amount": 3, "fail": true})).await;
+    assert_eq!(undone.state, RunState::Compensated, "{undone:#?}");
+    assert!(undone.compensated[0]);
+    let failure = undone.last_failure.clone().unwrap();
+    assert!(failure.message.contains("account bob refuses bookings"), "{failure:?}");
+    let events = support::events(&host, undone.run_id);
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::CompensationCompleted { index: 0, .. })));
+    host.shutdown().await.unwrap();
+}
