@@ -281,50 +281,7 @@ fn a_plugin_log_line_cannot_forge_a_host_line() {
     );
 }
 
-/// A kv implementation for runtime-level tests.
-#[derive(Default)]
-pub struct MemoryKv(std::sync::Mutex<std::collections::HashMap<(String, String), Vec<u8>>>);
-
-impl settle::runtime::PluginKv for MemoryKv {
-    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .get(&(plugin.into(), key.into()))
-            .cloned())
-    }
-    fn apply(&self, plugin: &str, writes: &[settle::runtime::KvWrite]) -> Result<(), String> {
-        let mut map = self.0.lock().unwrap();
-        for (key, value) in writes {
-            match value {
-                Some(v) => map.insert((plugin.into(), key.clone()), v.clone()),
-                None => map.remove(&(plugin.into(), key.clone())),
-            };
-        }
-        Ok(())
-    }
-    fn usage(&self, plugin: &str) -> Result<settle::runtime::KvUsage, String> {
-        let map = self.0.lock().unwrap();
-        let mine = map.iter().filter(|((p, _), _)| p == plugin);
-        Ok(settle::runtime::KvUsage {
-            keys: mine.clone().count() as u64,
-            bytes: mine.map(|((_, k), v)| (k.len() + v.len()) as u64).sum(),
-        })
-    }
-}
-
-/// A runtime alone (no store, no engine), with `limits` for every plugin.
-pub fn runtime(limits: Limits) -> settle::runtime::Runtime {
-    let options = settle::runtime::RuntimeOptions {
-        max_concurrent_calls: 4,
-        max_memory_mib: 256,
-        default_limits: limits,
-        ..Default::default()
-    };
-    settle::runtime::Runtime::new(options, std::sync::Arc::new(MemoryKv::default()))
-        .expect("runtime")
-}
+pub use settle::runtime::MemoryKv;
 
 fn request(mode: &str) -> settle::runtime::CallRequest {
     settle::runtime::CallRequest {

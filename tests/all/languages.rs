@@ -25,7 +25,9 @@ async fn host(dir: &Path) -> Host {
     let mut grants = settle::runtime::PluginSettings::default();
     grants.grants.kv = true;
     config.plugins.insert("py-ledger".into(), grants);
-    Host::start(&config).await.expect("host starts with the Python plugin")
+    Host::start(&config)
+        .await
+        .expect("host starts with the Python plugin")
 }
 
 const BOOK: &str = "
@@ -45,22 +47,42 @@ async fn a_python_plugin_settles_is_confirmed_and_is_undone() {
     let host = host(dir.path()).await;
     let flow = support::flow(BOOK);
 
-    let done = support::run_to_end(&host, &flow, json!({"account": "ann", "amount": 7, "fail": false})).await;
+    let done = support::run_to_end(
+        &host,
+        &flow,
+        json!({"account": "ann", "amount": 7, "fail": false}),
+    )
+    .await;
     assert_eq!(done.state, RunState::Settled, "{done:#?}");
     let booking = done.outputs[0].clone().unwrap();
     assert_eq!(booking["account"], json!("ann"));
     assert_eq!(booking["amount"], json!(7));
     // reconcile found both bookings where run left them.
     assert!(done.confirmed(), "{done:#?}");
-    assert_eq!(done.verdicts, vec![Some(Verdict::InSync), Some(Verdict::InSync)]);
+    assert_eq!(
+        done.verdicts,
+        vec![Some(Verdict::InSync), Some(Verdict::InSync)]
+    );
 
     // The second step refuses for good: the first booking is undone.
-    let undone = support::run_to_end(&host, &flow, json!({"account": "bob", "amount": 3, "fail": true})).await;
+    let undone = support::run_to_end(
+        &host,
+        &flow,
+        json!({"account": "bob", "amount": 3, "fail": true}),
+    )
+    .await;
     assert_eq!(undone.state, RunState::Compensated, "{undone:#?}");
     assert!(undone.compensated[0]);
     let failure = undone.last_failure.clone().unwrap();
-    assert!(failure.message.contains("account bob refuses bookings"), "{failure:?}");
+    assert!(
+        failure.message.contains("account bob refuses bookings"),
+        "{failure:?}"
+    );
     let events = support::events(&host, undone.run_id);
-    assert!(events.iter().any(|e| matches!(e.kind, EventKind::CompensationCompleted { index: 0, .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::CompensationCompleted { index: 0, .. }))
+    );
     host.shutdown().await.unwrap();
 }

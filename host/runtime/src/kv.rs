@@ -34,6 +34,43 @@ pub trait PluginKv: Send + Sync {
     fn apply(&self, plugin: &str, writes: &[KvWrite]) -> Result<(), String>;
 }
 
+/// Plugin state in memory, for tests and tools that run plugins without a
+/// store (`settle bench --languages`): nothing is kept past the process.
+#[derive(Default)]
+pub struct MemoryKv(std::sync::Mutex<std::collections::HashMap<(String, String), Vec<u8>>>);
+
+impl MemoryKv {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PluginKv for MemoryKv {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.map().get(&(plugin.into(), key.into())).cloned())
+    }
+    fn apply(&self, plugin: &str, writes: &[KvWrite]) -> Result<(), String> {
+        let mut map = self.map();
+        for (key, value) in writes {
+            match value {
+                Some(v) => map.insert((plugin.into(), key.clone()), v.clone()),
+                None => map.remove(&(plugin.into(), key.clone())),
+            };
+        }
+        Ok(())
+    }
+    fn usage(&self, plugin: &str) -> Result<KvUsage, String> {
+        let map = self.map();
+        let mine = map.iter().filter(|((p, _), _)| p == plugin);
+        Ok(KvUsage {
+            keys: mine.clone().count() as u64,
+            bytes: mine.map(|((_, k), v)| (k.len() + v.len()) as u64).sum(),
+        })
+    }
+}
+
 /// Every store's plugin state serves the runtime as it is.
 impl<S: KvStore> PluginKv for S {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {

@@ -41,7 +41,7 @@ mod runtime;
 pub use budget::RuntimeStats;
 pub use diagnose::contract_version;
 pub use grants::Grants;
-pub use kv::{KvUsage, KvWrite, PluginKv};
+pub use kv::{KvUsage, KvWrite, MemoryKv, PluginKv};
 pub use limits::{LimitHit, Limits};
 pub use plugin::{LoadError, PluginInfo, PluginSettings};
 pub use runtime::{Runtime, RuntimeOptions};

@@ -36,6 +36,15 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// Bytes of a memory slot reset in place (memset, or only the pages dirtied
+/// where the kernel can tell) rather than unmapped between calls: an
+/// interpreter's plugin (CPython, SpiderMonkey) starts from a memory image of
+/// megabytes and dirties much of it on every call; mapping it afresh each
+/// time costs page faults. Set from `settle bench --languages`.
+const KEEP_RESIDENT_MEMORY: usize = 4 * 1024 * 1024;
+/// The same for tables.
+const KEEP_RESIDENT_TABLE: usize = 1024 * 1024;
+
 /// How the runtime is set up.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
@@ -101,7 +110,10 @@ impl Runtime {
             .total_memories(n * 2)
             .total_tables(n * 8)
             .total_stacks(n)
-            .max_memory_size((options.max_memory_mib as usize).saturating_mul(1024 * 1024));
+            .max_memory_size((options.max_memory_mib as usize).saturating_mul(1024 * 1024))
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// `reconcile:` window, each checked once.
     #[arg(long, conflicts_with = "http")]
     rechecks: bool,
+    /// Plugins in other languages beside the Rust ones: size, load
+    /// (compile, then from the cache) and instantiate + call, from
+    /// example-plugins/dist and dist-other.
+    #[arg(long, conflicts_with_all = ["http", "rechecks"])]
+    languages: bool,
 }
 
 pub(super) const FLOW: &str = r#"
@@ -136,6 +141,9 @@ pub async fn bench(base: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> 
     }
     if args.rechecks {
         return super::bench_rechecks::bench(base, args).await;
+    }
+    if args.languages {
+        return super::bench_languages::bench(base, args).await;
     }
     let dir = std::env::temp_dir().join(format!("settle-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

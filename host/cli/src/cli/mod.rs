@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_http;
+mod bench_languages;
 mod bench_rechecks;
 mod demo;
 mod drill;
