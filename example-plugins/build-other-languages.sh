@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the example plugins written in other languages against the same
 # wit/ as the Rust ones, with pinned tools it installs itself:
-#   py-ledger (Python): componentize-py, from PyPI, in a virtualenv.
+#   py-ledger (Python): componentize-py, from PyPI, in a virtualenv;
+#   js-ledger (JavaScript): @bytecodealliance/componentize-js, from npm.
 # They go to example-plugins/dist-other/, not dist/: the demo does not load
 # them (a Python component is 18 MB to compile).
 set -euo pipefail
@@ -9,6 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 source tests/env.sh
 COMPONENTIZE_PY_VERSION=0.25.1
+COMPONENTIZE_JS_VERSION=0.23.0
 tools="${CARGO_TARGET_DIR}/../plugin-tools"
 mkdir -p "$tools" "$here/dist-other"
 
@@ -19,4 +21,12 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
 fi
 "$venv/bin/componentize-py" -d wit -w step componentize \
   -p example-plugins/py-ledger app -o "$here/dist-other/py-ledger.wasm" >/dev/null
+js="$tools/componentize-js-$COMPONENTIZE_JS_VERSION"
+if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+  mkdir -p "$js"
+  npm install --silent --no-audit --no-fund --prefix "$js" \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >/dev/null
+fi
+"$js/node_modules/.bin/componentize-js" --wit wit -n step \
+  -o "$here/dist-other/js-ledger.wasm" example-plugins/js-ledger/ledger.js >/dev/null
 echo "other-language plugins built: $(ls "$here/dist-other" | tr '\n' ' ')" >&2

@@ -283,6 +283,18 @@ fn a_plugin_log_line_cannot_forge_a_host_line() {
 
 pub use settle::runtime::MemoryKv;
 
+/// A runtime alone (no store, no engine), with `limits` for every plugin.
+pub fn runtime(limits: Limits) -> settle::runtime::Runtime {
+    let options = settle::runtime::RuntimeOptions {
+        max_concurrent_calls: 4,
+        max_memory_mib: 256,
+        default_limits: limits,
+        ..Default::default()
+    };
+    settle::runtime::Runtime::new(options, std::sync::Arc::new(MemoryKv::default()))
+        .expect("runtime")
+}
+
 fn request(mode: &str) -> settle::runtime::CallRequest {
     settle::runtime::CallRequest {
         plugin: "hostile".into(),

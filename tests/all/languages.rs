@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 fn other_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example-plugins/dist-other");
     assert!(
-        dir.join("py-ledger.wasm").exists(),
+        dir.join("py-ledger.wasm").exists() && dir.join("js-ledger.wasm").exists(),
         "the other-language plugins are not built in {}: run example-plugins/build-other-languages.sh (the README's test command does)",
         dir.display()
     );
@@ -22,30 +22,46 @@ fn other_dir() -> PathBuf {
 async fn host(dir: &Path) -> Host {
     let mut config = support::config(dir);
     config.plugin_dirs.push(other_dir());
-    let mut grants = settle::runtime::PluginSettings::default();
-    grants.grants.kv = true;
-    config.plugins.insert("py-ledger".into(), grants);
+    for plugin in ["py-ledger", "js-ledger"] {
+        let mut grants = settle::runtime::PluginSettings::default();
+        grants.grants.kv = true;
+        config.plugins.insert(plugin.into(), grants);
+    }
     Host::start(&config)
         .await
-        .expect("host starts with the Python plugin")
+        .expect("host starts with the Python and JavaScript plugins")
 }
 
-const BOOK: &str = "
-name: book
+/// Two bookings by `plugin`; the second refuses when the input says `fail`.
+fn book(plugin: &str) -> std::sync::Arc<settle::flow::Flow> {
+    support::flow(&format!(
+        "
+name: book-{plugin}
 steps:
   - name: book
-    plugin: py-ledger
-    input: { account: \"${{ input.account }}\", amount: \"${{ input.amount }}\" }
+    plugin: {plugin}
+    input: {{ account: \"${{{{ input.account }}}}\", amount: \"${{{{ input.amount }}}}\" }}
   - name: book-again
-    plugin: py-ledger
-    input: { account: \"${{ input.account }}\", amount: 1, fail: \"${{ input.fail }}\" }
-";
+    plugin: {plugin}
+    input: {{ account: \"${{{{ input.account }}}}\", amount: 1, fail: \"${{{{ input.fail }}}}\" }}
+"
+    ))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_plugin_settles_is_confirmed_and_is_undone() {
+    settles_is_confirmed_and_is_undone("py-ledger").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_settles_is_confirmed_and_is_undone() {
+    settles_is_confirmed_and_is_undone("js-ledger").await;
+}
+
+async fn settles_is_confirmed_and_is_undone(plugin: &str) {
     let dir = support::tempdir();
     let host = host(dir.path()).await;
-    let flow = support::flow(BOOK);
+    let flow = book(plugin);
 
     let done = support::run_to_end(
         &host,

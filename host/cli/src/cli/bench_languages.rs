@@ -5,7 +5,8 @@
 //! in a fresh instance from the pool as on a host.
 //!
 //! The call is the plugin's lightest: `run` of `noop` (Rust), `reconcile`
-//! of a booking `py-ledger` (Python) does not have (one kv read).
+//! of a booking `py-ledger` (Python) and `js-ledger` (JavaScript) do not
+//! have (one kv read).
 
 use super::bench::{BenchArgs, Percentiles, percentiles};
 use crate::config::Config;
@@ -22,6 +23,13 @@ const PLUGINS: &[(&str, &str, CallKind, &str, Option<&str>)] = &[
     (
         "Python",
         "py-ledger.wasm",
+        CallKind::Reconcile,
+        r#"{"account":"a","amount":1}"#,
+        Some(r#"{"booking":"b","account":"a","amount":1}"#),
+    ),
+    (
+        "JS",
+        "js-ledger.wasm",
         CallKind::Reconcile,
         r#"{"account":"a","amount":1}"#,
         Some(r#"{"booking":"b","account":"a","amount":1}"#),
