@@ -738,3 +738,92 @@ fn the_dashboard_sends_the_pasted_token_and_its_role_decides() {
         Some(&json!("run-cancelled"))
     );
 }
+
+/// A run waiting at an approval step and one waiting for a signal show
+/// what they wait for, with buttons: approving (as the page's caller) and
+/// sending the signal's payload move them on, and they settle.
+#[test]
+fn the_dashboard_decides_approvals_and_sends_signals() {
+    let dir = support::tempdir();
+    let flows = write_flows(dir.path());
+    std::fs::write(
+        flows.join("gated.yaml"),
+        "name: gated\nsteps:\n  - name: finance\n    approval: { approvers: [local], roles: [operator], timeout: 1h }\n  - { name: ship, plugin: noop }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("paid.yaml"),
+        "name: paid\nsteps:\n  - name: payment\n    signal: { name: paid, timeout: 1h, schema: { type: object, required: [by] } }\n  - { name: ship, plugin: noop }\n",
+    )
+    .unwrap();
+    let serve = Serve::start(dir.path(), &flows, &[]);
+    let api = agent();
+    let browser = Browser::start(dir.path());
+    browser.open(&serve.url("/"));
+
+    let submit = |flow: &str| {
+        let (code, run) = call(
+            &api,
+            "POST",
+            &serve.url(&format!("/v1/flows/{flow}/runs")),
+            Some(&json!({})),
+        );
+        assert_eq!(code, 202, "{run}");
+        run["run_id"].as_str().unwrap().to_string()
+    };
+    let settled = |run: &str| {
+        wait_for("the run settled", PATIENCE, || {
+            let (_, status) = call(&api, "GET", &serve.url(&format!("/v1/runs/{run}")), None);
+            (status["state"] == "settled").then_some(status)
+        })
+    };
+
+    // The approval: "0 of 1 given", then approved from the page.
+    let gated = submit("gated");
+    browser.click(&format!("tr.run[data-run='{gated}']"));
+    wait_for("the approval the run waits for", PATIENCE, || {
+        text_of(&browser, "#awaiting-what")
+            .starts_with("Waiting for approval at step finance: 0 of 1 given")
+            .then_some(())
+    });
+    browser.type_into("#approval-comment", "looks right");
+    browser.click("#approve");
+    wait_for_flash(&browser, "approve recorded for step finance");
+    let status = settled(&gated);
+    assert!(status.get("awaiting").is_none(), "{status}");
+    let (_, events) = call(
+        &api,
+        "GET",
+        &serve.url(&format!("/v1/runs/{gated}/events")),
+        None,
+    );
+    let decision = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"]["type"] == "signal-received")
+        .map(|e| e["kind"].clone())
+        .unwrap_or_default();
+    assert_eq!(decision["payload"]["decision"], "approve", "{events}");
+    assert_eq!(decision["payload"]["comment"], "looks right", "{events}");
+
+    // The signal: a payload the schema refuses is refused on the page; a
+    // good one moves the run on.
+    let paid = submit("paid");
+    browser.click(&format!("tr.run[data-run='{paid}']"));
+    wait_for("the signal the run waits for", PATIENCE, || {
+        text_of(&browser, "#awaiting-what")
+            .starts_with("Waiting for signal 'paid' at step payment")
+            .then_some(())
+    });
+    browser.type_into("#signal-payload", r#"{"amount": 3}"#);
+    browser.click("#send-signal");
+    wait_for_flash(&browser, "signal 'paid' refused");
+    browser.eval("document.getElementById('signal-payload').value = ''; return null");
+    browser.type_into("#signal-payload", r#"{"by": "psp"}"#);
+    browser.click("#send-signal");
+    wait_for_flash(&browser, "signal 'paid' sent");
+    let status = settled(&paid);
+    assert_eq!(status["state"], "settled", "{status}");
+    save_screenshot(&browser, "dashboard-awaiting.png");
+}

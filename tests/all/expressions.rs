@@ -143,6 +143,16 @@ async fn jq_mappings_and_conditions_drive_a_run() {
         1,
         "{names:?}"
     );
+    // Each step's scheduling is recorded as that step's, the skip included.
+    for e in crate::support::events(&host, done.run_id) {
+        if let settle::model::EventKind::StepScheduled { index, .. } = e.kind {
+            assert_eq!(
+                e.step.as_deref(),
+                Some(done.steps[index as usize].as_str()),
+                "{e:?}"
+            );
+        }
+    }
     let status = host.engine.status(done.run_id).await.unwrap().unwrap();
     assert_eq!((status.completed_steps, status.skipped_steps), (2, 1));
 

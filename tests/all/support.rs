@@ -385,7 +385,14 @@ impl Call<'_> {
         } else {
             self.server.agent.run(request.body(self.body).expect(&what))
         };
-        let mut response = response.unwrap_or_else(|e| panic!("{what}: {e}"));
+        // A connection dropped mid-answer is a server that died or a
+        // handler that panicked: its log says which.
+        let mut response = response.unwrap_or_else(|e| {
+            let log = self.server.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!("{what}: {e}\nthe server's log ends:\n{}", tail.join("\n"))
+        });
         let headers = response
             .headers()
             .iter()

@@ -111,18 +111,7 @@ fn attribute(
     plugin: &Source,
 ) -> impl Iterator<Item = (EventKind, Option<u32>, Source)> + '_ {
     decided.into_iter().enumerate().map(move |(i, kind)| {
-        let step = match &kind {
-            EventKind::StepScheduled { index, .. }
-            | EventKind::CompensationScheduled { index, .. } => Some(*index),
-            EventKind::ReconciliationScheduled { .. }
-            | EventKind::RunSettled
-            | EventKind::RunCompensated
-            | EventKind::RunDrifted { .. }
-            | EventKind::RunNeedsAttention { .. }
-            | EventKind::RunHeld { .. }
-            | EventKind::RunCancelled => None,
-            _ => Some(index),
-        };
+        let step = step_of(&kind, index);
         let source = if i == 0 {
             plugin.clone()
         } else {
@@ -130,6 +119,24 @@ fn attribute(
         };
         (kind, step, source)
     })
+}
+
+/// The step an event decided while at step `index` concerns: the step it
+/// schedules, none when it concerns the whole run, else `index`.
+fn step_of(kind: &EventKind, index: u32) -> Option<u32> {
+    match kind {
+        EventKind::StepScheduled { index, .. } | EventKind::CompensationScheduled { index, .. } => {
+            Some(*index)
+        }
+        EventKind::ReconciliationScheduled { .. }
+        | EventKind::RunSettled
+        | EventKind::RunCompensated
+        | EventKind::RunDrifted { .. }
+        | EventKind::RunNeedsAttention { .. }
+        | EventKind::RunHeld { .. }
+        | EventKind::RunCancelled => None,
+        _ => Some(index),
+    }
 }
 
 /// The spans of one attempt: `step` (its name and index) and, inside it,
@@ -1097,7 +1104,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         *deferred = None;
         let events = events
             .into_iter()
-            .map(|k| (k, Some(index), Source::host()))
+            .map(|k| (step_of(&k, index), k))
+            .map(|(step, k)| (k, step, Source::host()))
             .collect();
         self.record(summary, events, now).await
     }

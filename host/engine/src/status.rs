@@ -33,6 +33,10 @@ pub struct RunStatus {
     /// The step the run is at (or undoing), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepPosition>,
+    /// The signal or approval the run waits for, while it does: what the
+    /// dashboard offers to send or decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<settle_types::summary::Awaiting>,
     /// Steps completed so far.
     pub completed_steps: usize,
     /// Steps passed over because their `if:` was false.
@@ -169,6 +173,7 @@ impl RunStatus {
             catalog: summary.catalog,
             language: Lang::En,
             step,
+            awaiting: summary.awaiting(),
             completed_steps: summary.completed_steps(),
             skipped_steps: summary.skipped.iter().filter(|s| **s).count(),
             step_count: summary.steps.len(),

@@ -190,6 +190,23 @@ impl ReceivedSignal {
     pub const APPROVAL_PREFIX: &'static str = "approval.";
 }
 
+/// What a waiting run waits for ([`RunSummary::awaiting`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// The step that waits.
+    pub step: String,
+    /// The signal it waits for (`approval.STEP` for an approval).
+    pub signal: String,
+    /// For an approval: the approvals it needs, and those given so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u32>,
+    #[serde(default)]
+    pub given: usize,
+    /// Until when it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
 /// Most signals one run keeps.
 pub const MAX_SIGNALS: usize = 100;
 
@@ -658,6 +675,36 @@ impl RunSummary {
         self.skipped.get(index).copied().unwrap_or(false)
     }
 
+    /// What the run waits for from outside, while a `signal:` or
+    /// `approval:` step waits (not while it is held for an operator).
+    pub fn awaiting(&self) -> Option<Awaiting> {
+        let Next::Step { index, .. } = self.next else {
+            return None;
+        };
+        let signal = self.awaiting_signal.clone()?;
+        if self.state == RunState::NeedsAttention {
+            return None;
+        }
+        let given = self
+            .signals
+            .iter()
+            .filter(|s| {
+                s.name == signal && s.taken_by.is_none() && s.payload["decision"] == "approve"
+            })
+            .count();
+        Some(Awaiting {
+            step: self.steps.get(index as usize).cloned().unwrap_or_default(),
+            needed: self.awaiting_needed,
+            given: if self.awaiting_needed.is_some() {
+                given
+            } else {
+                0
+            },
+            signal,
+            until_ms: self.pausing_until,
+        })
+    }
+
     /// Steps that completed and were not undone, in order.
     pub fn left_in_place(&self) -> Vec<&str> {
         self.not_undone(true)
@@ -752,14 +799,7 @@ impl RunSummary {
             (_, Next::Step { index, .. })
                 if self.awaiting_needed.is_some() && self.state != RunState::NeedsAttention =>
             {
-                let name = self.awaiting_signal.as_deref().unwrap_or_default();
-                let given = self
-                    .signals
-                    .iter()
-                    .filter(|s| {
-                        s.name == name && s.taken_by.is_none() && s.payload["decision"] == "approve"
-                    })
-                    .count();
+                let given = self.awaiting().map_or(0, |a| a.given);
                 Message::new("run.awaiting-approval")
                     .with("step", step_name(*index))
                     .with("given", given)
