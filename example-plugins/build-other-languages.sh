@@ -13,6 +13,12 @@ COMPONENTIZE_PY_VERSION=0.25.1
 COMPONENTIZE_JS_VERSION=0.23.0
 tools="${CARGO_TARGET_DIR}/../plugin-tools"
 mkdir -p "$tools" "$here/dist-other"
+for tool in python3 npm node; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "build-other-languages.sh: '$tool' is needed to build the Python and JavaScript example plugins; install it (Debian: apt-get install -y python3-venv nodejs npm)" >&2
+    exit 1
+  }
+done
 
 venv="$tools/componentize-py-$COMPONENTIZE_PY_VERSION"
 if [ ! -x "$venv/bin/componentize-py" ]; then

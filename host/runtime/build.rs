@@ -27,9 +27,11 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("expr-guest"),
-        None => out_dir.join("expr-guest"),
+    // A relative CARGO_TARGET_DIR is relative to where cargo was started,
+    // which a build script cannot know: then the guest builds under OUT_DIR.
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("expr-guest"),
+        _ => out_dir.join("expr-guest"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -65,8 +67,9 @@ fn main() {
         .unwrap_or_else(|e| panic!("could not start cargo to build the expression evaluator: {e}"));
     if !status.success() {
         panic!(
-            "building the expression evaluator ({}) for wasm32-wasip2 failed; \
-             is the target installed? `rustup target add wasm32-wasip2`",
+            "building the expression evaluator ({}) for wasm32-wasip2 failed (cargo's \
+             message is above): the target must be installed (`rustup target add \
+             wasm32-wasip2`) and the guest's crates fetchable or already fetched",
             guest.display()
         );
     }

@@ -13,6 +13,7 @@ use crate::{Engine, Live};
 use serde_json::Value;
 use settle_flow::Flow;
 use settle_flow::template::{RenderError, Scope};
+use settle_types::executor::EvalFailure;
 use settle_types::executor::{CallContext, CallFailure};
 use settle_types::executor::{
     CallKind, CallOutput, CallReport, CallRequest, Executor, ProgressSink,
@@ -504,7 +505,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // Boxed: the call's state (a few KiB, wasmtime's included) lives
             // on the heap only while it runs, so the many runs that wait for
             // a timer or a worker stay small.
-            let skipped = self.unless_condition(&summary, &flow).await;
+            let skipped = self
+                .unless_condition(&summary, &flow, maybe_interrupted)
+                .await;
             let result = match summary.next.clone() {
                 // Its `if:` was false (or could not be evaluated): passed
                 // over (or failed) without calling anything.
@@ -786,8 +789,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .render_in(&scope, &names, index as usize, &self.inner.executor)
             .await
             .map_err(|e| match e {
-                // No room to run them is the host's own capacity.
-                RenderError::Sandbox(e) if e.starts_with("no free instance slot") => {
+                // The host's own capacity or setup: held, never undone.
+                RenderError::Sandbox(EvalFailure::Host(e)) => {
                     CallFailure::new(FailureClass::HostSetup, e)
                 }
                 e => CallFailure::new(FailureClass::InvalidInput, e.to_string()),
@@ -799,11 +802,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// evaluated, those that fail the step. `None`: the step goes ahead (no
     /// condition, already begun, or true). Evaluated again if the run stops
     /// before the answer is recorded: the same context gives the same answer.
-    async fn unless_condition(&self, summary: &RunSummary, flow: &Flow) -> Option<Vec<EventKind>> {
-        let Next::Step {
-            index, attempt: 1, ..
-        } = summary.next
-        else {
+    async fn unless_condition(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        maybe_interrupted: bool,
+    ) -> Option<Vec<EventKind>> {
+        // Asked before every attempt, not only the first: a pause, a hold
+        // or an operator's retry schedules the next one afresh.
+        let Next::Step { index, attempt, .. } = summary.next else {
             return None;
         };
         if summary.pausing_until.is_some() {
@@ -823,14 +830,22 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     self.reconciles(plugin)
                 }),
             ]),
-            Err(f) => Some(builtin_failed(
-                flow,
-                summary,
-                index,
-                f.class,
-                &format!("`if`: {}", f.message),
-                now,
-            )),
+            Err(f) => {
+                // An earlier attempt cut short by a stop may have had its
+                // effect: that is kept, so it is undone if need be.
+                let failed = transitions::StepFailure {
+                    may_have_effect: maybe_interrupted,
+                    failure: Failure {
+                        class: f.class,
+                        message: bounds::cut_detail(&format!("`if`: {}", f.message)),
+                    },
+                    retry_after: None,
+                    duration_ms: None,
+                };
+                Some(transitions::after_step_failed(
+                    flow, summary, index, attempt, failed, now,
+                ))
+            }
         }
     }
 
@@ -841,16 +856,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         index: u32,
         wait: &settle_flow::Wait,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, CallFailure> {
         let until = match wait {
             settle_flow::Wait::For(_) => None,
-            settle_flow::Wait::Until(template) => Some(
-                self.render(summary, flow, index, template)
-                    .await
-                    .map_err(|f| f.message)?,
-            ),
+            settle_flow::Wait::Until(template) => {
+                Some(self.render(summary, flow, index, template).await?)
+            }
         };
         wait_until(wait, until, self.now())
+            .map_err(|e| CallFailure::new(FailureClass::InvalidInput, e))
     }
 
     /// Renders the step's input and checks it against the plugin's schema.
@@ -1144,14 +1158,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     signal: None,
                     needed: None,
                 }],
-                Err(problem) => builtin_failed(
-                    flow,
-                    summary,
-                    index,
-                    FailureClass::InvalidInput,
-                    &problem,
-                    now,
-                ),
+                Err(f) => builtin_failed(flow, summary, index, f.class, &f.message, now),
             },
         };
         self.record_builtin(summary, index, events, now, deferred)

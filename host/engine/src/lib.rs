@@ -904,6 +904,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             // digits.
             let matches = flow.steps.iter().enumerate().any(|(i, s)| {
                 summary.outputs.get(i).is_some_and(Option::is_none)
+                    && !summary.was_skipped(i)
                     && s.signal.as_ref().is_some_and(|g| {
                         g.name == name
                             && g.correlate

@@ -37,8 +37,13 @@ use jaq_json::Val;
 /// recurses once per nesting level, so this also bounds the parser's stack.
 pub const MAX_PROGRAM_CHARS: usize = 1024;
 
-/// How the context's three parts are named inside a program.
-pub const PRELUDE: &str = "def input: .input; def steps: .steps; def run: .run;";
+/// How the context's three parts are named inside a program: through a
+/// global variable, so they mean the run wherever they are used, inside
+/// `map(…)` and `select(…)` too, not whatever `.` is there.
+pub const PRELUDE: &str = "def input: $__run.input; def steps: $__run.steps; def run: $__run.run;";
+
+/// The global variable that holds the run's context.
+const CONTEXT_VAR: &str = "$__run";
 
 /// jq filters a flow cannot use, and why: they would make a step's input
 /// depend on when or where it was rendered, or reach outside the sandbox.
@@ -105,7 +110,7 @@ pub const CHECK_STACK_BYTES: usize = 16 * 1024 * 1024;
 #[cfg(any(test, feature = "evaluate"))]
 pub fn evaluate(code: &str, context: Val) -> Result<Val, String> {
     with_filter(code, |filter| {
-        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([context.clone()]));
         let mut outputs = filter.id.run((ctx, context));
         let first = match outputs.next() {
             None => return Err(NO_VALUE.into()),
@@ -154,7 +159,7 @@ fn evaluate_together(programs: &[String], context: Val) -> Option<Vec<Result<Str
         .collect();
     let code = format!("[{}]", parts.join(",\n"));
     let answers = compile(&code, usize::MAX, |filter| {
-        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([context.clone()]));
         let mut outputs = filter.id.run((ctx, context));
         match (outputs.next(), outputs.next()) {
             (Some(Ok(v)), None) => Some(v),
@@ -226,6 +231,15 @@ fn compile<T>(code: &str, max_chars: usize, then: impl FnOnce(&Filter) -> T) -> 
             "has {chars} characters; an expression may have at most {max_chars}"
         ));
     }
+    // No module system: there is nothing to import, and the evaluator
+    // could not read it.
+    let first_word = code
+        .trim_start()
+        .split(|c: char| !c.is_alphanumeric())
+        .next();
+    if matches!(first_word, Some("import" | "include" | "module")) {
+        return Err("is not valid jq here: modules (import, include) are not available".into());
+    }
     let prelude = load::parse(PRELUDE, |p| p.defs()).unwrap_or_default();
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
@@ -275,6 +289,7 @@ fn compile<T>(code: &str, max_chars: usize, then: impl FnOnce(&Filter) -> T) -> 
         })?;
     let filter = Compiler::default()
         .with_funs(funs)
+        .with_global_vars([CONTEXT_VAR])
         .compile(modules)
         .map_err(|errors| {
             let problems: Vec<String> = errors

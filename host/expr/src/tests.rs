@@ -26,6 +26,15 @@ fn programs_read_the_run_as_jq_would() {
         "\"ADA-run-1\""
     );
     assert_eq!(eval("input.missing // \"default\"").unwrap(), "\"default\"");
+    // The names mean the run inside nested filters too.
+    assert_eq!(
+        eval("input.items | map(select(.p <= input.amount - 10)) | length").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        eval("[input.items[] | .p + (steps.reserve.output.id | length)]").unwrap(),
+        "[4,5]"
+    );
 }
 
 #[test]
@@ -57,6 +66,8 @@ fn bad_programs_say_what_and_where() {
     assert!(e.contains("environment"), "{e}");
     let e = inspect("$ENV").unwrap_err();
     assert!(e.contains("unknown variable '$ENV'"), "{e}");
+    let e = inspect("import \"x\" as $d; $d").unwrap_err();
+    assert!(e.contains("modules"), "{e}");
     let e = inspect("(1").unwrap_err();
     assert!(e.contains("is not valid jq"), "{e}");
     let e = inspect(&"1+".repeat(600)).unwrap_err();
@@ -116,6 +127,8 @@ fn a_batch_answers_like_each_program_alone() {
     ]
     .map(String::from)
     .to_vec();
+    // The batch runs as one program (no fallback to one at a time).
+    assert!(evaluate_together(&programs, context()).is_some());
     let context = context().to_string();
     let together = evaluate_batch(&programs, &context);
     let alone: Vec<_> = programs

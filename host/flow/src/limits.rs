@@ -6,6 +6,7 @@
 //! | file size | [`MAX_FLOW_BYTES`] (256 KiB) | the text is parsed into a tree and kept with every run accepted under it |
 //! | nesting | [`MAX_NESTING`] (32 levels of indentation and brackets) | the YAML tree, its JSON form and the step templates are walked recursively: a file 100 000 brackets deep would overflow the stack |
 //! | steps | [`MAX_STEPS`] | every step is scheduled, called and possibly compensated; summaries hold one slot per step |
+//! | `${{ … }}` expressions | [`MAX_EXPRESSIONS`] | each is parsed and compiled (jq) when the flow is read |
 //! | names | [`MAX_NAME_CHARS`] characters | flow, step and plugin names and the version are copied into events, keys and messages |
 //! | `timeout` | [`MAX_TIMEOUT`] (1 day) | the engine computes `now + timeout`, which must not overflow |
 //! | `initial_interval`, `max_interval` | [`MAX_RETRY_INTERVAL`] (7 days) | retry delays are computed in floating point and added to `now` |
@@ -33,6 +34,10 @@ pub const MAX_FLOW_BYTES: usize = 256 * 1024;
 pub const MAX_NESTING: usize = 32;
 /// The most steps a flow may have.
 pub const MAX_STEPS: usize = 256;
+/// The most `${{ … }}` expressions in one flow file: each is parsed and
+/// compiled when the flow is read (about half a millisecond for a jq
+/// program), so this bounds what reading a flow costs.
+pub const MAX_EXPRESSIONS: usize = 512;
 /// The longest flow name, step name, plugin name or version.
 pub const MAX_NAME_CHARS: usize = 64;
 /// The longest per-attempt `timeout`.
@@ -88,6 +93,14 @@ pub fn check_text(text: &str) -> Result<(), Exceeded> {
             message: "a carriage return without a line feed (old Mac line endings); \
                       save the file with LF or CRLF line endings"
                 .into(),
+        });
+    }
+    if let Some((i, _)) = text.match_indices("${{").nth(MAX_EXPRESSIONS) {
+        return Err(Exceeded {
+            at: location_of_byte(text, i),
+            message: format!(
+                "more than {MAX_EXPRESSIONS} '${{{{ … }}}}' expressions in one flow file"
+            ),
         });
     }
     Scanner::default().scan(text)

@@ -1133,13 +1133,21 @@ impl Cx<'_> {
             Value::String(_) => Template::parse(&value, step_index),
             _ => Err("is not an expression".into()),
         };
+        // A condition is jq through and through: a field that is not there
+        // is null (false), not a failure of the step.
+        let template = match template {
+            Ok(Template::Ref(r)) => {
+                crate::template::program(&r.text, step_index).map(Template::Program)
+            }
+            other => other,
+        };
         match template {
-            Ok(
-                t @ (Template::Ref(_) | Template::Program(_) | Template::Literal(Value::Bool(_))),
-            ) => Some(crate::Condition {
-                template: t,
-                text: shown(&text, 200),
-            }),
+            Ok(t @ (Template::Program(_) | Template::Literal(Value::Bool(_)))) => {
+                Some(crate::Condition {
+                    template: t,
+                    text: shown(&text, 200),
+                })
+            }
             Ok(_) => {
                 self.error(
                     node.span(),

@@ -89,12 +89,15 @@ impl Scope<'_> {
     /// The input of jq programs: `{input, steps: {NAME: {output}}, run: {id}}`,
     /// with the outputs of the steps before `before` only, so a step's
     /// input renders the same whether it runs, is compensated or is checked.
-    pub fn context(&self, names: &[&str], before: usize) -> Value {
+    /// `reads`: the indexes of the steps to include (`None`: all before).
+    pub fn context(&self, names: &[&str], before: usize, reads: Option<&[usize]>) -> Value {
         let steps: serde_json::Map<String, Value> = names
             .iter()
             .zip(self.outputs)
             .take(before)
-            .filter_map(|(name, output)| {
+            .enumerate()
+            .filter(|(i, _)| reads.is_none_or(|r| r.contains(i)))
+            .filter_map(|(_, (name, output))| {
                 let output = output.as_ref()?;
                 Some((name.to_string(), serde_json::json!({ "output": output })))
             })
@@ -112,7 +115,7 @@ impl Scope<'_> {
 pub enum RenderError {
     /// The sandbox could not run the programs at all (a limit of the
     /// batch, no free instance slot).
-    Sandbox(String),
+    Sandbox(settle_types::executor::EvalFailure),
     /// A value is missing, or a program failed.
     Value(String),
 }
@@ -120,7 +123,8 @@ pub enum RenderError {
 impl std::fmt::Display for RenderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RenderError::Sandbox(e) | RenderError::Value(e) => f.write_str(e),
+            RenderError::Sandbox(e) => write!(f, "{e}"),
+            RenderError::Value(e) => f.write_str(e),
         }
     }
 }
@@ -230,7 +234,9 @@ impl Template {
         let evaluated = if programs.is_empty() {
             Evaluated::default()
         } else {
-            let context = scope.context(names, before);
+            // Only the outputs the programs read go into the sandbox.
+            let reads = self.steps_read();
+            let context = scope.context(names, before, reads.as_deref());
             let answers = executor
                 .evaluate(programs.clone(), context)
                 .await
@@ -239,6 +245,36 @@ impl Template {
         };
         self.render_with(scope, &evaluated)
             .map_err(RenderError::Value)
+    }
+
+    /// The steps its programs read, each once; `None` when one reads them
+    /// all (`steps | keys`).
+    fn steps_read(&self) -> Option<Vec<usize>> {
+        fn collect(t: &Template, out: &mut Option<Vec<usize>>) {
+            let mut add = |p: &Program| match (&p.steps, out.as_mut()) {
+                (None, _) => *out = None,
+                (Some(read), Some(all)) => all.extend(read),
+                (Some(_), None) => {}
+            };
+            match t {
+                Template::Program(p) => add(p),
+                Template::Interpolated(parts) => parts.iter().for_each(|part| {
+                    if let Part::Program(p) = part {
+                        add(p)
+                    }
+                }),
+                Template::Object(fields) => fields.iter().for_each(|(_, t)| collect(t, out)),
+                Template::Array(items) => items.iter().for_each(|t| collect(t, out)),
+                Template::Literal(_) | Template::Ref(_) => {}
+            }
+        }
+        let mut out = Some(Vec::new());
+        collect(self, &mut out);
+        if let Some(v) = out.as_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        out
     }
 
     /// Renders a template that has no jq program in it (see
@@ -448,6 +484,11 @@ fn parse_expression(
     if plain {
         return parse_reference(expr, step_index).map(Part::Ref);
     }
+    program(expr, step_index).map(Part::Program)
+}
+
+/// `expr` as a jq program, checked now, with the earlier steps it reads.
+pub fn program(expr: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result<Program, String> {
     let reads = settle_expr::inspect(expr).map_err(|e| {
         let hint = if e.contains("unknown filter") && !e.contains("not available") {
             " (a flow reads input, steps.NAME.output and run.id)"
@@ -471,10 +512,10 @@ fn parse_expression(
         }
         Some(indexes)
     };
-    Ok(Part::Program(Program {
+    Ok(Program {
         code: expr.to_string(),
         steps,
-    }))
+    })
 }
 
 /// The step name an "is not an earlier step" message is about.
@@ -681,7 +722,7 @@ mod tests {
             run_id: "r",
         };
         assert_eq!(
-            scope.context(&["charge", "skip", "ship"], 2),
+            scope.context(&["charge", "skip", "ship"], 2, None),
             json!({"input": {"a": 1}, "steps": {"charge": {"output": {"tx": 1}}}, "run": {"id": "r"}})
         );
     }

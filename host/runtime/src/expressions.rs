@@ -20,6 +20,7 @@ use crate::host_imports::{CallState, Caller};
 use crate::limits::{CallLimiter, LimitHit, Limits};
 use crate::runtime::Runtime;
 use serde_json::Value;
+use settle_types::executor::EvalFailure;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,11 +70,11 @@ impl Runtime {
         &self,
         programs: &[String],
         context: &Value,
-    ) -> Result<Vec<Result<Value, String>>, String> {
+    ) -> Result<Vec<Result<Value, String>>, EvalFailure> {
         if programs.is_empty() {
             return Ok(Vec::new());
         }
-        let pre = self.evaluator().await?;
+        let pre = self.evaluator().await.map_err(EvalFailure::Host)?;
         let limits = expression_limits();
         let _slot = self.acquire_slot().await;
         let caller = Caller {
@@ -94,14 +95,24 @@ impl Runtime {
         );
         let mut store = sandboxed_store(self.engine(), state);
         let context = context.to_string();
-        let call = async {
-            let instance = instantiate(&mut store, &pre, self.stats()).await?;
-            Ok::<_, CallError>(
-                instance
-                    .call_evaluate(&mut store, programs, &context)
-                    .await?,
-            )
+        // The instance first, waiting (bounded) for a pool slot: a wait
+        // for room is the host's, not the programs' time.
+        let instance = match instantiate(&mut store, &pre, self.stats()).await {
+            Ok(instance) => instance,
+            Err(CallError::PoolExhausted(reason)) => {
+                return Err(EvalFailure::Host(format!(
+                    "no free instance slot to evaluate expressions: {reason} (raise runtime.max_concurrent_calls in settle.toml)"
+                )));
+            }
+            Err(CallError::Wasm(e)) => {
+                return Err(EvalFailure::Host(format!(
+                    "the expression evaluator does not start: {}",
+                    crate::call::plain_reason(&e)
+                )));
+            }
         };
+        store.data_mut().limiter = CallLimiter::new(&limits, limits.timeout);
+        let call = instance.call_evaluate(&mut store, programs, &context);
         let outcome = tokio::time::timeout(
             limits.timeout.saturating_add(crate::limits::EPOCH_TICK * 2),
             call,
@@ -115,19 +126,15 @@ impl Runtime {
                     limit: limits.timeout,
                 }));
             }
-            Ok(Err(CallError::PoolExhausted(reason))) => {
-                return Err(format!(
-                    "no free instance slot to evaluate expressions: {reason}"
-                ));
-            }
-            Ok(Err(CallError::Wasm(e))) => {
+            Ok(Err(e)) => {
                 let failure = classify_trap(&e, data.limiter.hit.as_ref(), &data.stderr);
-                return Err(format!(
+                return Err(EvalFailure::Limit(format!(
                     "expressions stopped: {}",
                     failure
                         .message
                         .replace("plugin trapped", "the evaluator trapped")
-                ));
+                        .replace("the plugin asked", "they asked")
+                )));
             }
             Ok(Ok(answers)) => answers,
         };
@@ -208,6 +215,9 @@ fn whole_numbers(value: Value) -> Value {
     }
 }
 
-fn expression_failure(hit: &LimitHit) -> String {
-    format!("expressions stopped: {}", limit_failure(hit).message)
+fn expression_failure(hit: &LimitHit) -> EvalFailure {
+    EvalFailure::Limit(format!(
+        "expressions stopped: {}",
+        limit_failure(hit).message.replace("the plugin", "they")
+    ))
 }

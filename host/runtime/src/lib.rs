@@ -46,6 +46,6 @@ pub use limits::{LimitHit, Limits};
 pub use plugin::{LoadError, PluginInfo, PluginSettings};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use settle_types::executor::{
-    CallContext, CallFailure, CallKind, CallOutput, CallReport, CallRequest, Denial, Executor,
-    PluginDescriptor, ProgressSink,
+    CallContext, CallFailure, CallKind, CallOutput, CallReport, CallRequest, Denial, EvalFailure,
+    Executor, PluginDescriptor, ProgressSink,
 };

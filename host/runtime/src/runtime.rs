@@ -106,7 +106,9 @@ impl Runtime {
         // A Rust component holds a few core instances (its module and WASI
         // shims), so size core slots generously per component slot.
         pool.total_component_instances(n)
-            .total_core_instances(n * 8)
+            // An interpreter's component holds more: CPython (componentize-py)
+            // 14 core instances, so 16 per slot lets every slot run one.
+            .total_core_instances(n * 16)
             .total_memories(n * 2)
             .total_tables(n * 8)
             .total_stacks(n)
@@ -599,7 +601,7 @@ impl Executor for Runtime {
         &self,
         programs: Vec<String>,
         context: serde_json::Value,
-    ) -> Result<Vec<Result<serde_json::Value, String>>, String> {
+    ) -> Result<Vec<Result<serde_json::Value, String>>, settle_types::executor::EvalFailure> {
         Runtime::evaluate(self, &programs, &context).await
     }
 }

@@ -24,9 +24,33 @@ pub trait Executor: Send + Sync + 'static {
         &self,
         programs: Vec<String>,
         context: serde_json::Value,
-    ) -> impl Future<Output = Result<Vec<Result<serde_json::Value, String>>, String>> + Send {
+    ) -> impl Future<Output = Result<Vec<Result<serde_json::Value, String>>, EvalFailure>> + Send
+    {
         let _ = (programs, context);
-        async { Err("this host cannot evaluate expressions".to_string()) }
+        async {
+            Err(EvalFailure::Host(
+                "this host cannot evaluate expressions".into(),
+            ))
+        }
+    }
+}
+
+/// Why a batch of expressions has no answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvalFailure {
+    /// The host could not run them (no free instance slot, no evaluator):
+    /// its own setup, held for an operator, never the flow's fault.
+    Host(String),
+    /// They ran into a limit of the sandbox (time, memory, output): the
+    /// flow's expressions are at fault.
+    Limit(String),
+}
+
+impl std::fmt::Display for EvalFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvalFailure::Host(e) | EvalFailure::Limit(e) => f.write_str(e),
+        }
     }
 }
 

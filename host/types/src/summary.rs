@@ -489,12 +489,21 @@ impl RunSummary {
             }
             EventKind::StepCompleted { index, output, .. } if *index < n => {
                 self.outputs[*index as usize] = Some(output.clone());
+                if let Some(skipped) = self.skipped.get_mut(*index as usize) {
+                    *skipped = false;
+                }
                 self.attempts_total = self.attempts_total.saturating_add(1);
                 self.last_failure = None;
             }
             &EventKind::StepSkipped { index, .. } if index < n => {
                 self.skipped.resize(n as usize, false);
                 self.skipped[index as usize] = true;
+                // Skipped on this pass: what an earlier pass left (before a
+                // re-apply) is no longer its output, nor checked.
+                self.outputs[index as usize] = None;
+                if let Some(verdict) = self.verdicts.get_mut(index as usize) {
+                    *verdict = None;
+                }
                 self.last_failure = None;
             }
             EventKind::StepFailed {
