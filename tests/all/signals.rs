@@ -459,3 +459,79 @@ steps:
     let done = server.wait_done(&run, Duration::from_secs(10));
     assert_eq!(done["state"], "settled", "{done}");
 }
+
+/// One-time approval links: an operator gets one per named approver (not
+/// the submitter); each opens a page and decides once, without a token, as
+/// its approver; a forged or altered link is unknown; once the wait has
+/// ended, a link is gone.
+#[test]
+fn approval_links_let_each_approver_decide_once_without_a_token() {
+    let dir = support::tempdir();
+    let (tokens, secrets) = support::api_tokens(&[
+        ("ann", "viewer"),
+        ("bob", "viewer"),
+        ("cy", "operator"),
+        ("shop", "submitter"),
+    ]);
+    let extra = format!("[api]\nlink_secret = \"links-secret-0123456789\"\n\n{tokens}");
+    let mut server = Server::start(dir.path(), &[("spend", APPROVE)], &extra);
+    server.set_token(Some(secrets[3].as_str()));
+    let run = server.post("/v1/flows/spend/runs", &json!({})).json["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.set_token(Some(secrets[2].as_str()));
+    server.poll(&format!("/v1/runs/{run}"), Duration::from_secs(10), |s| {
+        s["message"]["id"] == "run.awaiting-approval"
+    });
+    let links_path = format!("/v1/runs/{run}/approvals/finance/links");
+    let links = server.get(&links_path);
+    assert_eq!(links.status, 200, "{links}");
+    let path_of = |who: &str| -> String {
+        links.json["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["approver"] == who)
+            .and_then(|l| l["path"].as_str())
+            .unwrap_or_else(|| panic!("no link for {who}: {links}"))
+            .to_string()
+    };
+    let (ann, bob, cy) = (path_of("ann"), path_of("bob"), path_of("cy"));
+    // Only operators hand out links.
+    server.set_token(Some(secrets[0].as_str()));
+    assert_eq!(server.get(&links_path).status, 403);
+
+    // No token from here on: the link is the credential.
+    server.set_token(None);
+    let page = server.get(&ann);
+    assert_eq!(page.status, 200, "{page}");
+    assert!(page.text.contains("Approval asked of ann"), "{page}");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let approve = json!({"decision": "approve", "comment": "from the mail"});
+    assert_eq!(server.post(&ann, &approve).status, 201);
+    assert_eq!(server.post(&ann, &approve).status, 200, "once per person");
+    // Altered (one digit of the signature) or made up: unknown.
+    let mut altered = ann.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(server.post(&altered, &approve).status, 404);
+    assert_eq!(server.get("/v1/approve/not-a-link").status, 404);
+
+    assert_eq!(server.post(&bob, &approve).status, 201);
+    server.set_token(Some(secrets[2].as_str()));
+    let done = server.wait_done(&run, Duration::from_secs(10));
+    assert_eq!(done["state"], "settled", "{done}");
+    let detail = server.get(&format!("/v1/runs/{run}")).json;
+    assert_eq!(
+        detail["steps"][0]["output"],
+        json!({"approved_by": ["ann", "bob"]})
+    );
+    // The wait is over: cy's link is gone.
+    server.set_token(None);
+    let late = server.post(&cy, &approve);
+    assert_eq!(late.status, 410, "{late}");
+}

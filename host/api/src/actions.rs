@@ -450,36 +450,46 @@ pub async fn approve<S: RunQueries + Clone, X: Executor>(
     bytes: Bytes,
 ) -> Result<Response, Problem> {
     let body = body::object_or_empty(&headers, &bytes, 16 * 1024)?;
-    let approve = match body::text_field(&body, "decision", true, 16)?.as_deref() {
-        Some("approve") => true,
-        Some("reject") => false,
-        _ => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "bad-decision",
-                "'decision' is approve or reject",
-            )
-            .at("/decision", "approve or reject"));
-        }
-    };
+    let approve = decision(&body)?;
     let comment = body::text_field(&body, "comment", false, 1024)?;
     let summary = visible_run(&api, &caller, &id).await?;
     let run = summary.run_id;
-    match api
-        .engine
-        .decide_approval(
-            run,
-            &step,
-            settle_engine::Approver {
-                name: &caller.name,
-                role: caller.role.as_str(),
-                identified: api.auth.enabled(),
-            },
-            approve,
-            comment,
+    let who = settle_engine::Approver {
+        name: &caller.name,
+        role: caller.role.as_str(),
+        identified: api.auth.enabled(),
+    };
+    decided(
+        api.engine
+            .decide_approval(run, &step, who, approve, comment)
+            .await,
+        run,
+        &step,
+    )
+}
+
+/// `decision` of an approval's body: approve (`true`) or reject.
+pub(crate) fn decision(body: &serde_json::Map<String, serde_json::Value>) -> Result<bool, Problem> {
+    match body::text_field(body, "decision", true, 16)?.as_deref() {
+        Some("approve") => Ok(true),
+        Some("reject") => Ok(false),
+        _ => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-decision",
+            "'decision' is approve or reject",
         )
-        .await
-    {
+        .at("/decision", "approve or reject")),
+    }
+}
+
+/// The answer to a decision: 201 recorded, 200 a repeat that changed
+/// nothing, 403 someone the step does not let decide.
+pub(crate) fn decided(
+    result: Result<bool, settle_engine::SignalError>,
+    run: settle_types::RunId,
+    step: &str,
+) -> Result<Response, Problem> {
+    match result {
         Ok(recorded) => Ok((
             if recorded {
                 StatusCode::CREATED

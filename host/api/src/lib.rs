@@ -21,6 +21,7 @@ mod dashboard;
 mod flows;
 pub mod hooks;
 mod language;
+pub mod links;
 mod overview;
 pub mod problem;
 pub mod routes;
@@ -64,6 +65,11 @@ pub struct ApiConfig {
     pub tokens: Vec<auth::TokenConfig>,
     /// Sources of inbound webhooks, by name (`POST /v1/hooks/{name}`).
     pub webhooks: std::collections::BTreeMap<String, hooks::WebhookSource>,
+    /// Signs one-time approval links (`GET /v1/runs/{id}/approvals/{step}/links`);
+    /// without it there are none. At least 16 characters; changing it
+    /// kills the links given out.
+    #[serde(default, skip_serializing)]
+    pub link_secret: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +81,7 @@ impl Default for ApiConfig {
             drain: Duration::from_secs(10),
             tokens: Vec::new(),
             webhooks: Default::default(),
+            link_secret: None,
         }
     }
 }
@@ -107,6 +114,13 @@ impl<S: RunQueries + Clone, X: Executor> Api<S, X> {
         let auth = Auth::new(&config.tokens)?;
         for (name, source) in &config.webhooks {
             source.check(name)?;
+        }
+        if config
+            .link_secret
+            .as_ref()
+            .is_some_and(|s| s.chars().count() < 16)
+        {
+            return Err("api.link_secret must have at least 16 characters".into());
         }
         if !auth.enabled() && !config.listen.ip().is_loopback() {
             return Err(format!(
@@ -230,6 +244,9 @@ where
         "signal_run" => post(actions::signal::<S, X>),
         "signal_by_correlation" => post(actions::signal_by_correlation::<S, X>),
         "approve_run" => post(actions::approve::<S, X>),
+        "approval_links" => get(links::list::<S, X>),
+        "approval_link_page" => get(links::page::<S, X>),
+        "approval_link_decide" => post(links::decide::<S, X>),
         "webhook" => post(hooks::deliver::<S, X>),
         "rejected_webhooks" => get(|State(api): State<Shared<S, X>>| async move {
             axum::Json(serde_json::json!({ "rejected": api.rejected.list() }))

@@ -577,7 +577,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     /// The flow a run was accepted under, from memory or from the store.
-    async fn flow_for(&self, summary: &RunSummary) -> Result<Arc<Flow>, String> {
+    pub async fn flow_for(&self, summary: &RunSummary) -> Result<Arc<Flow>, String> {
         if let Some(f) = self
             .inner
             .flows
