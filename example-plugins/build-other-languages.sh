@@ -11,7 +11,8 @@ cd "$here/.."
 source tests/env.sh
 COMPONENTIZE_PY_VERSION=0.25.1
 COMPONENTIZE_JS_VERSION=0.23.0
-tools="${CARGO_TARGET_DIR}/../plugin-tools"
+# The same place `settle plugin new --lang python|js` projects look.
+tools="${SETTLE_PLUGIN_TOOLS:-${CARGO_TARGET_DIR}/../plugin-tools}"
 mkdir -p "$tools" "$here/dist-other"
 for tool in python3 npm node; do
   command -v "$tool" >/dev/null 2>&1 || {

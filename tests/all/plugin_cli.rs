@@ -140,3 +140,75 @@ fn a_new_plugin_builds_outside_the_repository_and_runs_on_the_host() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Hello, Ada!"), "{out}");
 }
+
+/// `settle plugin new --lang python|js`: a project that tests its logic
+/// natively, builds with the pinned tool and runs on the host.
+#[test]
+fn new_python_and_js_plugins_test_build_and_settle_a_run() {
+    let dir = support::tempdir();
+    // The tools build-other-languages.sh installed for this test run.
+    let tools = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| std::path::PathBuf::from(t).join("../plugin-tools"))
+        .unwrap_or_else(|| dir.path().join("plugin-tools"));
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for (lang, name, test) in [
+        ("python", "py-greeter", ["python3", "-m", "unittest"]),
+        ("js", "js-greeter", ["node", "--test", "logic.test.js"]),
+    ] {
+        let (code, out, err) = support::settle(&[
+            "plugin",
+            "new",
+            name,
+            "--lang",
+            lang,
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+        let project = dir.path().join(name);
+        assert!(project.join("wit/plugin.wit").is_file());
+        let mut command = std::process::Command::new(test[0]);
+        command.args(&test[1..]).current_dir(&project);
+        let (code, out, err) =
+            support::output_within(&mut command, std::time::Duration::from_secs(120));
+        assert_eq!(code, 0, "{lang} test:\n{out}\n{err}");
+        let mut build = std::process::Command::new(project.join("build.sh"));
+        build.env("SETTLE_PLUGIN_TOOLS", &tools);
+        let (code, out, err) =
+            support::output_within(&mut build, std::time::Duration::from_secs(600));
+        assert_eq!(code, 0, "{lang} build:\n{out}\n{err}");
+        let wasm = project.join(format!("{name}.wasm"));
+        let (code, out, err) =
+            support::settle(&["plugin", "check", wasm.to_str().unwrap()]).unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(&format!("plugin {name} 0.1.0 implements")),
+            "{out}"
+        );
+        std::fs::copy(&wasm, plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let mut config = support::config(dir.path());
+    config.plugin_dirs = vec![plugins];
+    let config_path = dir.path().join("settle.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let flow = dir.path().join("greet.yaml");
+    std::fs::write(
+        &flow,
+        "name: greet\nsteps:\n  - { name: py, plugin: py-greeter, compensate: false, input: { name: \"${{ input.name }}\" } }\n  - { name: js, plugin: js-greeter, compensate: false, input: { name: \"${{ steps.py.output.greeting }}\" } }\n",
+    )
+    .unwrap();
+    let (code, out, err) = support::settle(&[
+        "--config",
+        config_path.to_str().unwrap(),
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        r#"{"name": "Ada"}"#,
+        "--quiet",
+    ])
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Hello, Hello, Ada!!"), "{out}");
+}

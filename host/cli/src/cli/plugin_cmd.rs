@@ -23,7 +23,7 @@ pub enum PluginCommand {
         /// Where the project's directory goes.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// rust (python and js are not built yet).
+        /// rust, python (componentize-py) or js (componentize-js).
         #[arg(long, default_value = "rust")]
         lang: String,
     },
@@ -33,17 +33,23 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
     match command {
         PluginCommand::Check { file, json } => check(config, file, *json).await,
         PluginCommand::New { name, dir, lang } => {
-            if lang != "rust" {
-                anyhow::bail!(
-                    "--lang {lang}: only rust plugins can be created yet (Python and JavaScript plugins are not built)"
-                );
-            }
-            let at = super::plugin_new::new_rust(name, dir)?;
-            outln!("created plugin {name} in {}", at.display());
-            outln!(
-                "  cd {} && cargo test && cargo build --release --target wasm32-wasip2",
-                at.display()
-            );
+            let (at, next) = match lang.as_str() {
+                "rust" => (
+                    super::plugin_new::new_rust(name, dir)?,
+                    "cargo test && cargo build --release --target wasm32-wasip2",
+                ),
+                "python" => (
+                    super::plugin_new::new_python(name, dir)?,
+                    "python3 -m unittest && ./build.sh",
+                ),
+                "js" => (
+                    super::plugin_new::new_js(name, dir)?,
+                    "node --test && ./build.sh",
+                ),
+                other => anyhow::bail!("--lang {other}: rust, python or js"),
+            };
+            outln!("created plugin {name} ({lang}) in {}", at.display());
+            outln!("  cd {} && {next}", at.display());
             Ok(ExitCode::SUCCESS)
         }
     }
