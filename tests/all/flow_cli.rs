@@ -267,3 +267,40 @@ fn versions_lists_each_version_and_whether_runs_still_use_it() {
     assert_ne!(code, 0);
     assert!(err.contains("--server"), "{err}");
 }
+
+/// The dry run of a `for_each` step shows each item's input; the graph
+/// says the step runs per item.
+#[test]
+fn test_and_graph_show_a_for_each_step_per_item() {
+    let dir = support::tempdir();
+    let file = dir.path().join("each.yaml");
+    std::fs::write(
+        &file,
+        "name: each\nsteps:\n  - name: ship\n    plugin: noop\n    for_each: \"${{ input.orders }}\"\n    concurrency: 3\n    input: { order: \"${{ item }}\", n: \"${{ item_index }}\" }\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "flow",
+        "test",
+        file,
+        "--input",
+        r#"{"orders":["a","b"]}"#,
+        "--mock",
+        r#"ship=[{"order":"a"},{"order":"b"}]"#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for expected in [
+        "for each of 2 item(s), 3 at a time:",
+        r#"item 0 input: {"n":0,"order":"a"}"#,
+        r#"item 1 input: {"n":1,"order":"b"}"#,
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let (code, out, _) = run(&["flow", "graph", file]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1. ship (noop for each item, 3 at a time)"),
+        "{out}"
+    );
+}

@@ -22,6 +22,7 @@ mod fuzz;
 mod holds;
 mod hostile;
 mod idempotency;
+mod items;
 mod languages;
 mod logs;
 mod messages;

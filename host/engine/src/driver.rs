@@ -124,7 +124,7 @@ fn attribute(
 
 /// The step an event decided while at step `index` concerns: the step it
 /// schedules, none when it concerns the whole run, else `index`.
-fn step_of(kind: &EventKind, index: u32) -> Option<u32> {
+pub(crate) fn step_of(kind: &EventKind, index: u32) -> Option<u32> {
     match kind {
         EventKind::StepScheduled { index, .. } | EventKind::CompensationScheduled { index, .. } => {
             Some(*index)
@@ -204,7 +204,7 @@ fn attribute_verdicts(
         .collect()
 }
 
-fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
+pub(crate) fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
     let retry_after = f.retry_after_ms.map(Duration::from_millis);
     (
         Failure {
@@ -218,7 +218,7 @@ fn split_failure(f: CallFailure) -> (Failure, Option<Duration>) {
 /// A failed call during which the host refused the plugin something it
 /// asked for (a grant, a config value) is the host's setup failing, not the
 /// plugin or the outside world: it holds the run instead of undoing work.
-fn blame_setup(
+pub(crate) fn blame_setup(
     mut failure: CallFailure,
     denials: &[settle_types::executor::Denial],
 ) -> CallFailure {
@@ -238,7 +238,7 @@ fn blame_setup(
 /// Whether an attempt that failed this way may have had its effect: the
 /// call began and its outcome is unknown, or it returned and the host
 /// rejected what it said.
-fn outcome_unknown(class: FailureClass) -> bool {
+pub(crate) fn outcome_unknown(class: FailureClass) -> bool {
     matches!(
         class,
         FailureClass::Timeout
@@ -745,7 +745,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         Ok(())
     }
 
-    fn call_context(
+    pub(crate) fn call_context(
         &self,
         summary: &RunSummary,
         flow: &Flow,
@@ -900,7 +900,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// bounds and the plugin's output schema. Any problem is the plugin's
     /// fault, so it fails the attempt for good: retrying the same code gives
     /// the same answer.
-    fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
+    pub(crate) fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
         let output = serde_json::from_str::<Value>(text).map_err(|e| {
             // serde_json stops at 128 levels: that is over our limit too.
             let class = if e.to_string().contains("recursion limit") {
@@ -1021,6 +1021,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         maybe_interrupted: bool,
         probes: &[String],
     ) -> Result<(), settle_types::store::StoreError> {
+        if flow.steps[index as usize].for_each.is_some() {
+            return self
+                .run_items(summary, flow, index, attempt, maybe_interrupted)
+                .await;
+        }
         let plugin = &flow.steps[index as usize].plugin;
         let (report, mut events) = self
             .call(summary, flow, index, attempt, CallKind::Run)
@@ -1340,7 +1345,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     /// Whether `plugin` answers `reconcile` (a plugin missing now is asked
     /// all the same, and holds the run, rather than skipping confirmation).
-    fn reconciles(&self, plugin: &str) -> bool {
+    pub(crate) fn reconciles(&self, plugin: &str) -> bool {
         !plugin.is_empty()
             && self
                 .inner
@@ -1411,6 +1416,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
+        if flow.steps[index as usize].for_each.is_some() {
+            return self.compensate_items(summary, flow, index, attempt).await;
+        }
         let (report, mut events) = self
             .call(summary, flow, index, attempt, CallKind::Compensate)
             .await;
@@ -1496,7 +1504,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let index = i as u32;
-            if !self.reconciles(&step.plugin) || summary.outputs[i].is_none() {
+            // The items of a `for_each` step are not asked (not built yet).
+            if !self.reconciles(&step.plugin)
+                || summary.outputs[i].is_none()
+                || step.for_each.is_some()
+            {
                 continue;
             }
             let span = attempt_span(summary, flow, index, attempt, Action::Reconcile);

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod domains;
 pub mod expectations;
 pub mod guarantees;
+mod items;
 pub mod queries;
 pub mod rechecks;
 pub mod retry_budget;

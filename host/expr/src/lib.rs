@@ -40,7 +40,8 @@ pub const MAX_PROGRAM_CHARS: usize = 1024;
 /// How the context's three parts are named inside a program: through a
 /// global variable, so they mean the run wherever they are used, inside
 /// `map(…)` and `select(…)` too, not whatever `.` is there.
-pub const PRELUDE: &str = "def input: $__run.input; def steps: $__run.steps; def run: $__run.run;";
+pub const PRELUDE: &str = "def input: $__run.input; def steps: $__run.steps; def run: $__run.run; \
+     def item: $__run.item; def item_index: $__run.item_index;";
 
 /// The global variable that holds the run's context.
 const CONTEXT_VAR: &str = "$__run";

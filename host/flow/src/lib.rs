@@ -129,7 +129,22 @@ pub struct StepDef {
     /// `if:`: the step runs only when this is true (jq's truth: anything
     /// but `false` and `null`); otherwise it is skipped.
     pub condition: Option<Condition>,
+    /// `for_each:`: the plugin is called once per item of a list.
+    pub for_each: Option<ForEach>,
 }
+
+/// A `for_each` step: its plugin is called once per item of `list` (an
+/// expression giving an array of at most [`settle_types::summary::MAX_ITEMS`]),
+/// at most `concurrency` at a time; `item` and `item_index` name the item in
+/// the step's input. Its output is the list of the items' outputs.
+#[derive(Clone, Debug)]
+pub struct ForEach {
+    pub list: Template,
+    pub concurrency: u32,
+}
+
+/// The most calls of one `for_each` step at once.
+pub const MAX_CONCURRENCY: u32 = 64;
 
 /// A step's `if:`, as written and parsed.
 #[derive(Clone, Debug)]

@@ -35,6 +35,8 @@ const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
     "name",
     "if",
+    "for_each",
+    "concurrency",
     "plugin",
     "wait",
     "signal",
@@ -1068,6 +1070,7 @@ impl Cx<'_> {
         let condition = map
             .get_node("if")
             .and_then(|node| self.condition(node, &step_index, earlier));
+        let for_each = self.for_each(map, builtin, &step_index);
         let (retry, retry_explicit) =
             match self.retry_or_policy(map, &defaults.retry, &defaults.policies) {
                 Some(r) => (r, true),
@@ -1111,7 +1114,66 @@ impl Cx<'_> {
             signal,
             approval,
             condition,
+            for_each,
         })
+    }
+
+    /// A step's `for_each:` (one expression giving a list) and `concurrency:`.
+    fn for_each(
+        &mut self,
+        map: &MarkedMappingNode,
+        builtin: bool,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Option<crate::ForEach> {
+        let concurrency_node = map.get_node("concurrency");
+        let Some(node) = map.get_node("for_each") else {
+            if let Some(c) = concurrency_node {
+                self.error(c.span(), "`concurrency` goes with `for_each`");
+            }
+            return None;
+        };
+        if builtin {
+            self.error(
+                node.span(),
+                "a `wait`, `signal` or `approval` step cannot have `for_each`: only a plugin step runs per item",
+            );
+            return None;
+        }
+        let list = match Template::parse(&to_json(node), step_index) {
+            Ok(Template::Ref(r)) => crate::template::program(&r.text, step_index)
+                .map(Template::Program)
+                .map_err(|e| format!("`for_each`: {e}")),
+            Ok(t @ Template::Program(_)) => Ok(t),
+            Ok(Template::Literal(v @ Value::Array(_))) => Ok(Template::Literal(v)),
+            Ok(_) => Err(
+                "`for_each` is one expression giving a list, like ${{ input.items }}".to_string(),
+            ),
+            Err(e) => Err(format!("`for_each`: {e}")),
+        };
+        let list = match list {
+            Ok(l) => l,
+            Err(e) => {
+                self.error(node.span(), e);
+                return None;
+            }
+        };
+        let concurrency = match concurrency_node {
+            None => 1,
+            Some(c) => match c.as_scalar().and_then(|s| s.as_str().parse::<u32>().ok()) {
+                Some(n) if (1..=crate::MAX_CONCURRENCY).contains(&n) => n,
+                _ => {
+                    self.error(
+                        c.span(),
+                        format!(
+                            "`concurrency` is a whole number from 1 to {}",
+                            crate::MAX_CONCURRENCY
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(crate::ForEach { list, concurrency })
     }
 
     /// A step's `if:`: one expression (or `true`/`false`), read against the

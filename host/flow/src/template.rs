@@ -230,13 +230,31 @@ impl Template {
         before: usize,
         executor: &E,
     ) -> Result<Value, RenderError> {
+        self.render_item_in(scope, names, before, executor, None)
+            .await
+    }
+
+    /// [`Template::render_in`] for one item of a `for_each` step: `item`
+    /// and `item_index` name it in jq.
+    pub async fn render_item_in<E: settle_types::executor::Executor>(
+        &self,
+        scope: &Scope<'_>,
+        names: &[&str],
+        before: usize,
+        executor: &E,
+        item: Option<(&Value, usize)>,
+    ) -> Result<Value, RenderError> {
         let programs = self.programs();
         let evaluated = if programs.is_empty() {
             Evaluated::default()
         } else {
             // Only the outputs the programs read go into the sandbox.
             let reads = self.steps_read();
-            let context = scope.context(names, before, reads.as_deref());
+            let mut context = scope.context(names, before, reads.as_deref());
+            if let (Some((item, position)), Value::Object(map)) = (item, &mut context) {
+                map.insert("item".into(), item.clone());
+                map.insert("item_index".into(), Value::from(position));
+            }
             let answers = executor
                 .evaluate(programs.clone(), context)
                 .await

@@ -29,7 +29,9 @@ use uuid::Uuid;
 ///   records the message catalog version (`catalog`); `step-waiting` (a
 ///   `wait:` step's durable timer, or a `signal:` step's timeout);
 ///   `signal-received`, `signal-taken`.
-/// - 5: `step-skipped` (a step whose `if:` condition was false).
+/// - 5: `step-skipped` (a step whose `if:` condition was false);
+///   `item-completed`, `items-uncertain`, `item-compensated` (the items of
+///   a `for_each` step).
 pub const SCHEMA_VERSION: u16 = 5;
 
 /// One immutable record in a run's log, with its lineage.
@@ -233,6 +235,19 @@ pub enum EventKind {
         /// The condition as the flow wrote it (cut), for people.
         condition: String,
     },
+    /// Item `item` (its position in the list) of `for_each` step `index`
+    /// returned this output. Recorded once per item, as each completes:
+    /// a retry of the step calls only the items without one.
+    ItemCompleted {
+        index: u32,
+        item: u32,
+        output: Value,
+    },
+    /// Items of `for_each` step `index` whose call's outcome is unknown
+    /// (timed out, trapped, interrupted): undone with the completed ones.
+    ItemsUncertain { index: u32, items: Vec<u32> },
+    /// Item `item` of `for_each` step `index` was undone.
+    ItemCompensated { index: u32, item: u32 },
     /// A `signal:` or `approval:` step took the received signal at
     /// `position` (in the order received), in the commit that completes it.
     SignalTaken { index: u32, position: u32 },
@@ -372,6 +387,9 @@ impl EventKind {
             EventKind::RunReapplied { .. } => "run-reapplied",
             EventKind::StepWaiting { .. } => "step-waiting",
             EventKind::StepSkipped { .. } => "step-skipped",
+            EventKind::ItemCompleted { .. } => "item-completed",
+            EventKind::ItemsUncertain { .. } => "items-uncertain",
+            EventKind::ItemCompensated { .. } => "item-compensated",
             EventKind::SignalReceived { .. } => "signal-received",
             EventKind::SignalTaken { .. } => "signal-taken",
             EventKind::UserReported { .. } => "user-reported",

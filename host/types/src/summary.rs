@@ -84,6 +84,9 @@ pub struct RunSummary {
     /// when none was); read it with [`RunSummary::was_skipped`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<bool>,
+    /// What the items of `for_each` steps did, by step index.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub items: std::collections::BTreeMap<u32, ItemsDone>,
     /// Verdicts of the last reconciliation, per step.
     pub verdicts: Vec<Option<Verdict>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +191,38 @@ impl ReceivedSignal {
     /// person may decide again on an approval step run again, while a
     /// delivery id of any other signal is taken once, ever.
     pub const APPROVAL_PREFIX: &'static str = "approval.";
+}
+
+/// Most items of one `for_each` step.
+pub const MAX_ITEMS: usize = 1000;
+
+/// What the items of one `for_each` step did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemsDone {
+    /// (position in the list, output), in the order they completed.
+    #[serde(default)]
+    pub completed: Vec<(u32, Value)>,
+    /// Positions whose call's outcome is unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncertain: Vec<u32>,
+    /// Positions undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensated: Vec<u32>,
+}
+
+impl ItemsDone {
+    /// Items to undo, newest first: the completed in reverse order of
+    /// completion, then those whose outcome is unknown; none undone yet.
+    pub fn to_undo(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.completed.iter().rev().map(|(i, _)| *i).collect();
+        for i in &self.uncertain {
+            if !out.contains(i) {
+                out.push(*i);
+            }
+        }
+        out.retain(|i| !self.compensated.contains(i));
+        out
+    }
 }
 
 /// What a waiting run waits for ([`RunSummary::awaiting`]).
@@ -323,6 +358,7 @@ impl RunSummary {
             compensated: Vec::new(),
             uncertain: Vec::new(),
             skipped: Vec::new(),
+            items: Default::default(),
             verdicts: Vec::new(),
             last_failure: None,
             detail: None,
@@ -495,6 +531,31 @@ impl RunSummary {
                 self.attempts_total = self.attempts_total.saturating_add(1);
                 self.last_failure = None;
             }
+            EventKind::ItemCompleted {
+                index,
+                item,
+                output,
+            } if *index < n => {
+                let done = self.items.entry(*index).or_default();
+                if !done.completed.iter().any(|(i, _)| i == item) {
+                    done.completed.push((*item, output.clone()));
+                }
+                self.attempts_total = self.attempts_total.saturating_add(1);
+            }
+            EventKind::ItemsUncertain { index, items } if *index < n => {
+                let done = self.items.entry(*index).or_default();
+                for item in items {
+                    if !done.uncertain.contains(item) && done.uncertain.len() < MAX_ITEMS {
+                        done.uncertain.push(*item);
+                    }
+                }
+            }
+            &EventKind::ItemCompensated { index, item } if index < n => {
+                let done = self.items.entry(index).or_default();
+                if !done.compensated.contains(&item) {
+                    done.compensated.push(item);
+                }
+            }
             &EventKind::StepSkipped { index, .. } if index < n => {
                 self.skipped.resize(n as usize, false);
                 self.skipped[index as usize] = true;
@@ -598,6 +659,8 @@ impl RunSummary {
                 self.finished_at_ms = None;
                 self.detail = None;
                 self.hold = None;
+                // Their items run again too, under the same operation ids.
+                self.items.retain(|i, _| *i < from_index);
             }
             EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
             &EventKind::RecheckScheduled {
@@ -644,6 +707,7 @@ impl RunSummary {
             self.compensated[i] = false;
             self.uncertain[i] = false;
             self.skipped[i] = false;
+            self.items.remove(&(i as u32));
             self.generations[i] = generation;
         }
         // Confirmation is asked again of every step once they all complete.
@@ -677,6 +741,10 @@ impl RunSummary {
     pub fn may_have_effect(&self, index: usize) -> bool {
         self.outputs.get(index).is_some_and(Option::is_some)
             || self.uncertain.get(index).copied().unwrap_or(false)
+            || self
+                .items
+                .get(&(index as u32))
+                .is_some_and(|d| !d.completed.is_empty() || !d.uncertain.is_empty())
     }
 
     /// Whether step `index` was passed over (its `if:` was false).

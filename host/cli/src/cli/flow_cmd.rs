@@ -114,7 +114,10 @@ pub fn mermaid(flow: &Flow) -> String {
             (Some(crate::flow::Wait::Until(_)), _) => "wait until a time".to_string(),
             (None, Some(signal)) => format!("signal {}", signal.name),
             (None, None) if step.approval.is_some() => "approval".to_string(),
-            (None, None) => step.plugin.clone(),
+            (None, None) => match &step.for_each {
+                Some(f) => format!("{} for each item, {} at a time", step.plugin, f.concurrency),
+                None => step.plugin.clone(),
+            },
         };
         let arrow = match &step.condition {
             Some(c) => format!("-- \"if {}\" -->", label(&c.text)),
@@ -275,6 +278,48 @@ async fn test(
             (None, None) => step.plugin.clone(),
         };
         outln!("{}. {} ({what})", i + 1, step.name);
+        // A `for_each` step: its list, and each item's input.
+        if let Some(for_each) = &step.for_each {
+            let list = match for_each.list.render_in(&scope, &names, i, &runtime).await {
+                Ok(Value::Array(items)) => items,
+                Ok(other) => {
+                    outln!("   for_each gives {other}, not a list");
+                    return stops(&step.name, "invalid-input");
+                }
+                Err(e) => {
+                    outln!("   for_each cannot be made: {e}");
+                    return stops(&step.name, "invalid-input");
+                }
+            };
+            outln!(
+                "   for each of {} item(s), {} at a time:",
+                list.len(),
+                for_each.concurrency
+            );
+            for (position, item) in list.iter().enumerate() {
+                match step
+                    .input
+                    .render_item_in(&scope, &names, i, &runtime, Some((item, position)))
+                    .await
+                {
+                    Ok(v) => outln!("   item {position} input: {v}"),
+                    Err(e) => {
+                        outln!("   item {position} input: cannot be made: {e}");
+                        return stops(&step.name, "invalid-input");
+                    }
+                }
+            }
+            let Some(output) = given.get(&step.name) else {
+                outln!(
+                    "   no --mock {}=JSON (the list of the items' outputs): the dry run stops here",
+                    step.name
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            outln!("   output: {output} (mocked)");
+            outputs[i] = Some(output.clone());
+            continue;
+        }
         let rendered = match step.input.render_in(&scope, &names, i, &runtime).await {
             Ok(v) => v,
             Err(e) => {

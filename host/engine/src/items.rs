@@ -1,0 +1,407 @@
+//! `for_each` steps: one plugin call per item of a list.
+//!
+//! The list is an expression of the run (so it is the same each time the
+//! step is asked for it). Each item is its own operation: its ids are the
+//! step's with `/POSITION` appended, so a downstream system sees one
+//! idempotency key per item. Each item's output is recorded as it comes
+//! (`item-completed`); an attempt of the step calls only the items without
+//! one, at most `concurrency` at a time. When every item has an output the
+//! step completes with the list of them, in the list's order.
+//!
+//! The first failure stops new calls; the calls in flight finish and are
+//! recorded; then the attempt fails as that failure says (retried, held
+//! or undone, as for any step). Items whose call's outcome is unknown are
+//! recorded (`items-uncertain`). Undoing the step undoes its items one by
+//! one, newest first (`item-compensated`), the uncertain ones too.
+
+use crate::driver::{blame_setup, outcome_unknown, split_failure};
+use crate::{Engine, transitions};
+use serde_json::Value;
+use settle_flow::Flow;
+use settle_flow::template::{RenderError, Scope};
+use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest, Executor};
+use settle_types::store::{RunQueries, StoreError};
+use settle_types::summary::{ItemsDone, MAX_ITEMS};
+use settle_types::{Action, EventKind, FailureClass, RunSummary, Source};
+use std::time::Instant;
+
+impl<S: RunQueries, X: Executor> Engine<S, X> {
+    /// The step's list, rendered.
+    async fn item_list(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<Vec<Value>, CallFailure> {
+        let Some(for_each) = flow.steps[index as usize].for_each.as_ref() else {
+            return Ok(Vec::new());
+        };
+        match self.render(summary, flow, index, &for_each.list).await? {
+            Value::Array(items) if items.len() <= MAX_ITEMS => Ok(items),
+            Value::Array(items) => Err(CallFailure::new(
+                FailureClass::InvalidInput,
+                format!(
+                    "`for_each` gives {} items; a step may have at most {MAX_ITEMS}",
+                    items.len()
+                ),
+            )),
+            other => Err(CallFailure::new(
+                FailureClass::InvalidInput,
+                format!(
+                    "`for_each` gives {}, not a list",
+                    settle_types::bounds::cut(&other.to_string(), 60)
+                ),
+            )),
+        }
+    }
+
+    /// Item `position`'s input, checked against the plugin's schema.
+    async fn item_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        item: &Value,
+        position: usize,
+    ) -> Result<Value, CallFailure> {
+        let step = &flow.steps[index as usize];
+        let run_id = summary.run_id.to_string();
+        let scope = Scope {
+            input: &summary.input,
+            outputs: &summary.outputs,
+            run_id: &run_id,
+        };
+        let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+        let input = step
+            .input
+            .render_item_in(
+                &scope,
+                &names,
+                index as usize,
+                &self.inner.executor,
+                Some((item, position)),
+            )
+            .await
+            .map_err(|e| match e {
+                RenderError::Sandbox(settle_types::executor::EvalFailure::Host(e)) => {
+                    CallFailure::new(FailureClass::HostSetup, e)
+                }
+                e => CallFailure::new(
+                    FailureClass::InvalidInput,
+                    format!("item {position}: step input: {e}"),
+                ),
+            })?;
+        if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
+            plugin.check_input(&input).map_err(|problems| {
+                CallFailure::new(
+                    FailureClass::InvalidInput,
+                    format!(
+                        "item {position}: input does not match the schema of plugin '{}': {problems}",
+                        step.plugin
+                    ),
+                )
+            })?;
+        }
+        Ok(input)
+    }
+
+    /// The call of one item's `action`: the step's context, with the
+    /// item's position in its ids.
+    fn item_request(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        kind: CallKind,
+        (position, input, output): (u32, &Value, Option<&Value>),
+    ) -> CallRequest {
+        let step = &flow.steps[index as usize];
+        let action = match kind {
+            CallKind::Run => Action::Run,
+            CallKind::Compensate => Action::Compensate,
+            CallKind::Reconcile => Action::Reconcile,
+        };
+        let mut ctx = self.call_context(summary, flow, index, attempt, action);
+        ctx.operation_id = format!("{}/{position}", ctx.operation_id);
+        ctx.step_id = format!("{}/{position}", ctx.step_id);
+        CallRequest {
+            plugin: step.plugin.clone(),
+            kind,
+            ctx,
+            input: input.to_string(),
+            output: output.map(Value::to_string),
+            timeout: step.timeout,
+            progress: None,
+        }
+    }
+
+    /// One attempt of `for_each` step `index`: see the module docs.
+    pub(crate) async fn run_items(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        maybe_interrupted: bool,
+    ) -> Result<(), StoreError> {
+        let step = &flow.steps[index as usize];
+        let concurrency = step.for_each.as_ref().map_or(1, |f| f.concurrency) as usize;
+        let started = Instant::now();
+        let list = match self.item_list(summary, flow, index).await {
+            Ok(list) => list,
+            Err(f) => {
+                return self
+                    .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                    .await;
+            }
+        };
+        let done = summary.items.get(&index).cloned().unwrap_or_default();
+        let mut pending = Vec::new();
+        for (position, item) in list.iter().enumerate() {
+            if done.completed.iter().any(|(p, _)| *p as usize == position) {
+                continue;
+            }
+            match self.item_input(summary, flow, index, item, position).await {
+                Ok(input) => pending.push((position as u32, input)),
+                Err(f) => {
+                    return self
+                        .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                        .await;
+                }
+            }
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        let mut positions = std::collections::HashMap::new();
+        let mut queue = pending.into_iter();
+        let mut failure: Option<CallFailure> = None;
+        let mut uncertain = Vec::new();
+        loop {
+            while failure.is_none() && calls.len() < concurrency {
+                let Some((position, input)) = queue.next() else {
+                    break;
+                };
+                let request = self.item_request(
+                    summary,
+                    flow,
+                    index,
+                    attempt,
+                    CallKind::Run,
+                    (position, &input, None),
+                );
+                let engine = self.clone();
+                let handle = calls.spawn(async move { engine.inner.executor.call(request).await });
+                positions.insert(handle.id(), position);
+            }
+            let Some(joined) = calls.join_next_with_id().await else {
+                break;
+            };
+            let (position, report) = match joined {
+                Ok((id, report)) => (positions.remove(&id).unwrap_or_default(), report),
+                Err(e) => {
+                    // A call that panicked: its outcome is unknown.
+                    let position = positions.remove(&e.id()).unwrap_or_default();
+                    uncertain.push(position);
+                    failure.get_or_insert(CallFailure::new(
+                        FailureClass::Trap,
+                        format!("item {position}: the call failed in the host: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let source = Source(report.source.clone());
+            let result = match report.result {
+                Ok(CallOutput::Ran(text)) => {
+                    self.step_output(&step.plugin, &text).map_err(|f| (f, true))
+                }
+                Ok(other) => Err((
+                    CallFailure::new(
+                        FailureClass::Permanent,
+                        format!("unexpected answer {other:?}"),
+                    ),
+                    true,
+                )),
+                Err(f) => {
+                    let unknown = outcome_unknown(f.class);
+                    Err((blame_setup(f, &report.denials), unknown))
+                }
+            };
+            match result {
+                Ok(output) => {
+                    let event = EventKind::ItemCompleted {
+                        index,
+                        item: position,
+                        output,
+                    };
+                    let now = self.now();
+                    self.record(summary, vec![(event, Some(index), source)], now)
+                        .await?;
+                }
+                Err((mut f, unknown)) => {
+                    if unknown {
+                        uncertain.push(position);
+                    }
+                    f.message = format!("item {position}: {}", f.message);
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        let now = self.now();
+        if let Some(f) = failure {
+            let mut events = Vec::new();
+            if !uncertain.is_empty() {
+                uncertain.sort_unstable();
+                events.push(EventKind::ItemsUncertain {
+                    index,
+                    items: uncertain,
+                });
+            }
+            let (failure, retry_after) = split_failure(f);
+            let items_done = summary
+                .items
+                .get(&index)
+                .is_some_and(|d| !d.completed.is_empty());
+            let failed = transitions::StepFailure {
+                may_have_effect: maybe_interrupted || items_done || !events.is_empty(),
+                failure,
+                retry_after,
+                duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            };
+            events.extend(transitions::after_step_failed(
+                flow, summary, index, attempt, failed, now,
+            ));
+            return self.record(summary, host_events(events, index), now).await;
+        }
+        // Every item has its output: the step's is the list of them.
+        let done = summary.items.get(&index).cloned().unwrap_or_default();
+        let mut outputs: Vec<(u32, Value)> = done.completed;
+        outputs.sort_by_key(|(p, _)| *p);
+        let output = Value::Array(outputs.into_iter().map(|(_, o)| o).collect());
+        let events = vec![
+            EventKind::StepCompleted {
+                index,
+                output,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+            transitions::after_step_completed(flow, index, now, &|plugin| self.reconciles(plugin)),
+        ];
+        self.record(summary, host_events(events, index), now).await
+    }
+
+    /// The attempt failed before any call: recorded as the step's failure.
+    async fn items_failed(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        f: CallFailure,
+        maybe_interrupted: bool,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let (failure, retry_after) = split_failure(f);
+        let failed = transitions::StepFailure {
+            may_have_effect: maybe_interrupted || summary.may_have_effect(index as usize),
+            failure,
+            retry_after,
+            duration_ms: None,
+        };
+        let events = transitions::after_step_failed(flow, summary, index, attempt, failed, now);
+        self.record(summary, host_events(events, index), now).await
+    }
+
+    /// Undoes the items of `for_each` step `index`, newest first; each
+    /// one undone is recorded, so a retry goes on with the rest.
+    pub(crate) async fn compensate_items(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let done: ItemsDone = summary.items.get(&index).cloned().unwrap_or_default();
+        let failed = |summary: &RunSummary, f: CallFailure| {
+            let (failure, retry_after) = split_failure(f);
+            transitions::after_compensation_failed(
+                flow,
+                summary,
+                index,
+                attempt,
+                failure,
+                retry_after,
+                self.now(),
+            )
+        };
+        let list = match self.item_list(summary, flow, index).await {
+            Ok(list) => list,
+            Err(f) => {
+                let now = self.now();
+                let events = host_events(failed(summary, f), index);
+                return self.record(summary, events, now).await;
+            }
+        };
+        for position in done.to_undo() {
+            let Some(item) = list.get(position as usize) else {
+                continue;
+            };
+            let output = done
+                .completed
+                .iter()
+                .find(|(p, _)| *p == position)
+                .map(|(_, o)| o.clone());
+            let outcome = match self
+                .item_input(summary, flow, index, item, position as usize)
+                .await
+            {
+                Ok(input) => {
+                    let request = self.item_request(
+                        summary,
+                        flow,
+                        index,
+                        attempt,
+                        CallKind::Compensate,
+                        (position, &input, output.as_ref()),
+                    );
+                    let report = self.inner.executor.call(request).await;
+                    report
+                        .result
+                        .map(|_| Source(report.source.clone()))
+                        .map_err(|f| blame_setup(f, &report.denials))
+                }
+                Err(f) => Err(f),
+            };
+            let now = self.now();
+            match outcome {
+                Ok(source) => {
+                    let event = EventKind::ItemCompensated {
+                        index,
+                        item: position,
+                    };
+                    self.record(summary, vec![(event, Some(index), source)], now)
+                        .await?;
+                }
+                Err(mut f) => {
+                    f.message = format!("item {position}: {}", f.message);
+                    let events = host_events(failed(summary, f), index);
+                    return self.record(summary, events, now).await;
+                }
+            }
+        }
+        let now = self.now();
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let events = vec![
+            EventKind::CompensationCompleted { index, duration_ms },
+            transitions::after_compensation_completed(flow, summary, index, now),
+        ];
+        self.record(summary, host_events(events, index), now).await
+    }
+}
+
+fn host_events(events: Vec<EventKind>, index: u32) -> Vec<(EventKind, Option<u32>, Source)> {
+    events
+        .into_iter()
+        .map(|k| (crate::driver::step_of(&k, index), k))
+        .map(|(at, k)| (k, at, Source::host()))
+        .collect()
+}
