@@ -102,3 +102,37 @@ async fn settles_is_confirmed_and_is_undone(plugin: &str) {
     );
     host.shutdown().await.unwrap();
 }
+
+/// A `for_each` step's items are each asked by `reconcile`: the run is
+/// confirmed only when every item's booking is where it was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_item_of_a_for_each_step_is_confirmed() {
+    let dir = support::tempdir();
+    let host = host(dir.path()).await;
+    let flow = support::flow(
+        "
+name: book-each
+steps:
+  - name: book
+    plugin: py-ledger
+    for_each: \"${{ input.accounts }}\"
+    concurrency: 2
+    input: { account: \"${{ item }}\", amount: \"${{ item_index + 1 }}\" }
+",
+    );
+    let done = support::run_to_end(&host, &flow, json!({"accounts": ["ann", "bob", "cy"]})).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    assert!(done.confirmed(), "{done:#?}");
+    let bookings = done.outputs[0].clone().unwrap();
+    assert_eq!(bookings[2]["account"], json!("cy"));
+    assert_eq!(bookings[2]["amount"], json!(3));
+    // Three items, three bookings under their own step ids.
+    let ids: std::collections::BTreeSet<_> = bookings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["booking"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{bookings}");
+    host.shutdown().await.unwrap();
+}

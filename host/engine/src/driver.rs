@@ -1504,11 +1504,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let index = i as u32;
-            // The items of a `for_each` step are not asked (not built yet).
-            if !self.reconciles(&step.plugin)
-                || summary.outputs[i].is_none()
-                || step.for_each.is_some()
-            {
+            if !self.reconciles(&step.plugin) || summary.outputs[i].is_none() {
+                continue;
+            }
+            if step.for_each.is_some() {
+                let (verdict, source) = self.reconcile_items(summary, flow, index, attempt).await;
+                verdicts.push((index, verdict, source));
                 continue;
             }
             let span = attempt_span(summary, flow, index, attempt, Action::Reconcile);

@@ -22,7 +22,7 @@ use settle_flow::template::{RenderError, Scope};
 use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest, Executor};
 use settle_types::store::{RunQueries, StoreError};
 use settle_types::summary::{ItemsDone, MAX_ITEMS};
-use settle_types::{Action, EventKind, FailureClass, RunSummary, Source};
+use settle_types::{Action, EventKind, Failure, FailureClass, RunSummary, Source, Verdict};
 use std::time::Instant;
 
 impl<S: RunQueries, X: Executor> Engine<S, X> {
@@ -308,6 +308,75 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         let events = transitions::after_step_failed(flow, summary, index, attempt, failed, now);
         self.record(summary, host_events(events, index), now).await
+    }
+
+    /// Asks the plugin about each item of `for_each` step `index` that
+    /// completed: the step is in sync when every item is; the first item
+    /// that is not (drifted, unknown, or no answer) is the step's verdict,
+    /// naming the item.
+    pub(crate) async fn reconcile_items(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+    ) -> (Result<Verdict, Failure>, Source) {
+        let done = summary.items.get(&index).cloned().unwrap_or_default();
+        let list = match self.item_list(summary, flow, index).await {
+            Ok(list) => list,
+            Err(f) => return (Err(split_failure(f).0), Source::host()),
+        };
+        let mut source = Source::host();
+        let mut completed = done.completed;
+        completed.sort_by_key(|(p, _)| *p);
+        for (position, output) in completed {
+            let Some(item) = list.get(position as usize) else {
+                continue;
+            };
+            let input = match self
+                .item_input(summary, flow, index, item, position as usize)
+                .await
+            {
+                Ok(input) => input,
+                Err(f) => return (Err(split_failure(f).0), source),
+            };
+            let request = self.item_request(
+                summary,
+                flow,
+                index,
+                attempt,
+                CallKind::Reconcile,
+                (position, &input, Some(&output)),
+            );
+            let report = self.inner.executor.call(request).await;
+            source = Source(report.source.clone());
+            match report.result {
+                Ok(CallOutput::Reconciled(Verdict::InSync)) => {}
+                Ok(CallOutput::Reconciled(Verdict::Drifted(detail))) => {
+                    let detail = format!("item {position}: {detail}");
+                    return (
+                        Ok(Verdict::Drifted(settle_types::bounds::cut_detail(&detail))),
+                        source,
+                    );
+                }
+                Ok(CallOutput::Reconciled(Verdict::Unknown)) => {
+                    return (Ok(Verdict::Unknown), source);
+                }
+                Ok(other) => {
+                    let failure = Failure {
+                        class: FailureClass::Permanent,
+                        message: format!("item {position}: unexpected answer {other:?}"),
+                    };
+                    return (Err(failure), source);
+                }
+                Err(f) => {
+                    let mut failure = split_failure(blame_setup(f, &report.denials)).0;
+                    failure.message = format!("item {position}: {}", failure.message);
+                    return (Err(failure), source);
+                }
+            }
+        }
+        (Ok(Verdict::InSync), source)
     }
 
     /// Undoes the items of `for_each` step `index`, newest first; each
