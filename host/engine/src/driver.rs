@@ -1023,7 +1023,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     ) -> Result<(), settle_types::store::StoreError> {
         if flow.steps[index as usize].for_each.is_some() {
             return self
-                .run_items(summary, flow, index, attempt, maybe_interrupted)
+                .run_items(summary, flow, index, attempt, maybe_interrupted, probes)
                 .await;
         }
         let plugin = &flow.steps[index as usize].plugin;
@@ -1396,7 +1396,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     /// Says that a breaker changed: in the host's log and to the observer.
-    fn breaker_changed(&self, change: crate::breakers::Change) {
+    pub(crate) fn breaker_changed(&self, change: crate::breakers::Change) {
         tracing::warn!(
             domain = %change.domain,
             state = change.state,

@@ -144,6 +144,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
         maybe_interrupted: bool,
+        probes: &[String],
     ) -> Result<(), StoreError> {
         let step = &flow.steps[index as usize];
         let concurrency = step.for_each.as_ref().map_or(1, |f| f.concurrency) as usize;
@@ -176,6 +177,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut queue = pending.into_iter();
         let mut failure: Option<CallFailure> = None;
         let mut uncertain = Vec::new();
+        // What the calls came to, for the plugin's and the hosts' breakers
+        // (a probe the attempt was admitted as must learn its outcome).
+        let mut downstream = Vec::new();
+        let mut first_failed: Option<FailureClass> = None;
         loop {
             while failure.is_none() && calls.len() < concurrency {
                 let Some((position, input)) = queue.next() else {
@@ -210,6 +215,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 }
             };
             let source = Source(report.source.clone());
+            downstream.extend(report.downstream.iter().cloned());
+            if let Err(f) = &report.result {
+                first_failed.get_or_insert(f.class);
+            }
             let result = match report.result {
                 Ok(CallOutput::Ran(text)) => {
                     self.step_output(&step.plugin, &text).map_err(|f| (f, true))
@@ -247,6 +256,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             }
         }
         let now = self.now();
+        let outcome = crate::breakers::Outcome::of(first_failed.map_or(Ok(()), Err));
+        for change in self
+            .inner
+            .domains
+            .record(&step.plugin, outcome, &downstream, probes, now)
+        {
+            self.breaker_changed(change);
+        }
         if let Some(f) = failure {
             let mut events = Vec::new();
             if !uncertain.is_empty() {
