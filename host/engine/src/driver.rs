@@ -900,7 +900,30 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// bounds and the plugin's output schema. Any problem is the plugin's
     /// fault, so it fails the attempt for good: retrying the same code gives
     /// the same answer.
-    pub(crate) fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
+    /// What a `run` call answered: the output, checked, or the failure and
+    /// whether the attempt may have had its effect all the same.
+    pub(crate) fn run_answer(
+        &self,
+        plugin: &str,
+        result: Result<CallOutput, CallFailure>,
+    ) -> Result<Value, (CallFailure, bool)> {
+        match result {
+            Ok(CallOutput::Ran(text)) => self.step_output(plugin, &text).map_err(|f| (f, true)),
+            Ok(other) => Err((
+                CallFailure::new(
+                    FailureClass::Permanent,
+                    format!("unexpected answer {other:?}"),
+                ),
+                true,
+            )),
+            Err(f) => {
+                let unknown = outcome_unknown(f.class);
+                Err((f, unknown))
+            }
+        }
+    }
+
+    fn step_output(&self, plugin: &str, text: &str) -> Result<Value, CallFailure> {
         let output = serde_json::from_str::<Value>(text).map_err(|e| {
             // serde_json stops at 128 levels: that is over our limit too.
             let class = if e.to_string().contains("recursion limit") {
@@ -1043,22 +1066,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
         let denials = report.denials;
         // (output, whether a failure may have had its effect)
-        let output = match report.result {
-            Ok(CallOutput::Ran(text)) => self
-                .step_output(&flow.steps[index as usize].plugin, &text)
-                .map_err(|f| (f, true)),
-            Ok(other) => Err((
-                CallFailure::new(
-                    FailureClass::Permanent,
-                    format!("unexpected answer {other:?}"),
-                ),
-                true,
-            )),
-            Err(f) => {
-                let unknown = outcome_unknown(f.class);
-                Err((f, unknown))
-            }
-        };
+        let output = self.run_answer(&flow.steps[index as usize].plugin, report.result);
         let decided = match output {
             Ok(output) => {
                 let reconciles = |plugin: &str| self.reconciles(plugin);

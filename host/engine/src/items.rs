@@ -14,7 +14,7 @@
 //! recorded (`items-uncertain`). Undoing the step undoes its items one by
 //! one, newest first (`item-compensated`), the uncertain ones too.
 
-use crate::driver::{blame_setup, outcome_unknown, split_failure};
+use crate::driver::{blame_setup, split_failure};
 use crate::{Engine, transitions};
 use serde_json::Value;
 use settle_flow::Flow;
@@ -219,22 +219,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             if let Err(f) = &report.result {
                 first_failed.get_or_insert(f.class);
             }
-            let result = match report.result {
-                Ok(CallOutput::Ran(text)) => {
-                    self.step_output(&step.plugin, &text).map_err(|f| (f, true))
-                }
-                Ok(other) => Err((
-                    CallFailure::new(
-                        FailureClass::Permanent,
-                        format!("unexpected answer {other:?}"),
-                    ),
-                    true,
-                )),
-                Err(f) => {
-                    let unknown = outcome_unknown(f.class);
-                    Err((blame_setup(f, &report.denials), unknown))
-                }
-            };
+            let result = self
+                .run_answer(&step.plugin, report.result)
+                .map_err(|(f, unknown)| (blame_setup(f, &report.denials), unknown));
             match result {
                 Ok(output) => {
                     let event = EventKind::ItemCompleted {

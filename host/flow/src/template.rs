@@ -194,29 +194,30 @@ impl Template {
         }
     }
 
+    /// Calls `f` with each jq program in the template, in order.
+    fn each_program(&self, f: &mut impl FnMut(&Program)) {
+        match self {
+            Template::Program(p) => f(p),
+            Template::Interpolated(parts) => parts.iter().for_each(|part| {
+                if let Part::Program(p) = part {
+                    f(p)
+                }
+            }),
+            Template::Object(fields) => fields.iter().for_each(|(_, t)| t.each_program(f)),
+            Template::Array(items) => items.iter().for_each(|t| t.each_program(f)),
+            Template::Literal(_) | Template::Ref(_) => {}
+        }
+    }
+
     /// The jq programs in this template, each once: what the sandbox must
     /// evaluate before [`Template::render_with`].
     pub fn programs(&self) -> Vec<String> {
-        fn collect(t: &Template, out: &mut Vec<String>) {
-            let mut add = |p: &Program| {
-                if !out.contains(&p.code) {
-                    out.push(p.code.clone());
-                }
-            };
-            match t {
-                Template::Program(p) => add(p),
-                Template::Interpolated(parts) => parts.iter().for_each(|part| {
-                    if let Part::Program(p) = part {
-                        add(p)
-                    }
-                }),
-                Template::Object(fields) => fields.iter().for_each(|(_, t)| collect(t, out)),
-                Template::Array(items) => items.iter().for_each(|t| collect(t, out)),
-                Template::Literal(_) | Template::Ref(_) => {}
+        let mut out: Vec<String> = Vec::new();
+        self.each_program(&mut |p| {
+            if !out.contains(&p.code) {
+                out.push(p.code.clone());
             }
-        }
-        let mut out = Vec::new();
-        collect(self, &mut out);
+        });
         out
     }
 
@@ -268,26 +269,12 @@ impl Template {
     /// The steps its programs read, each once; `None` when one reads them
     /// all (`steps | keys`).
     fn steps_read(&self) -> Option<Vec<usize>> {
-        fn collect(t: &Template, out: &mut Option<Vec<usize>>) {
-            let mut add = |p: &Program| match (&p.steps, out.as_mut()) {
-                (None, _) => *out = None,
-                (Some(read), Some(all)) => all.extend(read),
-                (Some(_), None) => {}
-            };
-            match t {
-                Template::Program(p) => add(p),
-                Template::Interpolated(parts) => parts.iter().for_each(|part| {
-                    if let Part::Program(p) = part {
-                        add(p)
-                    }
-                }),
-                Template::Object(fields) => fields.iter().for_each(|(_, t)| collect(t, out)),
-                Template::Array(items) => items.iter().for_each(|t| collect(t, out)),
-                Template::Literal(_) | Template::Ref(_) => {}
-            }
-        }
         let mut out = Some(Vec::new());
-        collect(self, &mut out);
+        self.each_program(&mut |p| match (&p.steps, out.as_mut()) {
+            (None, _) => out = None,
+            (Some(read), Some(all)) => all.extend(read),
+            (Some(_), None) => {}
+        });
         if let Some(v) = out.as_mut() {
             v.sort_unstable();
             v.dedup();

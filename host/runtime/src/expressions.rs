@@ -12,17 +12,13 @@
 //! plugins when the cache is on), so a host whose flows use no expressions
 //! never pays for it.
 
-use crate::call::{
-    CallError, Instantiate, classify_trap, instantiate, limit_failure, sandboxed_store,
-};
-use crate::grants::Grants;
-use crate::host_imports::{CallState, Caller};
+use crate::call::{CallError, Instantiate, classify_trap, instantiate, limit_failure};
+use crate::host_imports::CallState;
 use crate::limits::{CallLimiter, LimitHit, Limits};
 use crate::runtime::Runtime;
 use serde_json::Value;
 use settle_types::executor::EvalFailure;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use std::time::Duration;
 
 mod bindings {
@@ -77,23 +73,7 @@ impl Runtime {
         let pre = self.evaluator().await.map_err(EvalFailure::Host)?;
         let limits = expression_limits();
         let _slot = self.acquire_slot().await;
-        let caller = Caller {
-            plugin: "expressions".into(),
-            run_id: String::new(),
-            step: String::new(),
-            attempt: 0,
-            operation_id: String::new(),
-        };
-        let state = CallState::new(
-            caller,
-            Arc::new(Grants::default()),
-            limits.clone(),
-            self.kv(),
-            None,
-            CallLimiter::new(&limits, limits.timeout),
-            self.stats().clone(),
-        );
-        let mut store = sandboxed_store(self.engine(), state);
+        let mut store = self.bare_store("expressions", &limits);
         let context = context.to_string();
         // The instance first, waiting (bounded) for a pool slot: a wait
         // for room is the host's, not the programs' time.

@@ -437,12 +437,11 @@ impl Runtime {
         Ok((component, false))
     }
 
-    /// Asks the plugin who it is, under the default limits (its own are
-    /// not known before its name is), and checks the answer's bounds.
-    async fn describe(&self, path: &Path, pre: &StepPre<CallState>) -> Result<Manifest, LoadError> {
-        let limits = self.inner.options.default_limits.clone();
+    /// A sandboxed store for the host's own calls (`describe`, the
+    /// expression evaluator): no run, no grants, `limits`.
+    pub(crate) fn bare_store(&self, who: &str, limits: &Limits) -> Store<CallState> {
         let caller = Caller {
-            plugin: "describe".into(),
+            plugin: who.into(),
             run_id: String::new(),
             step: String::new(),
             attempt: 0,
@@ -454,10 +453,17 @@ impl Runtime {
             limits.clone(),
             self.inner.kv.clone(),
             None,
-            CallLimiter::new(&limits, limits.timeout),
+            CallLimiter::new(limits, limits.timeout),
             self.inner.stats.clone(),
         );
-        let mut store = sandboxed_store(&self.inner.engine, state);
+        sandboxed_store(&self.inner.engine, state)
+    }
+
+    /// Asks the plugin who it is, under the default limits (its own are
+    /// not known before its name is), and checks the answer's bounds.
+    async fn describe(&self, path: &Path, pre: &StepPre<CallState>) -> Result<Manifest, LoadError> {
+        let limits = self.inner.options.default_limits.clone();
+        let mut store = self.bare_store("describe", &limits);
         let describe_error = |reason| LoadError::Describe {
             path: path.into(),
             reason,
