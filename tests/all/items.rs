@@ -48,6 +48,17 @@ async fn each_item_is_called_once_and_the_step_gives_their_outputs_in_order() {
     let mut called = items_completed(&host, done.run_id);
     called.sort_unstable();
     assert_eq!(called, vec![0, 1, 2, 3, 4], "each item once");
+    // Calls are written down before they go out, at most 2 at a time.
+    let batches: Vec<Vec<u32>> = support::events(&host, done.run_id)
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ItemsStarted { items, .. } => Some(items),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches[0], vec![0, 1], "{batches:?}");
+    assert!(batches.iter().all(|b| b.len() <= 2), "{batches:?}");
+    assert_eq!(batches.concat().len(), 5, "{batches:?}");
     host.shutdown().await.unwrap();
 }
 
@@ -118,6 +129,42 @@ async fn an_item_failing_for_good_undoes_the_items_done_newest_first() {
         status.phrase.contains("all changes were undone"),
         "{}",
         status.phrase
+    );
+    host.shutdown().await.unwrap();
+}
+
+const UNKNOWN: &str = r#"
+name: unknown-outcome
+steps:
+  - name: ship
+    plugin: flaky
+    for_each: "${{ input.modes }}"
+    input: { mode: "${{ item }}" }
+    retry: { max_attempts: 1 }
+"#;
+
+/// An item whose call trapped may have had its effect: it is undone with
+/// the completed ones (with no output), not left in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_whose_outcome_is_unknown_is_undone_too() {
+    let dir = support::tempdir();
+    let host = settle::app::Host::start(&support::config(dir.path()))
+        .await
+        .unwrap();
+    let flow = support::flow(UNKNOWN);
+    let done = support::run_to_end(&host, &flow, json!({"modes": ["ok", "trap", "ok"]})).await;
+    assert_eq!(done.state, RunState::Compensated, "{done:#?}");
+    let undone: Vec<u32> = support::events(&host, done.run_id)
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ItemCompensated { item, .. } => Some(item),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        undone,
+        vec![0, 1],
+        "the completed item, then the trapped one"
     );
     host.shutdown().await.unwrap();
 }

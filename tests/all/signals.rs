@@ -530,6 +530,19 @@ fn approval_links_let_each_approver_decide_once_without_a_token() {
         detail["steps"][0]["output"],
         json!({"approved_by": ["ann", "bob"]})
     );
+    // The log says the decisions came through links cy handed out.
+    let events = server.get(&format!("/v1/runs/{run}/events")).json;
+    let by: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "signal-received")
+        .filter_map(|e| e["kind"]["by"].as_str())
+        .collect();
+    assert_eq!(
+        by,
+        vec!["link:ann (issued by cy)", "link:bob (issued by cy)"]
+    );
     // The wait is over: cy's link is gone.
     server.set_token(None);
     let late = server.post(&cy, &approve);

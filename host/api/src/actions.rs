@@ -458,6 +458,7 @@ pub async fn approve<S: RunQueries + Clone, X: Executor>(
         name: &caller.name,
         role: caller.role.as_str(),
         identified: api.auth.enabled(),
+        via_link_from: None,
     };
     decided(
         api.engine

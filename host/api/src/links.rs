@@ -32,6 +32,8 @@ struct Claims {
     run: RunId,
     step: String,
     approver: String,
+    /// The operator who asked for the link: named with the decision.
+    issued_by: String,
     /// The wait this link belongs to (`pausing_until` of the run).
     until: u64,
 }
@@ -118,13 +120,19 @@ pub async fn list<S: RunQueries + Clone, X: Executor>(
                     run: summary.run_id,
                     step: step.clone(),
                     approver: approver.clone(),
+                    issued_by: caller.name.clone(),
                     until,
                 },
             );
             json!({ "approver": approver, "path": format!("/v1/approve/{token}"), "expires_at_ms": until })
         })
         .collect();
-    Ok(Json(json!({ "run_id": summary.run_id, "step": step, "links": links })).into_response())
+    tracing::info!(run = %summary.run_id, step = %step, by = %caller.name, "approval links handed out");
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "run_id": summary.run_id, "step": step, "links": links })),
+    )
+        .into_response())
 }
 
 /// The link's claims, checked: signed by this host, and its wait still on.
@@ -191,6 +199,7 @@ pub async fn decide<S: RunQueries + Clone, X: Executor>(
         name: &claims.approver,
         role: "link",
         identified: true,
+        via_link_from: Some(&claims.issued_by),
     };
     crate::actions::decided(
         api.engine
@@ -248,6 +257,7 @@ mod tests {
             run: RunId::new(),
             step: "finance".into(),
             approver: "ann".into(),
+            issued_by: "cy".into(),
             until: 42,
         };
         let token = mint("secret-of-sixteen-chars", &claims);

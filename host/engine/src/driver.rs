@@ -315,7 +315,14 @@ fn wait_until(wait: &settle_flow::Wait, until: Option<Value>, now: u64) -> Resul
 /// step or its compensation): the one whose bulkhead it waits for.
 fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
     match *next {
-        Next::Step { index, .. } | Next::Compensate { index, .. } => flow
+        // A `for_each` step's items take a slot each, as their calls go
+        // out (`items.rs`): the attempt as a whole takes none.
+        Next::Step { index, .. } => flow
+            .steps
+            .get(index as usize)
+            .filter(|step| step.calls_plugin() && step.for_each.is_none())
+            .map(|step| step.plugin.as_str()),
+        Next::Compensate { index, .. } => flow
             .steps
             .get(index as usize)
             .filter(|step| step.calls_plugin())
@@ -1516,6 +1523,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 continue;
             }
             if step.for_each.is_some() {
+                // A list of no items has nothing to ask.
+                if summary
+                    .items
+                    .get(&index)
+                    .is_none_or(|d| d.completed.is_empty())
+                {
+                    continue;
+                }
                 let (verdict, source) = self.reconcile_items(summary, flow, index, attempt).await;
                 verdicts.push((index, verdict, source));
                 continue;

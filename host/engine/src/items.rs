@@ -8,11 +8,16 @@
 //! one, at most `concurrency` at a time. When every item has an output the
 //! step completes with the list of them, in the list's order.
 //!
-//! The first failure stops new calls; the calls in flight finish and are
-//! recorded; then the attempt fails as that failure says (retried, held
-//! or undone, as for any step). Items whose call's outcome is unknown are
-//! recorded (`items-uncertain`). Undoing the step undoes its items one by
-//! one, newest first (`item-compensated`), the uncertain ones too.
+//! Calls are written down before they go out (`items-started`), so an item
+//! in flight when the host stops, or whose call timed out or trapped, is
+//! known to perhaps have had its effect. The first failure stops new
+//! calls; the calls in flight finish and are recorded; then the attempt
+//! fails as that failure says (retried, held or undone, as for any step);
+//! items the plugin said failed with no effect are recorded
+//! (`items-failed`). Undoing the step undoes its items one by one, newest
+//! first (`item-compensated`): the completed ones and those started whose
+//! outcome is unknown. Each item call takes a slot of its plugin's
+//! bulkhead.
 
 use crate::driver::{blame_setup, split_failure};
 use crate::{Engine, transitions};
@@ -24,6 +29,10 @@ use settle_types::store::{RunQueries, StoreError};
 use settle_types::summary::{ItemsDone, MAX_ITEMS};
 use settle_types::{Action, EventKind, Failure, FailureClass, RunSummary, Source, Verdict};
 use std::time::Instant;
+
+/// The most bytes the outputs of one `for_each` step's items may come to
+/// together (the step's output, kept in the run's summary).
+pub const MAX_ITEMS_OUTPUT_BYTES: usize = 256 * 1024;
 
 impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// The step's list, rendered.
@@ -174,18 +183,38 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
         let mut calls = tokio::task::JoinSet::new();
         let mut positions = std::collections::HashMap::new();
-        let mut queue = pending.into_iter();
+        let mut queue = pending.into_iter().peekable();
         let mut failure: Option<CallFailure> = None;
-        let mut uncertain = Vec::new();
+        // Items whose call failed with no effect (the plugin said so).
+        let mut failed_clean = Vec::new();
+        let mut store_error = None;
         // What the calls came to, for the plugin's and the hosts' breakers
         // (a probe the attempt was admitted as must learn its outcome).
         let mut downstream = Vec::new();
         let mut first_failed: Option<FailureClass> = None;
         loop {
-            while failure.is_none() && calls.len() < concurrency {
-                let Some((position, input)) = queue.next() else {
-                    break;
+            // The next calls, written down before they go out: a crash
+            // while they are in flight leaves them to be undone.
+            let mut batch = Vec::new();
+            while failure.is_none() && calls.len() + batch.len() < concurrency {
+                let Some(next) = queue.next() else { break };
+                batch.push(next);
+            }
+            if !batch.is_empty() {
+                let started = EventKind::ItemsStarted {
+                    index,
+                    items: batch.iter().map(|(p, _)| *p).collect(),
                 };
+                let now = self.now();
+                if let Err(e) = self
+                    .record(summary, vec![(started, Some(index), Source::host())], now)
+                    .await
+                {
+                    store_error = Some(e);
+                    break;
+                }
+            }
+            for (position, input) in batch {
                 let request = self.item_request(
                     summary,
                     flow,
@@ -195,21 +224,29 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     (position, &input, None),
                 );
                 let engine = self.clone();
-                let handle = calls.spawn(async move { engine.inner.executor.call(request).await });
+                let plugin = step.plugin.clone();
+                // Each call takes a slot of the plugin's bulkhead, as any call does.
+                let handle = calls.spawn(async move {
+                    let _slot = engine.inner.domains.bulkhead(&plugin).await;
+                    engine.inner.executor.call(request).await
+                });
                 positions.insert(handle.id(), position);
             }
             let Some(joined) = calls.join_next_with_id().await else {
                 break;
             };
             let (position, report) = match joined {
-                Ok((id, report)) => (positions.remove(&id).unwrap_or_default(), report),
+                Ok((id, report)) => match positions.remove(&id) {
+                    Some(position) => (position, report),
+                    None => continue,
+                },
                 Err(e) => {
-                    // A call that panicked: its outcome is unknown.
-                    let position = positions.remove(&e.id()).unwrap_or_default();
-                    uncertain.push(position);
+                    // A call that panicked: its outcome is unknown (it was
+                    // started, so it is undone if the run is).
+                    let position = positions.remove(&e.id());
                     failure.get_or_insert(CallFailure::new(
                         FailureClass::Trap,
-                        format!("item {position}: the call failed in the host: {e}"),
+                        format!("item {position:?}: the call failed in the host: {e}"),
                     ));
                     continue;
                 }
@@ -230,12 +267,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         output,
                     };
                     let now = self.now();
-                    self.record(summary, vec![(event, Some(index), source)], now)
-                        .await?;
+                    if let Err(e) = self
+                        .record(summary, vec![(event, Some(index), source)], now)
+                        .await
+                    {
+                        store_error = Some(e);
+                        break;
+                    }
                 }
                 Err((mut f, unknown)) => {
-                    if unknown {
-                        uncertain.push(position);
+                    if !unknown {
+                        failed_clean.push(position);
                     }
                     f.message = format!("item {position}: {}", f.message);
                     failure.get_or_insert(f);
@@ -251,22 +293,27 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         {
             self.breaker_changed(change);
         }
+        if let Some(e) = store_error {
+            // The calls still in flight are dropped with the set; they were
+            // written down as started, so a resumed run undoes them if need be.
+            return Err(e);
+        }
         if let Some(f) = failure {
             let mut events = Vec::new();
-            if !uncertain.is_empty() {
-                uncertain.sort_unstable();
-                events.push(EventKind::ItemsUncertain {
+            if !failed_clean.is_empty() {
+                failed_clean.sort_unstable();
+                events.push(EventKind::ItemsFailed {
                     index,
-                    items: uncertain,
+                    items: failed_clean,
                 });
             }
             let (failure, retry_after) = split_failure(f);
-            let items_done = summary
-                .items
-                .get(&index)
-                .is_some_and(|d| !d.completed.is_empty());
+            let mut after = summary.clone();
+            if let Some(EventKind::ItemsFailed { items, .. }) = events.first() {
+                after.items.entry(index).or_default().failed.extend(items);
+            }
             let failed = transitions::StepFailure {
-                may_have_effect: maybe_interrupted || items_done || !events.is_empty(),
+                may_have_effect: maybe_interrupted || after.may_have_effect(index as usize),
                 failure,
                 retry_after,
                 duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
@@ -281,6 +328,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut outputs: Vec<(u32, Value)> = done.completed;
         outputs.sort_by_key(|(p, _)| *p);
         let output = Value::Array(outputs.into_iter().map(|(_, o)| o).collect());
+        if let Err(e) = settle_types::bounds::check_json(&output, MAX_ITEMS_OUTPUT_BYTES) {
+            let f = CallFailure::new(
+                FailureClass::OutputLimit,
+                format!("the items' outputs together: {e}"),
+            );
+            return self
+                .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                .await;
+        }
         let events = vec![
             EventKind::StepCompleted {
                 index,
@@ -335,7 +391,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         completed.sort_by_key(|(p, _)| *p);
         for (position, output) in completed {
             let Some(item) = list.get(position as usize) else {
-                continue;
+                let failure = Failure {
+                    class: FailureClass::Permanent,
+                    message: format!("item {position} is no longer in the list: the list changed"),
+                };
+                return (Err(failure), source);
             };
             let input = match self
                 .item_input(summary, flow, index, item, position as usize)
@@ -416,7 +476,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         for position in done.to_undo() {
             let Some(item) = list.get(position as usize) else {
-                continue;
+                let f = CallFailure::new(
+                    FailureClass::Permanent,
+                    format!(
+                        "item {position} to undo is no longer in the list (it has {} items): the list changed since it was called",
+                        list.len()
+                    ),
+                );
+                let now = self.now();
+                let events = host_events(failed(summary, f), index);
+                return self.record(summary, events, now).await;
             };
             let output = done
                 .completed

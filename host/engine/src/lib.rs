@@ -148,6 +148,9 @@ pub struct Approver<'a> {
     pub name: &'a str,
     pub role: &'a str,
     pub identified: bool,
+    /// Who handed out the link the decision came through, when it came
+    /// through one: the log says so, apart from the person's own token.
+    pub via_link_from: Option<&'a str>,
 }
 
 /// Why a signal was not taken. Nothing was recorded.
@@ -991,6 +994,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             name,
             role,
             identified,
+            via_link_from,
         } = who;
         let signal = settle_flow::Approval::signal_name(step);
         let Some((summary, flow)) = self
@@ -1069,7 +1073,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             name: signal.clone(),
             payload,
             key: Some(name.to_string()),
-            by: format!("token:{name}"),
+            by: match via_link_from {
+                Some(issuer) => format!("link:{name} (issued by {issuer})"),
+                None => format!("token:{name}"),
+            },
         };
         self.annotate(run, kind).await?;
         // Said from what the log kept: a racing decision by the same person

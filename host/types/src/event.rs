@@ -29,10 +29,10 @@ use uuid::Uuid;
 ///   records the message catalog version (`catalog`); `step-waiting` (a
 ///   `wait:` step's durable timer, or a `signal:` step's timeout);
 ///   `signal-received`, `signal-taken`.
-/// - 5: `step-skipped` (a step whose `if:` condition was false);
-///   `item-completed`, `items-uncertain`, `item-compensated` (the items of
-///   a `for_each` step).
-pub const SCHEMA_VERSION: u16 = 5;
+/// - 5: `step-skipped` (a step whose `if:` condition was false).
+/// - 6: `items-started`, `item-completed`, `items-failed`,
+///   `item-compensated` (the items of a `for_each` step).
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,9 +243,14 @@ pub enum EventKind {
         item: u32,
         output: Value,
     },
-    /// Items of `for_each` step `index` whose call's outcome is unknown
-    /// (timed out, trapped, interrupted): undone with the completed ones.
-    ItemsUncertain { index: u32, items: Vec<u32> },
+    /// Items of `for_each` step `index` about to be called, written before
+    /// the calls go out: an item started and not completed or failed may
+    /// have had its effect (a crash, a timeout), so it is undone with the
+    /// completed ones.
+    ItemsStarted { index: u32, items: Vec<u32> },
+    /// Items of `for_each` step `index` whose call failed with no effect
+    /// (the plugin said so: retryable, permanent, invalid input).
+    ItemsFailed { index: u32, items: Vec<u32> },
     /// Item `item` of `for_each` step `index` was undone.
     ItemCompensated { index: u32, item: u32 },
     /// A `signal:` or `approval:` step took the received signal at
@@ -388,7 +393,8 @@ impl EventKind {
             EventKind::StepWaiting { .. } => "step-waiting",
             EventKind::StepSkipped { .. } => "step-skipped",
             EventKind::ItemCompleted { .. } => "item-completed",
-            EventKind::ItemsUncertain { .. } => "items-uncertain",
+            EventKind::ItemsStarted { .. } => "items-started",
+            EventKind::ItemsFailed { .. } => "items-failed",
             EventKind::ItemCompensated { .. } => "item-compensated",
             EventKind::SignalReceived { .. } => "signal-received",
             EventKind::SignalTaken { .. } => "signal-taken",

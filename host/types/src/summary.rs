@@ -202,24 +202,33 @@ pub struct ItemsDone {
     /// (position in the list, output), in the order they completed.
     #[serde(default)]
     pub completed: Vec<(u32, Value)>,
-    /// Positions whose call's outcome is unknown.
+    /// Positions whose calls went out (`items-started`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub uncertain: Vec<u32>,
+    pub started: Vec<u32>,
+    /// Positions whose last call failed with no effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<u32>,
     /// Positions undone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compensated: Vec<u32>,
 }
 
 impl ItemsDone {
+    /// Positions started whose outcome is unknown: neither completed nor
+    /// failed with no effect (a crash, a timeout, a trap).
+    pub fn uncertain(&self) -> Vec<u32> {
+        self.started
+            .iter()
+            .filter(|p| !self.failed.contains(p) && !self.completed.iter().any(|(c, _)| c == *p))
+            .copied()
+            .collect()
+    }
+
     /// Items to undo, newest first: the completed in reverse order of
     /// completion, then those whose outcome is unknown; none undone yet.
     pub fn to_undo(&self) -> Vec<u32> {
         let mut out: Vec<u32> = self.completed.iter().rev().map(|(i, _)| *i).collect();
-        for i in &self.uncertain {
-            if !out.contains(i) {
-                out.push(*i);
-            }
-        }
+        out.extend(self.uncertain());
         out.retain(|i| !self.compensated.contains(i));
         out
     }
@@ -542,11 +551,20 @@ impl RunSummary {
                 }
                 self.attempts_total = self.attempts_total.saturating_add(1);
             }
-            EventKind::ItemsUncertain { index, items } if *index < n => {
+            EventKind::ItemsStarted { index, items } if *index < n => {
                 let done = self.items.entry(*index).or_default();
                 for item in items {
-                    if !done.uncertain.contains(item) && done.uncertain.len() < MAX_ITEMS {
-                        done.uncertain.push(*item);
+                    done.failed.retain(|f| f != item);
+                    if !done.started.contains(item) && done.started.len() < MAX_ITEMS {
+                        done.started.push(*item);
+                    }
+                }
+            }
+            EventKind::ItemsFailed { index, items } if *index < n => {
+                let done = self.items.entry(*index).or_default();
+                for item in items {
+                    if !done.failed.contains(item) && done.failed.len() < MAX_ITEMS {
+                        done.failed.push(*item);
                     }
                 }
             }
@@ -659,8 +677,17 @@ impl RunSummary {
                 self.finished_at_ms = None;
                 self.detail = None;
                 self.hold = None;
-                // Their items run again too, under the same operation ids.
-                self.items.retain(|i, _| *i < from_index);
+                // Their items run again too, under the same operation ids;
+                // what they did stays to be undone until they complete again.
+                for (_, done) in self.items.range_mut(from_index..) {
+                    let positions: Vec<u32> = done.completed.drain(..).map(|(p, _)| p).collect();
+                    for p in positions {
+                        if !done.started.contains(&p) {
+                            done.started.push(p);
+                        }
+                    }
+                    done.failed.clear();
+                }
             }
             EventKind::UserReported { .. } => self.reports = self.reports.saturating_add(1),
             &EventKind::RecheckScheduled {
@@ -744,7 +771,7 @@ impl RunSummary {
             || self
                 .items
                 .get(&(index as u32))
-                .is_some_and(|d| !d.completed.is_empty() || !d.uncertain.is_empty())
+                .is_some_and(|d| !d.to_undo().is_empty() || !d.compensated.is_empty())
     }
 
     /// Whether step `index` was passed over (its `if:` was false).
