@@ -76,6 +76,8 @@ pub struct Reads {
     pub steps: Vec<String>,
     /// Whether `steps` is used whole (`steps | keys`): every earlier step.
     pub all_steps: bool,
+    /// Whether it reads `item` or `item_index` (a `for_each` step's item).
+    pub item: bool,
 }
 
 /// Checks that `code` is a program this host can run and says what it
@@ -385,6 +387,7 @@ fn visit(term: &Term<&str>, reads: &mut Reads) {
             }
         }
         Term::Call("steps", _) => reads.all_steps = true,
+        Term::Call("item" | "item_index", args) if args.is_empty() => reads.item = true,
         Term::Call(_, args) => args.iter().for_each(|a| visit(a, reads)),
         Term::Id | Term::Recurse | Term::Num(_) | Term::Var(_) | Term::Break(_) => {}
         Term::Str(_, parts) => {

@@ -1071,6 +1071,15 @@ impl Cx<'_> {
             .get_node("if")
             .and_then(|node| self.condition(node, &step_index, earlier));
         let for_each = self.for_each(map, builtin, &step_index);
+        if for_each.is_none()
+            && input.reads_item()
+            && let Some(node) = map.get_node("input")
+        {
+            self.error(
+                node.span(),
+                "step input reads `item`, which only a `for_each` step has: add `for_each: ${{ … }}` or read input or steps instead",
+            );
+        }
         let (retry, retry_explicit) =
             match self.retry_or_policy(map, &defaults.retry, &defaults.policies) {
                 Some(r) => (r, true),
@@ -1144,6 +1153,15 @@ impl Cx<'_> {
                 .map(Template::Program)
                 .map_err(|e| format!("`for_each`: {e}")),
             Ok(t @ Template::Program(_)) => Ok(t),
+            Ok(Template::Literal(Value::Array(items)))
+                if items.len() > settle_types::summary::MAX_ITEMS =>
+            {
+                Err(format!(
+                    "`for_each` lists {} items; a step may have at most {}",
+                    items.len(),
+                    settle_types::summary::MAX_ITEMS
+                ))
+            }
             Ok(Template::Literal(v @ Value::Array(_))) => Ok(Template::Literal(v)),
             Ok(_) => Err(
                 "`for_each` is one expression giving a list, like ${{ input.items }}".to_string(),

@@ -55,6 +55,8 @@ pub struct Program {
     pub code: String,
     /// Indexes of the steps it reads; `None`: all earlier steps.
     pub steps: Option<Vec<usize>>,
+    /// Whether it reads a `for_each` step's `item` or `item_index`.
+    pub item: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -207,6 +209,13 @@ impl Template {
             Template::Array(items) => items.iter().for_each(|t| t.each_program(f)),
             Template::Literal(_) | Template::Ref(_) => {}
         }
+    }
+
+    /// Whether a program in it reads `item` or `item_index`.
+    pub fn reads_item(&self) -> bool {
+        let mut item = false;
+        self.each_program(&mut |p| item |= p.item);
+        item
     }
 
     /// The jq programs in this template, each once: what the sandbox must
@@ -520,6 +529,7 @@ pub fn program(expr: &str, step_index: &dyn Fn(&str) -> Option<usize>) -> Result
     Ok(Program {
         code: expr.to_string(),
         steps,
+        item: reads.item,
     })
 }
 
