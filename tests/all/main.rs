@@ -19,6 +19,7 @@ mod expressions;
 mod flow_cli;
 mod flow_limits;
 mod fuzz;
+mod guides;
 mod holds;
 mod hostile;
 mod idempotency;

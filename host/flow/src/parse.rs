@@ -30,6 +30,13 @@ const FLOW_KEYS: &[&str] = &[
     "policies",
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
+/// Keys of features a later host may have: named as such, not as typos.
+const NOT_YET: &[(&str, &str)] = &[
+    ("parallel", "parallel branches"),
+    ("branches", "parallel branches"),
+    ("join", "a join of parallel branches"),
+    ("upgrade", "upgrading runs in flight to a new flow version"),
+];
 const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
@@ -348,6 +355,17 @@ impl Cx<'_> {
 
     fn known_keys(&mut self, map: &MarkedMappingNode, known: &[&str], what: &str) {
         for key in map.keys() {
+            if let Some((_, feature)) = NOT_YET.iter().find(|(k, _)| *k == key.as_str()) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "'{}' ({feature}) is not in this host (Settle {}): the flow needs a newer host, or a flow without it",
+                        key.as_str(),
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                );
+                continue;
+            }
             if !known.contains(&key.as_str()) {
                 let hint = crate::closest(key.as_str(), known.iter().copied())
                     .map(|k| format!(" (did you mean '{k}'?)"))
