@@ -187,3 +187,53 @@ async fn cancelling_a_waiting_run_does_not_blame_the_wait() {
     assert_eq!(phrase, "Cancelled; left in place: first", "{done:#?}");
     host.shutdown().await.unwrap();
 }
+
+/// A run records the plugins' builds it was accepted with; a step that
+/// calls a plugin whose build changed since says so first
+/// (`plugin-changed`, from and to), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_build_changed_under_a_run_is_recorded_before_its_call() {
+    let dir = support::tempdir();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        support::plugin_dir().join("noop.wasm"),
+        plugins.join("noop.wasm"),
+    )
+    .unwrap();
+    let mut config = support::config(dir.path());
+    config.plugin_dirs = vec![plugins.clone()];
+    let flow = support::flow(PAUSED);
+    let host = Host::start(&config).await.unwrap();
+    let run = support::submit(&host, &flow, json!({})).await;
+    until_waiting(&host, run).await;
+    let accepted = settle::store::RunLog::summary(host.engine.store(), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let before = accepted
+        .plugins
+        .get("noop")
+        .cloned()
+        .expect("noop's digest recorded");
+    host.shutdown().await.unwrap();
+
+    // Another build that says it is noop replaces it while the run waits.
+    let other = support::plugin_dir().join("../dist-hostile/squat-noop.wasm");
+    std::fs::copy(&other, plugins.join("noop.wasm")).unwrap();
+    let host = crate::idempotency::reopen(&config).await;
+    let done = host.engine.wait(run).await.unwrap().unwrap();
+    let events = support::events(&host, run);
+    let changes: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PluginChanged { from, to, .. } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].0, before);
+    assert_ne!(changes[0].1, before);
+    assert_eq!(done.plugins.get("noop"), Some(&changes[0].1));
+    host.shutdown().await.unwrap();
+}

@@ -804,6 +804,36 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             })
     }
 
+    /// Records, once per change, that step `index`'s plugin is not the
+    /// build the run started with (or last saw): the log says which build
+    /// each call went to.
+    async fn note_plugin_change(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+    ) -> Result<(), settle_types::store::StoreError> {
+        let plugin = &flow.steps[index as usize].plugin;
+        let (Some(seen), Some(now_installed)) = (
+            summary.plugins.get(plugin),
+            self.inner.executor.plugin(plugin),
+        ) else {
+            return Ok(());
+        };
+        if *seen == now_installed.digest {
+            return Ok(());
+        }
+        let change = EventKind::PluginChanged {
+            plugin: plugin.clone(),
+            from: seen.clone(),
+            to: now_installed.digest.clone(),
+        };
+        tracing::warn!(run = %summary.run_id, plugin = %plugin, "the plugin changed since the run last called it");
+        let now = self.now();
+        self.record(summary, vec![(change, Some(index), Source::host())], now)
+            .await
+    }
+
     /// A step with an `if:` about to begin: when its condition is false,
     /// the events that pass it over; when the condition cannot be
     /// evaluated, those that fail the step. `None`: the step goes ahead (no
@@ -1051,6 +1081,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         maybe_interrupted: bool,
         probes: &[String],
     ) -> Result<(), settle_types::store::StoreError> {
+        self.note_plugin_change(summary, flow, index).await?;
         if flow.steps[index as usize].for_each.is_some() {
             return self
                 .run_items(summary, flow, index, attempt, maybe_interrupted, probes)
@@ -1431,6 +1462,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
+        self.note_plugin_change(summary, flow, index).await?;
         if flow.steps[index as usize].for_each.is_some() {
             return self.compensate_items(summary, flow, index, attempt).await;
         }

@@ -449,6 +449,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             idempotency_key: key.clone(),
             submitted_by: by.map(|b| settle_types::bounds::cut(&b, 256)),
             catalog: settle_types::messages::CATALOG_VERSION,
+            plugins: flow
+                .steps
+                .iter()
+                .filter(|s| s.calls_plugin())
+                .filter_map(|s| {
+                    let p = self.inner.executor.plugin(&s.plugin)?;
+                    Some((s.plugin.clone(), p.digest.clone()))
+                })
+                .collect(),
         };
         let first = Event {
             v: SCHEMA_VERSION,

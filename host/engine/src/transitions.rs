@@ -792,6 +792,7 @@ mod tests {
                 input: serde_json::Value::Null,
                 idempotency_key: None,
                 submitted_by: None,
+                plugins: Default::default(),
             },
         };
         let mut run = RunSummary::from_first(&accepted).unwrap();

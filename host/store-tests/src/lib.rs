@@ -73,6 +73,7 @@ pub fn first_commit(flow: &str, key: Option<&str>, at_ms: u64) -> Commit {
             input: json!({"amount": 250, "text": "quote \" and emoji 🙂"}),
             idempotency_key: key.map(str::to_string),
             submitted_by: Some("tester".into()),
+            plugins: [("noop".to_string(), "ab".repeat(32))].into(),
         },
     );
     let mut summary = RunSummary::from_first(&accepted).expect("a first event");

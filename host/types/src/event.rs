@@ -31,7 +31,8 @@ use uuid::Uuid;
 ///   `signal-received`, `signal-taken`.
 /// - 5: `step-skipped` (a step whose `if:` condition was false).
 /// - 6: `items-started`, `item-completed`, `items-failed`,
-///   `item-compensated` (the items of a `for_each` step).
+///   `item-compensated` (the items of a `for_each` step); `run-accepted`
+///   records the plugins' digests (`plugins`); `plugin-changed`.
 pub const SCHEMA_VERSION: u16 = 6;
 
 /// One immutable record in a run's log, with its lineage.
@@ -100,6 +101,10 @@ pub enum EventKind {
         /// ([`crate::messages`]); 0 for runs accepted before catalogs.
         #[serde(default, skip_serializing_if = "crate::summary::is_zero")]
         catalog: u32,
+        /// The SHA-256 of each plugin the flow's steps call, as installed
+        /// when the run was accepted.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        plugins: std::collections::BTreeMap<String, String>,
     },
     /// Attempt `attempt` (of at most `max_attempts`) of step `index` is due
     /// at `not_before_ms`.
@@ -242,6 +247,14 @@ pub enum EventKind {
         index: u32,
         item: u32,
         output: Value,
+    },
+    /// The build of `plugin` installed now is not the one the run started
+    /// with (or last saw): recorded once per change, before the step that
+    /// calls it; the step calls the build installed now.
+    PluginChanged {
+        plugin: String,
+        from: String,
+        to: String,
     },
     /// Items of `for_each` step `index` about to be called, written before
     /// the calls go out: an item started and not completed or failed may
@@ -394,6 +407,7 @@ impl EventKind {
             EventKind::StepSkipped { .. } => "step-skipped",
             EventKind::ItemCompleted { .. } => "item-completed",
             EventKind::ItemsStarted { .. } => "items-started",
+            EventKind::PluginChanged { .. } => "plugin-changed",
             EventKind::ItemsFailed { .. } => "items-failed",
             EventKind::ItemCompensated { .. } => "item-compensated",
             EventKind::SignalReceived { .. } => "signal-received",

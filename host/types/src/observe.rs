@@ -95,8 +95,10 @@ pub fn without_payloads(events: &[Event]) -> Vec<Event> {
                     idempotency_key,
                     submitted_by,
                     catalog,
+                    plugins,
                     ..
                 } => EventKind::RunAccepted {
+                    plugins: plugins.clone(),
                     catalog: *catalog,
                     flow: flow.clone(),
                     flow_version: flow_version.clone(),

@@ -84,6 +84,10 @@ pub struct RunSummary {
     /// when none was); read it with [`RunSummary::was_skipped`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<bool>,
+    /// The digest of each plugin as the run last saw it: as accepted,
+    /// then as `plugin-changed` says.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub plugins: std::collections::BTreeMap<String, String>,
     /// What the items of `for_each` steps did, by step index.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub items: std::collections::BTreeMap<u32, ItemsDone>,
@@ -320,6 +324,7 @@ impl RunSummary {
             idempotency_key,
             submitted_by,
             catalog,
+            plugins,
         } = &event.kind
         else {
             return None;
@@ -336,6 +341,7 @@ impl RunSummary {
             idempotency_key: idempotency_key.clone(),
             submitted_by: submitted_by.clone(),
             catalog: *catalog,
+            plugins: plugins.clone(),
             outputs: vec![None; n],
             compensated: vec![false; n],
             uncertain: vec![false; n],
@@ -368,6 +374,7 @@ impl RunSummary {
             uncertain: Vec::new(),
             skipped: Vec::new(),
             items: Default::default(),
+            plugins: Default::default(),
             verdicts: Vec::new(),
             last_failure: None,
             detail: None,
@@ -550,6 +557,11 @@ impl RunSummary {
                     done.completed.push((*item, output.clone()));
                 }
                 self.attempts_total = self.attempts_total.saturating_add(1);
+            }
+            EventKind::PluginChanged { plugin, to, .. } => {
+                if let Some(digest) = self.plugins.get_mut(plugin) {
+                    *digest = to.clone();
+                }
             }
             EventKind::ItemsStarted { index, items } if *index < n => {
                 let done = self.items.entry(*index).or_default();
@@ -1064,6 +1076,7 @@ mod tests {
             input: serde_json::json!({}),
             idempotency_key: None,
             submitted_by: None,
+            plugins: Default::default(),
         };
         let mut s = RunSummary::from_first(&event(run, 0, 1_000, accepted)).unwrap();
         s.apply(&event(
