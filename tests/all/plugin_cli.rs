@@ -212,3 +212,88 @@ fn new_python_and_js_plugins_test_build_and_settle_a_run() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Hello, Hello, Ada!!"), "{out}");
 }
+
+/// `settle plugin install`: checks the file, says what it asks to be
+/// granted, wants a confirmation, copies it in as NAME.wasm, refuses to put
+/// another build in place of an installed one unless told, and grants
+/// nothing itself.
+#[test]
+fn install_checks_shows_what_it_asks_confirms_and_copies() {
+    let dir = support::tempdir();
+    let plugins = dir.path().join("plugins");
+    let other = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../example-plugins/dist-other/py-ledger.wasm");
+    let install = |args: &[&str]| {
+        let mut all = vec!["plugin", "install"];
+        all.extend(args);
+        support::settle(&all).unwrap()
+    };
+    let (code, _, err) = install(&[other.to_str().unwrap(), "--dir", plugins.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("confirm with --yes"), "{err}");
+    assert!(!plugins.join("py-ledger.wasm").exists());
+
+    let (code, out, err) = install(&[
+        other.to_str().unwrap(),
+        "--yes",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("it may keep durable key-value state"), "{out}");
+    assert!(out.contains("kv = true"), "{out}");
+    assert!(out.contains("nothing is granted by installing"), "{out}");
+    assert_eq!(
+        std::fs::read(plugins.join("py-ledger.wasm")).unwrap(),
+        std::fs::read(&other).unwrap()
+    );
+    let (code, out, _) = install(&[
+        other.to_str().unwrap(),
+        "--yes",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already installed"), "{out}");
+
+    // Another build that calls itself noop, where noop is installed.
+    std::fs::copy(
+        support::plugin_dir().join("noop.wasm"),
+        plugins.join("noop.wasm"),
+    )
+    .unwrap();
+    let squat = support::plugin_dir().join("../dist-hostile/squat-noop.wasm");
+    let (code, _, err) = install(&[
+        squat.to_str().unwrap(),
+        "--yes",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--replace"), "{err}");
+    let (code, out, err) = install(&[
+        squat.to_str().unwrap(),
+        "--yes",
+        "--replace",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(plugins.join("noop.wasm")).unwrap(),
+        std::fs::read(&squat).unwrap()
+    );
+
+    // Not a plugin: nothing is copied.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let (code, _, err) = install(&[
+        junk.to_str().unwrap(),
+        "--yes",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not installed: not a plugin"), "{err}");
+    assert!(!plugins.join("junk.wasm").exists());
+}

@@ -18,7 +18,6 @@ use crate::limits::{CallLimiter, LimitHit, Limits};
 use crate::runtime::Runtime;
 use serde_json::Value;
 use settle_types::executor::EvalFailure;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 mod bindings {
@@ -159,7 +158,7 @@ impl Runtime {
     }
 
     fn load_evaluator(&self) -> Result<EvaluatorPre<CallState>, String> {
-        let digest = hex::encode(Sha256::digest(EVALUATOR_WASM));
+        let digest = crate::runtime::component_digest(EVALUATOR_WASM);
         let (component, _cached) = self
             .compile_cached(
                 std::path::Path::new("<expression evaluator>"),

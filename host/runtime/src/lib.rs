@@ -44,7 +44,7 @@ pub use grants::Grants;
 pub use kv::{KvUsage, KvWrite, MemoryKv, PluginKv};
 pub use limits::{LimitHit, Limits};
 pub use plugin::{LoadError, PluginInfo, PluginSettings};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions, component_digest};
 pub use settle_types::executor::{
     CallContext, CallFailure, CallKind, CallOutput, CallReport, CallRequest, Denial, EvalFailure,
     Executor, PluginDescriptor, ProgressSink,

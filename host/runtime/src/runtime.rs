@@ -45,6 +45,11 @@ const KEEP_RESIDENT_MEMORY: usize = 4 * 1024 * 1024;
 /// The same for tables.
 const KEEP_RESIDENT_TABLE: usize = 1024 * 1024;
 
+/// A component's identity: the SHA-256 of its bytes, in hex.
+pub fn component_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// How the runtime is set up.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
@@ -274,7 +279,7 @@ impl Runtime {
             path: path.into(),
             source,
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = component_digest(&bytes);
         let (component, _) = self.compile_cached(path, &bytes, &digest)?;
         let ty = component.component_type();
         let engine = &self.inner.engine;
@@ -359,7 +364,7 @@ impl Runtime {
             path: path.into(),
             source,
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = component_digest(&bytes);
         let started = Instant::now();
         let (component, from_cache) = self.compile_cached(path, &bytes, &digest)?;
         let load_time = started.elapsed();

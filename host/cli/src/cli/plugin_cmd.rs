@@ -1,6 +1,8 @@
 //! `settle plugin check FILE.wasm`: whether a component is a plugin this
 //! host can run, which contract version it implements, what it imports,
 //! and what it says of itself — or, plainly, what is wrong with it.
+//! `settle plugin install FILE.wasm`: the same check, what it asks to be
+//! granted, a confirmation, then a copy into a plugin directory.
 
 use super::read::runtime_only;
 use crate::config::Config;
@@ -15,6 +17,22 @@ pub enum PluginCommand {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Check FILE.wasm, show what it would ask to be granted, and (once
+    /// confirmed, or with --yes) copy it into a plugin directory as
+    /// NAME.wasm. Grants stay the operator's: the lines to add to
+    /// settle.toml are printed, never written.
+    Install {
+        file: PathBuf,
+        /// Install without asking.
+        #[arg(long)]
+        yes: bool,
+        /// The plugin directory (default: the first of plugin_dirs).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Replace an installed plugin of the same name with another build.
+        #[arg(long)]
+        replace: bool,
     },
     /// Create a ready-to-build plugin project in DIR/NAME, with its test
     /// and the SDK (and WIT contract) it builds with.
@@ -32,6 +50,12 @@ pub enum PluginCommand {
 pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Check { file, json } => check(config, file, *json).await,
+        PluginCommand::Install {
+            file,
+            yes,
+            dir,
+            replace,
+        } => install(config, file, *yes, dir.as_deref(), *replace).await,
         PluginCommand::New { name, dir, lang } => {
             let (at, next) = match lang.as_str() {
                 "rust" => (
@@ -53,6 +77,119 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a plugin's imports ask the operator to grant, in words, with the
+/// settle.toml line that grants it.
+fn asks(name: &str, imports: &[String]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if imports.iter().any(|i| i.starts_with("wasi:http/")) {
+        out.push((
+            "it may send HTTP requests (only to the hosts you allow)",
+            format!("allowed_outbound_hosts = [\"HOST:PORT\"]   # in [plugins.{name}]"),
+        ));
+    }
+    if imports.iter().any(|i| i.starts_with("settle:plugin/kv")) {
+        out.push((
+            "it may keep durable key-value state",
+            format!("kv = true   # in [plugins.{name}]"),
+        ));
+    }
+    if imports
+        .iter()
+        .any(|i| i.starts_with("settle:plugin/config"))
+    {
+        out.push((
+            "it may read settings you give it",
+            format!("config = {{ KEY = \"VALUE\" }}   # in [plugins.{name}]"),
+        ));
+    }
+    out
+}
+
+async fn install(
+    config: &Config,
+    file: &std::path::Path,
+    yes: bool,
+    dir: Option<&std::path::Path>,
+    replace: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut sandbox = config.clone();
+    sandbox.plugin_dirs.clear();
+    let (runtime, _) = runtime_only(&sandbox).await?;
+    let info = match runtime.check_file(file).await {
+        Ok(info) => info,
+        Err(e) => {
+            eprintln!("not installed: not a plugin this host can run: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (imports, _) = runtime
+        .interfaces(file)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let m = &info.manifest;
+    let Some(dir) = dir.or(config.plugin_dirs.first().map(PathBuf::as_path)) else {
+        anyhow::bail!("no plugin directory: set plugin_dirs in settle.toml or pass --dir");
+    };
+    let target = dir.join(format!("{}.wasm", m.name));
+    outln!("plugin {} {} ({})", m.name, m.version, m.summary);
+    outln!("  sha256: {}", info.digest);
+    let asked = asks(&m.name, &imports);
+    if asked.is_empty() {
+        outln!("  it asks for nothing beyond computing: no network, no state, no settings");
+    }
+    for (what, _) in &asked {
+        outln!("  {what}");
+    }
+    if target.exists() {
+        let installed = std::fs::read(&target)
+            .map(|b| crate::runtime::component_digest(&b))
+            .unwrap_or_default();
+        if installed == info.digest {
+            outln!("already installed as {} (the same build)", target.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !replace {
+            eprintln!(
+                "not installed: {} holds another build of {} ({}); pass --replace to put this one in its place (runs in progress record the change)",
+                target.display(),
+                m.name,
+                &installed[..installed.len().min(16)]
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            eprintln!("not installed: confirm with --yes (there is no terminal to ask)");
+            return Ok(ExitCode::FAILURE);
+        }
+        print!("install it as {}? [y/N] ", target.display());
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            outln!("not installed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    // Written beside, then renamed: a host starting meanwhile never reads
+    // half a component.
+    let partial = dir.join(format!(".{}.wasm.partial", m.name));
+    std::fs::copy(file, &partial)?;
+    std::fs::rename(&partial, &target)?;
+    outln!("installed as {}", target.display());
+    if !asked.is_empty() {
+        outln!("grant what it needs in settle.toml (nothing is granted by installing):");
+        outln!("  [plugins.{}]", m.name);
+        for (_, line) in &asked {
+            outln!("  {line}");
+        }
+    }
+    outln!("a serving host loads it when it starts again");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check(config: &Config, file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
