@@ -785,6 +785,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         template: &settle_flow::Template,
     ) -> Result<Value, CallFailure> {
+        self.render_item(summary, flow, index, template, None).await
+    }
+
+    /// [`Self::render`], for one item of a `for_each` step when `item` is
+    /// given (its value and position).
+    pub(crate) async fn render_item(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        template: &settle_flow::Template,
+        item: Option<(&Value, usize)>,
+    ) -> Result<Value, CallFailure> {
         let run_id = summary.run_id.to_string();
         let scope = Scope {
             input: &summary.input,
@@ -793,7 +806,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         };
         let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
         template
-            .render_in(&scope, &names, index as usize, &self.inner.executor)
+            .render_item_in(&scope, &names, index as usize, &self.inner.executor, item)
             .await
             .map_err(|e| match e {
                 // The host's own capacity or setup: held, never undone.
@@ -802,6 +815,37 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 }
                 e => CallFailure::new(FailureClass::InvalidInput, e.to_string()),
             })
+    }
+
+    /// Renders step `index`'s input (for `item`, if given) and checks it
+    /// against the plugin's schema.
+    pub(crate) async fn checked_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        item: Option<(&Value, usize)>,
+    ) -> Result<Value, CallFailure> {
+        let step = &flow.steps[index as usize];
+        let input = self
+            .render_item(summary, flow, index, &step.input, item)
+            .await
+            .map_err(|f| CallFailure {
+                message: format!("step input: {}", f.message),
+                ..f
+            })?;
+        if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
+            plugin.check_input(&input).map_err(|problems| {
+                CallFailure::new(
+                    FailureClass::InvalidInput,
+                    format!(
+                        "input does not match the schema of plugin '{}': {problems}",
+                        step.plugin
+                    ),
+                )
+            })?;
+        }
+        Ok(input)
     }
 
     /// Records, once per change, that step `index`'s plugin is not the
@@ -904,35 +948,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .map_err(|e| CallFailure::new(FailureClass::InvalidInput, e))
     }
 
-    /// Renders the step's input and checks it against the plugin's schema.
-    async fn step_input(
-        &self,
-        summary: &RunSummary,
-        flow: &Flow,
-        index: u32,
-    ) -> Result<Value, CallFailure> {
-        let step = &flow.steps[index as usize];
-        let input = self
-            .render(summary, flow, index, &step.input)
-            .await
-            .map_err(|f| CallFailure {
-                message: format!("step input: {}", f.message),
-                ..f
-            })?;
-        if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
-            plugin.check_input(&input).map_err(|problems| {
-                CallFailure::new(
-                    FailureClass::InvalidInput,
-                    format!(
-                        "input does not match the schema of plugin '{}': {problems}",
-                        step.plugin
-                    ),
-                )
-            })?;
-        }
-        Ok(input)
-    }
-
     /// Parses what the plugin returned and checks it against the host's
     /// bounds and the plugin's output schema. Any problem is the plugin's
     /// fault, so it fails the attempt for good: retrying the same code gives
@@ -1011,7 +1026,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         kind: CallKind,
     ) -> (CallReport, Vec<(EventKind, Option<u32>, Source)>) {
         let step = &flow.steps[index as usize];
-        let report = match self.step_input(summary, flow, index).await {
+        let report = match self.checked_input(summary, flow, index, None).await {
             Err(failure) => CallReport {
                 source: "host".into(),
                 result: Err(failure),

@@ -23,7 +23,6 @@ use crate::driver::{blame_setup, split_failure};
 use crate::{Engine, transitions};
 use serde_json::Value;
 use settle_flow::Flow;
-use settle_flow::template::{RenderError, Scope};
 use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest, Executor};
 use settle_types::store::{RunQueries, StoreError};
 use settle_types::summary::{ItemsDone, MAX_ITEMS};
@@ -73,45 +72,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         item: &Value,
         position: usize,
     ) -> Result<Value, CallFailure> {
-        let step = &flow.steps[index as usize];
-        let run_id = summary.run_id.to_string();
-        let scope = Scope {
-            input: &summary.input,
-            outputs: &summary.outputs,
-            run_id: &run_id,
-        };
-        let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
-        let input = step
-            .input
-            .render_item_in(
-                &scope,
-                &names,
-                index as usize,
-                &self.inner.executor,
-                Some((item, position)),
-            )
+        self.checked_input(summary, flow, index, Some((item, position)))
             .await
-            .map_err(|e| match e {
-                RenderError::Sandbox(settle_types::executor::EvalFailure::Host(e)) => {
-                    CallFailure::new(FailureClass::HostSetup, e)
-                }
-                e => CallFailure::new(
-                    FailureClass::InvalidInput,
-                    format!("item {position}: step input: {e}"),
-                ),
-            })?;
-        if let Some(plugin) = self.inner.executor.plugin(&step.plugin) {
-            plugin.check_input(&input).map_err(|problems| {
-                CallFailure::new(
-                    FailureClass::InvalidInput,
-                    format!(
-                        "item {position}: input does not match the schema of plugin '{}': {problems}",
-                        step.plugin
-                    ),
-                )
-            })?;
-        }
-        Ok(input)
+            .map_err(|f| CallFailure {
+                message: format!("item {position}: {}", f.message),
+                ..f
+            })
     }
 
     /// The call of one item's `action`: the step's context, with the
