@@ -209,10 +209,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Err(e) => {
                     // A call that panicked: its outcome is unknown (it was
                     // started, so it is undone if the run is).
-                    let position = positions.remove(&e.id());
+                    let position = positions
+                        .remove(&e.id())
+                        .map_or_else(|| "?".to_string(), |p| p.to_string());
                     failure.get_or_insert(CallFailure::new(
                         FailureClass::Trap,
-                        format!("item {position:?}: the call failed in the host: {e}"),
+                        format!("item {position}: the call failed in the host: {e}"),
                     ));
                     continue;
                 }
@@ -291,8 +293,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
         // Every item has its output: the step's is the list of them.
         let done = summary.items.get(&index).cloned().unwrap_or_default();
-        let mut outputs: Vec<(u32, Value)> = done.completed;
+        let mut outputs: Vec<(u32, Value)> = done
+            .completed
+            .into_iter()
+            .filter(|(p, _)| (*p as usize) < list.len())
+            .collect();
         outputs.sort_by_key(|(p, _)| *p);
+        if outputs.len() != list.len() {
+            // Never expected: every item either completed or failed above.
+            let f = CallFailure::new(
+                FailureClass::Retryable,
+                format!(
+                    "{} of {} items have an output; the others are called again",
+                    outputs.len(),
+                    list.len()
+                ),
+            );
+            return self
+                .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                .await;
+        }
         let output = Value::Array(outputs.into_iter().map(|(_, o)| o).collect());
         if let Err(e) = settle_types::bounds::check_json(&output, MAX_ITEMS_OUTPUT_BYTES) {
             let f = CallFailure::new(
