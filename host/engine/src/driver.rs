@@ -259,8 +259,25 @@ fn builtin_failed(
     message: &str,
     now: u64,
 ) -> Vec<EventKind> {
+    failed_before_call(flow, summary, index, 1, class, message, false, now)
+}
+
+/// The events of attempt `attempt` of step `index` failing before any
+/// call went out; `may_have_effect` keeps the doubt an earlier attempt
+/// (cut short by a stop) left.
+#[allow(clippy::too_many_arguments)]
+fn failed_before_call(
+    flow: &Flow,
+    summary: &RunSummary,
+    index: u32,
+    attempt: u32,
+    class: FailureClass,
+    message: &str,
+    may_have_effect: bool,
+    now: u64,
+) -> Vec<EventKind> {
     let failed = transitions::StepFailure {
-        may_have_effect: false,
+        may_have_effect,
         failure: Failure {
             class,
             message: bounds::cut_detail(message),
@@ -268,7 +285,7 @@ fn builtin_failed(
         retry_after: None,
         duration_ms: None,
     };
-    transitions::after_step_failed(flow, summary, index, 1, failed, now)
+    transitions::after_step_failed(flow, summary, index, attempt, failed, now)
 }
 
 /// Until when a `wait:` step waits, started now: `for` from now, or the
@@ -911,22 +928,18 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     self.reconciles(plugin)
                 }),
             ]),
-            Err(f) => {
-                // An earlier attempt cut short by a stop may have had its
-                // effect: that is kept, so it is undone if need be.
-                let failed = transitions::StepFailure {
-                    may_have_effect: maybe_interrupted,
-                    failure: Failure {
-                        class: f.class,
-                        message: bounds::cut_detail(&format!("`if`: {}", f.message)),
-                    },
-                    retry_after: None,
-                    duration_ms: None,
-                };
-                Some(transitions::after_step_failed(
-                    flow, summary, index, attempt, failed, now,
-                ))
-            }
+            // An earlier attempt cut short by a stop may have had its
+            // effect: that is kept, so it is undone if need be.
+            Err(f) => Some(failed_before_call(
+                flow,
+                summary,
+                index,
+                attempt,
+                f.class,
+                &format!("`if`: {}", f.message),
+                maybe_interrupted,
+                now,
+            )),
         }
     }
 
@@ -1017,6 +1030,31 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// Calls one action of step `index`; the refusals come back as events
     /// (bounded here and by the runtime). See [`blame_setup`] for what a
     /// refusal does to a failure.
+    /// The call of `kind` on step `index`'s plugin with `input`, progress
+    /// reported to the run's status.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn call_request(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        kind: CallKind,
+        input: &Value,
+        output: Option<String>,
+    ) -> CallRequest {
+        let step = &flow.steps[index as usize];
+        CallRequest {
+            plugin: step.plugin.clone(),
+            kind,
+            ctx: self.call_context(summary, flow, index, attempt, kind),
+            input: input.to_string(),
+            output,
+            timeout: step.timeout,
+            progress: Some(self.progress_sink(summary.run_id)),
+        }
+    }
+
     async fn call(
         &self,
         summary: &RunSummary,
@@ -1041,15 +1079,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         .as_ref()
                         .map(Value::to_string),
                 };
-                let request = CallRequest {
-                    plugin: step.plugin.clone(),
-                    kind,
-                    ctx: self.call_context(summary, flow, index, attempt, kind),
-                    input: input.to_string(),
-                    output,
-                    timeout: step.timeout,
-                    progress: Some(self.progress_sink(summary.run_id)),
-                };
+                let request =
+                    self.call_request(summary, flow, index, attempt, kind, &input, output);
                 let span = tracing::info_span!("plugin_call", plugin = %step.plugin);
                 self.inner.executor.call(request).instrument(span).await
             }

@@ -26,7 +26,7 @@ use settle_flow::Flow;
 use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest, Executor};
 use settle_types::store::{RunQueries, StoreError};
 use settle_types::summary::{ItemsDone, MAX_ITEMS};
-use settle_types::{Action, EventKind, Failure, FailureClass, RunSummary, Source, Verdict};
+use settle_types::{EventKind, Failure, FailureClass, RunSummary, Source, Verdict};
 use std::time::Instant;
 
 /// The most bytes the outputs of one `for_each` step's items may come to
@@ -91,24 +91,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         kind: CallKind,
         (position, input, output): (u32, &Value, Option<&Value>),
     ) -> CallRequest {
-        let step = &flow.steps[index as usize];
-        let action = match kind {
-            CallKind::Run => Action::Run,
-            CallKind::Compensate => Action::Compensate,
-            CallKind::Reconcile => Action::Reconcile,
-        };
-        let mut ctx = self.call_context(summary, flow, index, attempt, action);
-        ctx.operation_id = format!("{}/{position}", ctx.operation_id);
-        ctx.step_id = format!("{}/{position}", ctx.step_id);
-        CallRequest {
-            plugin: step.plugin.clone(),
-            kind,
-            ctx,
-            input: input.to_string(),
-            output: output.map(Value::to_string),
-            timeout: step.timeout,
-            progress: None,
-        }
+        let output = output.map(Value::to_string);
+        let mut request = self.call_request(summary, flow, index, attempt, kind, input, output);
+        request.ctx.operation_id = format!("{}/{position}", request.ctx.operation_id);
+        request.ctx.step_id = format!("{}/{position}", request.ctx.step_id);
+        // Items run side by side: one progress line would mix them.
+        request.progress = None;
+        request
     }
 
     /// One attempt of `for_each` step `index`: see the module docs.

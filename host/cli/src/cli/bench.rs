@@ -342,26 +342,38 @@ async fn expressions(runtime: &Runtime, n: usize) -> (u64, Percentiles) {
     (load_ms, percentiles(samples))
 }
 
+/// Call number `i` of a bench's series: `kind` on `plugin`, outside any run,
+/// each under its own operation id.
+pub(super) fn bench_request(
+    plugin: &str,
+    kind: CallKind,
+    i: usize,
+    input: &str,
+    output: Option<&str>,
+) -> CallRequest {
+    CallRequest {
+        plugin: plugin.into(),
+        kind,
+        ctx: CallContext {
+            run_id: "bench".into(),
+            flow: "bench@1".into(),
+            step: "one".into(),
+            operation_id: format!("bench/{i}"),
+            step_id: format!("bench/{i}"),
+            attempt: 1,
+            trace_id: "0".into(),
+        },
+        input: input.into(),
+        output: output.map(str::to_string),
+        timeout: None,
+        progress: None,
+    }
+}
+
 async fn instantiate_call(runtime: &Runtime, n: usize) -> Percentiles {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let request = CallRequest {
-            plugin: "noop".into(),
-            kind: CallKind::Run,
-            ctx: CallContext {
-                run_id: "bench".into(),
-                flow: "bench@1".into(),
-                step: "one".into(),
-                operation_id: format!("bench/{i}"),
-                step_id: format!("bench/{i}"),
-                attempt: 1,
-                trace_id: "0".into(),
-            },
-            input: "{}".into(),
-            output: None,
-            timeout: None,
-            progress: None,
-        };
+        let request = bench_request("noop", CallKind::Run, i, "{}", None);
         let start = Instant::now();
         let report = runtime.invoke(request).await;
         samples.push(start.elapsed());

@@ -10,7 +10,7 @@
 
 use super::bench::{BenchArgs, Percentiles, percentiles};
 use crate::config::Config;
-use crate::runtime::{CallContext, CallKind, CallRequest, Runtime, RuntimeOptions};
+use crate::runtime::{CallKind, Runtime, RuntimeOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,23 +107,7 @@ async fn measure(base: &Config, args: &BenchArgs, cache: &Path) -> anyhow::Resul
         let runtime = loaded(&options, &path).await?;
         let mut samples = Vec::with_capacity(n);
         for i in 0..n {
-            let request = CallRequest {
-                plugin: name.clone(),
-                kind: *kind,
-                ctx: CallContext {
-                    run_id: "bench".into(),
-                    flow: "bench@1".into(),
-                    step: "one".into(),
-                    operation_id: format!("bench/{i}"),
-                    step_id: format!("bench/{i}"),
-                    attempt: 1,
-                    trace_id: "0".into(),
-                },
-                input: input.to_string(),
-                output: output.map(str::to_string),
-                timeout: None,
-                progress: None,
-            };
+            let request = super::bench::bench_request(&name, *kind, i, input, *output);
             let start = Instant::now();
             let report = runtime.invoke(request).await;
             samples.push(start.elapsed());
