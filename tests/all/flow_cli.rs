@@ -304,3 +304,74 @@ fn test_and_graph_show_a_for_each_step_per_item() {
         "{out}"
     );
 }
+
+/// The dry run of a `parallel` step shows each branch's input (checked
+/// against its plugin); the graph forks to the branches and joins.
+#[test]
+fn test_and_graph_show_a_parallel_steps_branches() {
+    let dir = support::tempdir();
+    let config = support::write_config(dir.path(), None);
+    let config = config.to_str().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        r#"name: p
+steps:
+  - name: tell
+    parallel:
+      join: { first: 1 }
+      branches:
+        - { name: mail, plugin: noop, input: { to: "${{ input.to }}" } }
+        - { name: odd, plugin: flaky, input: { mode: "${{ input.mode }}" } }
+  - name: after
+    plugin: noop
+    input: { x: "${{ steps.tell.output.mail.to }}" }
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let mock = r#"tell={"mail":{"to":"ann"},"odd":null}"#;
+    let args = |input: &'static str| {
+        vec![
+            "--config",
+            config,
+            "flow",
+            "test",
+            file,
+            "--input",
+            input,
+            "--mock",
+            mock,
+            "--mock",
+            r#"after={"x":"ann"}"#,
+        ]
+    };
+    let (code, out, err) = run(&args(r#"{"to":"ann","mode":"ok"}"#));
+    assert_eq!(code, 0, "{out}{err}");
+    for expected in [
+        "1. tell (parallel, join first 1)",
+        r#"branch mail (noop) input: {"to":"ann"}"#,
+        r#"branch odd (flaky) input: {"mode":"ok"}"#,
+        r#"input:  {"x":"ann"}"#,
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // A branch's input is checked against its own plugin's schema.
+    let (code, out, _) = run(&args(r#"{"to":"ann","mode":"sideways"}"#));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("branch odd input does not match the schema of plugin 'flaky'"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["flow", "graph", file]);
+    assert_eq!(code, 0);
+    for expected in [
+        "accepted --> fork0[[\"1. tell (parallel, 2 at a time)\"]]",
+        "fork0 --> branch0_0[\"mail (noop)\"] --> step0",
+        "fork0 --> branch0_1[\"odd (flaky)\"] --> step0",
+        "step0{{\"join: first 1\"}}",
+        "step0 --> step1[\"2. after (noop)\"]",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}

@@ -28,6 +28,7 @@ mod languages;
 mod logs;
 mod messages;
 mod objectives;
+mod parallel;
 mod plugin_cli;
 mod restart;
 mod retries;

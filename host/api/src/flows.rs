@@ -27,7 +27,21 @@ fn flow_json(flow: &Flow) -> serde_json::Value {
             (Some(_), _, _) => json!({"name": s.name, "wait": true}),
             (_, Some(g), _) => json!({"name": s.name, "signal": g.name}),
             (_, _, Some(_)) => json!({"name": s.name, "approval": true}),
-            _ => json!({"name": s.name, "plugin": s.plugin}),
+            _ => match &s.parallel {
+                Some(p) => json!({
+                    "name": s.name,
+                    "parallel": {
+                        "join": match p.join {
+                            settle_flow::Join::All => json!("all"),
+                            settle_flow::Join::First(n) => json!({"first": n}),
+                        },
+                        "branches": p.branches.iter()
+                            .map(|b| json!({"name": b.name, "plugin": b.call.plugin}))
+                            .collect::<Vec<_>>(),
+                    },
+                }),
+                None => json!({"name": s.name, "plugin": s.plugin}),
+            },
         }).collect::<Vec<_>>(),
         "runs_url": format!("/v1/flows/{}/runs", flow.name),
     })

@@ -337,12 +337,14 @@ fn plugin_of<'f>(flow: &'f Flow, next: &Next) -> Option<&'f str> {
         Next::Step { index, .. } => flow
             .steps
             .get(index as usize)
-            .filter(|step| step.calls_plugin() && step.for_each.is_none())
+            .filter(|step| step.calls_plugin() && !step.calls_per_item())
             .map(|step| step.plugin.as_str()),
+        // A `parallel` step's branches are undone one by one, each call
+        // to its own plugin.
         Next::Compensate { index, .. } => flow
             .steps
             .get(index as usize)
-            .filter(|step| step.calls_plugin())
+            .filter(|step| step.calls_plugin() && step.parallel.is_none())
             .map(|step| step.plugin.as_str()),
         Next::Reconcile { .. } | Next::Nothing => None,
     }
@@ -843,7 +845,20 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         item: Option<(&Value, usize)>,
     ) -> Result<Value, CallFailure> {
-        let step = &flow.steps[index as usize];
+        self.checked_call_input(summary, flow, index, &flow.steps[index as usize], item)
+            .await
+    }
+
+    /// [`Self::checked_input`] for `step`, one of the calls step `index`
+    /// makes (itself, or one of its branches).
+    pub(crate) async fn checked_call_input(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        step: &settle_flow::StepDef,
+        item: Option<(&Value, usize)>,
+    ) -> Result<Value, CallFailure> {
         let input = self
             .render_item(summary, flow, index, &step.input, item)
             .await
@@ -874,25 +889,28 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         flow: &Flow,
         index: u32,
     ) -> Result<(), settle_types::store::StoreError> {
-        let plugin = &flow.steps[index as usize].plugin;
-        let (Some(seen), Some(now_installed)) = (
-            summary.plugins.get(plugin),
-            self.inner.executor.plugin(plugin),
-        ) else {
-            return Ok(());
-        };
-        if *seen == now_installed.digest {
-            return Ok(());
+        for call in flow.steps[index as usize].calls() {
+            let plugin = &call.plugin;
+            let (Some(seen), Some(now_installed)) = (
+                summary.plugins.get(plugin),
+                self.inner.executor.plugin(plugin),
+            ) else {
+                continue;
+            };
+            if *seen == now_installed.digest {
+                continue;
+            }
+            let change = EventKind::PluginChanged {
+                plugin: plugin.clone(),
+                from: seen.clone(),
+                to: now_installed.digest.clone(),
+            };
+            tracing::warn!(run = %summary.run_id, plugin = %plugin, "the plugin changed since the run last called it");
+            let now = self.now();
+            self.record(summary, vec![(change, Some(index), Source::host())], now)
+                .await?;
         }
-        let change = EventKind::PluginChanged {
-            plugin: plugin.clone(),
-            from: seen.clone(),
-            to: now_installed.digest.clone(),
-        };
-        tracing::warn!(run = %summary.run_id, plugin = %plugin, "the plugin changed since the run last called it");
-        let now = self.now();
-        self.record(summary, vec![(change, Some(index), Source::host())], now)
-            .await
+        Ok(())
     }
 
     /// A step with an `if:` about to begin: when its condition is false,
@@ -1128,7 +1146,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         probes: &[String],
     ) -> Result<(), settle_types::store::StoreError> {
         self.note_plugin_change(summary, flow, index).await?;
-        if flow.steps[index as usize].for_each.is_some() {
+        if flow.steps[index as usize].calls_per_item() {
             return self
                 .run_items(summary, flow, index, attempt, maybe_interrupted, probes)
                 .await;
@@ -1458,10 +1476,28 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         attempt: u32,
         deferred_until: &mut Option<u64>,
     ) -> Result<Option<Vec<String>>, settle_types::store::StoreError> {
-        let plugin = &flow.steps[index as usize].plugin;
-        let (admission, changes) = self.inner.domains.admit(plugin, attempt, self.now());
-        for change in changes {
-            self.breaker_changed(change);
+        // A `parallel` step is admitted when each of its plugins is.
+        let mut plugins: Vec<&str> = flow.steps[index as usize]
+            .calls()
+            .iter()
+            .map(|c| c.plugin.as_str())
+            .collect();
+        plugins.sort_unstable();
+        plugins.dedup();
+        let mut admission = Admit::Go { probes: Vec::new() };
+        for plugin in plugins {
+            let (admit, changes) = self.inner.domains.admit(plugin, attempt, self.now());
+            for change in changes {
+                self.breaker_changed(change);
+            }
+            match (&mut admission, admit) {
+                (Admit::Go { probes }, Admit::Go { probes: more }) => probes.extend(more),
+                (_, wait @ Admit::Wait { .. }) => {
+                    admission = wait;
+                    break;
+                }
+                _ => {}
+            }
         }
         match admission {
             Admit::Go { probes } => Ok(Some(probes)),
@@ -1509,7 +1545,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
         self.note_plugin_change(summary, flow, index).await?;
-        if flow.steps[index as usize].for_each.is_some() {
+        if flow.steps[index as usize].calls_per_item() {
             return self.compensate_items(summary, flow, index, attempt).await;
         }
         let (report, mut events) = self
@@ -1597,10 +1633,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut events = Vec::new();
         for (i, step) in flow.steps.iter().enumerate() {
             let index = i as u32;
-            if !self.reconciles(&step.plugin) || summary.outputs[i].is_none() {
+            if !step.calls().iter().any(|c| self.reconciles(&c.plugin))
+                || summary.outputs[i].is_none()
+            {
                 continue;
             }
-            if step.for_each.is_some() {
+            if step.calls_per_item() {
                 // A list of no items has nothing to ask.
                 if summary
                     .items

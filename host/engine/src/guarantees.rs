@@ -79,16 +79,19 @@ pub fn explain(
                     human(u64::try_from(s.retry.max_interval.as_millis()).unwrap_or(u64::MAX)),
                 )
             };
+            let calls = s.calls();
+            let mut plugins: Vec<&str> = calls.iter().map(|c| c.plugin.as_str()).collect();
+            plugins.dedup();
             StepGuarantee {
                 name: s.name.clone(),
-                plugin: s.plugin.clone(),
+                plugin: plugins.join(", "),
                 retries,
                 if_a_later_step_fails: if s.compensate {
                     "undone"
                 } else {
                     "left in place"
                 },
-                confirmed_with_downstream: reconciles(&s.plugin),
+                confirmed_with_downstream: calls.iter().any(|c| reconciles(&c.plugin)),
             }
         })
         .collect();

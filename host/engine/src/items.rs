@@ -18,11 +18,20 @@
 //! first (`item-compensated`): the completed ones and those started whose
 //! outcome is unknown. Each item call takes a slot of its plugin's
 //! bulkhead.
+//!
+//! A `parallel` step is run the same way: its branches are its items (a
+//! branch's position is its place in `branches`), each calling its own
+//! plugin with its own input, under ids ending in `/BRANCH`. Under `join:
+//! all` it is a `for_each` over the branches; under `join: first: N` a
+//! failed branch does not stop the others, no branch is started once N
+//! have an output (the calls already out are waited for and recorded), and
+//! the attempt fails only when fewer than N could give one. Its output has
+//! a field per branch (null for a branch without an output).
 
 use crate::driver::{blame_setup, split_failure};
 use crate::{Engine, transitions};
 use serde_json::Value;
-use settle_flow::Flow;
+use settle_flow::{Flow, Join, StepDef};
 use settle_types::executor::{CallFailure, CallKind, CallOutput, CallRequest, Executor};
 use settle_types::store::{RunQueries, StoreError};
 use settle_types::summary::{ItemsDone, MAX_ITEMS};
@@ -33,15 +42,72 @@ use std::time::Instant;
 /// together (the step's output, kept in the run's summary).
 pub const MAX_ITEMS_OUTPUT_BYTES: usize = 256 * 1024;
 
+/// The call item `position` of `step` makes: the step's own, or its branch's.
+fn call_of(step: &StepDef, position: u32) -> &StepDef {
+    step.parallel
+        .as_ref()
+        .and_then(|p| p.branches.get(position as usize))
+        .map_or(step, |b| &b.call)
+}
+
+/// How messages name item `position` of `step`.
+fn label(step: &StepDef, position: u32) -> String {
+    match step
+        .parallel
+        .as_ref()
+        .and_then(|p| p.branches.get(position as usize))
+    {
+        Some(b) => format!("branch '{}'", b.name),
+        None => format!("item {position}"),
+    }
+}
+
+/// What ends item `position`'s ids: its position, or its branch's name
+/// (stable when branches are added in a later version of the flow).
+fn id_suffix(step: &StepDef, position: u32) -> String {
+    match step
+        .parallel
+        .as_ref()
+        .and_then(|p| p.branches.get(position as usize))
+    {
+        Some(b) => b.name.clone(),
+        None => position.to_string(),
+    }
+}
+
+/// The failure an attempt of a `first: N` join that fell short ends with:
+/// a failure of the host's setup first (held for an operator, never
+/// undone), then one a retry may mend, then the first.
+fn short_failure(failures: Vec<CallFailure>) -> Option<CallFailure> {
+    let rank = |f: &CallFailure| match f.class {
+        FailureClass::HostSetup | FailureClass::Unavailable => 0,
+        FailureClass::Permanent | FailureClass::InvalidInput => 2,
+        _ => 1,
+    };
+    failures
+        .into_iter()
+        .enumerate()
+        .min_by_key(|(i, f)| (rank(f), *i))
+        .map(|(_, f)| f)
+}
+
 impl<S: RunQueries, X: Executor> Engine<S, X> {
-    /// The step's list, rendered.
+    /// The step's list, rendered; a `parallel` step's branches' names.
     async fn item_list(
         &self,
         summary: &RunSummary,
         flow: &Flow,
         index: u32,
     ) -> Result<Vec<Value>, CallFailure> {
-        let Some(for_each) = flow.steps[index as usize].for_each.as_ref() else {
+        let step = &flow.steps[index as usize];
+        if let Some(parallel) = &step.parallel {
+            return Ok(parallel
+                .branches
+                .iter()
+                .map(|b| Value::String(b.name.clone()))
+                .collect());
+        }
+        let Some(for_each) = step.for_each.as_ref() else {
             return Ok(Vec::new());
         };
         match self.render(summary, flow, index, &for_each.list).await? {
@@ -63,7 +129,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         }
     }
 
-    /// Item `position`'s input, checked against the plugin's schema.
+    /// Item `position`'s input, checked against its plugin's schema.
     async fn item_input(
         &self,
         summary: &RunSummary,
@@ -72,12 +138,23 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         item: &Value,
         position: usize,
     ) -> Result<Value, CallFailure> {
-        self.checked_input(summary, flow, index, Some((item, position)))
-            .await
-            .map_err(|f| CallFailure {
-                message: format!("item {position}: {}", f.message),
-                ..f
-            })
+        let step = &flow.steps[index as usize];
+        let input = match step.parallel {
+            // A branch's input reads the run and earlier steps, no item.
+            Some(_) => {
+                let call = call_of(step, position as u32);
+                self.checked_call_input(summary, flow, index, call, None)
+                    .await
+            }
+            None => {
+                self.checked_input(summary, flow, index, Some((item, position)))
+                    .await
+            }
+        };
+        input.map_err(|f| CallFailure {
+            message: format!("{}: {}", label(step, position as u32), f.message),
+            ..f
+        })
     }
 
     /// The call of one item's `action`: the step's context, with the
@@ -92,15 +169,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         (position, input, output): (u32, &Value, Option<&Value>),
     ) -> CallRequest {
         let output = output.map(Value::to_string);
+        let step = &flow.steps[index as usize];
         let mut request = self.call_request(summary, flow, index, attempt, kind, input, output);
-        request.ctx.operation_id = format!("{}/{position}", request.ctx.operation_id);
-        request.ctx.step_id = format!("{}/{position}", request.ctx.step_id);
+        let suffix = id_suffix(step, position);
+        request.plugin = call_of(step, position).plugin.clone();
+        request.ctx.operation_id = format!("{}/{suffix}", request.ctx.operation_id);
+        request.ctx.step_id = format!("{}/{suffix}", request.ctx.step_id);
         // Items run side by side: one progress line would mix them.
         request.progress = None;
         request
     }
 
-    /// One attempt of `for_each` step `index`: see the module docs.
+    /// One attempt of `for_each` or `parallel` step `index`: see the
+    /// module docs.
     pub(crate) async fn run_items(
         &self,
         summary: &mut RunSummary,
@@ -111,7 +192,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         probes: &[String],
     ) -> Result<(), StoreError> {
         let step = &flow.steps[index as usize];
-        let concurrency = step.for_each.as_ref().map_or(1, |f| f.concurrency) as usize;
+        let (concurrency, join) = match (&step.for_each, &step.parallel) {
+            (_, Some(p)) => (p.concurrency, p.join),
+            (Some(f), None) => (f.concurrency, Join::All),
+            (None, None) => (1, Join::All),
+        };
+        let concurrency = concurrency as usize;
         let started = Instant::now();
         let list = match self.item_list(summary, flow, index).await {
             Ok(list) => list,
@@ -121,7 +207,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     .await;
             }
         };
+        let needed = match join {
+            Join::All => list.len(),
+            Join::First(n) => (n as usize).min(list.len()),
+        };
         let done = summary.items.get(&index).cloned().unwrap_or_default();
+        let mut have = done
+            .completed
+            .iter()
+            .filter(|(p, _)| (*p as usize) < list.len())
+            .count();
         let mut pending = Vec::new();
         for (position, item) in list.iter().enumerate() {
             if done.completed.iter().any(|(p, _)| *p as usize == position) {
@@ -139,19 +234,26 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut calls = tokio::task::JoinSet::new();
         let mut positions = std::collections::HashMap::new();
         let mut queue = pending.into_iter().peekable();
-        let mut failure: Option<CallFailure> = None;
+        // Under `join: all` the first failure stops new calls and is the
+        // attempt's; under `first: N` failures are kept, and the calls go on.
+        let mut failures: Vec<CallFailure> = Vec::new();
         // Items whose call failed with no effect (the plugin said so).
         let mut failed_clean = Vec::new();
         let mut store_error = None;
-        // What the calls came to, for the plugin's and the hosts' breakers
-        // (a probe the attempt was admitted as must learn its outcome).
-        let mut downstream = Vec::new();
-        let mut first_failed: Option<FailureClass> = None;
+        // What the calls came to, by plugin, for the plugins' and the
+        // hosts' breakers (a probe the attempt was admitted as must learn
+        // its outcome).
+        let mut outcomes: std::collections::BTreeMap<String, (Option<FailureClass>, Vec<_>)> =
+            Default::default();
         loop {
             // The next calls, written down before they go out: a crash
             // while they are in flight leaves them to be undone.
             let mut batch = Vec::new();
-            while failure.is_none() && calls.len() + batch.len() < concurrency {
+            let stopped = match join {
+                Join::All => !failures.is_empty(),
+                Join::First(_) => have >= needed,
+            };
+            while !stopped && calls.len() + batch.len() < concurrency {
                 let Some(next) = queue.next() else { break };
                 batch.push(next);
             }
@@ -179,8 +281,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     (position, &input, None),
                 );
                 let engine = self.clone();
-                let plugin = step.plugin.clone();
-                // Each call takes a slot of the plugin's bulkhead, as any call does.
+                let plugin = request.plugin.clone();
+                // Each call takes a slot of its plugin's bulkhead, as any call does.
                 let handle = calls.spawn(async move {
                     let _slot = engine.inner.domains.bulkhead(&plugin).await;
                     engine.inner.executor.call(request).await
@@ -198,23 +300,25 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Err(e) => {
                     // A call that panicked: its outcome is unknown (it was
                     // started, so it is undone if the run is).
-                    let position = positions
+                    let what = positions
                         .remove(&e.id())
-                        .map_or_else(|| "?".to_string(), |p| p.to_string());
-                    failure.get_or_insert(CallFailure::new(
+                        .map_or_else(|| "an item".to_string(), |p| label(step, p));
+                    failures.push(CallFailure::new(
                         FailureClass::Trap,
-                        format!("item {position}: the call failed in the host: {e}"),
+                        format!("{what}: the call failed in the host: {e}"),
                     ));
                     continue;
                 }
             };
             let source = Source(report.source.clone());
-            downstream.extend(report.downstream.iter().cloned());
+            let plugin = &call_of(step, position).plugin;
+            let outcome = outcomes.entry(plugin.clone()).or_default();
+            outcome.1.extend(report.downstream.iter().cloned());
             if let Err(f) = &report.result {
-                first_failed.get_or_insert(f.class);
+                outcome.0.get_or_insert(f.class);
             }
             let result = self
-                .run_answer(&step.plugin, report.result)
+                .run_answer(plugin, report.result)
                 .map_err(|(f, unknown)| (blame_setup(f, &report.denials), unknown));
             match result {
                 Ok(output) => {
@@ -231,39 +335,53 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         store_error = Some(e);
                         break;
                     }
+                    have += 1;
                 }
                 Err((mut f, unknown)) => {
                     if !unknown {
                         failed_clean.push(position);
                     }
-                    f.message = format!("item {position}: {}", f.message);
-                    failure.get_or_insert(f);
+                    f.message = format!("{}: {}", label(step, position), f.message);
+                    failures.push(f);
                 }
             }
         }
         let now = self.now();
-        let outcome = crate::breakers::Outcome::of(first_failed.map_or(Ok(()), Err));
-        for change in self
-            .inner
-            .domains
-            .record(&step.plugin, outcome, &downstream, probes, now)
-        {
-            self.breaker_changed(change);
+        for (plugin, (first_failed, downstream)) in &outcomes {
+            let outcome = crate::breakers::Outcome::of(first_failed.map_or(Ok(()), Err));
+            for change in self
+                .inner
+                .domains
+                .record(plugin, outcome, downstream, probes, now)
+            {
+                self.breaker_changed(change);
+            }
         }
         if let Some(e) = store_error {
             // The calls still in flight are dropped with the set; they were
             // written down as started, so a resumed run undoes them if need be.
             return Err(e);
         }
+        let mut events = Vec::new();
+        if !failed_clean.is_empty() {
+            failed_clean.sort_unstable();
+            events.push(EventKind::ItemsFailed {
+                index,
+                items: failed_clean,
+            });
+        }
+        let failure = match join {
+            Join::All => failures.into_iter().next(),
+            Join::First(_) if have >= needed => None,
+            Join::First(_) => short_failure(failures).map(|f| CallFailure {
+                message: format!(
+                    "{have} of the {needed} branches needed gave an output; {}",
+                    f.message
+                ),
+                ..f
+            }),
+        };
         if let Some(f) = failure {
-            let mut events = Vec::new();
-            if !failed_clean.is_empty() {
-                failed_clean.sort_unstable();
-                events.push(EventKind::ItemsFailed {
-                    index,
-                    items: failed_clean,
-                });
-            }
             let (failure, retry_after) = split_failure(f);
             let mut after = summary.clone();
             if let Some(EventKind::ItemsFailed { items, .. }) = events.first() {
@@ -280,7 +398,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             ));
             return self.record(summary, host_events(events, index), now).await;
         }
-        // Every item has its output: the step's is the list of them.
         let done = summary.items.get(&index).cloned().unwrap_or_default();
         let mut outputs: Vec<(u32, Value)> = done
             .completed
@@ -288,21 +405,39 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .filter(|(p, _)| (*p as usize) < list.len())
             .collect();
         outputs.sort_by_key(|(p, _)| *p);
-        if outputs.len() != list.len() {
+        if outputs.len() < needed {
             // Never expected: every item either completed or failed above.
             let f = CallFailure::new(
                 FailureClass::Retryable,
                 format!(
                     "{} of {} items have an output; the others are called again",
                     outputs.len(),
-                    list.len()
+                    needed
                 ),
             );
             return self
                 .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
                 .await;
         }
-        let output = Value::Array(outputs.into_iter().map(|(_, o)| o).collect());
+        let output = match &step.parallel {
+            // Every item has its output: the step's is the list of them.
+            None => Value::Array(outputs.into_iter().map(|(_, o)| o).collect()),
+            // A field per branch; null for one without an output.
+            Some(parallel) => Value::Object(
+                parallel
+                    .branches
+                    .iter()
+                    .enumerate()
+                    .map(|(position, b)| {
+                        let output = outputs
+                            .iter()
+                            .find(|(p, _)| *p as usize == position)
+                            .map_or(Value::Null, |(_, o)| o.clone());
+                        (b.name.clone(), output)
+                    })
+                    .collect(),
+            ),
+        };
         if let Err(e) = settle_types::bounds::check_json(&output, MAX_ITEMS_OUTPUT_BYTES) {
             let f = CallFailure::new(
                 FailureClass::OutputLimit,
@@ -312,14 +447,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
                 .await;
         }
-        let events = vec![
+        events.extend([
             EventKind::StepCompleted {
                 index,
                 output,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             },
             transitions::after_step_completed(flow, index, now, &|plugin| self.reconciles(plugin)),
-        ];
+        ]);
         self.record(summary, host_events(events, index), now).await
     }
 
@@ -364,11 +499,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut source = Source::host();
         let mut completed = done.completed;
         completed.sort_by_key(|(p, _)| *p);
+        let step = &flow.steps[index as usize];
         for (position, output) in completed {
+            if !self.reconciles(&call_of(step, position).plugin) {
+                continue;
+            }
+            let what = label(step, position);
             let Some(item) = list.get(position as usize) else {
                 let failure = Failure {
                     class: FailureClass::Permanent,
-                    message: format!("item {position} is no longer in the list: the list changed"),
+                    message: format!("{what} is no longer in the list: the list changed"),
                 };
                 return (Err(failure), source);
             };
@@ -392,7 +532,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             match report.result {
                 Ok(CallOutput::Reconciled(Verdict::InSync)) => {}
                 Ok(CallOutput::Reconciled(Verdict::Drifted(detail))) => {
-                    let detail = format!("item {position}: {detail}");
+                    let detail = format!("{what}: {detail}");
                     return (
                         Ok(Verdict::Drifted(settle_types::bounds::cut_detail(&detail))),
                         source,
@@ -404,13 +544,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Ok(other) => {
                     let failure = Failure {
                         class: FailureClass::Permanent,
-                        message: format!("item {position}: unexpected answer {other:?}"),
+                        message: format!("{what}: unexpected answer {other:?}"),
                     };
                     return (Err(failure), source);
                 }
                 Err(f) => {
                     let mut failure = split_failure(blame_setup(f, &report.denials)).0;
-                    failure.message = format!("item {position}: {}", failure.message);
+                    failure.message = format!("{what}: {}", failure.message);
                     return (Err(failure), source);
                 }
             }
@@ -499,7 +639,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         .await?;
                 }
                 Err(mut f) => {
-                    f.message = format!("item {position}: {}", f.message);
+                    f.message = format!(
+                        "{}: {}",
+                        label(&flow.steps[index as usize], position),
+                        f.message
+                    );
                     let events = host_events(failed(summary, f), index);
                     return self.record(summary, events, now).await;
                 }

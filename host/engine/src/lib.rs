@@ -24,7 +24,7 @@ pub mod status;
 pub mod transitions;
 
 use serde_json::Value;
-use settle_flow::Flow;
+use settle_flow::{Flow, StepDef};
 use settle_types::clock::{Clock, SystemClock};
 use settle_types::executor::Executor;
 use settle_types::observe::{Observer, SharedObserver};
@@ -452,7 +452,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             plugins: flow
                 .steps
                 .iter()
-                .filter(|s| s.calls_plugin())
+                .flat_map(StepDef::calls)
                 .filter_map(|s| {
                     let p = self.inner.executor.plugin(&s.plugin)?;
                     Some((s.plugin.clone(), p.digest.clone()))
@@ -543,7 +543,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             outputs: &[],
             run_id: &run_id,
         };
-        for step in flow.steps.iter().filter(|s| s.calls_plugin()) {
+        for step in flow.steps.iter().flat_map(StepDef::calls) {
             let Some(plugin) = self.inner.executor.plugin(&step.plugin) else {
                 return Err(SubmitError::UnknownPlugin {
                     step: step.name.clone(),
@@ -582,7 +582,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         if flow
             .steps
             .iter()
-            .all(|s| !s.calls_plugin() || executor.plugin(&s.plugin).is_some())
+            .flat_map(StepDef::calls)
+            .all(|s| executor.plugin(&s.plugin).is_some())
         {
             flows.insert(flow.digest.clone(), resolved.clone());
         }

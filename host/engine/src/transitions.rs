@@ -82,7 +82,12 @@ pub fn after_step_completed(
             not_before_ms: now_ms,
         };
     }
-    if flow.steps.iter().any(|s| reconciles(&s.plugin)) {
+    if flow
+        .steps
+        .iter()
+        .flat_map(|s| s.calls())
+        .any(|s| reconciles(&s.plugin))
+    {
         EventKind::ReconciliationScheduled {
             attempt: 1,
             max_attempts: reconcile_policy().max_attempts,

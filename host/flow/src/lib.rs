@@ -131,7 +131,45 @@ pub struct StepDef {
     pub condition: Option<Condition>,
     /// `for_each:`: the plugin is called once per item of a list.
     pub for_each: Option<ForEach>,
+    /// `parallel:`: the step calls its branches side by side, then joins
+    /// (`plugin` is empty).
+    pub parallel: Option<Parallel>,
 }
+
+/// A `parallel` step: each branch is one plugin call with its own input;
+/// at most `concurrency` run at once; the step completes when its `join`
+/// is met. Its output is an object with one field per branch: the
+/// branch's output, or null for a branch that gave none (under a `first`
+/// join). Branches are called, retried and undone as the step is.
+#[derive(Clone, Debug)]
+pub struct Parallel {
+    pub join: Join,
+    pub concurrency: u32,
+    pub branches: Vec<Branch>,
+}
+
+/// One branch of a `parallel` step.
+#[derive(Clone, Debug)]
+pub struct Branch {
+    /// Its name in the step's output and in its operation id.
+    pub name: String,
+    /// The call, as a step named `STEP.BRANCH` (for messages), with the
+    /// step's retry policy, time limit and undo.
+    pub call: StepDef,
+}
+
+/// When a `parallel` step is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// Every branch gave its output.
+    All,
+    /// At least this many branches gave theirs: no branch is started once
+    /// they have, and the calls already out are waited for.
+    First(u32),
+}
+
+/// The most branches of one `parallel` step.
+pub const MAX_BRANCHES: usize = 32;
 
 /// A `for_each` step: its plugin is called once per item of `list` (an
 /// expression giving an array of at most [`settle_types::summary::MAX_ITEMS`]),
@@ -263,6 +301,21 @@ impl StepDef {
     /// or an `approval`).
     pub fn calls_plugin(&self) -> bool {
         self.wait.is_none() && self.signal.is_none() && self.approval.is_none()
+    }
+
+    /// The plugin calls this step makes: itself, its branches, or none
+    /// (a `wait`, `signal` or `approval`).
+    pub fn calls(&self) -> Vec<&StepDef> {
+        match &self.parallel {
+            Some(p) => p.branches.iter().map(|b| &b.call).collect(),
+            None if self.calls_plugin() => vec![self],
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether this step makes several calls (`for_each` or `parallel`).
+    pub fn calls_per_item(&self) -> bool {
+        self.for_each.is_some() || self.parallel.is_some()
     }
 }
 
@@ -428,7 +481,7 @@ impl Flow {
     /// step gives its plugin against the plugin's input schema.
     pub fn check_plugins(&self, file: &str, installed: &[PluginFacts]) -> Result<(), FlowErrors> {
         let mut errors = Vec::new();
-        for step in self.steps.iter().filter(|s| s.calls_plugin()) {
+        for step in self.steps.iter().flat_map(StepDef::calls) {
             let at = step.plugin_at;
             match installed.iter().find(|p| p.name == step.plugin) {
                 None => {

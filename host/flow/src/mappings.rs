@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 pub(crate) fn check(flow: &Flow, file: &str, installed: &[PluginFacts]) -> Vec<FlowError> {
     let plugin = |name: &str| installed.iter().find(|p| p.name == name);
     let mut errors = Vec::new();
-    for step in &flow.steps {
+    for step in flow.steps.iter().flat_map(StepDef::calls) {
         let Some(schema) = plugin(&step.plugin)
             .map(|p| &p.input_schema)
             .and_then(Value::as_object)
@@ -238,12 +238,33 @@ fn mismatch(
             let Root::StepOutput { index, name } = &r.root else {
                 return None;
             };
-            let producer = &flow.steps.get(*index)?.plugin;
+            let producing = flow.steps.get(*index)?;
+            // A `for_each` step's output is a list; a `parallel` step's
+            // has a field per branch, holding that branch's output.
+            let (producer, path) = match &producing.parallel {
+                _ if producing.for_each.is_some() => return None,
+                None => (&producing.plugin, &r.path[..]),
+                Some(p) => {
+                    let (branch, rest) = r.path.split_first()?;
+                    let Some(b) = p.branches.iter().find(|b| &b.name == branch) else {
+                        let names = p.branches.iter().map(|b| b.name.as_str());
+                        let hint = closest(branch, names.clone())
+                            .map(|n| format!(" (did you mean '{n}'?)"))
+                            .unwrap_or_default();
+                        return Some(format!(
+                            "{what} reads '{}', but step '{name}' has no branch '{branch}'{hint}; its branches: {}",
+                            r.text,
+                            names.collect::<Vec<_>>().join(", ")
+                        ));
+                    };
+                    (&b.call.plugin, rest)
+                }
+            };
             let schema = &installed
                 .iter()
                 .find(|p| &p.name == producer)?
                 .output_schema;
-            let produced = match walk(schema, &r.path) {
+            let produced = match walk(schema, path) {
                 Walk::Found(s) => s,
                 Walk::Undeclared { field, declared } => {
                     let hint = closest(field, declared.iter().map(String::as_str))

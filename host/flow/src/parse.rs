@@ -31,12 +31,7 @@ const FLOW_KEYS: &[&str] = &[
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
 /// Keys of features a later host may have: named as such, not as typos.
-const NOT_YET: &[(&str, &str)] = &[
-    ("parallel", "parallel branches"),
-    ("branches", "parallel branches"),
-    ("join", "a join of parallel branches"),
-    ("upgrade", "upgrading runs in flight to a new flow version"),
-];
+const NOT_YET: &[(&str, &str)] = &[("upgrade", "upgrading runs in flight to a new flow version")];
 const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
@@ -48,12 +43,15 @@ const STEP_KEYS: &[&str] = &[
     "wait",
     "signal",
     "approval",
+    "parallel",
     "input",
     "retry",
     "timeout",
     "compensate",
     "on_exhausted",
 ];
+const PARALLEL_KEYS: &[&str] = &["join", "concurrency", "branches"];
+const BRANCH_KEYS: &[&str] = &["name", "plugin", "input"];
 const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "initial_interval",
@@ -1021,15 +1019,28 @@ impl Cx<'_> {
         let wait_node = map.get_node("wait");
         let signal_node = map.get_node("signal");
         let approval_node = map.get_node("approval");
+        let parallel_node = map.get_node("parallel");
+        if let Some(node) = parallel_node
+            && let Some(other) = ["plugin", "input", "for_each", "concurrency"]
+                .into_iter()
+                .find(|k| map.get_node(k).is_some())
+        {
+            self.error(
+                node.span(),
+                format!(
+                    "a `parallel` step calls its branches' plugins: move `{other}` into a branch, or make it a step of its own"
+                ),
+            );
+        }
         for (node, kind) in [
             (wait_node, "wait"),
             (signal_node, "signal"),
             (approval_node, "approval"),
         ] {
             let others: &[&str] = match kind {
-                "wait" => &[],
-                "signal" => &["wait"],
-                _ => &["wait", "signal"],
+                "wait" => &["parallel"],
+                "signal" => &["wait", "parallel"],
+                _ => &["wait", "signal", "parallel"],
             };
             if let Some(node) = node
                 && let Some(other) = [
@@ -1056,7 +1067,7 @@ impl Cx<'_> {
         let signal = signal_node.and_then(|node| self.signal(node));
         let approval = approval_node.and_then(|node| self.approval(node));
         let builtin = wait_node.is_some() || signal_node.is_some() || approval_node.is_some();
-        let plugin = if builtin {
+        let plugin = if builtin || parallel_node.is_some() {
             Some(String::new())
         } else {
             self.identifier(map, "plugin", "plugin name")
@@ -1067,36 +1078,13 @@ impl Cx<'_> {
             .unwrap_or_default();
         let step_index = |n: &str| earlier.iter().position(|s| s.name == n);
         let input_at = map.get_node("input").map(|n| location(n.span()));
-        let input = match map.get_node("input") {
-            None => Template::Literal(Value::Object(Default::default())),
-            Some(node) => match Template::parse_all(&to_json(node), &step_index) {
-                Ok(t) => t,
-                Err(problems) => {
-                    for e in problems {
-                        let hint = crate::template::unknown_step_in(&e)
-                            .and_then(|name| {
-                                crate::closest(name, earlier.iter().map(|s| s.name.as_str()))
-                            })
-                            .map(|n| format!(" (did you mean '{n}'?)"))
-                            .unwrap_or_default();
-                        self.error(node.span(), format!("step input: {e}{hint}"));
-                    }
-                    Template::Literal(Value::Null)
-                }
-            },
-        };
+        let input = self.step_input(map, &step_index, earlier);
         let condition = map
             .get_node("if")
             .and_then(|node| self.condition(node, &step_index, earlier));
-        let for_each = self.for_each(map, builtin, &step_index);
-        if for_each.is_none()
-            && input.reads_item()
-            && let Some(node) = map.get_node("input")
-        {
-            self.error(
-                node.span(),
-                "step input reads `item`, which only a `for_each` step has: add `for_each: ${{ … }}` or read input or steps instead",
-            );
+        let for_each = self.for_each(map, builtin || parallel_node.is_some(), &step_index);
+        if for_each.is_none() {
+            self.no_item(map, &input);
         }
         let (retry, retry_explicit) =
             match self.retry_or_policy(map, &defaults.retry, &defaults.policies) {
@@ -1123,8 +1111,23 @@ impl Cx<'_> {
                 }
             },
         };
+        let parallel = match (parallel_node, &name) {
+            (Some(node), Some(name)) => self.parallel(node, name, &step_index, earlier),
+            _ => None,
+        };
         if self.errors.len() > errors_before {
             return None;
+        }
+        let mut parallel = parallel;
+        if let Some(p) = parallel.as_mut() {
+            // Branches are called as the step: its limits and its undo.
+            for branch in &mut p.branches {
+                branch.call.retry = retry.clone();
+                branch.call.retry_explicit = true;
+                branch.call.timeout = timeout;
+                branch.call.compensate = compensate;
+                branch.call.on_exhausted = on_exhausted;
+            }
         }
         Some(StepDef {
             name: name?,
@@ -1142,7 +1145,198 @@ impl Cx<'_> {
             approval,
             condition,
             for_each,
+            parallel,
         })
+    }
+
+    /// What a step (or a branch) gives its plugin: `input:`, an empty
+    /// object when there is none.
+    fn step_input(
+        &mut self,
+        map: &MarkedMappingNode,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+        earlier: &[StepDef],
+    ) -> Template {
+        let Some(node) = map.get_node("input") else {
+            return Template::Literal(Value::Object(Default::default()));
+        };
+        match Template::parse_all(&to_json(node), step_index) {
+            Ok(t) => t,
+            Err(problems) => {
+                for e in problems {
+                    let hint = crate::template::unknown_step_in(&e)
+                        .and_then(|name| {
+                            crate::closest(name, earlier.iter().map(|s| s.name.as_str()))
+                        })
+                        .map(|n| format!(" (did you mean '{n}'?)"))
+                        .unwrap_or_default();
+                    self.error(node.span(), format!("step input: {e}{hint}"));
+                }
+                Template::Literal(Value::Null)
+            }
+        }
+    }
+
+    /// `item` is read only by a `for_each` step's input.
+    fn no_item(&mut self, map: &MarkedMappingNode, input: &Template) {
+        if input.reads_item()
+            && let Some(node) = map.get_node("input")
+        {
+            self.error(
+                node.span(),
+                "step input reads `item`, which only a `for_each` step has: add `for_each: ${{ … }}` or read input or steps instead",
+            );
+        }
+    }
+
+    /// A step's `parallel:`: its `branches` (each one plugin call, written
+    /// as a step with `name`, `plugin` and `input`), its `join` and
+    /// `concurrency`.
+    fn parallel(
+        &mut self,
+        node: &Node,
+        step: &str,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+        earlier: &[StepDef],
+    ) -> Option<crate::Parallel> {
+        let Some(map) = node.as_mapping() else {
+            self.error(
+                node.span(),
+                "`parallel` is a mapping with `branches` (a list of steps with `name`, `plugin` and `input`) and `join` (all, any, or first: N)",
+            );
+            return None;
+        };
+        self.known_keys(map, PARALLEL_KEYS, "`parallel`");
+        let Some(list) = map.get_node("branches").and_then(Node::as_sequence) else {
+            self.error(
+                map.span(),
+                "`parallel` needs `branches`: a list of steps with `name`, `plugin` and `input`",
+            );
+            return None;
+        };
+        if !(2..=crate::MAX_BRANCHES).contains(&list.len()) {
+            self.error(
+                list.span(),
+                format!(
+                    "`branches` lists {} branches; a `parallel` step has 2 to {}",
+                    list.len(),
+                    crate::MAX_BRANCHES
+                ),
+            );
+            return None;
+        }
+        let mut branches: Vec<crate::Branch> = Vec::new();
+        for node in list.iter() {
+            let Some(map) = node.as_mapping() else {
+                self.error(
+                    node.span(),
+                    "a branch is a mapping with `name`, `plugin` and `input`",
+                );
+                continue;
+            };
+            self.known_keys(map, BRANCH_KEYS, "branch");
+            let name = self.identifier(map, "name", "branch name");
+            let plugin = self.identifier(map, "plugin", "plugin name");
+            let input = self.step_input(map, step_index, earlier);
+            self.no_item(map, &input);
+            let (Some(name), Some(plugin)) = (name, plugin) else {
+                continue;
+            };
+            if branches.iter().any(|b| b.name == name) {
+                self.error(
+                    map.get_node("name").map_or(map.span(), Node::span),
+                    format!("branch name '{name}' is used twice in step '{step}'"),
+                );
+                continue;
+            }
+            let plugin_at = map
+                .get_node("plugin")
+                .map(|n| location(n.span()))
+                .unwrap_or_default();
+            let call = StepDef {
+                name: format!("{step}.{name}"),
+                plugin,
+                input,
+                retry: Default::default(),
+                timeout: None,
+                compensate: true,
+                on_exhausted: Default::default(),
+                retry_explicit: true,
+                plugin_at,
+                input_at: map
+                    .get_node("input")
+                    .map_or(plugin_at, |n| location(n.span())),
+                wait: None,
+                signal: None,
+                approval: None,
+                condition: None,
+                for_each: None,
+                parallel: None,
+            };
+            branches.push(crate::Branch { name, call });
+        }
+        let join = match map.get_node("join") {
+            None => Some(crate::Join::All),
+            Some(node) => self.join(node, list.len()),
+        };
+        let concurrency = match map.get_node("concurrency") {
+            None => list.len() as u32,
+            Some(c) => match c.as_scalar().and_then(|s| s.as_str().parse::<u32>().ok()) {
+                Some(n) if (1..=list.len() as u32).contains(&n) => n,
+                _ => {
+                    self.error(
+                        c.span(),
+                        format!(
+                            "`concurrency` of a `parallel` step is a whole number from 1 to its {} branches",
+                            list.len()
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        let join = join?;
+        (branches.len() == list.len()).then_some(crate::Parallel {
+            join,
+            concurrency,
+            branches,
+        })
+    }
+
+    /// `join: all`, `join: any` or `join: {first: N}` (N below the count of branches).
+    fn join(&mut self, node: &Node, branches: usize) -> Option<crate::Join> {
+        let how = "`join` is `all` (every branch), `any` (the first to complete) or `first: N` (the first N to complete)";
+        if let Some(s) = node.as_scalar() {
+            return match s.as_str() {
+                "all" => Some(crate::Join::All),
+                "any" => Some(crate::Join::First(1)),
+                other => {
+                    self.error(s.span(), format!("{how}, not '{}'", shown(other, 40)));
+                    None
+                }
+            };
+        }
+        let first = node
+            .as_mapping()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.get_node("first"));
+        match first
+            .and_then(Node::as_scalar)
+            .map(|s| s.as_str().parse::<u32>())
+        {
+            Some(Ok(n)) if n >= 1 && (n as usize) <= branches => Some(crate::Join::First(n)),
+            Some(_) => {
+                self.error(
+                    node.span(),
+                    format!("`join: first: N` takes N from 1 to the {branches} branches"),
+                );
+                None
+            }
+            None => {
+                self.error(node.span(), how);
+                None
+            }
+        }
     }
 
     /// A step's `for_each:` (one expression giving a list) and `concurrency:`.

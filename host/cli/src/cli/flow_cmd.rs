@@ -123,11 +123,33 @@ pub fn mermaid(flow: &Flow) -> String {
             Some(c) => format!("-- \"if {}\" -->", label(&c.text)),
             None => "-->".to_string(),
         };
-        out.push(format!(
-            "    {from} {arrow} step{i}[\"{}. {} ({what})\"]",
-            i + 1,
-            step.name,
-        ));
+        match &step.parallel {
+            // Forks to its branches, which meet at its join.
+            Some(p) => {
+                out.push(format!(
+                    "    {from} {arrow} fork{i}[[\"{}. {} (parallel, {} at a time)\"]]",
+                    i + 1,
+                    step.name,
+                    p.concurrency
+                ));
+                for (j, b) in p.branches.iter().enumerate() {
+                    out.push(format!(
+                        "    fork{i} --> branch{i}_{j}[\"{} ({})\"] --> step{i}",
+                        b.name, b.call.plugin
+                    ));
+                }
+                let join = match p.join {
+                    crate::flow::Join::All => "join: all".to_string(),
+                    crate::flow::Join::First(n) => format!("join: first {n}"),
+                };
+                out.push(format!("    step{i}{{{{\"{join}\"}}}}"));
+            }
+            None => out.push(format!(
+                "    {from} {arrow} step{i}[\"{}. {} ({what})\"]",
+                i + 1,
+                step.name,
+            )),
+        }
         // A false `if:` passes the step over, to the next (or to the end).
         if step.condition.is_some() {
             let next = if i == last {
@@ -272,12 +294,49 @@ async fn test(
             outputs[i] = Some(serde_json::json!({ "waited_until_ms": 0 }));
             continue;
         }
-        let what = match (&step.signal, &step.approval) {
-            (Some(signal), _) => format!("waits for signal '{}'", signal.name),
-            (None, Some(_)) => "waits for approval; mock its output".to_string(),
-            (None, None) => step.plugin.clone(),
+        let what = match (&step.signal, &step.approval, &step.parallel) {
+            (Some(signal), _, _) => format!("waits for signal '{}'", signal.name),
+            (None, Some(_), _) => "waits for approval; mock its output".to_string(),
+            (None, None, Some(p)) => match p.join {
+                crate::flow::Join::All => "parallel, join all".to_string(),
+                crate::flow::Join::First(n) => format!("parallel, join first {n}"),
+            },
+            (None, None, None) => step.plugin.clone(),
         };
         outln!("{}. {} ({what})", i + 1, step.name);
+        // A `parallel` step: each branch's input, checked as a step's is.
+        if let Some(parallel) = &step.parallel {
+            for b in &parallel.branches {
+                let rendered = match b.call.input.render_in(&scope, &names, i, &runtime).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        outln!("   branch {} input: cannot be made: {e}", b.name);
+                        return stops(&step.name, "invalid-input");
+                    }
+                };
+                outln!("   branch {} ({}) input: {rendered}", b.name, b.call.plugin);
+                if let Some(plugin) = crate::runtime::Executor::plugin(&runtime, &b.call.plugin)
+                    && let Err(problems) = plugin.check_input(&rendered)
+                {
+                    outln!(
+                        "   branch {} input does not match the schema of plugin '{}': {problems}",
+                        b.name,
+                        b.call.plugin
+                    );
+                    return stops(&step.name, "invalid-input");
+                }
+            }
+            let Some(output) = given.get(&step.name) else {
+                outln!(
+                    "   no --mock {}=JSON (an object with each branch's output): the dry run stops here",
+                    step.name
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            outln!("   output: {output} (mocked)");
+            outputs[i] = Some(output.clone());
+            continue;
+        }
         // A `for_each` step: its list, and each item's input.
         if let Some(for_each) = &step.for_each {
             let list = match for_each.list.render_in(&scope, &names, i, &runtime).await {
