@@ -312,6 +312,7 @@ fn request(mode: &str) -> settle::runtime::CallRequest {
         output: None,
         timeout: None,
         progress: None,
+        build: None,
     }
 }
 

@@ -40,4 +40,5 @@ mod store;
 mod support;
 mod telemetry;
 mod ui;
+mod upgrades;
 mod waits;

@@ -188,11 +188,15 @@ async fn cancelling_a_waiting_run_does_not_blame_the_wait() {
     host.shutdown().await.unwrap();
 }
 
-/// A run records the plugins' builds it was accepted with; a step that
-/// calls a plugin whose build changed since says so first
-/// (`plugin-changed`, from and to), once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_build_changed_under_a_run_is_recorded_before_its_call() {
+/// A run starts on the plugin builds installed when it was accepted (it
+/// records their digests); another build of `noop` (one that answers
+/// `{"attempt": N}` where noop echoes its input) is installed while the
+/// run waits, and the host restarts. Returns the run's last output, the
+/// digest it was accepted with, and its `plugin-changed` events.
+async fn swap_noop_under_a_waiting_run(
+    flow: &str,
+    lose_kept_builds: bool,
+) -> (settle::model::RunSummary, String, Vec<(String, String)>) {
     let dir = support::tempdir();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -203,7 +207,7 @@ async fn a_plugin_build_changed_under_a_run_is_recorded_before_its_call() {
     .unwrap();
     let mut config = support::config(dir.path());
     config.plugin_dirs = vec![plugins.clone()];
-    let flow = support::flow(PAUSED);
+    let flow = support::flow(flow);
     let host = Host::start(&config).await.unwrap();
     let run = support::submit(&host, &flow, json!({})).await;
     until_waiting(&host, run).await;
@@ -218,22 +222,68 @@ async fn a_plugin_build_changed_under_a_run_is_recorded_before_its_call() {
         .expect("noop's digest recorded");
     host.shutdown().await.unwrap();
 
-    // Another build that says it is noop replaces it while the run waits.
     let other = support::plugin_dir().join("../dist-hostile/squat-noop.wasm");
     std::fs::copy(&other, plugins.join("noop.wasm")).unwrap();
+    if lose_kept_builds {
+        std::fs::remove_dir_all(config.data_dir.join("builds")).unwrap();
+    }
     let host = crate::idempotency::reopen(&config).await;
     let done = host.engine.wait(run).await.unwrap().unwrap();
-    let events = support::events(&host, run);
-    let changes: Vec<(String, String)> = events
+    let changes: Vec<(String, String)> = support::events(&host, run)
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::PluginChanged { from, to, .. } => Some((from.clone(), to.clone())),
             _ => None,
         })
         .collect();
+    host.shutdown().await.unwrap();
+    (done, before, changes)
+}
+
+/// By default a run keeps the build it started with: the kept copy is
+/// called after another build is installed and the host restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_the_plugin_build_it_started_with() {
+    let (done, _, changes) = swap_noop_under_a_waiting_run(PAUSED, false).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    assert_eq!(
+        done.outputs[2],
+        Some(json!({})),
+        "the old noop echoed its input"
+    );
+    assert!(changes.is_empty(), "{changes:?}");
+}
+
+/// A build the run needs that is no longer kept holds the run for an
+/// operator, saying which; nothing is undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_build_holds_the_run_and_undoes_nothing() {
+    let (done, before, _) = swap_noop_under_a_waiting_run(PAUSED, true).await;
+    assert_eq!(done.state, RunState::NeedsAttention, "{done:#?}");
+    assert_eq!(done.hold, Some(settle::model::HoldCause::HostSetup));
+    let failure = done.last_failure.clone().expect("a failure");
+    assert!(
+        failure.message.contains("the build this run started with")
+            && failure.message.contains(&before[..16]),
+        "{}",
+        failure.message
+    );
+    assert!(done.compensated.iter().all(|c| !c), "{done:#?}");
+}
+
+/// Under `upgrade: at-step-boundary` the next step calls the build
+/// installed now, recorded first (`plugin-changed`, from and to), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrading_flow_moves_to_the_new_build_and_records_it() {
+    let flow = format!("upgrade: at-step-boundary\n{}", PAUSED.trim_start());
+    let (done, before, changes) = swap_noop_under_a_waiting_run(&flow, false).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    assert_eq!(
+        done.outputs[2],
+        Some(json!({"attempt": 1})),
+        "the new build answered"
+    );
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].0, before);
     assert_ne!(changes[0].1, before);
-    assert_eq!(done.plugins.get("noop"), Some(&changes[0].1));
-    host.shutdown().await.unwrap();
 }

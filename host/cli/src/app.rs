@@ -58,6 +58,7 @@ impl Host {
             max_concurrent_calls: config.runtime.max_concurrent_calls,
             max_memory_mib: config.runtime.max_memory_mib,
             cache_dir: Some(config.cache_dir()),
+            builds_dir: Some(config.data_dir.join("builds")),
             default_limits: config.limits.clone(),
             plugins: config.plugins.clone(),
         };

@@ -419,6 +419,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
 
     async fn drive(self, mut summary: RunSummary, flow: Arc<Flow>, resumed: bool) {
         let run = summary.run_id;
+        let mut flow = flow;
         let mut stop = self.inner.shutdown.subscribe();
         let mut maybe_interrupted = resumed;
         // A breaker's wait beyond the one recorded (see `admit`).
@@ -450,6 +451,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     break;
                 }
                 continue;
+            }
+            // Between steps, the run may move to a newer version of its flow.
+            match self
+                .upgrade_at_boundary(&mut summary, &flow, maybe_interrupted)
+                .await
+            {
+                Ok(next) => flow = next,
+                Err(e) => {
+                    tracing::error!(run = %run, "cannot record the move to a new flow version, stopping: {e}");
+                    break;
+                }
             }
             // The flow's objective passed while the run still moves: said
             // once, when it passes, not when the run ends.
@@ -880,15 +892,19 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         Ok(input)
     }
 
-    /// Records, once per change, that step `index`'s plugin is not the
-    /// build the run started with (or last saw): the log says which build
-    /// each call went to.
+    /// Under `upgrade: at-step-boundary`, moves the run to the builds of
+    /// step `index`'s plugins installed now, recording each change
+    /// (`plugin-changed`): the log says which build each call went to.
+    /// Otherwise the run keeps the builds it started with.
     async fn note_plugin_change(
         &self,
         summary: &mut RunSummary,
         flow: &Flow,
         index: u32,
     ) -> Result<(), settle_types::store::StoreError> {
+        if flow.upgrade != settle_flow::Upgrade::AtStepBoundary {
+            return Ok(());
+        }
         for call in flow.steps[index as usize].calls() {
             let plugin = &call.plugin;
             let (Some(seen), Some(now_installed)) = (
@@ -1070,6 +1086,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             output,
             timeout: step.timeout,
             progress: Some(self.progress_sink(summary.run_id)),
+            // The build the run started with (or was upgraded to).
+            build: summary.plugins.get(&step.plugin).cloned(),
         }
     }
 

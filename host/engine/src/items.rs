@@ -173,6 +173,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut request = self.call_request(summary, flow, index, attempt, kind, input, output);
         let suffix = id_suffix(step, position);
         request.plugin = call_of(step, position).plugin.clone();
+        request.build = summary.plugins.get(&request.plugin).cloned();
         request.ctx.operation_id = format!("{}/{suffix}", request.ctx.operation_id);
         request.ctx.step_id = format!("{}/{suffix}", request.ctx.step_id);
         // Items run side by side: one progress line would mix them.

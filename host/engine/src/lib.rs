@@ -22,6 +22,7 @@ pub mod rechecks;
 pub mod retry_budget;
 pub mod status;
 pub mod transitions;
+pub mod upgrades;
 
 use serde_json::Value;
 use settle_flow::{Flow, StepDef};
@@ -250,6 +251,9 @@ struct Inner<S, X> {
     shutdown: watch::Sender<bool>,
     /// Told what was committed and called, once set (metrics).
     observer: std::sync::OnceLock<SharedObserver>,
+    /// The flows offered by name, once set: where a run finds the version
+    /// to upgrade to (`upgrade: at-step-boundary`).
+    catalog: std::sync::OnceLock<Arc<catalog::FlowCatalog>>,
     clock: Arc<dyn Clock>,
     /// How long runs usually take, per flow (statuses say it).
     expectations: Arc<expectations::Expectations>,
@@ -317,6 +321,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 paused: AtomicBool::new(false),
                 shutdown: watch::channel(false).0,
                 observer: std::sync::OnceLock::new(),
+                catalog: std::sync::OnceLock::new(),
                 clock: options.clock.0,
                 expectations: Arc::default(),
                 domains: domains::Domains::new(options.domains),
@@ -358,6 +363,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// (see [`settle_types::observe`]). Set once; a second call is ignored.
     pub fn observe(&self, observer: SharedObserver) {
         let _ = self.inner.observer.set(observer);
+    }
+
+    /// Lets runs move to the current version of their flow between steps,
+    /// when that version asks for it (`upgrade: at-step-boundary`).
+    pub fn offer_upgrades(&self, catalog: Arc<catalog::FlowCatalog>) {
+        let _ = self.inner.catalog.set(catalog);
     }
 
     pub(crate) fn observer(&self) -> Option<&dyn Observer> {

@@ -59,6 +59,23 @@ pub struct Flow {
     pub on_drift: OnDrift,
     /// `objective:`: how soon runs should settle, and how often.
     pub objective: Option<Objective>,
+    /// `upgrade:`: whether runs of earlier versions move to this one.
+    pub upgrade: Upgrade,
+}
+
+/// What becomes of runs in flight when a new version of their flow, or a
+/// new build of a plugin they call, is installed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Upgrade {
+    /// They keep the flow version and the plugin builds they started with
+    /// (the default).
+    #[default]
+    Keep,
+    /// `upgrade: at-step-boundary`: between two steps, a run of an earlier
+    /// version whose steps so far are this version's first steps (by name)
+    /// moves to this version (`flow-upgraded`), and runs of this version
+    /// call the plugin builds installed now (`plugin-changed`).
+    AtStepBoundary,
 }
 
 /// `objective: { settled_within: 30s, target: 99%, window: 7d }`: at least

@@ -26,12 +26,13 @@ const FLOW_KEYS: &[&str] = &[
     "steps",
     "reconcile",
     "on_drift",
+    "upgrade",
     "objective",
     "policies",
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
 /// Keys of features a later host may have: named as such, not as typos.
-const NOT_YET: &[(&str, &str)] = &[("upgrade", "upgrading runs in flight to a new flow version")];
+const NOT_YET: &[(&str, &str)] = &[];
 const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
@@ -187,6 +188,7 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         .optional_mapping(map, "reconcile")
         .and_then(|r| cx.rechecks(r));
     let on_drift = cx.on_drift(map).unwrap_or_default();
+    let upgrade = cx.upgrade(map).unwrap_or_default();
     let objective = cx
         .optional_mapping(map, "objective")
         .and_then(|o| cx.objective(o));
@@ -266,6 +268,7 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         rechecks,
         on_drift,
         objective,
+        upgrade,
     })
 }
 
@@ -971,6 +974,24 @@ impl Cx<'_> {
                 self.error(
                     value.span(),
                     format!("`on_drift` must be `alert`, `compensate` or `reapply`, not '{other}'"),
+                );
+                None
+            }
+        }
+    }
+
+    fn upgrade(&mut self, map: &MarkedMappingNode) -> Option<crate::Upgrade> {
+        let value = self.optional_scalar(map, "upgrade")?;
+        match value.as_str() {
+            "keep" => Some(crate::Upgrade::Keep),
+            "at-step-boundary" => Some(crate::Upgrade::AtStepBoundary),
+            other => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "`upgrade` must be `keep` (runs keep the version and plugin builds they started with) or `at-step-boundary` (runs move to this version between steps), not '{}'",
+                        shown(other, 40)
+                    ),
                 );
                 None
             }

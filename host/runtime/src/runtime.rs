@@ -59,6 +59,10 @@ pub struct RuntimeOptions {
     pub max_memory_mib: u64,
     /// Where compiled plugins are cached; `None` compiles on every start.
     pub cache_dir: Option<PathBuf>,
+    /// Where each build installed is kept, as `DIGEST.wasm`, for the runs
+    /// that started with it once another is installed; `None` keeps
+    /// builds in memory only.
+    pub builds_dir: Option<PathBuf>,
     pub default_limits: Limits,
     /// By plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
@@ -70,6 +74,7 @@ impl Default for RuntimeOptions {
             max_concurrent_calls: 256,
             max_memory_mib: 512,
             cache_dir: None,
+            builds_dir: None,
             default_limits: Limits::default(),
             plugins: BTreeMap::new(),
         }
@@ -87,6 +92,8 @@ struct Inner {
     linker: Linker<CallState>,
     options: RuntimeOptions,
     plugins: RwLock<HashMap<String, Arc<PluginInfo>>>,
+    /// Every build loaded, installed now or kept for runs, by digest.
+    builds: RwLock<HashMap<String, Arc<PluginInfo>>>,
     /// Names two unpinned components claimed: installed under neither.
     clashed: RwLock<HashMap<String, PathBuf>>,
     cache: Option<CompiledCache>,
@@ -168,6 +175,7 @@ impl Runtime {
                 slots: Semaphore::new(n as usize),
                 options,
                 plugins: RwLock::new(HashMap::new()),
+                builds: RwLock::new(HashMap::new()),
                 clashed: RwLock::new(HashMap::new()),
                 cache,
                 stats: Arc::new(RuntimeStats::default()),
@@ -288,10 +296,91 @@ impl Runtime {
         Ok((imports, exports))
     }
 
-    /// Installs one component file.
+    /// Installs one component file, and keeps its build (see
+    /// [`RuntimeOptions::builds_dir`]).
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
         let info = Arc::new(self.prepare(path).await?);
         self.install(info.clone())?;
+        self.keep_build(&info);
+        Ok(info)
+    }
+
+    /// Keeps `info`'s build: in memory, and a copy of its file in the
+    /// builds directory (written whole, then renamed in), so a run that
+    /// started with it can call it after another build is installed,
+    /// across restarts.
+    fn keep_build(&self, info: &Arc<PluginInfo>) {
+        self.inner
+            .builds
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.digest.clone(), info.clone());
+        let Some(dir) = &self.inner.options.builds_dir else {
+            return;
+        };
+        let kept = dir.join(format!("{}.wasm", info.digest));
+        if kept.exists() {
+            return;
+        }
+        let copied = std::fs::create_dir_all(dir).and_then(|()| {
+            let partial = dir.join(format!(".{}.partial", info.digest));
+            std::fs::copy(&info.path, &partial)?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, &kept)
+        });
+        if let Err(e) = copied {
+            tracing::warn!(plugin = %info.name, "cannot keep a copy of this build for runs that use it: {e}");
+        }
+    }
+
+    /// The build of plugin `name` with `digest`: one loaded before (the
+    /// installed one among them), or the copy kept in the builds directory.
+    async fn build(&self, name: &str, digest: &str) -> Result<Arc<PluginInfo>, CallFailure> {
+        let known = self
+            .inner
+            .builds
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned();
+        if let Some(info) = known.filter(|i| &*i.name == name) {
+            return Ok(info);
+        }
+        let short = &digest[..digest.len().min(16)];
+        let missing = |why: String| {
+            CallFailure::new(
+                FailureClass::HostSetup,
+                format!(
+                    "plugin '{name}': the build this run started with ({short}) {why}; put it back, or cancel the run (a flow with `upgrade: at-step-boundary` moves its runs to the build installed now)"
+                ),
+            )
+        };
+        let Some(dir) = &self.inner.options.builds_dir else {
+            return Err(missing("is no longer loaded".into()));
+        };
+        // A digest is hex: anything else names no kept file.
+        if digest.is_empty() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(missing("is not a build digest".into()));
+        }
+        let path = dir.join(format!("{digest}.wasm"));
+        if !path.exists() {
+            return Err(missing(format!("is not kept in {}", dir.display())));
+        }
+        let info = match self.prepare(&path).await {
+            Ok(info) => Arc::new(info),
+            Err(e) => return Err(missing(format!("cannot be loaded: {e}"))),
+        };
+        if info.digest != digest || &*info.name != name {
+            return Err(missing(format!(
+                "kept as {} is another component",
+                path.display()
+            )));
+        }
+        self.inner
+            .builds
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.digest.clone(), info.clone());
         Ok(info)
     }
 
@@ -484,17 +573,30 @@ impl Runtime {
     /// Calls `request.kind` on the plugin. Every failure ends in the report.
     pub async fn invoke(&self, request: CallRequest) -> CallReport {
         let started = Instant::now();
-        let Some(plugin) = self.plugin_info(&request.plugin) else {
-            return CallReport {
-                source: request.plugin.clone(),
-                result: Err(CallFailure::new(
+        let failed = |failure: CallFailure| CallReport {
+            source: request.plugin.clone(),
+            result: Err(failure),
+            denials: Vec::new(),
+            duration: started.elapsed(),
+            downstream: Vec::new(),
+        };
+        let installed = self.plugin_info(&request.plugin);
+        let plugin = match (&request.build, installed) {
+            // The run keeps the build it started with, while the plugin is
+            // installed (a plugin removed is unavailable to every run).
+            (Some(build), Some(installed)) if &installed.digest != build => {
+                match self.build(&request.plugin, build).await {
+                    Ok(plugin) => plugin,
+                    Err(f) => return failed(f),
+                }
+            }
+            (_, Some(plugin)) => plugin,
+            (_, None) => {
+                return failed(CallFailure::new(
                     FailureClass::Unavailable,
                     format!("plugin '{}' is not installed", request.plugin),
-                )),
-                denials: Vec::new(),
-                duration: started.elapsed(),
-                downstream: Vec::new(),
-            };
+                ));
+            }
         };
         let _slot = self.acquire_slot().await;
         let timeout = request

@@ -33,7 +33,9 @@ use uuid::Uuid;
 /// - 6: `items-started`, `item-completed`, `items-failed`,
 ///   `item-compensated` (the items of a `for_each` step); `run-accepted`
 ///   records the plugins' digests (`plugins`); `plugin-changed`.
-pub const SCHEMA_VERSION: u16 = 6;
+/// - 7: `flow-upgraded` (a run moved to a newer version of its flow, at a
+///   step boundary, as that version asked with `upgrade: at-step-boundary`).
+pub const SCHEMA_VERSION: u16 = 7;
 
 /// One immutable record in a run's log, with its lineage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,9 +250,21 @@ pub enum EventKind {
         item: u32,
         output: Value,
     },
+    /// The run moved, between two steps, to another version of its flow
+    /// (the current one, which asked for it with `upgrade:
+    /// at-step-boundary`); `steps` are the new version's step names. The
+    /// steps done so far are the new version's first steps, by name.
+    FlowUpgraded {
+        from_version: String,
+        from_digest: String,
+        to_version: String,
+        to_digest: String,
+        steps: Vec<String>,
+    },
     /// The build of `plugin` installed now is not the one the run started
-    /// with (or last saw): recorded once per change, before the step that
-    /// calls it; the step calls the build installed now.
+    /// with (or last saw), and its flow moves runs to new builds (`upgrade:
+    /// at-step-boundary`): recorded once per change, before the step that
+    /// calls it; from then on the run calls the new build.
     PluginChanged {
         plugin: String,
         from: String,
@@ -408,6 +422,7 @@ impl EventKind {
             EventKind::ItemCompleted { .. } => "item-completed",
             EventKind::ItemsStarted { .. } => "items-started",
             EventKind::PluginChanged { .. } => "plugin-changed",
+            EventKind::FlowUpgraded { .. } => "flow-upgraded",
             EventKind::ItemsFailed { .. } => "items-failed",
             EventKind::ItemCompensated { .. } => "item-compensated",
             EventKind::SignalReceived { .. } => "signal-received",

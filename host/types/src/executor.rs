@@ -88,6 +88,10 @@ pub struct CallRequest {
     /// Time limit for this attempt; the plugin's own limit applies if lower.
     pub timeout: Option<Duration>,
     pub progress: Option<ProgressSink>,
+    /// The build (component digest) to call: the one the run started
+    /// with, kept when another is installed since. `None`: the build
+    /// installed now.
+    pub build: Option<String>,
 }
 
 /// What a successful call returned.

@@ -558,6 +558,25 @@ impl RunSummary {
                 }
                 self.attempts_total = self.attempts_total.saturating_add(1);
             }
+            EventKind::FlowUpgraded {
+                to_version,
+                to_digest,
+                steps,
+                ..
+            } => {
+                let n = steps.len();
+                self.flow_version = to_version.clone();
+                self.flow_digest = to_digest.clone();
+                self.steps = steps.clone();
+                self.outputs.resize(n, None);
+                self.compensated.resize(n, false);
+                self.uncertain.resize(n, false);
+                self.verdicts.resize(n, None);
+                if self.skipped.len() > n {
+                    self.skipped.truncate(n);
+                }
+                self.items.retain(|i, _| (*i as usize) < n);
+            }
             EventKind::PluginChanged { plugin, to, .. } => {
                 if let Some(digest) = self.plugins.get_mut(plugin) {
                     *digest = to.clone();

@@ -367,6 +367,7 @@ pub(super) fn bench_request(
         output: output.map(str::to_string),
         timeout: None,
         progress: None,
+        build: None,
     }
 }
 

@@ -199,6 +199,8 @@ pub(super) async fn runtime_only(
         max_concurrent_calls: 4,
         max_memory_mib: config.runtime.max_memory_mib,
         cache_dir: Some(config.cache_dir()),
+        // Reads plugins without running flows: no builds to keep.
+        builds_dir: None,
         default_limits: config.limits.clone(),
         plugins: config.plugins.clone(),
     };

@@ -56,6 +56,8 @@ pub async fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode
         .with_context(|| format!("cannot listen on {}", config.api.listen))?;
     let addr = listener.local_addr()?;
     let host = Host::start_with(&config, OnStart::Leave).await?;
+    // Runs may move to a flow's current version when it asks for it.
+    host.engine.offer_upgrades(catalog.clone());
     for e in &host.load_errors {
         eprintln!("warning: {e}");
     }
