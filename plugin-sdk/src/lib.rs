@@ -46,6 +46,9 @@
 #![allow(unsafe_code)] // generated component bindings
 
 pub mod http;
+/// The harness for a plugin's own tests (native builds only).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 #[doc(hidden)]
 pub mod bindings {

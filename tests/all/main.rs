@@ -20,6 +20,7 @@ mod flow_cli;
 mod flow_limits;
 mod fuzz;
 mod guides;
+mod harness;
 mod holds;
 mod hostile;
 mod idempotency;

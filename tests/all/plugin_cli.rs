@@ -99,14 +99,15 @@ fn a_new_plugin_builds_outside_the_repository_and_runs_on_the_host() {
         command
             .args(args)
             .current_dir(&project)
-            .env("CARGO_TARGET_DIR", &target);
+            .env("CARGO_TARGET_DIR", &target)
+            .env("SETTLE", support::settle_bin());
         let (code, out, err) =
             support::output_within(&mut command, std::time::Duration::from_secs(600));
         assert_eq!(code, 0, "cargo {args:?}:\n{out}\n{err}");
         out
     };
     let tested = cargo(&["test", "--quiet"]);
-    assert!(tested.contains("1 passed"), "{tested}");
+    assert!(tested.contains("2 passed"), "{tested}");
     cargo(&["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
     let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
     let (code, out, err) = support::settle(&["plugin", "check", wasm.to_str().unwrap()]).unwrap();

@@ -61,6 +61,7 @@ impl Host {
             builds_dir: Some(config.data_dir.join("builds")),
             default_limits: config.limits.clone(),
             plugins: config.plugins.clone(),
+            stand_in: None,
         };
         let runtime = Runtime::new(options, Arc::new(store.clone()))?;
         let mut load_errors = Vec::new();

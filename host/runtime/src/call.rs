@@ -108,8 +108,13 @@ pub(crate) async fn call_export(
     let instance = instantiate(store, &plugin.pre, stats).await?;
     let h = instance.settle_plugin_handler();
     // The attempt's own deadline: a step's lower `timeout` included.
-    let deadline_ms = settle_types::now_ms()
-        .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    // On the stand-in's clock when there is one (tests, replays).
+    let now_ms = store
+        .data()
+        .stand_in
+        .as_ref()
+        .map_or_else(settle_types::now_ms, |s| s.now_ms());
+    let deadline_ms = now_ms.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     let cx = wit::CallContext {
         run_id: request.ctx.run_id.clone(),
         flow: request.ctx.flow.clone(),

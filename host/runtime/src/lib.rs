@@ -37,6 +37,7 @@ pub mod limits;
 pub mod manifest;
 pub mod plugin;
 mod runtime;
+pub mod stand_in;
 
 pub use budget::RuntimeStats;
 pub use diagnose::contract_version;

@@ -66,6 +66,8 @@ pub struct RuntimeOptions {
     pub default_limits: Limits,
     /// By plugin name.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// The world plugins meet instead of the real one (tests, replays).
+    pub stand_in: Option<Arc<crate::stand_in::StandIn>>,
 }
 
 impl Default for RuntimeOptions {
@@ -77,6 +79,7 @@ impl Default for RuntimeOptions {
             builds_dir: None,
             default_limits: Limits::default(),
             plugins: BTreeMap::new(),
+            stand_in: None,
         }
     }
 }
@@ -691,7 +694,8 @@ impl Runtime {
             request.progress.clone(),
             CallLimiter::new(&plugin.limits, timeout),
             self.stats().clone(),
-        );
+        )
+        .with_stand_in(self.inner.options.stand_in.clone());
         sandboxed_store(self.engine(), state)
     }
 }

@@ -34,6 +34,11 @@ pub enum PluginCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Run FILE.wasm in the host's runtime against a stand-in world (a
+    /// clock you set, scripted HTTP answers, kv in memory): one JSON
+    /// command per line on stdin, one JSON answer per line on stdout. What
+    /// the SDK's test harness speaks.
+    Session(super::plugin_session::SessionArgs),
     /// Create a ready-to-build plugin project in DIR/NAME, with its test
     /// and the SDK (and WIT contract) it builds with.
     New {
@@ -56,6 +61,7 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
             dir,
             replace,
         } => install(config, file, *yes, dir.as_deref(), *replace).await,
+        PluginCommand::Session(args) => super::plugin_session::session(config, args).await,
         PluginCommand::New { name, dir, lang } => {
             let (at, next) = match lang.as_str() {
                 "rust" => (

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
 /// The SDK's sources, as this host was built with them.
-const SDK_FILES: [(&str, &str); 4] = [
+const SDK_FILES: [(&str, &str); 5] = [
     (
         "src/lib.rs",
         include_str!("../../../../plugin-sdk/src/lib.rs"),
@@ -16,6 +16,10 @@ const SDK_FILES: [(&str, &str); 4] = [
     (
         "src/http.rs",
         include_str!("../../../../plugin-sdk/src/http.rs"),
+    ),
+    (
+        "src/testing.rs",
+        include_str!("../../../../plugin-sdk/src/testing.rs"),
     ),
     (
         "wit/plugin.wit",
@@ -475,11 +479,24 @@ settle_sdk::export_step!(Plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use settle_sdk::testing::{Plugin, World};
 
     #[test]
     fn it_greets_and_refuses_an_empty_name() {
         assert_eq!(greeting("Ada").unwrap(), "Hello, Ada!");
         assert!(greeting(" ").is_err());
+    }
+
+    /// The component itself, in the host's runtime (needs `settle` on
+    /// PATH, or SETTLE naming it, and the wasm32-wasip2 target).
+    #[test]
+    fn the_component_greets_in_the_host() {
+        let mut plugin = Plugin::build(env!("CARGO_MANIFEST_DIR"), World::new()).unwrap();
+        let hello = plugin.run(&json!({ "name": "Ada" }));
+        assert_eq!(hello.output, Some(json!({ "greeting": "Hello, Ada!" })));
+        let refused = plugin.run(&json!({ "name": " " }));
+        assert_eq!(refused.class(), Some("invalid-input"), "{refused:?}");
     }
 }
 "#;

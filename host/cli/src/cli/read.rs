@@ -203,6 +203,7 @@ pub(super) async fn runtime_only(
         builds_dir: None,
         default_limits: config.limits.clone(),
         plugins: config.plugins.clone(),
+        stand_in: None,
     };
     let runtime = Runtime::new(options, Arc::new(NoKv))?;
     let mut errors = Vec::new();

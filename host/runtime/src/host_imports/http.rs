@@ -24,6 +24,8 @@ pub(crate) struct OutboundPolicy {
     pub(crate) denials: Denials,
     /// How each downstream host answered, shared with the requests' futures.
     downstream: Arc<Mutex<Answers>>,
+    /// Answers requests instead of the network, when set.
+    pub(crate) stand_in: Option<Arc<crate::stand_in::StandIn>>,
 }
 
 /// Per downstream host: requests sent, answered well, and failed.
@@ -58,6 +60,7 @@ impl OutboundPolicy {
             grants,
             denials: Denials::default(),
             downstream: Arc::default(),
+            stand_in: None,
         }
     }
 
@@ -110,6 +113,9 @@ impl WasiHttpHooks for OutboundPolicy {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        if let Some(stand_in) = self.stand_in.clone() {
+            return scripted(stand_in, request);
+        }
         let authority = format!("{}:{port}", host.to_ascii_lowercase());
         let downstream = self.downstream.clone();
         let tally = move |outcome: Option<bool>| {
@@ -138,4 +144,55 @@ impl WasiHttpHooks for OutboundPolicy {
             ))
         })
     }
+}
+
+/// The stand-in's answer to `request`; a request it has no answer for
+/// fails as a connection refused would (nothing left the host).
+fn scripted(
+    stand_in: Arc<crate::stand_in::StandIn>,
+    request: http::Request<WasiBody>,
+) -> SendFuture {
+    use http_body_util::{BodyExt, Full, Limited};
+    Box::new(async move {
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, crate::stand_in::MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let answer = stand_in.answer(
+            parts.method.as_str(),
+            &parts.uri.to_string(),
+            headers,
+            &body,
+        );
+        let Some(answer) = answer else {
+            return Err(wasmtime_wasi_http::Error::ConnectionRefused);
+        };
+        let mut response = http::Response::builder().status(answer.status);
+        for (k, v) in &answer.headers {
+            response = response.header(k, v);
+        }
+        let body = Full::new(bytes::Bytes::from(answer.body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let response = response
+            .body(body)
+            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
+        Ok((
+            response,
+            Box::new(async { Ok(()) })
+                as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+        ))
+    })
 }

@@ -10,6 +10,16 @@ impl log::Host for CallState {
         let Some(message) = self.log.admit(&message) else {
             return Ok(());
         };
+        if let Some(s) = &self.stand_in {
+            let name = match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            };
+            s.log(name, &message);
+        }
         let c = &self.caller;
         match level {
             log::Level::Trace => {

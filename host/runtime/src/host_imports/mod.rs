@@ -22,6 +22,7 @@ use crate::budget::{Denials, LogBudget, ProgressGate, RuntimeStats};
 use crate::grants::Grants;
 use crate::kv::{KvSession, KvWrite, PluginKv};
 use crate::limits::{CallLimiter, Limits};
+use crate::stand_in::StandIn;
 use http::OutboundPolicy;
 use settle_types::executor::{Denial, ProgressSink};
 use std::sync::Arc;
@@ -61,6 +62,26 @@ pub struct CallState {
     pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) outbound: OutboundPolicy,
+    /// Set for tests and replays: the world the call meets instead.
+    pub(crate) stand_in: Option<Arc<StandIn>>,
+}
+
+/// WASI as a plugin gets it: nothing inherited (no environment, arguments,
+/// preopened directories or sockets), stderr captured so a panic message
+/// can be reported, and the stand-in's clocks when there is one.
+fn wasi_ctx(stderr: &MemoryOutputPipe, stand_in: Option<&Arc<StandIn>>) -> WasiCtx {
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    builder
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    if let Some(s) = stand_in {
+        builder
+            .wall_clock(crate::stand_in::Wall(s.clone()))
+            .monotonic_clock(crate::stand_in::Monotonic(s.clone()));
+    }
+    builder.build()
 }
 
 /// What a call left behind once it ended: refusals to record, kv writes to
@@ -84,12 +105,7 @@ impl CallState {
         // directories, no sockets. stderr is captured so a panic message can
         // be reported.
         let stderr = MemoryOutputPipe::new(8 * 1024);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let wasi = wasi_ctx(&stderr, None);
         CallState {
             outbound: OutboundPolicy::new(grants.clone()),
             caller,
@@ -107,7 +123,19 @@ impl CallState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            stand_in: None,
         }
+    }
+
+    /// The call meets `stand_in` instead of the outside world: its clock,
+    /// its scripted answers, its log (see [`crate::stand_in`]).
+    pub fn with_stand_in(mut self, stand_in: Option<Arc<StandIn>>) -> Self {
+        if let Some(s) = &stand_in {
+            self.wasi = wasi_ctx(&self.stderr, Some(s));
+        }
+        self.outbound.stand_in = stand_in.clone();
+        self.stand_in = stand_in;
+        self
     }
 
     /// Ends the call: passes on the last progress report held back, says
