@@ -423,6 +423,7 @@ impl Executor for TransferVanishes {
                 denials: Vec::new(),
                 duration: std::time::Duration::ZERO,
                 downstream: Vec::new(),
+                exchanges: Vec::new(),
             };
         }
         let report = self.inner.call(request.clone()).await;

@@ -31,6 +31,7 @@ mod messages;
 mod objectives;
 mod parallel;
 mod plugin_cli;
+mod replay;
 mod restart;
 mod retries;
 mod runtime;

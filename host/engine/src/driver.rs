@@ -1107,6 +1107,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 denials: Vec::new(),
                 duration: Duration::ZERO,
                 downstream: Vec::new(),
+                exchanges: Vec::new(),
             },
             Ok(input) => {
                 let output = match kind {
@@ -1185,6 +1186,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             self.breaker_changed(change);
         }
         let denials = report.denials;
+        if !report.exchanges.is_empty() {
+            let recorded = EventKind::ExchangesRecorded {
+                index,
+                item: None,
+                attempt,
+                exchanges: report.exchanges,
+            };
+            events.push((recorded, Some(index), source.clone()));
+        }
         // (output, whether a failure may have had its effect)
         let output = self.run_answer(&flow.steps[index as usize].plugin, report.result);
         let decided = match output {

@@ -313,6 +313,15 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             };
             let source = Source(report.source.clone());
             let plugin = &call_of(step, position).plugin;
+            let recorded = (!report.exchanges.is_empty()).then(|| {
+                let kind = EventKind::ExchangesRecorded {
+                    index,
+                    item: Some(position),
+                    attempt,
+                    exchanges: report.exchanges.clone(),
+                };
+                (kind, Some(index), source.clone())
+            });
             let outcome = outcomes.entry(plugin.clone()).or_default();
             outcome.1.extend(report.downstream.iter().cloned());
             if let Err(f) = &report.result {
@@ -329,10 +338,8 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         output,
                     };
                     let now = self.now();
-                    if let Err(e) = self
-                        .record(summary, vec![(event, Some(index), source)], now)
-                        .await
-                    {
+                    let events = recorded.into_iter().chain([(event, Some(index), source)]);
+                    if let Err(e) = self.record(summary, events.collect(), now).await {
                         store_error = Some(e);
                         break;
                     }

@@ -27,6 +27,11 @@ pub struct PluginSettings {
     /// at least 16 hex digits of it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Record the plugin's HTTP exchanges (bounded) in the runs' logs, so
+    /// `settle plugin replay` can give a new build the same answers. Off
+    /// by default: answers may hold what should not be kept.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record_exchanges: bool,
 }
 
 impl PluginSettings {
@@ -62,6 +67,8 @@ pub struct PluginInfo {
     pub descriptor: Arc<PluginDescriptor>,
     pub grants: Arc<Grants>,
     pub limits: Limits,
+    /// Whether its calls' HTTP exchanges are recorded.
+    pub record_exchanges: bool,
     pub(crate) pre: StepPre<CallState>,
 }
 

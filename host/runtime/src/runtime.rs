@@ -501,6 +501,7 @@ impl Runtime {
             descriptor: Arc::new(descriptor),
             grants: Arc::new(settings.grants),
             limits,
+            record_exchanges: settings.record_exchanges,
             pre,
         })
     }
@@ -582,6 +583,7 @@ impl Runtime {
             denials: Vec::new(),
             duration: started.elapsed(),
             downstream: Vec::new(),
+            exchanges: Vec::new(),
         };
         let installed = self.plugin_info(&request.plugin);
         let plugin = match (&request.build, installed) {
@@ -647,6 +649,7 @@ impl Runtime {
         };
         let timed_out = matches!(&result, Err(f) if f.class == FailureClass::Timeout);
         let downstream = data.outbound.take_downstream(timed_out);
+        let exchanges = data.outbound.take_exchanges();
         // kv writes are kept only when the call succeeded.
         let result = match result {
             Ok(output) if !leftovers.kv_writes.is_empty() => self
@@ -670,6 +673,7 @@ impl Runtime {
             denials: leftovers.denials,
             duration: started.elapsed(),
             downstream,
+            exchanges,
         }
     }
 
@@ -695,7 +699,10 @@ impl Runtime {
             CallLimiter::new(&plugin.limits, timeout),
             self.stats().clone(),
         )
-        .with_stand_in(self.inner.options.stand_in.clone());
+        .with_stand_in(self.inner.options.stand_in.clone())
+        .recording_exchanges(
+            plugin.record_exchanges && request.kind == settle_types::executor::CallKind::Run,
+        );
         sandboxed_store(self.engine(), state)
     }
 }

@@ -34,7 +34,8 @@ use uuid::Uuid;
 ///   `item-compensated` (the items of a `for_each` step); `run-accepted`
 ///   records the plugins' digests (`plugins`); `plugin-changed`.
 /// - 7: `flow-upgraded` (a run moved to a newer version of its flow, at a
-///   step boundary, as that version asked with `upgrade: at-step-boundary`).
+///   step boundary, as that version asked with `upgrade: at-step-boundary`);
+///   `exchanges-recorded` (a call's HTTP exchanges, for replays).
 pub const SCHEMA_VERSION: u16 = 7;
 
 /// One immutable record in a run's log, with its lineage.
@@ -250,6 +251,16 @@ pub enum EventKind {
         item: u32,
         output: Value,
     },
+    /// The HTTP exchanges of a `run` call of step `index` (of its item
+    /// `item`, for a `for_each` or `parallel` step), recorded when its
+    /// plugin's are (`record_exchanges`): what `settle plugin replay`
+    /// answers a new build with. Bounded by the runtime.
+    ExchangesRecorded {
+        index: u32,
+        item: Option<u32>,
+        attempt: u32,
+        exchanges: Vec<crate::executor::Exchange>,
+    },
     /// The run moved, between two steps, to another version of its flow
     /// (the current one, which asked for it with `upgrade:
     /// at-step-boundary`); `steps` are the new version's step names. The
@@ -423,6 +434,7 @@ impl EventKind {
             EventKind::ItemsStarted { .. } => "items-started",
             EventKind::PluginChanged { .. } => "plugin-changed",
             EventKind::FlowUpgraded { .. } => "flow-upgraded",
+            EventKind::ExchangesRecorded { .. } => "exchanges-recorded",
             EventKind::ItemsFailed { .. } => "items-failed",
             EventKind::ItemCompensated { .. } => "item-compensated",
             EventKind::SignalReceived { .. } => "signal-received",

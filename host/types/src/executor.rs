@@ -154,6 +154,29 @@ pub struct CallReport {
     /// The downstream hosts the call sent requests to (allowed ones only),
     /// each once, at most [`MAX_DOWNSTREAMS`].
     pub downstream: Vec<Downstream>,
+    /// The call's HTTP exchanges, when its plugin's are recorded
+    /// (`record_exchanges`), for `settle plugin replay`.
+    pub exchanges: Vec<Exchange>,
+}
+
+/// The most HTTP exchanges of one call recorded.
+pub const MAX_EXCHANGES: usize = 8;
+/// The most bytes of one request or response body recorded.
+pub const MAX_EXCHANGE_BODY_BYTES: usize = 16 * 1024;
+
+/// One HTTP exchange of a call, as recorded for replays: bodies as text
+/// (UTF-8, lossy), each at most [`MAX_EXCHANGE_BODY_BYTES`].
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    /// `None`: no answer came (refused, failed, or the call ended first).
+    pub status: Option<u16>,
+    pub request_body: String,
+    pub response_body: String,
+    /// A body was longer than was kept: a replay cannot give it whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// What a plugin says about itself, in host types.

@@ -78,6 +78,7 @@ impl Executor for InSync {
                 denials: Vec::new(),
                 duration: Duration::ZERO,
                 downstream: Vec::new(),
+                exchanges: Vec::new(),
             };
         }
         self.inner.invoke(request).await

@@ -29,6 +29,7 @@ pub mod jsonl;
 mod operator;
 mod plugin_cmd;
 mod plugin_new;
+mod plugin_replay;
 mod plugin_session;
 mod read;
 mod remote;

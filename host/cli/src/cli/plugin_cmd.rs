@@ -39,6 +39,10 @@ pub enum PluginCommand {
     /// command per line on stdin, one JSON answer per line on stdout. What
     /// the SDK's test harness speaks.
     Session(super::plugin_session::SessionArgs),
+    /// Call `run` of a new build with what a recorded step was given, in a
+    /// dry run (no outbound request; recorded answers), and compare its
+    /// output with the recorded one. Exit 1 when they differ.
+    Replay(super::plugin_replay::ReplayArgs),
     /// Create a ready-to-build plugin project in DIR/NAME, with its test
     /// and the SDK (and WIT contract) it builds with.
     New {
@@ -62,6 +66,7 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
             replace,
         } => install(config, file, *yes, dir.as_deref(), *replace).await,
         PluginCommand::Session(args) => super::plugin_session::session(config, args).await,
+        PluginCommand::Replay(args) => super::plugin_replay::replay(config, args).await,
         PluginCommand::New { name, dir, lang } => {
             let (at, next) = match lang.as_str() {
                 "rust" => (

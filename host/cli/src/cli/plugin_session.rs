@@ -80,31 +80,14 @@ pub async fn session(config: &Config, args: &SessionArgs) -> anyhow::Result<Exit
     let stand_in = Arc::new(StandIn::new(
         args.now_ms.unwrap_or_else(crate::model::now_ms),
     ));
-    let base = RuntimeOptions {
-        max_concurrent_calls: 2,
-        max_memory_mib: config.runtime.max_memory_mib,
-        cache_dir: Some(config.cache_dir()),
-        builds_dir: None,
-        default_limits: config.limits.clone(),
-        plugins: Default::default(),
-        stand_in: Some(stand_in.clone()),
-    };
-    // Its name first (its settings are by name), then the runtime it runs in.
-    let probe = Runtime::new(base.clone(), Arc::new(MemoryKv::default()))?;
-    let name = probe
-        .check_file(&args.file)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .name
-        .to_string();
-    drop(probe);
-    let mut options = base;
-    options.plugins.insert(name.clone(), settings);
-    let runtime = Runtime::new(options, Arc::new(MemoryKv::default()))?;
-    runtime
-        .load_file(&args.file)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (runtime, name) = stand_in_runtime(
+        config,
+        &args.file,
+        |_| settings,
+        stand_in.clone(),
+        Arc::new(MemoryKv::default()),
+    )
+    .await?;
     let stdin = std::io::stdin();
     let mut calls = 0u64;
     loop {
@@ -130,6 +113,43 @@ pub async fn session(config: &Config, args: &SessionArgs) -> anyhow::Result<Exit
         outln!("{answer}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A runtime whose plugins meet `stand_in`, with `file` installed under
+/// the settings `settings` gives for its name; returns it and the name.
+pub(super) async fn stand_in_runtime(
+    config: &Config,
+    file: &std::path::Path,
+    settings: impl FnOnce(&str) -> PluginSettings,
+    stand_in: Arc<StandIn>,
+    kv: Arc<dyn crate::runtime::PluginKv>,
+) -> anyhow::Result<(Runtime, String)> {
+    let base = RuntimeOptions {
+        max_concurrent_calls: 2,
+        max_memory_mib: config.runtime.max_memory_mib,
+        cache_dir: Some(config.cache_dir()),
+        builds_dir: None,
+        default_limits: config.limits.clone(),
+        plugins: Default::default(),
+        stand_in: Some(stand_in),
+    };
+    // Its name first (its settings are by name), then the runtime it runs in.
+    let probe = Runtime::new(base.clone(), Arc::new(MemoryKv::default()))?;
+    let name = probe
+        .check_file(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .name
+        .to_string();
+    drop(probe);
+    let mut options = base;
+    options.plugins.insert(name.clone(), settings(&name));
+    let runtime = Runtime::new(options, kv)?;
+    runtime
+        .load_file(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((runtime, name))
 }
 
 async fn answer(

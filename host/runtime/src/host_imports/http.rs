@@ -26,6 +26,8 @@ pub(crate) struct OutboundPolicy {
     downstream: Arc<Mutex<Answers>>,
     /// Answers requests instead of the network, when set.
     pub(crate) stand_in: Option<Arc<crate::stand_in::StandIn>>,
+    /// Records the exchanges, when the plugin's are recorded.
+    pub(crate) recorder: Option<super::exchanges::Recorder>,
 }
 
 /// Per downstream host: requests sent, answered well, and failed.
@@ -61,7 +63,13 @@ impl OutboundPolicy {
             denials: Denials::default(),
             downstream: Arc::default(),
             stand_in: None,
+            recorder: None,
         }
+    }
+
+    /// The exchanges recorded, when they are.
+    pub(crate) fn take_exchanges(&mut self) -> Vec<settle_types::executor::Exchange> {
+        self.recorder.as_ref().map(|r| r.take()).unwrap_or_default()
     }
 
     /// How each host the call sent requests to fared. A request still
@@ -129,9 +137,27 @@ impl WasiHttpHooks for OutboundPolicy {
             }
         };
         tally(None);
+        let recording = self
+            .recorder
+            .as_ref()
+            .and_then(|r| r.start(request.method().as_str(), &request.uri().to_string()));
+        let request = match &recording {
+            Some(r) => {
+                let (parts, body) = request.into_parts();
+                http::Request::from_parts(parts, r.tee_request(body))
+            }
+            None => request,
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            let sent = match (sent, &recording) {
+                (Ok((response, io)), Some(r)) => {
+                    r.answered(response.status().as_u16());
+                    Ok((response.map(|b| r.tee_response(b.boxed_unsync())), io))
+                }
+                (other, _) => other.map(|(response, io)| (response.map(BodyExt::boxed_unsync), io)),
+            };
             // A host that cannot be reached, is failing or sheds load.
             let failed = sent.as_ref().map_or(true, |(r, _)| {
                 r.status().is_server_error() || r.status() == http::StatusCode::TOO_MANY_REQUESTS
@@ -139,7 +165,7 @@ impl WasiHttpHooks for OutboundPolicy {
             tally(Some(failed));
             let (response, io) = sent?;
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                response,
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
             ))
         })

@@ -13,6 +13,7 @@
 //! [`progress`], [`config`], [`kv`], and [`http`] (the outbound policy).
 
 mod config;
+mod exchanges;
 mod http;
 mod kv;
 mod log;
@@ -125,6 +126,14 @@ impl CallState {
             table: ResourceTable::new(),
             stand_in: None,
         }
+    }
+
+    /// Records the call's HTTP exchanges (see [`exchanges`]).
+    pub fn recording_exchanges(mut self, record: bool) -> Self {
+        if record {
+            self.outbound.recorder = Some(exchanges::Recorder::default());
+        }
+        self
     }
 
     /// The call meets `stand_in` instead of the outside world: its clock,

@@ -1,0 +1,141 @@
+//! Recording a call's HTTP exchanges (`record_exchanges` in a plugin's
+//! settings), for `settle plugin replay`: method, URL, status and both
+//! bodies, copied as they stream past, bounded.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use settle_types::executor::{Exchange, MAX_EXCHANGE_BODY_BYTES, MAX_EXCHANGES};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi_http::WasiBody;
+
+/// A body's bytes as they pass, at most [`MAX_EXCHANGE_BODY_BYTES`].
+#[derive(Default)]
+pub(crate) struct Kept {
+    bytes: Vec<u8>,
+    cut: bool,
+}
+
+impl Kept {
+    fn push(&mut self, data: &[u8]) {
+        let room = MAX_EXCHANGE_BODY_BYTES.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.cut = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// One exchange in progress: its bodies fill as they stream.
+pub(crate) struct Recording {
+    method: String,
+    url: String,
+    status: Mutex<Option<u16>>,
+    request: Arc<Mutex<Kept>>,
+    response: Arc<Mutex<Kept>>,
+}
+
+/// The exchanges of one call, at most [`MAX_EXCHANGES`].
+#[derive(Default, Clone)]
+pub(crate) struct Recorder(Arc<Mutex<Vec<Arc<Recording>>>>);
+
+impl Recorder {
+    /// Starts recording a request; `None` past the cap.
+    pub(crate) fn start(&self, method: &str, url: &str) -> Option<Arc<Recording>> {
+        let mut all = lock(&self.0);
+        if all.len() >= MAX_EXCHANGES {
+            return None;
+        }
+        let recording = Arc::new(Recording {
+            method: method.to_string(),
+            url: url.to_string(),
+            status: Mutex::new(None),
+            request: Arc::default(),
+            response: Arc::default(),
+        });
+        all.push(recording.clone());
+        Some(recording)
+    }
+
+    /// What was recorded, as it stands when the call ends.
+    pub(crate) fn take(&self) -> Vec<Exchange> {
+        std::mem::take(&mut *lock(&self.0))
+            .into_iter()
+            .map(|r| {
+                let request = lock(&r.request);
+                let response = lock(&r.response);
+                Exchange {
+                    method: r.method.clone(),
+                    url: r.url.clone(),
+                    status: *lock(&r.status),
+                    request_body: String::from_utf8_lossy(&request.bytes).into_owned(),
+                    response_body: String::from_utf8_lossy(&response.bytes).into_owned(),
+                    truncated: request.cut || response.cut,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Recording {
+    pub(crate) fn answered(&self, status: u16) {
+        *lock(&self.status) = Some(status);
+    }
+
+    /// The request's body, copied as it goes out.
+    pub(crate) fn tee_request(&self, body: WasiBody) -> WasiBody {
+        use http_body_util::BodyExt;
+        Tee {
+            inner: body,
+            kept: self.request.clone(),
+        }
+        .boxed_unsync()
+    }
+
+    /// The response's body, copied as the plugin reads it.
+    pub(crate) fn tee_response(&self, body: WasiBody) -> WasiBody {
+        use http_body_util::BodyExt;
+        Tee {
+            inner: body,
+            kept: self.response.clone(),
+        }
+        .boxed_unsync()
+    }
+}
+
+/// A body that copies its data frames into `kept` as they pass.
+struct Tee {
+    inner: WasiBody,
+    kept: Arc<Mutex<Kept>>,
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            lock(&self.kept).push(data);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
