@@ -587,6 +587,14 @@ fn the_dashboard_shows_runs_settle_and_acts_on_a_held_run() {
             .then_some(())
     });
     assert!(first.starts_with("It goes through 1 step(s)"), "{first}");
+    // The flow drawn beside it: an SVG with its step, from the API's SVG.
+    wait_for("the flow's drawing on the page", PATIENCE, || {
+        text_of(&browser, "#flow-graph svg")
+            .contains("1. shaky")
+            .then_some(())
+    });
+    let drawn = browser.eval("return document.querySelectorAll('#flow-graph svg rect').length");
+    assert!(drawn.as_u64().unwrap_or(0) >= 4, "boxes drawn: {drawn}");
 
     // The settled run, restarted from its step on the page: the step runs
     // again (its two planned failures hold it once more), and the page and

@@ -207,6 +207,43 @@ pub async fn guarantees<S: RunQueries + Clone, X: Executor>(
     Ok(Json(explained).into_response())
 }
 
+#[derive(serde::Deserialize)]
+pub struct GraphQuery {
+    version: Option<String>,
+}
+
+/// `GET /v1/flows/{flow}/graph.svg`: the flow drawn (the current version,
+/// or `?version=`).
+pub async fn graph<S: RunQueries + Clone, X: Executor>(
+    State(api): State<Shared<S, X>>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<GraphQuery>,
+) -> Result<Response, Problem> {
+    let flow = match &query.version {
+        None => api.catalog.current(&name),
+        Some(v) => api.catalog.version(&name, v).map(|v| v.flow),
+    }
+    .ok_or_else(|| {
+        Problem::not_found(format!(
+            "no flow '{}'{}",
+            bounds::cut(&name, 64),
+            query
+                .version
+                .as_deref()
+                .map(|v| format!(" version '{}'", bounds::cut(v, 64)))
+                .unwrap_or_default()
+        ))
+    })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        settle_flow::graph::svg(&flow),
+    )
+        .into_response())
+}
+
 pub async fn plugins<S: RunQueries + Clone, X: Executor>(
     State(api): State<Shared<S, X>>,
 ) -> Response {

@@ -258,6 +258,7 @@ where
         "list_breakers" => get(overview::breakers::<S, X>),
         "list_alerts" => get(overview::alerts::<S, X>),
         "flow_guarantees" => get(flows::guarantees::<S, X>),
+        "flow_graph" => get(flows::graph::<S, X>),
         "list_flows" => get(flows::list::<S, X>),
         "put_flow" => put(flows::put::<S, X>),
         "flow_versions" => get(flows::versions::<S, X>),

@@ -289,6 +289,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/v1/flows/{flow}/graph.svg",
+        "flow_graph",
+        "The current version of a flow drawn as SVG (`?version=V` for another): its steps, branches, conditions and what is undone; what the dashboard's flow page shows.",
+        Need::Read,
+        &[200],
+    ),
+    route(
+        "GET",
         "/v1/alerts",
         "list_alerts",
         "The host's recent alerts (at most 200), newest first: rule, kind, subject, run, detail, owner, escalation and mitigation (`[[alerts.rules]]` in settle.toml).",

@@ -28,6 +28,7 @@
 //! Every problem is reported with file, line and column, all at once.
 //! Inside `{ ... }` flow mappings, quote templates: `"${{ input.sku }}"`.
 
+pub mod graph;
 pub mod limits;
 mod mappings;
 mod parse;

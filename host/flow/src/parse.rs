@@ -27,12 +27,11 @@ const FLOW_KEYS: &[&str] = &[
     "reconcile",
     "on_drift",
     "upgrade",
+    "requires",
     "objective",
     "policies",
 ];
 const RECONCILE_KEYS: &[&str] = &["after", "every", "for"];
-/// Keys of features a later host may have: named as such, not as typos.
-const NOT_YET: &[(&str, &str)] = &[];
 const OBJECTIVE_KEYS: &[&str] = &["settled_within", "target", "window"];
 const DEFAULT_KEYS: &[&str] = &["retry", "timeout", "on_exhausted"];
 const STEP_KEYS: &[&str] = &[
@@ -114,6 +113,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Flow, FlowErrors> {
     let mut cx = Cx {
         file,
         errors: Vec::new(),
+        newer_host: None,
     };
     // Size and nesting first: the YAML parser must never see a file that
     // could exhaust memory or the stack.
@@ -159,6 +159,7 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
         );
         return None;
     };
+    cx.requires(map);
     cx.known_keys(map, FLOW_KEYS, "flow");
     let name = cx.identifier(map, "name", "flow name");
     let version = match cx.optional_scalar(map, "version") {
@@ -272,6 +273,18 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
     })
 }
 
+/// `MAJOR.MINOR[.PATCH]` as numbers (a missing patch is 0).
+fn version_parts(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
 /// A name of letters, digits, '-' and '_', at most [`MAX_NAME_CHARS`].
 fn is_identifier(text: &str) -> bool {
     !text.is_empty()
@@ -295,6 +308,9 @@ struct StepDefaults {
 struct Cx<'a> {
     file: &'a str,
     errors: Vec<FlowError>,
+    /// `requires:` names a newer Settle than this one: keys this host does
+    /// not know are said to be perhaps that version's.
+    newer_host: Option<String>,
 }
 
 pub(super) fn location(span: &Span) -> Location {
@@ -356,21 +372,17 @@ impl Cx<'_> {
 
     fn known_keys(&mut self, map: &MarkedMappingNode, known: &[&str], what: &str) {
         for key in map.keys() {
-            if let Some((_, feature)) = NOT_YET.iter().find(|(k, _)| *k == key.as_str()) {
-                self.error(
-                    key.span(),
-                    format!(
-                        "'{}' ({feature}) is not in this host (Settle {}): the flow needs a newer host, or a flow without it",
-                        key.as_str(),
+            if !known.contains(&key.as_str()) {
+                let hint = match &self.newer_host {
+                    // Not a typo, most likely: a feature of the newer host.
+                    Some(needed) => format!(
+                        " (the flow requires Settle {needed}: it may be a feature of that version; this host is {})",
                         env!("CARGO_PKG_VERSION")
                     ),
-                );
-                continue;
-            }
-            if !known.contains(&key.as_str()) {
-                let hint = crate::closest(key.as_str(), known.iter().copied())
-                    .map(|k| format!(" (did you mean '{k}'?)"))
-                    .unwrap_or_default();
+                    None => crate::closest(key.as_str(), known.iter().copied())
+                        .map(|k| format!(" (did you mean '{k}'?)"))
+                        .unwrap_or_default(),
+                };
                 self.error(
                     key.span(),
                     format!(
@@ -977,6 +989,36 @@ impl Cx<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// `requires: "0.2"`: the oldest Settle the flow is written for. A host
+    /// older than that says so, once, and names the version.
+    fn requires(&mut self, map: &MarkedMappingNode) {
+        let Some(value) = self.optional_scalar(map, "requires") else {
+            return;
+        };
+        let Some(needed) = version_parts(value.as_str()) else {
+            self.error(
+                value.span(),
+                format!(
+                    "`requires` is the oldest Settle version the flow needs, like \"0.1\" or \"0.1.0\", not '{}'",
+                    shown(value.as_str(), 40)
+                ),
+            );
+            return;
+        };
+        let here = version_parts(env!("CARGO_PKG_VERSION")).unwrap_or_default();
+        if needed > here {
+            let text = value.as_str().trim().to_string();
+            self.error(
+                value.span(),
+                format!(
+                    "this flow requires Settle {text} or newer; this host is Settle {}: upgrade the host, or use a flow written for it",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            );
+            self.newer_host = Some(text);
         }
     }
 
