@@ -163,7 +163,18 @@ impl Plugin {
             )
         })?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        // The session says it loaded the plugin, or stops saying why (on
+        // stderr, which the test shows).
+        let mut ready = String::new();
+        let _ = stdout.read_line(&mut ready);
+        if !ready.starts_with("{\"ready\"") {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "`settle plugin session {}` did not start ({status}): see its message above",
+                component.display()
+            ));
+        }
         Ok(Plugin {
             child,
             stdin,

@@ -325,7 +325,7 @@ steps:
         - { name: odd, plugin: flaky, input: { mode: "${{ input.mode }}" } }
   - name: after
     plugin: noop
-    input: { x: "${{ steps.tell.output.mail.to }}" }
+    input: { x: "${{ steps.tell.output.mail.to // \"nobody\" }}" }
 "#,
     )
     .unwrap();

@@ -92,6 +92,14 @@ fn every_plugin_of_the_plugin_guide_builds_and_runs_in_the_host() {
     )
     .unwrap();
     let files = guide_files(&guide);
+    // No sample escapes: every code block is a file the test builds.
+    assert_eq!(
+        guide.matches("\n```rust").count()
+            + guide.matches("\n```python").count()
+            + guide.matches("\n```javascript").count(),
+        files.len(),
+        "a code block without a file marker"
+    );
     let projects: Vec<&str> = files.iter().map(|(p, _, _)| p.as_str()).collect();
     assert_eq!(projects, ["payout", "seats-py", "seats-js"], "{projects:?}");
     let dir = support::tempdir();
@@ -131,9 +139,22 @@ fn every_plugin_of_the_plugin_guide_builds_and_runs_in_the_host() {
             let (code, out, err) =
                 support::output_within(&mut test, std::time::Duration::from_secs(900));
             assert_eq!(code, 0, "cargo test of {project}:\n{out}\n{err}");
-            assert!(out.contains("3 passed"), "{out}");
+            assert!(out.contains("test result: ok. 3 passed"), "{out}");
             continue;
         }
+        // The project's own test of its logic, as its README says.
+        let mut unit = match lang {
+            "python" => std::process::Command::new("python3"),
+            _ => std::process::Command::new("node"),
+        };
+        match lang {
+            "python" => unit.args(["-m", "unittest"]),
+            _ => unit.args(["--test", "logic.test.js"]),
+        };
+        unit.current_dir(&root);
+        let (code, out, err) =
+            support::output_within(&mut unit, std::time::Duration::from_secs(120));
+        assert_eq!(code, 0, "{lang} test of {project}:\n{out}\n{err}");
         let mut build = std::process::Command::new(root.join("build.sh"));
         build.env("SETTLE_PLUGIN_TOOLS", &tools);
         let (code, out, err) =
@@ -155,24 +176,27 @@ fn seats_hold_in_the_host(wasm: &Path) {
         r#"{"call":"run","input":{"seats":2},"step_id":"s2"}"#,
         r#"{"call":"reconcile","input":{"seats":2},"output":{"hold":"hold/s1","seats":2},"step_id":"s1"}"#,
     ];
-    let mut child = support::settle_command()
+    let script = wasm.with_extension("commands");
+    let mut file = std::fs::File::create(&script).unwrap();
+    for c in commands {
+        writeln!(file, "{c}").unwrap();
+    }
+    drop(file);
+    let mut session = support::settle_command();
+    session
         .args(["plugin", "session"])
         .arg(wasm)
         .args(["--kv", "--config-value", "capacity=3"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for c in commands {
-        writeln!(stdin, "{c}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .stdin(std::fs::File::open(&script).unwrap());
+    let (code, out, err) =
+        support::output_within(&mut session, std::time::Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut lines = out.lines();
+    assert!(
+        lines.next().unwrap_or_default().starts_with("{\"ready\""),
+        "{out}"
+    );
+    let answers: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
     let shown = format!("{}: {answers:#?}", wasm.display());
     assert_eq!(answers.len(), commands.len(), "{shown}");
     assert_eq!(

@@ -109,6 +109,13 @@ async fn a_branch_failing_for_good_undoes_the_completed_branches_then_earlier_st
             _ => None,
         })
         .collect();
+    // Newest first: the reverse of the order they completed in.
+    let mut completed_order: Vec<u32> = completed(&host, done.run_id)
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    completed_order.reverse();
+    assert_eq!(undone_branches, completed_order, "undone newest first");
     let charge_undone = events
         .iter()
         .position(|e| matches!(e.kind, EventKind::CompensationCompleted { index: 0, .. }))

@@ -21,6 +21,12 @@ async fn a_step_replays_from_its_recorded_exchanges_and_differences_are_named() 
     let mut config = support::config(dir.path());
     service.grant(&mut config);
     config.plugin_mut("transfer").record_exchanges = true;
+    // The operator pins the build installed; a replay of another build
+    // is not refused for it.
+    let installed = std::fs::read(support::plugin_dir().join("transfer.wasm")).unwrap();
+    config.plugin_mut("transfer").digest = Some(hex::encode(
+        <sha2::Sha256 as sha2::Digest>::digest(&installed),
+    ));
     let config_path = dir.path().join("settle.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
 
@@ -88,6 +94,10 @@ async fn a_step_replays_from_its_recorded_exchanges_and_differences_are_named() 
     );
     assert!(out.contains(".transfer_id: "), "{out}");
     assert!(out.contains(".from: (absent) → \"ann\""), "{out}");
+    assert!(
+        out.contains("was made by the recorded call, not by this build"),
+        "{out}"
+    );
 
     // A step that is not there is named, with the steps there are.
     let (code, _, err) = support::settle(&[

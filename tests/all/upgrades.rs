@@ -28,21 +28,49 @@ async fn run_while_registering(v2: &str) -> (settle::model::RunSummary, Vec<(Str
     catalog.register("upgraded", (*v1).clone()).unwrap();
     host.engine.offer_upgrades(catalog.clone());
     let run = support::submit(&host, &v1, json!({})).await;
+    // Registered while the run waits at its second step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = settle::store::RunLog::summary(host.engine.store(), run)
+            .await
+            .unwrap()
+            .unwrap();
+        if now.pausing_until.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the wait"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     catalog
         .register("upgraded", (*support::flow(v2)).clone())
         .unwrap();
     let done = host.engine.wait(run).await.unwrap().unwrap();
-    let moves = support::events(&host, run)
-        .into_iter()
-        .filter_map(|e| match e.kind {
+    let events = support::events(&host, run);
+    let moves: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
             EventKind::FlowUpgraded {
                 from_version,
                 to_version,
                 ..
-            } => Some((from_version, to_version)),
+            } => Some((from_version.clone(), to_version.clone())),
             _ => None,
         })
         .collect();
+    // A move happens between steps: after the wait (step 2) ended.
+    if let Some(at) = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::FlowUpgraded { .. }))
+    {
+        let wait_ended = events
+            .iter()
+            .position(|e| matches!(e.kind, EventKind::StepCompleted { index: 1, .. }))
+            .expect("the wait completed");
+        assert!(at > wait_ended, "moved mid-step: {events:#?}");
+    }
     host.shutdown().await.unwrap();
     (done, moves)
 }

@@ -1164,7 +1164,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         maybe_interrupted: bool,
         probes: &[String],
     ) -> Result<(), settle_types::store::StoreError> {
-        self.note_plugin_change(summary, flow, index).await?;
+        // Only at a step boundary: a retry, the rest of the items, or an
+        // undo goes to the build that may have made the effect.
+        if attempt == 1 && !maybe_interrupted && !summary.items.contains_key(&index) {
+            self.note_plugin_change(summary, flow, index).await?;
+        }
         if flow.steps[index as usize].calls_per_item() {
             return self
                 .run_items(summary, flow, index, attempt, maybe_interrupted, probes)
@@ -1572,7 +1576,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         index: u32,
         attempt: u32,
     ) -> Result<(), settle_types::store::StoreError> {
-        self.note_plugin_change(summary, flow, index).await?;
         if flow.steps[index as usize].calls_per_item() {
             return self.compensate_items(summary, flow, index, attempt).await;
         }

@@ -218,13 +218,32 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             .iter()
             .filter(|(p, _)| (*p as usize) < list.len())
             .count();
+        // Items started whose outcome is unknown (a crash, a timeout) go
+        // first, and are called even once a `first` join is met: their ids
+        // make a repeat safe, and the run learns what they did.
+        let uncertain = done.uncertain();
+        let mut order: Vec<usize> = (0..list.len()).collect();
+        order.sort_by_key(|p| !uncertain.contains(&(*p as u32)));
         let mut pending = Vec::new();
-        for (position, item) in list.iter().enumerate() {
+        // Under `join: all` the first failure stops new calls and is the
+        // attempt's; under `first: N` failures are kept, and the calls go on.
+        let mut failures: Vec<CallFailure> = Vec::new();
+        // Items whose call failed with no effect (the plugin said so).
+        let mut failed_clean = Vec::new();
+        for position in order {
             if done.completed.iter().any(|(p, _)| *p as usize == position) {
                 continue;
             }
-            match self.item_input(summary, flow, index, item, position).await {
+            match self
+                .item_input(summary, flow, index, &list[position], position)
+                .await
+            {
                 Ok(input) => pending.push((position as u32, input)),
+                // Under `first: N`, a branch whose input cannot be made is
+                // that branch failing, not the step.
+                Err(f) if join != Join::All && f.class == FailureClass::InvalidInput => {
+                    failures.push(f);
+                }
                 Err(f) => {
                     return self
                         .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
@@ -235,11 +254,6 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut calls = tokio::task::JoinSet::new();
         let mut positions = std::collections::HashMap::new();
         let mut queue = pending.into_iter().peekable();
-        // Under `join: all` the first failure stops new calls and is the
-        // attempt's; under `first: N` failures are kept, and the calls go on.
-        let mut failures: Vec<CallFailure> = Vec::new();
-        // Items whose call failed with no effect (the plugin said so).
-        let mut failed_clean = Vec::new();
         let mut store_error = None;
         // What the calls came to, by plugin, for the plugins' and the
         // hosts' breakers (a probe the attempt was admitted as must learn
@@ -254,9 +268,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Join::All => !failures.is_empty(),
                 Join::First(_) => have >= needed,
             };
-            while !stopped && calls.len() + batch.len() < concurrency {
-                let Some(next) = queue.next() else { break };
-                batch.push(next);
+            while calls.len() + batch.len() < concurrency {
+                let Some((position, _)) = queue.peek() else {
+                    break;
+                };
+                if stopped && !(join != Join::All && uncertain.contains(position)) {
+                    break;
+                }
+                batch.extend(queue.next());
             }
             if !batch.is_empty() {
                 let started = EventKind::ItemsStarted {
@@ -351,6 +370,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     }
                     f.message = format!("{}: {}", label(step, position), f.message);
                     failures.push(f);
+                    // A failed call's exchanges too: what replays debug.
+                    if let Some(recorded) = recorded {
+                        let now = self.now();
+                        if let Err(e) = self.record(summary, vec![recorded], now).await {
+                            store_error = Some(e);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -628,6 +655,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                         CallKind::Compensate,
                         (position, &input, output.as_ref()),
                     );
+                    // A branch's undo takes a slot of its own plugin's
+                    // bulkhead (a `for_each` step's undo holds its
+                    // plugin's slot as a whole).
+                    let _slot = match flow.steps[index as usize].parallel {
+                        Some(_) => self.inner.domains.bulkhead(&request.plugin).await,
+                        None => None,
+                    };
                     let report = self.inner.executor.call(request).await;
                     report
                         .result

@@ -59,6 +59,7 @@ fn same_calls(a: &StepDef, b: &StepDef) -> bool {
             .collect()
     };
     a.name == b.name
+        && a.compensate == b.compensate
         && a.for_each.is_some() == b.for_each.is_some()
         && a.parallel.is_some() == b.parallel.is_some()
         && a.calls_plugin() == b.calls_plugin()
@@ -100,6 +101,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         if current.digest == flow.digest || current.upgrade != Upgrade::AtStepBoundary {
             return Ok(flow.clone());
         }
+        // A re-applied run has effects past this step: the new version
+        // would not know how to undo them.
+        if (index as usize..summary.steps.len()).any(|i| summary.may_have_effect(i)) {
+            return Ok(flow.clone());
+        }
         if let Some(why) = incompatible(flow, &current, index as usize) {
             tracing::debug!(run = %summary.run_id, "not moved to {}: {why}", current.id());
             return Ok(flow.clone());
@@ -118,6 +124,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     to_version: next.version.clone(),
                     to_digest: next.digest.clone(),
                     steps: next.steps.iter().map(|s| s.name.clone()).collect(),
+                    plugins: next
+                        .steps
+                        .iter()
+                        .flat_map(StepDef::calls)
+                        .filter(|c| !summary.plugins.contains_key(&c.plugin))
+                        .filter_map(|c| {
+                            let p = self.inner.executor.plugin(&c.plugin)?;
+                            Some((c.plugin.clone(), p.digest.clone()))
+                        })
+                        .collect(),
                 },
                 None,
                 Source::host(),

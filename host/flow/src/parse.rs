@@ -250,6 +250,7 @@ fn build(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<Flow> {
             Some(seq) => {
                 for item in seq.iter() {
                     if let Some(step) = cx.step(item, &steps, &defaults) {
+                        cx.no_missing_branch_reads(&step, &steps);
                         steps.push(step);
                     }
                 }
@@ -1240,6 +1241,38 @@ impl Cx<'_> {
         }
     }
 
+    /// A plain reference into a branch of a `first` join reads what may not
+    /// be there: an error now, not a failed step later. jq with a default
+    /// (`//`) says what then.
+    fn no_missing_branch_reads(&mut self, step: &StepDef, earlier: &[StepDef]) {
+        for call in step.calls() {
+            for r in call.input.references() {
+                let crate::template::Root::StepOutput { index, name } = &r.root else {
+                    continue;
+                };
+                let Some(crate::Parallel {
+                    join: crate::Join::First(n),
+                    ..
+                }) = earlier.get(*index).and_then(|s| s.parallel.as_ref())
+                else {
+                    continue;
+                };
+                let Some(branch) = r.path.first() else {
+                    continue;
+                };
+                self.error_at(
+                    call.input_at,
+                    format!(
+                        "step '{}' reads '{}', but branch '{branch}' of step '{name}' may give no output (join: first {n}): write ${{{{ {} // DEFAULT }}}} to say what then",
+                        call.name,
+                        r.text,
+                        r.text
+                    ),
+                );
+            }
+        }
+    }
+
     /// `item` is read only by a `for_each` step's input.
     fn no_item(&mut self, map: &MarkedMappingNode, input: &Template) {
         if input.reads_item()
@@ -1366,9 +1399,9 @@ impl Cx<'_> {
         })
     }
 
-    /// `join: all`, `join: any` or `join: {first: N}` (N below the count of branches).
+    /// `join: all`, `join: any` or `join: {first: N}` (N at most the count of branches).
     fn join(&mut self, node: &Node, branches: usize) -> Option<crate::Join> {
-        let how = "`join` is `all` (every branch), `any` (the first to complete) or `first: N` (the first N to complete)";
+        let how = "`join` is `all` (every branch gives an output), `any` (at least one does) or `first: N` (at least N do)";
         if let Some(s) = node.as_scalar() {
             return match s.as_str() {
                 "all" => Some(crate::Join::All),

@@ -196,6 +196,23 @@ impl Template {
         }
     }
 
+    /// The plain references in the template (not those inside jq), in order.
+    pub fn references(&self) -> Vec<&Reference> {
+        match self {
+            Template::Ref(r) => vec![r],
+            Template::Interpolated(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Ref(r) => Some(r),
+                    _ => None,
+                })
+                .collect(),
+            Template::Object(fields) => fields.iter().flat_map(|(_, t)| t.references()).collect(),
+            Template::Array(items) => items.iter().flat_map(Template::references).collect(),
+            Template::Literal(_) | Template::Program(_) => Vec::new(),
+        }
+    }
+
     /// Calls `f` with each jq program in the template, in order.
     fn each_program(&self, f: &mut impl FnMut(&Program)) {
         match self {

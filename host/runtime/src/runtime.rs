@@ -303,37 +303,50 @@ impl Runtime {
     /// [`RuntimeOptions::builds_dir`]).
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginInfo>, LoadError> {
         let info = Arc::new(self.prepare(path).await?);
+        // Kept on disk before any run can call it.
+        self.keep_copy(&info).map_err(|source| LoadError::Read {
+            path: self
+                .inner
+                .options
+                .builds_dir
+                .clone()
+                .unwrap_or_else(|| path.to_path_buf()),
+            source,
+        })?;
         self.install(info.clone())?;
-        self.keep_build(&info);
-        Ok(info)
-    }
-
-    /// Keeps `info`'s build: in memory, and a copy of its file in the
-    /// builds directory (written whole, then renamed in), so a run that
-    /// started with it can call it after another build is installed,
-    /// across restarts.
-    fn keep_build(&self, info: &Arc<PluginInfo>) {
         self.inner
             .builds
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(info.digest.clone(), info.clone());
+        Ok(info)
+    }
+
+    /// Keeps a copy of `info`'s file in the builds directory (written whole,
+    /// checked, fsynced, then renamed in), so a run that started with it
+    /// can call it after another build is installed, across restarts.
+    fn keep_copy(&self, info: &Arc<PluginInfo>) -> std::io::Result<()> {
         let Some(dir) = &self.inner.options.builds_dir else {
-            return;
+            return Ok(());
         };
         let kept = dir.join(format!("{}.wasm", info.digest));
         if kept.exists() {
-            return;
+            return Ok(());
         }
-        let copied = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::create_dir_all(dir).and_then(|()| {
             let partial = dir.join(format!(".{}.partial", info.digest));
             std::fs::copy(&info.path, &partial)?;
+            // The file may have been replaced since it was read: keep it
+            // only if it is the build that was loaded.
+            if component_digest(&std::fs::read(&partial)?) != info.digest {
+                let _ = std::fs::remove_file(&partial);
+                return Err(std::io::Error::other(
+                    "the file changed while it was loaded",
+                ));
+            }
             std::fs::File::open(&partial)?.sync_all()?;
             std::fs::rename(&partial, &kept)
-        });
-        if let Err(e) = copied {
-            tracing::warn!(plugin = %info.name, "cannot keep a copy of this build for runs that use it: {e}");
-        }
+        })
     }
 
     /// The build of plugin `name` with `digest`: one loaded before (the
@@ -349,12 +362,12 @@ impl Runtime {
         if let Some(info) = known.filter(|i| &*i.name == name) {
             return Ok(info);
         }
-        let short = &digest[..digest.len().min(16)];
+        let short: String = digest.chars().take(16).collect();
         let missing = |why: String| {
             CallFailure::new(
                 FailureClass::HostSetup,
                 format!(
-                    "plugin '{name}': the build this run started with ({short}) {why}; put it back, or cancel the run (a flow with `upgrade: at-step-boundary` moves its runs to the build installed now)"
+                    "plugin '{name}': the build this run started with ({short}) {why}; put it back as DIGEST.wasm in the builds directory, or cancel the run"
                 ),
             )
         };

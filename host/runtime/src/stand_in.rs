@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The most bytes of a request or scripted response body kept.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// The most requests and log lines kept (each).
-pub const MAX_KEPT: usize = 1000;
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The most requests and log lines kept (each), and scripted answers held.
+pub const MAX_KEPT: usize = 200;
 
 /// One scripted answer: to a request with this method and URL.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -94,7 +94,9 @@ impl StandIn {
 
     /// Adds answers to the script, after those there are.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
-        lock(&self.script).extend(answers);
+        let mut script = lock(&self.script);
+        let room = MAX_KEPT.saturating_sub(script.len());
+        script.extend(answers.into_iter().take(room));
     }
 
     /// The requests seen since the last call, oldest first.

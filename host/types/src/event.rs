@@ -271,6 +271,10 @@ pub enum EventKind {
         to_version: String,
         to_digest: String,
         steps: Vec<String>,
+        /// The builds of plugins the run did not call before (name →
+        /// digest), which it keeps from now on.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        plugins: std::collections::BTreeMap<String, String>,
     },
     /// The build of `plugin` installed now is not the one the run started
     /// with (or last saw), and its flow moves runs to new builds (`upgrade:

@@ -562,8 +562,16 @@ impl RunSummary {
                 to_version,
                 to_digest,
                 steps,
+                plugins,
                 ..
             } => {
+                for (name, digest) in plugins {
+                    if self.plugins.len() < crate::summary::MAX_ITEMS {
+                        self.plugins
+                            .entry(name.clone())
+                            .or_insert_with(|| digest.clone());
+                    }
+                }
                 let n = steps.len();
                 self.flow_version = to_version.clone();
                 self.flow_digest = to_digest.clone();

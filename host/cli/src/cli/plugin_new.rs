@@ -503,7 +503,11 @@ mod tests {
 
 const README: &str = r#"# {{name}}: a Settle plugin
 
-    cargo test                                        # the plugin's own test
+    cargo test                                        # the plugin's own tests; the second
+                                                      # runs the component in the host's
+                                                      # runtime: it needs `settle` on PATH (or
+                                                      # SETTLE naming it) and the wasm32-wasip2
+                                                      # target (rustup target add wasm32-wasip2)
     cargo build --release --target wasm32-wasip2      # the component
     settle plugin check target/wasm32-wasip2/release/{{crate}}.wasm
 

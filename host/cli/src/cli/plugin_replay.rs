@@ -102,34 +102,50 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCo
             (step, Some(at), Some(at))
         }
     };
-    let recorded_output = match position {
-        None => summary.outputs[index].clone(),
-        Some(p) => events.iter().rev().find_map(|e| match &e.kind {
+    // What the call gave, and the attempt that gave it (from its event's
+    // envelope); a step that never completed is replayed as its last
+    // attempt, to debug it.
+    let completed = events.iter().rev().find_map(|e| match (&e.kind, position) {
+        (
+            EventKind::StepCompleted {
+                index: i, output, ..
+            },
+            None,
+        ) if *i as usize == index => Some((output.clone(), e.attempt)),
+        (
             EventKind::ItemCompleted {
                 index: i,
                 item,
                 output,
-            } if *i as usize == index && *item == p => Some(output.clone()),
-            _ => None,
-        }),
-    };
-    let Some(recorded_output) = recorded_output else {
-        bail!(
-            "step '{}' of run {run} has no recorded output to compare with",
-            args.step
-        );
-    };
-    let exchanges = events.iter().rev().find_map(|e| match &e.kind {
+            },
+            Some(p),
+        ) if *i as usize == index && *item == p => Some((output.clone(), e.attempt)),
+        _ => None,
+    });
+    let recorded = events.iter().rev().find_map(|e| match &e.kind {
         EventKind::ExchangesRecorded {
             index: i,
             item,
             attempt,
             exchanges,
-        } if *i as usize == index && *item == position => Some((*attempt, exchanges.clone())),
+        } if *i as usize == index
+            && *item == position
+            && completed
+                .as_ref()
+                .is_none_or(|(_, a)| a.is_none_or(|a| a == *attempt)) =>
+        {
+            Some((*attempt, exchanges.clone()))
+        }
         _ => None,
     });
+    let attempt = completed
+        .as_ref()
+        .and_then(|(_, a)| *a)
+        .or(recorded.as_ref().map(|(a, _)| *a))
+        .unwrap_or(1);
+    let recorded_output = completed.map(|(o, _)| o);
+    let exchanges = recorded.map(|(_, x)| x).unwrap_or_default();
     let stand_in = Arc::new(StandIn::new(crate::model::now_ms()));
-    let (attempt, exchanges) = exchanges.unwrap_or((1, Vec::new()));
     let truncated = exchanges.iter().filter(|x| x.truncated).count();
     stand_in.script(exchanges.iter().filter_map(|x| {
         Some(Scripted {
@@ -145,7 +161,14 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCo
     let (runtime, name) = super::plugin_session::stand_in_runtime(
         config,
         &args.plugin,
-        |name| config.plugins.get(name).cloned().unwrap_or_default(),
+        |name| {
+            // The operator's grants and limits; not a pin to the build
+            // installed, which the new build is not.
+            let mut settings = config.plugins.get(name).cloned().unwrap_or_default();
+            settings.file = None;
+            settings.digest = None;
+            settings
+        },
         stand_in.clone(),
         kv,
     )
@@ -159,6 +182,13 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCo
         );
     }
     let input = render_input(&runtime, &summary, &flow, index, call, item).await?;
+    let described = runtime
+        .plugin_info(&name)
+        .context("the new build is not loaded")?;
+    if let Err(problems) = described.check_input(&input) {
+        outln!("input does not match the new build's input schema: {problems}");
+        return Ok(ExitCode::from(1));
+    }
     let suffix = match (&step.parallel, position) {
         (Some(p), Some(at)) => format!("/{}", p.branches[at as usize].name),
         (None, Some(at)) => format!("/{at}"),
@@ -210,7 +240,11 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCo
         }
     );
     let report = runtime.invoke(request).await;
-    for r in stand_in.take_requests() {
+    // The requests it sent, against those recorded: same method, URL and
+    // body, in order.
+    let mut differences = Vec::new();
+    let sent = stand_in.take_requests();
+    for (i, r) in sent.iter().enumerate() {
         outln!(
             "request:  {} {} ({})",
             r.method,
@@ -221,22 +255,71 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCo
                 "no recorded answer: refused"
             }
         );
-    }
-    let replayed = match report.result {
-        Ok(CallOutput::Ran(text)) => {
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
+        match exchanges.get(i) {
+            None => differences.push(format!(
+                "request {}: {} {} was not made by the recorded call",
+                i + 1,
+                r.method,
+                r.url
+            )),
+            Some(x) if x.method != r.method || x.url != r.url => differences.push(format!(
+                "request {}: {} {} → {} {}",
+                i + 1,
+                x.method,
+                x.url,
+                r.method,
+                r.url
+            )),
+            Some(x) if !x.truncated && x.request_body != r.body => differences.push(format!(
+                "request {} body: {} → {}",
+                i + 1,
+                crate::model::bounds::cut(&x.request_body, 200),
+                crate::model::bounds::cut(&r.body, 200)
+            )),
+            Some(_) => {}
         }
+    }
+    for (i, x) in exchanges.iter().enumerate().skip(sent.len()) {
+        differences.push(format!(
+            "request {}: {} {} was made by the recorded call, not by this build",
+            i + 1,
+            x.method,
+            x.url
+        ));
+    }
+    let shown = |v: &Option<Value>| {
+        v.as_ref().map_or_else(
+            || "(none: the step never completed)".to_string(),
+            Value::to_string,
+        )
+    };
+    let replayed = match report.result {
+        Ok(CallOutput::Ran(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                outln!("recorded: {}", shown(&recorded_output));
+                outln!("replayed: output that is not JSON ({e})");
+                return Ok(ExitCode::from(1));
+            }
+        },
         Ok(other) => bail!("the new build answered {other:?} to run"),
         Err(f) => {
-            outln!("recorded: {recorded_output}");
+            outln!("recorded: {}", shown(&recorded_output));
             outln!("replayed: failed ({}): {}", f.class.as_str(), f.message);
             return Ok(ExitCode::from(1));
         }
     };
-    outln!("recorded: {recorded_output}");
+    outln!("recorded: {}", shown(&recorded_output));
     outln!("replayed: {replayed}");
-    let mut differences = Vec::new();
-    diff("", &recorded_output, &replayed, &mut differences);
+    if let Err(problems) = described.check_output(&replayed) {
+        differences.push(format!(
+            "the output does not match the new build's output schema: {problems}"
+        ));
+    }
+    match &recorded_output {
+        Some(recorded) => diff("", recorded, &replayed, &mut differences),
+        None => differences.push("the recorded step has no output to compare with".into()),
+    }
     if differences.is_empty() {
         outln!("same output");
         return Ok(ExitCode::SUCCESS);

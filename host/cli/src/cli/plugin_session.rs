@@ -88,22 +88,42 @@ pub async fn session(config: &Config, args: &SessionArgs) -> anyhow::Result<Exit
         Arc::new(MemoryKv::default()),
     )
     .await?;
+    // The first line says the plugin is loaded (a harness waits for it).
+    let digest = runtime.plugin_info(&name).map(|p| p.digest.clone());
+    outln!(
+        "{}",
+        json!({ "ready": { "plugin": name, "digest": digest } })
+    );
     let stdin = std::io::stdin();
     let mut calls = 0u64;
     loop {
-        let mut line = String::new();
+        let mut line = Vec::new();
         let read = stdin
             .lock()
             .take(MAX_LINE_BYTES)
-            .read_line(&mut line)
+            .read_until(b'\n', &mut line)
             .context("reading a command")?;
         if read == 0 {
             break;
         }
+        // A line past the limit is one error, not several commands.
+        if !line.ends_with(b"\n") && read as u64 == MAX_LINE_BYTES {
+            let mut rest = Vec::new();
+            let _ = stdin.lock().read_until(b'\n', &mut rest);
+            outln!(
+                "{}",
+                json!({ "error": format!("a command line is at most {MAX_LINE_BYTES} bytes") })
+            );
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&line) else {
+            outln!("{}", json!({ "error": "a command line is UTF-8 text" }));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let answer = match serde_json::from_str::<Command>(&line) {
+        let answer = match serde_json::from_str::<Command>(line) {
             Err(e) => json!({ "error": format!("not a command: {e}") }),
             Ok(command) => {
                 calls += 1;

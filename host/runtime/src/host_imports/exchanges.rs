@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime_wasi_http::WasiBody;
 
+/// The most characters of a URL recorded.
+const MAX_URL_CHARS: usize = 2048;
+
 /// A body's bytes as they pass, at most [`MAX_EXCHANGE_BODY_BYTES`].
 #[derive(Default)]
 pub(crate) struct Kept {
     bytes: Vec<u8>,
     cut: bool,
+    /// The body was read to its end (else what is kept is only its start).
+    ended: bool,
 }
 
 impl Kept {
@@ -49,7 +54,7 @@ impl Recorder {
         }
         let recording = Arc::new(Recording {
             method: method.to_string(),
-            url: url.to_string(),
+            url: url.chars().take(MAX_URL_CHARS).collect(),
             status: Mutex::new(None),
             request: Arc::default(),
             response: Arc::default(),
@@ -65,13 +70,15 @@ impl Recorder {
             .map(|r| {
                 let request = lock(&r.request);
                 let response = lock(&r.response);
+                let status = *lock(&r.status);
                 Exchange {
                     method: r.method.clone(),
                     url: r.url.clone(),
-                    status: *lock(&r.status),
+                    status,
                     request_body: String::from_utf8_lossy(&request.bytes).into_owned(),
                     response_body: String::from_utf8_lossy(&response.bytes).into_owned(),
-                    truncated: request.cut || response.cut,
+                    // Cut at the cap, or not read to its end by the plugin.
+                    truncated: request.cut || response.cut || (status.is_some() && !response.ended),
                 }
             })
             .collect()
@@ -119,16 +126,24 @@ impl Body for Tee {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            lock(&self.kept).push(data);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    lock(&self.kept).push(data);
+                }
+            }
+            Poll::Ready(None) => lock(&self.kept).ended = true,
+            _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            lock(&self.kept).ended = true;
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
