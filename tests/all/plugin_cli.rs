@@ -298,3 +298,53 @@ fn install_checks_shows_what_it_asks_confirms_and_copies() {
     assert!(err.contains("not installed: not a plugin"), "{err}");
     assert!(!plugins.join("junk.wasm").exists());
 }
+
+/// `settle plugin remove NAME`: refused, with their count, while
+/// unfinished runs call the plugin; otherwise its file goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_is_refused_while_unfinished_runs_call_the_plugin() {
+    let dir = support::tempdir();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for p in ["noop", "flaky"] {
+        std::fs::copy(
+            support::plugin_dir().join(format!("{p}.wasm")),
+            plugins.join(format!("{p}.wasm")),
+        )
+        .unwrap();
+    }
+    let mut config = support::config(dir.path());
+    config.plugin_dirs = vec![plugins.clone()];
+    let config_path = dir.path().join("settle.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    {
+        let host = settle::app::Host::start(&config).await.unwrap();
+        host.engine.set_paused(true);
+        let flow = support::flow("name: one\nsteps:\n  - { name: a, plugin: noop }\n");
+        support::submit(&host, &flow, serde_json::json!({})).await;
+        host.shutdown().await.unwrap();
+    }
+    let remove = |name: &str| {
+        support::settle(&[
+            "--config",
+            config_path.to_str().unwrap(),
+            "plugin",
+            "remove",
+            name,
+        ])
+        .unwrap()
+    };
+    let (code, out, err) = remove("noop");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("plugin 'noop' is still called by 1 unfinished run(s)"),
+        "{err}"
+    );
+    assert!(plugins.join("noop.wasm").is_file(), "nothing removed");
+    let (code, out, err) = remove("flaky");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!plugins.join("flaky.wasm").exists());
+    let (code, _, err) = remove("flaky");
+    assert_ne!(code, 0);
+    assert!(err.contains("no plugin 'flaky' is installed"), "{err}");
+}

@@ -14,6 +14,23 @@ steps:
     input: { from: ann, to: bob, amount: \"${{ input.amount }}\" }
 ";
 
+/// `settle --config CONFIG plugin replay RUN STEP --plugin PLUGIN.wasm`
+/// with an example plugin's build; (exit code, stdout, stderr).
+fn replay(config: &std::path::Path, run: &str, step: &str, plugin: &str) -> (i32, String, String) {
+    let build = support::plugin_dir().join(format!("{plugin}.wasm"));
+    support::settle(&[
+        "--config",
+        config.to_str().unwrap(),
+        "plugin",
+        "replay",
+        run,
+        step,
+        "--plugin",
+        build.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_replays_from_its_recorded_exchanges_and_differences_are_named() {
     let dir = support::tempdir();
@@ -57,36 +74,13 @@ async fn a_step_replays_from_its_recorded_exchanges_and_differences_are_named() 
     drop(service);
 
     let run = done.run_id.to_string();
-    let config_arg = config_path.to_str().unwrap();
-    let same = support::plugin_dir().join("transfer.wasm");
-    let (code, out, err) = support::settle(&[
-        "--config",
-        config_arg,
-        "plugin",
-        "replay",
-        &run,
-        "charge",
-        "--plugin",
-        same.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (code, out, err) = replay(&config_path, &run, "charge", "transfer");
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("answered as recorded"), "{out}");
     assert!(out.contains("same output"), "{out}");
 
     // Another build (one that echoes its input) gives another output.
-    let other = support::plugin_dir().join("noop.wasm");
-    let (code, out, err) = support::settle(&[
-        "--config",
-        config_arg,
-        "plugin",
-        "replay",
-        &run,
-        "charge",
-        "--plugin",
-        other.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (code, out, err) = replay(&config_path, &run, "charge", "noop");
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         out.contains("is plugin 'noop'; step 'charge' calls 'transfer'"),
@@ -100,17 +94,7 @@ async fn a_step_replays_from_its_recorded_exchanges_and_differences_are_named() 
     );
 
     // A step that is not there is named, with the steps there are.
-    let (code, _, err) = support::settle(&[
-        "--config",
-        config_arg,
-        "plugin",
-        "replay",
-        &run,
-        "charg",
-        "--plugin",
-        same.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (code, _, err) = replay(&config_path, &run, "charg", "transfer");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no step 'charg'; its steps: charge"), "{err}");
 }
@@ -130,18 +114,7 @@ async fn without_recorded_exchanges_requests_are_refused_and_it_says_how_to_reco
     assert_eq!(done.state, RunState::Settled, "{done:#?}");
     host.shutdown().await.unwrap();
     let requests_before = service.requests();
-    let same = support::plugin_dir().join("transfer.wasm");
-    let (code, out, err) = support::settle(&[
-        "--config",
-        config_path.to_str().unwrap(),
-        "plugin",
-        "replay",
-        &done.run_id.to_string(),
-        "charge",
-        "--plugin",
-        same.to_str().unwrap(),
-    ])
-    .unwrap();
+    let (code, out, err) = replay(&config_path, &done.run_id.to_string(), "charge", "transfer");
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         out.contains("set record_exchanges = true in [plugins.transfer]"),

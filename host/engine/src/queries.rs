@@ -401,6 +401,28 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
 impl<S: RunQueries> Queries<S> {
     /// Runs of `flow` that may still be driven (not finished, or held for
     /// an operator), by flow version.
+    /// How many unfinished runs (moving or held) call plugin `name`: what
+    /// removing it would strand.
+    pub async fn unfinished_using_plugin(&self, name: &str) -> Result<usize, StoreError> {
+        let active = self.store.active_runs().await?;
+        let held = self
+            .store
+            .list_runs(
+                &RunFilter {
+                    states: vec![RunState::NeedsAttention],
+                    ..RunFilter::default()
+                },
+                usize::MAX,
+            )
+            .await?;
+        Ok(active
+            .items
+            .iter()
+            .chain(held.items.iter())
+            .filter(|s| s.plugins.contains_key(name))
+            .count())
+    }
+
     pub async fn unfinished_by_version(
         &self,
         flow: &str,

@@ -314,12 +314,17 @@ impl Runtime {
             source,
         })?;
         self.install(info.clone())?;
+        self.remember_build(&info);
+        Ok(info)
+    }
+
+    /// Keeps `info` loaded under its digest, for the runs that use it.
+    fn remember_build(&self, info: &Arc<PluginInfo>) {
         self.inner
             .builds
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(info.digest.clone(), info.clone());
-        Ok(info)
     }
 
     /// Keeps a copy of `info`'s file in the builds directory (written whole,
@@ -392,11 +397,7 @@ impl Runtime {
                 path.display()
             )));
         }
-        self.inner
-            .builds
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(info.digest.clone(), info.clone());
+        self.remember_build(&info);
         Ok(info)
     }
 

@@ -43,6 +43,10 @@ pub enum PluginCommand {
     /// dry run (no outbound request; recorded answers), and compare its
     /// output with the recorded one. Exit 1 when they differ.
     Replay(super::plugin_replay::ReplayArgs),
+    /// Remove an installed plugin's file from its plugin directory, unless
+    /// unfinished runs still call it (their count is given). Takes effect
+    /// when the host next starts; reads the local store.
+    Remove { name: String },
     /// Create a ready-to-build plugin project in DIR/NAME, with its test
     /// and the SDK (and WIT contract) it builds with.
     New {
@@ -65,6 +69,7 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
             dir,
             replace,
         } => install(config, file, *yes, dir.as_deref(), *replace).await,
+        PluginCommand::Remove { name } => remove(config, name).await,
         PluginCommand::Session(args) => super::plugin_session::session(config, args).await,
         PluginCommand::Replay(args) => super::plugin_replay::replay(config, args).await,
         PluginCommand::New { name, dir, lang } => {
@@ -88,6 +93,28 @@ pub async fn plugin(config: &Config, command: &PluginCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `settle plugin remove NAME`: refused while unfinished runs call it.
+async fn remove(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
+    let (runtime, _) = runtime_only(config).await?;
+    let Some(info) = runtime.plugin_info(name) else {
+        anyhow::bail!("no plugin '{name}' is installed (settle plugins lists them)");
+    };
+    let queries = settle_engine::queries::Queries::offline(crate::app::open_store(config)?);
+    let runs = queries.unfinished_using_plugin(name).await?;
+    if runs > 0 {
+        anyhow::bail!(
+            "plugin '{name}' is still called by {runs} unfinished run(s): wait until they finish (settle runs), or cancel them; nothing was removed"
+        );
+    }
+    std::fs::remove_file(&info.path)
+        .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", info.path.display()))?;
+    outln!(
+        "removed plugin {name} ({}); no unfinished run calls it. A host running now still has it until it restarts.",
+        info.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a plugin's imports ask the operator to grant, in words, with the
