@@ -12,6 +12,8 @@ use wasmtime_wasi_http::WasiBody;
 
 /// The most characters of a URL recorded.
 const MAX_URL_CHARS: usize = 2048;
+/// The most bytes one call's recorded exchanges take as JSON (one event).
+const MAX_RECORDED_BYTES: usize = 160 * 1024;
 
 /// A body's bytes as they pass, at most [`MAX_EXCHANGE_BODY_BYTES`].
 #[derive(Default)]
@@ -63,8 +65,44 @@ impl Recorder {
         Some(recording)
     }
 
-    /// What was recorded, as it stands when the call ends.
+    /// What was recorded, as it stands when the call ends; at most
+    /// [`MAX_RECORDED_BYTES`] as JSON (the longest bodies are cut first:
+    /// escaping can make a body's JSON several times its bytes).
     pub(crate) fn take(&self) -> Vec<Exchange> {
+        let mut all = self.take_all();
+        let json_len = |all: &Vec<Exchange>| serde_json::to_string(all).map_or(0, |t| t.len());
+        while json_len(&all) > MAX_RECORDED_BYTES {
+            let longest = all
+                .iter()
+                .enumerate()
+                .flat_map(|(i, x)| {
+                    [
+                        (i, false, x.request_body.len()),
+                        (i, true, x.response_body.len()),
+                    ]
+                })
+                .max_by_key(|(_, _, len)| *len)
+                .filter(|(_, _, len)| *len > 0);
+            let Some((i, response, len)) = longest else {
+                break;
+            };
+            let x = &mut all[i];
+            let body = if response {
+                &mut x.response_body
+            } else {
+                &mut x.request_body
+            };
+            let mut keep = len / 2;
+            while !body.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            body.truncate(keep);
+            x.truncated = true;
+        }
+        all
+    }
+
+    fn take_all(&self) -> Vec<Exchange> {
         std::mem::take(&mut *lock(&self.0))
             .into_iter()
             .map(|r| {
@@ -153,4 +191,36 @@ impl Body for Tee {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bodies of control characters escape to six bytes each in JSON: the
+    /// record is still bounded, and says it was cut.
+    #[test]
+    fn a_call_s_record_is_bounded_as_json() {
+        let recorder = Recorder::default();
+        for i in 0..MAX_EXCHANGES + 2 {
+            let r = recorder
+                .start(
+                    "POST",
+                    &format!("http://h.test/{}", "\u{1}".repeat(5000 + i)),
+                )
+                .map(|r| {
+                    lock(&r.request).push(&[1u8; MAX_EXCHANGE_BODY_BYTES]);
+                    lock(&r.response).push(&[1u8; MAX_EXCHANGE_BODY_BYTES]);
+                    lock(&r.response).ended = true;
+                    r.answered(200);
+                });
+            assert_eq!(r.is_some(), i < MAX_EXCHANGES);
+        }
+        let taken = recorder.take();
+        assert_eq!(taken.len(), MAX_EXCHANGES);
+        let size = serde_json::to_string(&taken).unwrap().len();
+        assert!(size <= MAX_RECORDED_BYTES, "{size}");
+        assert!(taken.iter().all(|x| x.truncated));
+        assert!(taken.iter().all(|x| x.url.chars().count() <= MAX_URL_CHARS));
+    }
 }
