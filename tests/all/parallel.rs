@@ -276,3 +276,70 @@ async fn first_n_short_of_n_retries_when_a_branch_may_still_succeed() {
     assert_eq!(output["a"], Value::Null, "{output}");
     host.shutdown().await.unwrap();
 }
+
+const RACE: &str = r#"
+name: race
+steps:
+  - name: reserve
+    parallel:
+      join: any
+      branches:
+        - { name: east, plugin: flaky, input: { mode: ok } }
+        - { name: west, plugin: flaky, input: { mode: ok } }
+        - { name: north, plugin: flaky, input: { mode: ok } }
+"#;
+
+/// `join: any` with every branch at once: the first to complete is kept,
+/// the others (which also made their change) are undone before the step
+/// completes, and the output has only the one kept. With `compensate:
+/// false` nothing is undone and every output stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_join_undoes_the_branches_past_it() {
+    let dir = support::tempdir();
+    let host = settle::app::Host::start(&support::config(dir.path()))
+        .await
+        .unwrap();
+    let done = support::run_to_end(&host, &support::flow(RACE), json!({})).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    let order: Vec<u32> = completed(&host, done.run_id)
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(order.len(), 3, "all three were called: {order:?}");
+    let undone: Vec<u32> = support::events(&host, done.run_id)
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ItemCompensated { item, .. } => Some(item),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        undone,
+        vec![order[2], order[1]],
+        "the surplus, newest first"
+    );
+    let output = done.outputs[0].clone().unwrap();
+    let kept: Vec<&str> = ["east", "west", "north"]
+        .into_iter()
+        .filter(|b| !output[*b].is_null())
+        .collect();
+    assert_eq!(kept.len(), 1, "{output}");
+    assert_eq!(kept[0], ["east", "west", "north"][order[0] as usize]);
+
+    let left = RACE.replace("join: any", "join: any\n    compensate: false");
+    let left = left.replace(
+        "    parallel:\n      join: any\n    compensate: false",
+        "    compensate: false\n    parallel:\n      join: any",
+    );
+    let done = support::run_to_end(&host, &support::flow(&left), json!({})).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    assert!(!support::event_names(&host, done.run_id).contains(&"item-compensated".to_string()));
+    let output = done.outputs[0].clone().unwrap();
+    assert!(
+        ["east", "west", "north"]
+            .iter()
+            .all(|b| !output[*b].is_null()),
+        "{output}"
+    );
+    host.shutdown().await.unwrap();
+}

@@ -221,7 +221,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         // Items started whose outcome is unknown (a crash, a timeout) go
         // first, and are called even once a `first` join is met: their ids
         // make a repeat safe, and the run learns what they did.
-        let uncertain = done.uncertain();
+        let uncertain: Vec<u32> = done
+            .uncertain()
+            .into_iter()
+            .filter(|p| !done.compensated.contains(p))
+            .collect();
         let mut order: Vec<usize> = (0..list.len()).collect();
         order.sort_by_key(|p| !uncertain.contains(&(*p as u32)));
         let mut pending = Vec::new();
@@ -232,6 +236,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut failed_clean = Vec::new();
         for position in order {
             if done.completed.iter().any(|(p, _)| *p as usize == position) {
+                continue;
+            }
+            // A branch a `first` join undid as surplus is not called again.
+            if join != Join::All && done.compensated.contains(&(position as u32)) {
                 continue;
             }
             match self
@@ -433,11 +441,54 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             ));
             return self.record(summary, host_events(events, index), now).await;
         }
+        // Under `first: N` (when the step undoes), the branches past the
+        // first N to complete, and those whose outcome is unknown, are not
+        // wanted: undone now, newest first, before the step completes. An
+        // undo that fails fails the attempt, as that failure says.
+        if join != Join::All && step.compensate {
+            if !events.is_empty() {
+                self.record(
+                    summary,
+                    host_events(std::mem::take(&mut events), index),
+                    now,
+                )
+                .await?;
+            }
+            let done = summary.items.get(&index).cloned().unwrap_or_default();
+            let winners = done.kept(needed);
+            for position in done.to_undo().into_iter().filter(|p| !winners.contains(p)) {
+                match self
+                    .undo_item(summary, flow, index, attempt, position, &list)
+                    .await
+                {
+                    Ok(source) => {
+                        let event = EventKind::ItemCompensated {
+                            index,
+                            item: position,
+                        };
+                        let now = self.now();
+                        self.record(summary, vec![(event, Some(index), source)], now)
+                            .await?;
+                    }
+                    Err(f) => {
+                        let f = CallFailure {
+                            message: format!("undoing a branch past the join: {}", f.message),
+                            ..f
+                        };
+                        return self
+                            .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                            .await;
+                    }
+                }
+            }
+        }
+        let now = self.now();
         let done = summary.items.get(&index).cloned().unwrap_or_default();
         let mut outputs: Vec<(u32, Value)> = done
             .completed
-            .into_iter()
-            .filter(|(p, _)| (*p as usize) < list.len())
+            .iter()
+            .filter(|(p, _)| (*p as usize) < list.len() && !done.compensated.contains(p))
+            .cloned()
             .collect();
         outputs.sort_by_key(|(p, _)| *p);
         if outputs.len() < needed {
@@ -536,7 +587,10 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         completed.sort_by_key(|(p, _)| *p);
         let step = &flow.steps[index as usize];
         for (position, output) in completed {
-            if !self.reconciles(&call_of(step, position).plugin) {
+            // A branch undone past a `first` join is not the run's.
+            if !self.reconciles(&call_of(step, position).plugin)
+                || done.compensated.contains(&position)
+            {
                 continue;
             }
             let what = label(step, position);
@@ -593,6 +647,63 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         (Ok(Verdict::InSync), source)
     }
 
+    /// Calls `compensate` for item `position` of step `index` (its
+    /// recorded output, if any); the failure names the item.
+    async fn undo_item(
+        &self,
+        summary: &RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        position: u32,
+        list: &[Value],
+    ) -> Result<Source, CallFailure> {
+        let step = &flow.steps[index as usize];
+        let Some(item) = list.get(position as usize) else {
+            return Err(CallFailure::new(
+                FailureClass::Permanent,
+                format!(
+                    "item {position} to undo is no longer in the list (it has {} items): the list changed since it was called",
+                    list.len()
+                ),
+            ));
+        };
+        let output = summary.items.get(&index).and_then(|done| {
+            done.completed
+                .iter()
+                .find(|(p, _)| *p == position)
+                .map(|(_, o)| o.clone())
+        });
+        let input = self
+            .item_input(summary, flow, index, item, position as usize)
+            .await?;
+        let request = self.item_request(
+            summary,
+            flow,
+            index,
+            attempt,
+            CallKind::Compensate,
+            (position, &input, output.as_ref()),
+        );
+        // A branch's undo takes a slot of its own plugin's bulkhead (a
+        // `for_each` step's undo holds its plugin's slot as a whole).
+        let _slot = match step.parallel {
+            Some(_) => self.inner.domains.bulkhead(&request.plugin).await,
+            None => None,
+        };
+        let report = self.inner.executor.call(request).await;
+        report
+            .result
+            .map(|_| Source(report.source.clone()))
+            .map_err(|f| {
+                let f = blame_setup(f, &report.denials);
+                CallFailure {
+                    message: format!("{}: {}", label(step, position), f.message),
+                    ..f
+                }
+            })
+    }
+
     /// Undoes the items of `for_each` step `index`, newest first; each
     /// one undone is recorded, so a retry goes on with the rest.
     pub(crate) async fn compensate_items(
@@ -625,67 +736,21 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             }
         };
         for position in done.to_undo() {
-            let Some(item) = list.get(position as usize) else {
-                let f = CallFailure::new(
-                    FailureClass::Permanent,
-                    format!(
-                        "item {position} to undo is no longer in the list (it has {} items): the list changed since it was called",
-                        list.len()
-                    ),
-                );
-                let now = self.now();
-                let events = host_events(failed(summary, f), index);
-                return self.record(summary, events, now).await;
-            };
-            let output = done
-                .completed
-                .iter()
-                .find(|(p, _)| *p == position)
-                .map(|(_, o)| o.clone());
-            let outcome = match self
-                .item_input(summary, flow, index, item, position as usize)
+            match self
+                .undo_item(summary, flow, index, attempt, position, &list)
                 .await
             {
-                Ok(input) => {
-                    let request = self.item_request(
-                        summary,
-                        flow,
-                        index,
-                        attempt,
-                        CallKind::Compensate,
-                        (position, &input, output.as_ref()),
-                    );
-                    // A branch's undo takes a slot of its own plugin's
-                    // bulkhead (a `for_each` step's undo holds its
-                    // plugin's slot as a whole).
-                    let _slot = match flow.steps[index as usize].parallel {
-                        Some(_) => self.inner.domains.bulkhead(&request.plugin).await,
-                        None => None,
-                    };
-                    let report = self.inner.executor.call(request).await;
-                    report
-                        .result
-                        .map(|_| Source(report.source.clone()))
-                        .map_err(|f| blame_setup(f, &report.denials))
-                }
-                Err(f) => Err(f),
-            };
-            let now = self.now();
-            match outcome {
                 Ok(source) => {
                     let event = EventKind::ItemCompensated {
                         index,
                         item: position,
                     };
+                    let now = self.now();
                     self.record(summary, vec![(event, Some(index), source)], now)
                         .await?;
                 }
-                Err(mut f) => {
-                    f.message = format!(
-                        "{}: {}",
-                        label(&flow.steps[index as usize], position),
-                        f.message
-                    );
+                Err(f) => {
+                    let now = self.now();
                     let events = host_events(failed(summary, f), index);
                     return self.record(summary, events, now).await;
                 }

@@ -228,6 +228,17 @@ impl ItemsDone {
             .collect()
     }
 
+    /// The first `n` items to complete that are not undone, in the order
+    /// they completed: the ones a `first: N` join keeps.
+    pub fn kept(&self, n: usize) -> Vec<u32> {
+        self.completed
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !self.compensated.contains(p))
+            .take(n)
+            .collect()
+    }
+
     /// Items to undo, newest first: the completed in reverse order of
     /// completion, then those whose outcome is unknown; none undone yet.
     pub fn to_undo(&self) -> Vec<u32> {
