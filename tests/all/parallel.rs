@@ -343,3 +343,52 @@ async fn a_first_join_undoes_the_branches_past_it() {
     );
     host.shutdown().await.unwrap();
 }
+
+const RACE_UNKNOWN: &str = r#"
+name: race-unknown
+steps:
+  - name: reserve
+    timeout: 300ms
+    retry: { max_attempts: 1 }
+    parallel:
+      join: any
+      branches:
+        - { name: east, plugin: flaky, input: { mode: loop } }
+        - { name: west, plugin: flaky, input: { mode: ok } }
+"#;
+
+/// A branch whose call ended with its outcome unknown (it timed out) after
+/// the join was met is undone, not called again; the kept branch is the
+/// one that completed, whatever its place in the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_of_unknown_outcome_past_the_join_is_undone_not_called_again() {
+    let dir = support::tempdir();
+    let host = settle::app::Host::start(&support::config(dir.path()))
+        .await
+        .unwrap();
+    let done = support::run_to_end(&host, &support::flow(RACE_UNKNOWN), json!({})).await;
+    assert_eq!(done.state, RunState::Settled, "{done:#?}");
+    let events = support::events(&host, done.run_id);
+    let started: Vec<Vec<u32>> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ItemsStarted { items, .. } => Some(items.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![vec![0, 1]], "east is called once");
+    let undone: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ItemCompensated { item, .. } => Some(item),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(undone, vec![0], "east, of unknown outcome, is undone");
+    let output = done.outputs[0].clone().unwrap();
+    assert!(
+        output["east"].is_null() && !output["west"].is_null(),
+        "{output}"
+    );
+    host.shutdown().await.unwrap();
+}

@@ -1678,8 +1678,11 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 {
                     continue;
                 }
-                let (verdict, source) = self.reconcile_items(summary, flow, index, attempt).await;
-                verdicts.push((index, verdict, source));
+                if let Some((verdict, source)) =
+                    self.reconcile_items(summary, flow, index, attempt).await
+                {
+                    verdicts.push((index, verdict, source));
+                }
                 continue;
             }
             let span = attempt_span(summary, flow, index, attempt, Action::Reconcile);

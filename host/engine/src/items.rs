@@ -216,11 +216,12 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         let mut have = done
             .completed
             .iter()
-            .filter(|(p, _)| (*p as usize) < list.len())
+            .filter(|(p, _)| (*p as usize) < list.len() && !done.compensated.contains(p))
             .count();
         // Items started whose outcome is unknown (a crash, a timeout) go
-        // first, and are called even once a `first` join is met: their ids
-        // make a repeat safe, and the run learns what they did.
+        // first: their ids make a repeat safe, and the run learns what they
+        // did. Once a `first` join is met they are not called again but
+        // undone (below), as an undo copes with an unknown outcome.
         let uncertain: Vec<u32> = done
             .uncertain()
             .into_iter()
@@ -276,14 +277,9 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 Join::All => !failures.is_empty(),
                 Join::First(_) => have >= needed,
             };
-            while calls.len() + batch.len() < concurrency {
-                let Some((position, _)) = queue.peek() else {
-                    break;
-                };
-                if stopped && !(join != Join::All && uncertain.contains(position)) {
-                    break;
-                }
-                batch.extend(queue.next());
+            while !stopped && calls.len() + batch.len() < concurrency {
+                let Some(next) = queue.next() else { break };
+                batch.push(next);
             }
             if !batch.is_empty() {
                 let started = EventKind::ItemsStarted {
@@ -567,25 +563,27 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     }
 
     /// Asks the plugin about each item of `for_each` step `index` that
-    /// completed: the step is in sync when every item is; the first item
+    /// completed (each branch of a `parallel` step whose plugin
+    /// reconciles): the step is in sync when every item is; the first item
     /// that is not (drifted, unknown, or no answer) is the step's verdict,
-    /// naming the item.
+    /// naming the item. `None` when none was asked.
     pub(crate) async fn reconcile_items(
         &self,
         summary: &RunSummary,
         flow: &Flow,
         index: u32,
         attempt: u32,
-    ) -> (Result<Verdict, Failure>, Source) {
+    ) -> Option<(Result<Verdict, Failure>, Source)> {
         let done = summary.items.get(&index).cloned().unwrap_or_default();
         let list = match self.item_list(summary, flow, index).await {
             Ok(list) => list,
-            Err(f) => return (Err(split_failure(f).0), Source::host()),
+            Err(f) => return Some((Err(split_failure(f).0), Source::host())),
         };
         let mut source = Source::host();
         let mut completed = done.completed;
         completed.sort_by_key(|(p, _)| *p);
         let step = &flow.steps[index as usize];
+        let mut asked = false;
         for (position, output) in completed {
             // A branch undone past a `first` join is not the run's.
             if !self.reconciles(&call_of(step, position).plugin)
@@ -599,14 +597,14 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                     class: FailureClass::Permanent,
                     message: format!("{what} is no longer in the list: the list changed"),
                 };
-                return (Err(failure), source);
+                return Some((Err(failure), source));
             };
             let input = match self
                 .item_input(summary, flow, index, item, position as usize)
                 .await
             {
                 Ok(input) => input,
-                Err(f) => return (Err(split_failure(f).0), source),
+                Err(f) => return Some((Err(split_failure(f).0), source)),
             };
             let request = self.item_request(
                 summary,
@@ -617,34 +615,37 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
                 (position, &input, Some(&output)),
             );
             let report = self.inner.executor.call(request).await;
+            asked = true;
             source = Source(report.source.clone());
             match report.result {
                 Ok(CallOutput::Reconciled(Verdict::InSync)) => {}
                 Ok(CallOutput::Reconciled(Verdict::Drifted(detail))) => {
                     let detail = format!("{what}: {detail}");
-                    return (
+                    return Some((
                         Ok(Verdict::Drifted(settle_types::bounds::cut_detail(&detail))),
                         source,
-                    );
+                    ));
                 }
                 Ok(CallOutput::Reconciled(Verdict::Unknown)) => {
-                    return (Ok(Verdict::Unknown), source);
+                    return Some((Ok(Verdict::Unknown), source));
                 }
                 Ok(other) => {
                     let failure = Failure {
                         class: FailureClass::Permanent,
                         message: format!("{what}: unexpected answer {other:?}"),
                     };
-                    return (Err(failure), source);
+                    return Some((Err(failure), source));
                 }
                 Err(f) => {
                     let mut failure = split_failure(blame_setup(f, &report.denials)).0;
                     failure.message = format!("{what}: {}", failure.message);
-                    return (Err(failure), source);
+                    return Some((Err(failure), source));
                 }
             }
         }
-        (Ok(Verdict::InSync), source)
+        // Nothing asked (every branch that reconciles was undone, or gave
+        // no output): no verdict, rather than one no one gave.
+        asked.then_some((Ok(Verdict::InSync), source))
     }
 
     /// Calls `compensate` for item `position` of step `index` (its

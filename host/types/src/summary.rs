@@ -1076,6 +1076,35 @@ pub fn is_zero(n: &u32) -> bool {
 }
 
 #[cfg(test)]
+mod items_done_tests {
+    use super::ItemsDone;
+    use serde_json::json;
+
+    /// A `first` join that kept item 2 and undid 0 (completed after it)
+    /// and 1 (outcome unknown): the kept one is the first to complete not
+    /// undone; a later undo of the step takes only the kept one; nothing
+    /// undone counts as of unknown outcome.
+    #[test]
+    fn kept_and_to_undo_leave_out_what_was_undone() {
+        let done = ItemsDone {
+            completed: vec![(2, json!("c")), (0, json!("a"))],
+            started: vec![0, 1, 2],
+            failed: vec![],
+            compensated: vec![],
+        };
+        assert_eq!(done.kept(1), vec![2]);
+        assert_eq!(done.to_undo(), vec![0, 2, 1]);
+        let undone = ItemsDone {
+            compensated: vec![0, 1],
+            ..done
+        };
+        assert_eq!(undone.kept(1), vec![2]);
+        assert_eq!(undone.kept(5), vec![2]);
+        assert_eq!(undone.to_undo(), vec![2]);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::{EventKind, SCHEMA_VERSION, Source};
