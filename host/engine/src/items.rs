@@ -453,28 +453,17 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             let done = summary.items.get(&index).cloned().unwrap_or_default();
             let winners = done.kept(needed);
             for position in done.to_undo().into_iter().filter(|p| !winners.contains(p)) {
-                match self
-                    .undo_item(summary, flow, index, attempt, position, &list)
-                    .await
+                if let Err(f) = self
+                    .undo_and_record(summary, flow, index, attempt, position, &list)
+                    .await?
                 {
-                    Ok(source) => {
-                        let event = EventKind::ItemCompensated {
-                            index,
-                            item: position,
-                        };
-                        let now = self.now();
-                        self.record(summary, vec![(event, Some(index), source)], now)
-                            .await?;
-                    }
-                    Err(f) => {
-                        let f = CallFailure {
-                            message: format!("undoing a branch past the join: {}", f.message),
-                            ..f
-                        };
-                        return self
-                            .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
-                            .await;
-                    }
+                    let f = CallFailure {
+                        message: format!("undoing a branch past the join: {}", f.message),
+                        ..f
+                    };
+                    return self
+                        .items_failed(summary, flow, index, attempt, f, maybe_interrupted)
+                        .await;
                 }
             }
         }
@@ -648,6 +637,35 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
         asked.then_some((Ok(Verdict::InSync), source))
     }
 
+    /// Undoes item `position` of step `index` and records it
+    /// (`item-compensated`); the inner `Err` is the undo's failure.
+    async fn undo_and_record(
+        &self,
+        summary: &mut RunSummary,
+        flow: &Flow,
+        index: u32,
+        attempt: u32,
+        position: u32,
+        list: &[Value],
+    ) -> Result<Result<(), CallFailure>, StoreError> {
+        match self
+            .undo_item(summary, flow, index, attempt, position, list)
+            .await
+        {
+            Ok(source) => {
+                let event = EventKind::ItemCompensated {
+                    index,
+                    item: position,
+                };
+                let now = self.now();
+                self.record(summary, vec![(event, Some(index), source)], now)
+                    .await?;
+                Ok(Ok(()))
+            }
+            Err(f) => Ok(Err(f)),
+        }
+    }
+
     /// Calls `compensate` for item `position` of step `index` (its
     /// recorded output, if any); the failure names the item.
     async fn undo_item(
@@ -737,24 +755,13 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
             }
         };
         for position in done.to_undo() {
-            match self
-                .undo_item(summary, flow, index, attempt, position, &list)
-                .await
+            if let Err(f) = self
+                .undo_and_record(summary, flow, index, attempt, position, &list)
+                .await?
             {
-                Ok(source) => {
-                    let event = EventKind::ItemCompensated {
-                        index,
-                        item: position,
-                    };
-                    let now = self.now();
-                    self.record(summary, vec![(event, Some(index), source)], now)
-                        .await?;
-                }
-                Err(f) => {
-                    let now = self.now();
-                    let events = host_events(failed(summary, f), index);
-                    return self.record(summary, events, now).await;
-                }
+                let now = self.now();
+                let events = host_events(failed(summary, f), index);
+                return self.record(summary, events, now).await;
             }
         }
         let now = self.now();

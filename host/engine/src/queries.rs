@@ -6,7 +6,7 @@
 use crate::expectations::{Expectation, Expectations};
 use crate::status::{Progress, RunStatus};
 use settle_types::store::{RunFilter, RunQueries, StoreError, Unreadable};
-use settle_types::{Event, RunId, RunState, Stage};
+use settle_types::{Event, RunId, RunState, RunSummary, Stage};
 use std::sync::Arc;
 
 /// Most runs one page may hold.
@@ -399,17 +399,16 @@ pub fn step_views(steps: &[String], events: &[Event]) -> Vec<StepView> {
 }
 
 impl<S: RunQueries> Queries<S> {
-    /// Runs of `flow` that may still be driven (not finished, or held for
-    /// an operator), by flow version.
-    /// How many unfinished runs (moving or held) call plugin `name`: what
-    /// removing it would strand.
-    pub async fn unfinished_using_plugin(&self, name: &str) -> Result<usize, StoreError> {
+    /// Runs that may still be driven (not finished, or held for an
+    /// operator), of `flow` when given.
+    async fn unfinished(&self, flow: Option<&str>) -> Result<Vec<RunSummary>, StoreError> {
         let active = self.store.active_runs().await?;
         let held = self
             .store
             .list_runs(
                 &RunFilter {
                     states: vec![RunState::NeedsAttention],
+                    flow: flow.map(str::to_string),
                     ..RunFilter::default()
                 },
                 usize::MAX,
@@ -417,33 +416,31 @@ impl<S: RunQueries> Queries<S> {
             .await?;
         Ok(active
             .items
+            .into_iter()
+            .chain(held.items)
+            .filter(|s| flow.is_none_or(|f| s.flow == f))
+            .collect())
+    }
+
+    /// How many unfinished runs (moving or held) call plugin `name`: what
+    /// removing it would strand.
+    pub async fn unfinished_using_plugin(&self, name: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .unfinished(None)
+            .await?
             .iter()
-            .chain(held.items.iter())
             .filter(|s| s.plugins.contains_key(name))
             .count())
     }
 
+    /// Runs of `flow` that may still be driven, by flow version.
     pub async fn unfinished_by_version(
         &self,
         flow: &str,
     ) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
         let mut counts = std::collections::BTreeMap::new();
-        let active = self.store.active_runs().await?;
-        let held = self
-            .store
-            .list_runs(
-                &RunFilter {
-                    states: vec![RunState::NeedsAttention],
-                    flow: Some(flow.to_string()),
-                    ..RunFilter::default()
-                },
-                usize::MAX,
-            )
-            .await?;
-        for s in active.items.iter().chain(held.items.iter()) {
-            if s.flow == flow {
-                *counts.entry(s.flow_version.clone()).or_insert(0) += 1;
-            }
+        for s in self.unfinished(Some(flow)).await? {
+            *counts.entry(s.flow_version.clone()).or_insert(0) += 1;
         }
         Ok(counts)
     }
