@@ -1166,7 +1166,7 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     ) -> Result<(), settle_types::store::StoreError> {
         // Only at a step boundary: a retry, the rest of the items, or an
         // undo goes to the build that may have made the effect.
-        if attempt == 1 && !maybe_interrupted && !summary.items.contains_key(&index) {
+        if crate::upgrades::at_step_boundary(summary, index, attempt, maybe_interrupted) {
             self.note_plugin_change(summary, flow, index).await?;
         }
         if flow.steps[index as usize].calls_per_item() {

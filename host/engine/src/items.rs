@@ -42,21 +42,21 @@ use std::time::Instant;
 /// together (the step's output, kept in the run's summary).
 pub const MAX_ITEMS_OUTPUT_BYTES: usize = 256 * 1024;
 
-/// The call item `position` of `step` makes: the step's own, or its branch's.
-fn call_of(step: &StepDef, position: u32) -> &StepDef {
+/// Branch `position` of a `parallel` step; `None` for a `for_each` item.
+fn branch_of(step: &StepDef, position: u32) -> Option<&settle_flow::Branch> {
     step.parallel
         .as_ref()
         .and_then(|p| p.branches.get(position as usize))
-        .map_or(step, |b| &b.call)
+}
+
+/// The call item `position` of `step` makes: the step's own, or its branch's.
+fn call_of(step: &StepDef, position: u32) -> &StepDef {
+    branch_of(step, position).map_or(step, |b| &b.call)
 }
 
 /// How messages name item `position` of `step`.
 fn label(step: &StepDef, position: u32) -> String {
-    match step
-        .parallel
-        .as_ref()
-        .and_then(|p| p.branches.get(position as usize))
-    {
+    match branch_of(step, position) {
         Some(b) => format!("branch '{}'", b.name),
         None => format!("item {position}"),
     }
@@ -65,11 +65,7 @@ fn label(step: &StepDef, position: u32) -> String {
 /// What ends item `position`'s ids: its position, or its branch's name
 /// (stable when branches are added in a later version of the flow).
 fn id_suffix(step: &StepDef, position: u32) -> String {
-    match step
-        .parallel
-        .as_ref()
-        .and_then(|p| p.branches.get(position as usize))
-    {
+    match branch_of(step, position) {
         Some(b) => b.name.clone(),
         None => position.to_string(),
     }

@@ -66,12 +66,28 @@ fn same_calls(a: &StepDef, b: &StepDef) -> bool {
         && calls(a) == calls(b)
 }
 
+/// Whether attempt `attempt` of step `index` starts the step afresh: its
+/// first attempt, nothing of it begun (no call of it may be out, no item
+/// called, no timer or wait started). `maybe_interrupted`: the run was
+/// just resumed, so its first attempt may have been cut off mid-call.
+pub(crate) fn at_step_boundary(
+    summary: &RunSummary,
+    index: u32,
+    attempt: u32,
+    maybe_interrupted: bool,
+) -> bool {
+    attempt == 1
+        && !maybe_interrupted
+        && !summary.items.contains_key(&index)
+        && summary.pausing_until.is_none()
+        && summary.awaiting_signal.is_none()
+}
+
 impl<S: RunQueries, X: Executor> Engine<S, X> {
     /// At a step boundary, the version of the flow the run goes on with:
     /// the current one when it asks for runs to move and can take this one
     /// over (recorded), else `flow`.
-    /// `maybe_interrupted`: the run was just resumed, so its first attempt
-    /// may have been cut off mid-call; it is not a boundary.
+    /// See [`at_step_boundary`] for `maybe_interrupted`.
     pub(crate) async fn upgrade_at_boundary(
         &self,
         summary: &mut RunSummary,
@@ -80,19 +96,16 @@ impl<S: RunQueries, X: Executor> Engine<S, X> {
     ) -> Result<Arc<Flow>, StoreError> {
         let Next::Step {
             index,
-            attempt: 1,
+            attempt,
             not_before_ms,
             ..
         } = summary.next
         else {
             return Ok(flow.clone());
         };
-        // Not begun: no call of it may be out, no timer or wait started.
-        let begun = maybe_interrupted
-            || summary.items.contains_key(&index)
-            || summary.pausing_until.is_some()
-            || summary.awaiting_signal.is_some();
-        if begun || !matches!(summary.state, RunState::Accepted | RunState::Processing) {
+        if !at_step_boundary(summary, index, attempt, maybe_interrupted)
+            || !matches!(summary.state, RunState::Accepted | RunState::Processing)
+        {
             return Ok(flow.clone());
         }
         let Some(current) = self.inner.catalog.get().and_then(|c| c.current(&flow.name)) else {

@@ -474,19 +474,9 @@ fn parse_string(
 /// jq's braces and strings, so `${{ {a: {b: 1}} }}` reads whole.
 fn closing_braces(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    for (i, b) in settle_types::bounds::outside_strings(text) {
         match b {
-            b'"' => in_string = true,
             b'{' => depth += 1,
             b'}' if depth > 0 => depth -= 1,
             b'}' if bytes.get(i + 1) == Some(&b'}') => return Some(i),

@@ -104,19 +104,9 @@ fn schema(plugin: &str, what: &str, text: &str) -> Result<serde_json::Value, Str
 /// The deepest nesting of objects and arrays in JSON text, counted without
 /// parsing it (brackets inside strings are skipped).
 pub fn json_depth(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for (_, b) in settle_types::bounds::outside_strings(text) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);

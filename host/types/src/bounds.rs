@@ -62,6 +62,26 @@ pub fn json_depth(value: &Value) -> usize {
     deepest
 }
 
+/// The bytes of `text` that stand outside double-quoted strings (with
+/// backslash escapes), with their positions: what a bracket counter over
+/// JSON or jq text reads. The quotes themselves are left out.
+pub fn outside_strings(text: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    text.bytes().enumerate().filter(move |&(_, b)| {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            return false;
+        }
+        in_string = b == b'"';
+        !in_string
+    })
+}
+
 /// Checks the nesting depth against [`MAX_JSON_DEPTH`].
 pub fn check_depth(value: &Value) -> Result<(), BoundError> {
     let depth = json_depth(value);

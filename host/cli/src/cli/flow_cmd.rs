@@ -215,6 +215,54 @@ pub fn mermaid(flow: &Flow) -> String {
     out.join("\n")
 }
 
+/// A call's input in a dry run: rendered over the steps before `before`,
+/// printed after `shown`, and checked against its plugin's schema; `None`
+/// (after saying why, naming it `who`) when it cannot be made or does not
+/// fit.
+async fn dry_input(
+    runtime: &crate::runtime::Runtime,
+    scope: &Scope<'_>,
+    names: &[&str],
+    before: usize,
+    call: &crate::flow::StepDef,
+    who: &str,
+    shown: &str,
+) -> Option<Value> {
+    let rendered = match call.input.render_in(scope, names, before, runtime).await {
+        Ok(v) => v,
+        Err(e) => {
+            outln!("   {who}input: cannot be made: {e}");
+            return None;
+        }
+    };
+    outln!("   {shown}{rendered}");
+    if let Some(plugin) = crate::runtime::Executor::plugin(runtime, &call.plugin)
+        && let Err(problems) = plugin.check_input(&rendered)
+    {
+        outln!(
+            "   {who}input does not match the schema of plugin '{}': {problems}",
+            call.plugin
+        );
+        return None;
+    }
+    Some(rendered)
+}
+
+/// `step`'s mocked output, said as such; `None` (after saying the dry run
+/// stops there, and what `what` the mock would be) without one.
+fn mocked(
+    given: &std::collections::BTreeMap<String, Value>,
+    step: &str,
+    what: &str,
+) -> Option<Value> {
+    let Some(output) = given.get(step) else {
+        outln!("   no --mock {step}=JSON{what}: the dry run stops here");
+        return None;
+    };
+    outln!("   output: {output} (mocked)");
+    Some(output.clone())
+}
+
 async fn test(
     config: &Config,
     path: &Path,
@@ -307,34 +355,20 @@ async fn test(
         // A `parallel` step: each branch's input, checked as a step's is.
         if let Some(parallel) = &step.parallel {
             for b in &parallel.branches {
-                let rendered = match b.call.input.render_in(&scope, &names, i, &runtime).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        outln!("   branch {} input: cannot be made: {e}", b.name);
-                        return stops(&step.name, "invalid-input");
-                    }
-                };
-                outln!("   branch {} ({}) input: {rendered}", b.name, b.call.plugin);
-                if let Some(plugin) = crate::runtime::Executor::plugin(&runtime, &b.call.plugin)
-                    && let Err(problems) = plugin.check_input(&rendered)
+                let who = format!("branch {} ", b.name);
+                let shown = format!("branch {} ({}) input: ", b.name, b.call.plugin);
+                if dry_input(&runtime, &scope, &names, i, &b.call, &who, &shown)
+                    .await
+                    .is_none()
                 {
-                    outln!(
-                        "   branch {} input does not match the schema of plugin '{}': {problems}",
-                        b.name,
-                        b.call.plugin
-                    );
                     return stops(&step.name, "invalid-input");
                 }
             }
-            let Some(output) = given.get(&step.name) else {
-                outln!(
-                    "   no --mock {}=JSON (an object with each branch's output): the dry run stops here",
-                    step.name
-                );
+            let Some(output) = mocked(&given, &step.name, " (an object with each branch's output)")
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            outln!("   output: {output} (mocked)");
-            outputs[i] = Some(output.clone());
+            outputs[i] = Some(output);
             continue;
         }
         // A `for_each` step: its list, and each item's input.
@@ -368,41 +402,23 @@ async fn test(
                     }
                 }
             }
-            let Some(output) = given.get(&step.name) else {
-                outln!(
-                    "   no --mock {}=JSON (the list of the items' outputs): the dry run stops here",
-                    step.name
-                );
+            let Some(output) = mocked(&given, &step.name, " (the list of the items' outputs)")
+            else {
                 return Ok(ExitCode::FAILURE);
             };
-            outln!("   output: {output} (mocked)");
-            outputs[i] = Some(output.clone());
+            outputs[i] = Some(output);
             continue;
         }
-        let rendered = match step.input.render_in(&scope, &names, i, &runtime).await {
-            Ok(v) => v,
-            Err(e) => {
-                outln!("   input: cannot be made: {e}");
-                return stops(&step.name, "invalid-input");
-            }
-        };
-        outln!("   input:  {rendered}");
-        if step.calls_plugin()
-            && let Some(plugin) = crate::runtime::Executor::plugin(&runtime, &step.plugin)
-            && let Err(problems) = plugin.check_input(&rendered)
+        if dry_input(&runtime, &scope, &names, i, step, "", "input:  ")
+            .await
+            .is_none()
         {
-            outln!(
-                "   input does not match the schema of plugin '{}': {problems}",
-                step.plugin
-            );
             return stops(&step.name, "invalid-input");
         }
-        let Some(output) = given.get(&step.name) else {
-            outln!("   no --mock {}=JSON: the dry run stops here", step.name);
+        let Some(output) = mocked(&given, &step.name, "") else {
             return Ok(ExitCode::FAILURE);
         };
-        outln!("   output: {output} (mocked)");
-        outputs[i] = Some(output.clone());
+        outputs[i] = Some(output);
     }
     outln!(
         "every step completed or was skipped: the run would be confirmed with downstream systems, then settle"
